@@ -1,0 +1,39 @@
+// Helpers shared by the tests: fixture paths, skipping, small file I/O.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe::test {
+
+// ../shared/fixtures (big reference files), or "" when absent.
+std::string shared_fixtures_dir();
+// A file under ../shared/fixtures, or "" when it is absent.
+std::string shared_fixture(const std::string& rel);
+// tests/fixtures (small files committed with the project).
+std::string local_fixture(const std::string& rel);
+// Directory holding the built executables (moe-gguf, ...).
+std::string bin_dir();
+
+// Prints the marker ctest turns into "skipped". Use as: return skip("why");
+void skip(const std::string& why);
+
+std::vector<uint8_t> read_file(const std::string& path);
+void write_file(const std::string& path, const void* data, size_t size);
+inline void write_file(const std::string& path, const std::vector<uint8_t>& b) {
+  write_file(path, b.data(), b.size());
+}
+// A fresh empty directory under the system temp dir, removed at exit.
+std::string temp_dir();
+
+struct CommandResult {
+  int exit_code = -1;   // -1 when killed by a signal
+  int signal = 0;       // the signal, when killed
+  std::string out;      // stdout
+  std::string err;      // stderr
+};
+// Runs argv[0] with arguments, capturing stdout and stderr.
+CommandResult run_command(const std::vector<std::string>& argv);
+
+}  // namespace moe::test
