@@ -20,6 +20,13 @@ class GgufParser {
 
  private:
   static constexpr int kMaxArrayDepth = 8;
+  // Limits on what a header may make us allocate, whatever the file size
+  // (a sparse file can be terabytes of zeros). Real files are far below:
+  // DeepSeek-V3 has ~1,200 tensors, 129,280 tokens, ~50 keys.
+  static constexpr uint64_t kMaxTensors = 1u << 20;
+  static constexpr uint64_t kMaxKv = 1u << 20;
+  static constexpr uint64_t kMaxArrayItems = 1u << 24;  // strings or nested arrays in one array
+  static constexpr uint64_t kMaxArrayBytes = 1ull << 30;
 
   [[noreturn]] void fail(uint64_t at, const std::string& field, const std::string& msg) const {
     throw GgufError(strfmt("%s: at offset %" PRIu64 " (0x%" PRIx64 "), %s: %s", f_.path_.c_str(), at, at,
@@ -103,15 +110,23 @@ GgufValue GgufParser::read_array(const std::string& field, int depth) {
     fail(count_at, field,
          strfmt("array of %" PRIu64 " %s values cannot fit in the %" PRIu64 " bytes left in the file", count,
                 gguf_type_name(elem), left()));
+  if ((elem == GgufType::STRING || elem == GgufType::ARRAY) && count > kMaxArrayItems)
+    fail(count_at, field,
+         strfmt("array of %" PRIu64 " %s values exceeds the limit of %" PRIu64, count, gguf_type_name(elem),
+                kMaxArrayItems));
+  if (count * min_elem > kMaxArrayBytes)
+    fail(count_at, field,
+         strfmt("array of %" PRIu64 " %s values is larger than the limit of %" PRIu64 " bytes", count,
+                gguf_type_name(elem), kMaxArrayBytes));
   if (elem == GgufType::STRING) {
     std::vector<std::string> v;
-    v.reserve(static_cast<size_t>(count));
+    v.reserve(static_cast<size_t>(std::min<uint64_t>(count, 1u << 16)));
     for (uint64_t i = 0; i < count; ++i) v.push_back(read_string(strfmt("%s[%" PRIu64 "]", field.c_str(), i)));
     return GgufValue::array_of_strings(std::move(v));
   }
   if (elem == GgufType::ARRAY) {
     std::vector<GgufValue> v;
-    v.reserve(static_cast<size_t>(count));
+    v.reserve(static_cast<size_t>(std::min<uint64_t>(count, 1u << 10)));
     for (uint64_t i = 0; i < count; ++i) v.push_back(read_array(strfmt("%s[%" PRIu64 "]", field.c_str(), i), depth + 1));
     return GgufValue::array_of_arrays(std::move(v));
   }
@@ -238,7 +253,11 @@ void GgufParser::parse() {
     fail(8, "tensor count", strfmt("%" PRIu64 " tensors cannot fit in a %" PRIu64 "-byte file", n_tensors, size_));
   if (n_kv > left() / 13)
     fail(16, "metadata count", strfmt("%" PRIu64 " metadata entries cannot fit in a %" PRIu64 "-byte file", n_kv, size_));
-  f_.kv_.reserve(static_cast<size_t>(n_kv));
+  if (n_tensors > kMaxTensors)
+    fail(8, "tensor count", strfmt("%" PRIu64 " tensors exceed the limit of %" PRIu64, n_tensors, kMaxTensors));
+  if (n_kv > kMaxKv)
+    fail(16, "metadata count", strfmt("%" PRIu64 " metadata entries exceed the limit of %" PRIu64, n_kv, kMaxKv));
+  f_.kv_.reserve(static_cast<size_t>(std::min<uint64_t>(n_kv, 4096)));
   for (uint64_t i = 0; i < n_kv; ++i) read_kv(i);
 
   if (const GgufValue* a = f_.find("general.alignment")) {
@@ -251,7 +270,7 @@ void GgufParser::parse() {
                              f_.path_.c_str(), v));
     f_.alignment_ = static_cast<uint32_t>(v);
   }
-  f_.tensors_.reserve(static_cast<size_t>(n_tensors));
+  f_.tensors_.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, 1u << 16)));
   for (uint64_t i = 0; i < n_tensors; ++i) read_tensor_info(i);
   place_tensors();
 }
@@ -261,7 +280,11 @@ GgufFile GgufFile::parse(const uint8_t* data, size_t size, const std::string& na
   f.path_ = name;
   f.base_ = data;
   f.size_ = size;
-  GgufParser(f).parse();
+  try {
+    GgufParser(f).parse();
+  } catch (const std::bad_alloc&) {
+    throw GgufError(name + ": out of memory while reading the GGUF header (metadata or tensor list too large)");
+  }
   return f;
 }
 
