@@ -1,0 +1,48 @@
+#include "cpu/matmul.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "quant/dequantize.h"
+#include "quant/vec_dot.h"
+
+namespace moe {
+
+size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens) {
+  return ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
+}
+
+void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
+  MOE_DASSERT(W.ne[2] == 1 && W.ne[3] == 1);
+  const int64_t n_in = W.ne[0], n_out = W.ne[1];
+  const GgmlType act_type = vec_dot_type(W.type);
+  const size_t act_row = ggml_row_size(act_type, n_in);
+  uint8_t* act = static_cast<uint8_t*>(scratch);
+  pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
+  });
+  // Parallel over weight rows: each weight row is read once for all tokens.
+  pool.parallel_for(n_out, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* w = W.row(r);
+      for (int64_t t = 0; t < n_tokens; ++t) y[t * n_out + r] = vec_dot_row(W.type, w, act + t * act_row, n_in);
+    }
+  });
+}
+
+void matmul_ref(const TensorView& W, const float* x, int64_t n_tokens, float* y) {
+  const int64_t n_in = W.ne[0], n_out = W.ne[1];
+  std::vector<float> row(static_cast<size_t>(n_in));
+  for (int64_t r = 0; r < n_out; ++r) {
+    dequantize_row_ref(W.type, W.row(r), row.data(), n_in);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      double s = 0.0;
+      for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(row[static_cast<size_t>(i)]) * x[t * n_in + i];
+      y[t * n_out + r] = static_cast<float>(s);
+    }
+  }
+}
+
+}  // namespace moe

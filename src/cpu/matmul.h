@@ -1,0 +1,26 @@
+// Matrix products against weights in their stored type, straight from the
+// mapping: y[t][r] = sum_i W[r][i] * x[t][i] for every token t and row r of
+// a 2-D weight W of shape [in, out] (ggml order). Quantized weights are
+// multiplied as ggml does on the CPU: each activation row is quantized to
+// the weight type's dot-product partner (Q8_0, Q8_1 or Q8_K; f16 for f16
+// weights) and the dot products are computed on the blocks.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace moe {
+
+class ThreadPool;
+
+// Scratch the caller provides: at least matmul_scratch_bytes(W, n_tokens).
+size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens);
+
+// x: [n_tokens][W.ne[0]] floats; y: [n_tokens][W.ne[1]] floats.
+void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
+
+// Reference: dequantize each weight row to f32 and accumulate in double.
+void matmul_ref(const TensorView& W, const float* x, int64_t n_tokens, float* y);
+
+}  // namespace moe

@@ -1,0 +1,92 @@
+// The DeepSeek-V2/V3 model (GGUF architecture "deepseek2") on the CPU:
+// loading, and the forward pass over a batch of tokens through the MLA
+// latent cache.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "gguf/gguf_reader.h"
+#include "model/deepseek2_config.h"
+#include "model/deepseek2_weights.h"
+#include "runtime/kv_cache.h"
+
+namespace moe {
+
+class Deepseek2Model {
+ public:
+  // Maps the file, reads the hyper-parameters, binds and checks every tensor.
+  static std::unique_ptr<Deepseek2Model> load(const std::string& path);
+
+  const GgufFile& file() const { return file_; }
+  const Deepseek2Config& config() const { return config_; }
+  const Deepseek2Weights& weights() const { return weights_; }
+  // RoPE frequency of each rotated pair (YaRN-corrected when the file says so).
+  const std::vector<float>& rope_freqs() const { return rope_freqs_; }
+
+ private:
+  Deepseek2Model(GgufFile f) : file_(std::move(f)) {}
+  GgufFile file_;
+  Deepseek2Config config_;
+  Deepseek2Weights weights_;
+  std::vector<float> rope_freqs_;
+};
+
+// Per-sequence state: the latent cache and every scratch buffer, all
+// allocated up front; forward() allocates nothing.
+class Deepseek2Session {
+ public:
+  // n_ctx: cache positions; n_batch: most tokens per forward() call.
+  Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, int64_t n_batch, int n_threads);
+
+  // Evaluates tokens at positions n_past() .. n_past()+n-1, appending them to
+  // the cache. Writes logits for every token ([n][vocab]) when all_logits,
+  // else for the last one only ([vocab]). n may exceed n_batch (split).
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return cache_.n_ctx(); }
+  void reset() { n_past_ = 0; }
+  const Deepseek2Model& model() const { return model_; }
+
+ private:
+  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  void mla_attention(int64_t il, const MlaWeights& m, int64_t n);
+  void ffn_dense(const FfnWeights& f, const float* x, int64_t n, float* out);
+  void moe_ffn(const MoeWeights& e, int64_t n);
+  void mm(const TensorView& W, const float* x, int64_t n, float* y);
+
+  const Deepseek2Model& model_;
+  const Deepseek2Config& c_;
+  MlaKvCache cache_;
+  int64_t n_batch_;
+  int64_t n_past_ = 0;
+  ThreadPool pool_;
+
+  // Scratch, [n_batch][...] each.
+  std::vector<float> x_;        // residual stream [hidden]
+  std::vector<float> h_;        // normed input of a block [hidden]
+  std::vector<float> out_;      // block output [hidden]
+  std::vector<float> q_a_;      // [q_lora_rank]
+  std::vector<float> q_;        // [heads * qk_head_dim]
+  std::vector<float> kv_a_;     // [kv_lora_rank + qk_rope_head_dim]
+  std::vector<float> head_in_;  // per-head gather [n_batch][max(qk_nope, kv_lora)]
+  std::vector<float> head_out_; // [n_batch][max(kv_lora, v_head)]
+  std::vector<float> q_abs_;    // [heads][kv_lora_rank + qk_rope_head_dim], absorbed q | rotated q_rope
+  std::vector<float> o_lat_;    // [heads][kv_lora_rank]
+  std::vector<float> attn_v_;   // [heads * v_head_dim]
+  std::vector<float> scores_;   // [threads][n_ctx]
+  std::vector<float> ffn_g_, ffn_u_;  // [max ffn]
+  std::vector<float> router_;   // [n_experts]
+  std::vector<int32_t> route_ids_;    // [top_k]
+  std::vector<float> route_w_;        // [top_k]
+  std::vector<float> route_scratch_;  // [2 * n_experts]
+  std::vector<int32_t> expert_tokens_;  // tokens routed to one expert
+  std::vector<float> expert_w_;
+  std::vector<float> xe_, ye_;        // gathered inputs / outputs of one expert
+  std::vector<uint8_t> mm_scratch_;
+};
+
+}  // namespace moe

@@ -1,0 +1,161 @@
+#include "model/deepseek2_weights.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "gguf/gguf_reader.h"
+#include "quant/dequantize.h"
+
+namespace moe {
+
+namespace {
+
+class Binder {
+ public:
+  Binder(const GgufFile& f, Deepseek2Weights& w) : f_(f), w_(w) {}
+
+  bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
+
+  // A tensor of exactly this shape (ggml order), any supported type.
+  TensorView tensor(const std::string& name, std::initializer_list<int64_t> shape) {
+    const GgufTensorInfo* t = f_.find_tensor(name);
+    if (!t) throw_error("%s: tensor '%s' is missing (expected %s)", f_.path().c_str(), name.c_str(), shape_str(shape).c_str());
+    TensorView v;
+    v.name = name;
+    v.type = t->type;
+    v.data = t->data;
+    std::vector<int64_t> want(shape);
+    bool ok = t->shape.size() <= 4;
+    for (size_t i = 0; ok && i < 4; ++i) {
+      const int64_t have = i < t->shape.size() ? t->shape[i] : 1;
+      const int64_t exp = i < want.size() ? want[i] : 1;
+      ok = have == exp;
+      if (i < 4) v.ne[i] = have;
+    }
+    if (!ok)
+      throw_error("%s: tensor '%s': expected %s, got %s %s", f_.path().c_str(), name.c_str(), shape_str(shape).c_str(),
+                  t->shape_string().c_str(), ggml_type_name(t->type));
+    ggml_require_supported(t->type, "tensor '" + name + "'");
+    return v;
+  }
+
+  // A vector as float: used in place when stored as f32, converted otherwise.
+  const float* vector_f32(const std::string& name, int64_t n) {
+    const TensorView v = tensor(name, {n});
+    if (v.type == GgmlType::F32) return reinterpret_cast<const float*>(v.data);
+    auto buf = std::make_unique<std::vector<uint8_t>>(static_cast<size_t>(n) * sizeof(float));
+    dequantize_row_ref(v.type, v.data, reinterpret_cast<float*>(buf->data()), n);
+    const float* p = reinterpret_cast<const float*>(buf->data());
+    w_.owned.push_back(std::move(buf));
+    return p;
+  }
+
+  // An f32 tensor in memory we own.
+  TensorView owned_f32(const std::string& name, std::array<int64_t, 4> ne, std::vector<float> values) {
+    auto buf = std::make_unique<std::vector<uint8_t>>(values.size() * sizeof(float));
+    std::memcpy(buf->data(), values.data(), buf->size());
+    TensorView v;
+    v.name = name;
+    v.type = GgmlType::F32;
+    v.ne = ne;
+    v.data = buf->data();
+    w_.owned.push_back(std::move(buf));
+    return v;
+  }
+
+ private:
+  static std::string shape_str(std::initializer_list<int64_t> s) {
+    std::string r = "[";
+    bool first = true;
+    for (int64_t d : s) {
+      r += strfmt(first ? "%lld" : ", %lld", static_cast<long long>(d));
+      first = false;
+    }
+    return r + "]";
+  }
+  const GgufFile& f_;
+  Deepseek2Weights& w_;
+};
+
+std::string blk(int64_t il, const char* what) { return strfmt("blk.%lld.%s", static_cast<long long>(il), what); }
+
+// Legacy files store kv_b_proj unsplit: rows [h*(nope+v), h*(nope+v)+nope)
+// are head h's key part, the next v rows its value part, each of
+// kv_lora_rank columns. Split into wk_b (per head transposed) and wv_b.
+void split_legacy_kv_b(Binder& b, const Deepseek2Config& c, int64_t il, MlaWeights& m) {
+  const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim, r = c.kv_lora_rank;
+  const TensorView kv_b = b.tensor(blk(il, "attn_kv_b.weight"), {r, H * (nope + v)});
+  std::vector<float> row(static_cast<size_t>(r));
+  std::vector<float> k(static_cast<size_t>(H * r * nope)), vv(static_cast<size_t>(H * v * r));
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t j = 0; j < nope + v; ++j) {
+      dequantize_row_ref(kv_b.type, kv_b.row(h * (nope + v) + j), row.data(), r);
+      for (int64_t i = 0; i < r; ++i) {
+        if (j < nope) k[static_cast<size_t>((h * r + i) * nope + j)] = row[static_cast<size_t>(i)];  // wk_b[h][i][j]
+        else vv[static_cast<size_t>((h * v + (j - nope)) * r + i)] = row[static_cast<size_t>(i)];   // wv_b[h][j][i]
+      }
+    }
+  }
+  m.wk_b = b.owned_f32(blk(il, "attn_k_b.weight"), {nope, r, H, 1}, std::move(k));
+  m.wv_b = b.owned_f32(blk(il, "attn_v_b.weight"), {r, v, H, 1}, std::move(vv));
+}
+
+}  // namespace
+
+Deepseek2Weights Deepseek2Weights::bind(const GgufFile& f, const Deepseek2Config& c) {
+  Deepseek2Weights w;
+  Binder b(f, w);
+  const int64_t D = c.hidden_size, H = c.num_attention_heads, V = c.vocab_size;
+  w.token_embd = b.tensor("token_embd.weight", {D, V});
+  w.output_norm = b.vector_f32("output_norm.weight", D);
+  w.output = b.has("output.weight") ? b.tensor("output.weight", {D, V}) : w.token_embd;
+
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+    LayerWeights L;
+    L.attn_norm = b.vector_f32(blk(il, "attn_norm.weight"), D);
+    MlaWeights& m = L.mla;
+    if (c.q_lora_rank > 0) {
+      QProjLora q;
+      q.wq_a = b.tensor(blk(il, "attn_q_a.weight"), {D, c.q_lora_rank});
+      q.q_a_norm = b.vector_f32(blk(il, "attn_q_a_norm.weight"), c.q_lora_rank);
+      q.wq_b = b.tensor(blk(il, "attn_q_b.weight"), {c.q_lora_rank, H * c.qk_head_dim()});
+      m.q_proj = q;
+    } else {
+      m.q_proj = QProjPlain{b.tensor(blk(il, "attn_q.weight"), {D, H * c.qk_head_dim()})};
+    }
+    m.wkv_a = b.tensor(blk(il, "attn_kv_a_mqa.weight"), {D, c.kv_lora_rank + c.qk_rope_head_dim});
+    m.kv_a_norm = b.vector_f32(blk(il, "attn_kv_a_norm.weight"), c.kv_lora_rank);
+    if (b.has(blk(il, "attn_k_b.weight"))) {
+      m.wk_b = b.tensor(blk(il, "attn_k_b.weight"), {c.qk_nope_head_dim, c.kv_lora_rank, H});
+      m.wv_b = b.tensor(blk(il, "attn_v_b.weight"), {c.kv_lora_rank, c.v_head_dim, H});
+    } else {
+      split_legacy_kv_b(b, c, il, m);
+    }
+    m.wo = b.tensor(blk(il, "attn_output.weight"), {H * c.v_head_dim, D});
+    L.ffn_norm = b.vector_f32(blk(il, "ffn_norm.weight"), D);
+    if (!c.is_moe_layer(il)) {
+      L.ffn = FfnWeights{b.tensor(blk(il, "ffn_gate.weight"), {D, c.intermediate_size}),
+                         b.tensor(blk(il, "ffn_up.weight"), {D, c.intermediate_size}),
+                         b.tensor(blk(il, "ffn_down.weight"), {c.intermediate_size, D})};
+    } else {
+      const int64_t E = c.n_routed_experts, F = c.moe_intermediate_size;
+      MoeWeights e;
+      e.router = b.tensor(blk(il, "ffn_gate_inp.weight"), {D, E});
+      e.score_bias = b.has(blk(il, "exp_probs_b.bias")) ? b.vector_f32(blk(il, "exp_probs_b.bias"), E) : nullptr;
+      e.gate_exps = b.tensor(blk(il, "ffn_gate_exps.weight"), {D, F, E});
+      e.up_exps = b.tensor(blk(il, "ffn_up_exps.weight"), {D, F, E});
+      e.down_exps = b.tensor(blk(il, "ffn_down_exps.weight"), {F, D, E});
+      if (c.n_shared_experts > 0) {
+        const int64_t S = F * c.n_shared_experts;
+        e.shared = FfnWeights{b.tensor(blk(il, "ffn_gate_shexp.weight"), {D, S}),
+                              b.tensor(blk(il, "ffn_up_shexp.weight"), {D, S}),
+                              b.tensor(blk(il, "ffn_down_shexp.weight"), {S, D})};
+      }
+      L.ffn = std::move(e);
+    }
+    w.layers.push_back(std::move(L));
+  }
+  return w;
+}
+
+}  // namespace moe

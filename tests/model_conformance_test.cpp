@@ -1,0 +1,221 @@
+// The CPU forward pass against independent references: llama.cpp's logits
+// (f32 cache) and DeepSeek's own inference code, for every fixture model.
+// f32 files: every logit within 1e-3 and every greedy token identical.
+// Quantized files: top-1 agreement >= 95% of positions and mean KL <= 0.01.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "gguf/gguf_reader.h"
+#include "gguf/gguf_writer.h"
+#include "model/deepseek2.h"
+#include "test_util.h"
+
+using namespace moe;
+
+namespace {
+
+std::vector<float> read_f32(const std::string& path) {
+  const auto b = test::read_file(path);
+  std::vector<float> v(b.size() / 4);
+  std::memcpy(v.data(), b.data(), v.size() * 4);
+  return v;
+}
+
+int64_t argmax(const float* x, int64_t n) {
+  int64_t b = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (x[i] > x[b]) b = i;
+  return b;
+}
+
+// KL(p || q) of the softmaxes of two logit rows, in nats.
+double kl_divergence(const float* p, const float* q, int64_t n) {
+  double mp = -INFINITY, mq = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mp = std::max(mp, double(p[i])), mq = std::max(mq, double(q[i]));
+  double sp = 0, sq = 0;
+  for (int64_t i = 0; i < n; ++i) sp += std::exp(p[i] - mp), sq += std::exp(q[i] - mq);
+  double kl = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
+
+struct Comparison {
+  double max_abs = 0;
+  int top1_agree = 0;
+  int rows = 0;
+  double kl_sum = 0;
+  void add(const float* ref, const float* ours, int64_t V) {
+    for (int64_t i = 0; i < V; ++i) max_abs = std::max(max_abs, double(std::fabs(ref[i] - ours[i])));
+    top1_agree += argmax(ref, V) == argmax(ours, V);
+    kl_sum += kl_divergence(ref, ours, V);
+    ++rows;
+  }
+  double top1() const { return double(top1_agree) / rows; }
+  double mean_kl() const { return kl_sum / rows; }
+};
+
+struct RunResult {
+  Comparison prefill, decode;
+  std::vector<int32_t> greedy;  // our own greedy continuation
+};
+
+// Runs the fixture prompt, compares the prefill rows, then feeds the
+// reference's greedy tokens one at a time (so rows stay comparable even if
+// our choice differed) and records what we would have chosen.
+RunResult run_fixture(const std::string& gguf, const std::string& json, const std::string& prefill_ref,
+                      const std::string& decode_ref) {
+  const auto j = nlohmann::json::parse(std::ifstream(json));
+  const auto tokens = j["prompt_tokens"].get<std::vector<int32_t>>();
+  const auto greedy = j["greedy_tokens"].get<std::vector<int32_t>>();
+  auto model = Deepseek2Model::load(gguf);
+  const int64_t V = model->config().vocab_size, n = static_cast<int64_t>(tokens.size());
+  REQUIRE(V == j["n_vocab"].get<int64_t>());
+  Deepseek2Session s(*model, 256, 64, 2);
+  std::vector<float> logits(static_cast<size_t>(n * V));
+  s.forward(tokens.data(), n, logits.data(), true);
+  const auto pre = read_f32(prefill_ref), dec = read_f32(decode_ref);
+  REQUIRE(pre.size() == logits.size());
+  RunResult r;
+  for (int64_t t = 0; t < n; ++t) r.prefill.add(&pre[size_t(t * V)], &logits[size_t(t * V)], V);
+  std::vector<float> row(static_cast<size_t>(V));
+  const float* last = &logits[size_t((n - 1) * V)];
+  for (size_t k = 0; k < greedy.size(); ++k) {
+    r.greedy.push_back(static_cast<int32_t>(argmax(last, V)));
+    s.forward(&greedy[k], 1, row.data(), false);
+    r.decode.add(&dec[k * size_t(V)], row.data(), V);
+    last = row.data();
+  }
+  return r;
+}
+
+std::string models(const std::string& f) { return test::shared_fixture("models/" + f); }
+
+}  // namespace
+
+TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with identical greedy tokens") {
+  for (const char* stem : {"tiny-dsv3.f32", "tiny-dsv2lite.f32", "tiny-dsv2.f32"}) {
+    const std::string gguf = models(std::string(stem) + ".gguf");
+    if (gguf.empty()) {
+      test::skip(std::string(stem) + " fixture not found");
+      continue;
+    }
+    CAPTURE(stem);
+    const std::string base = gguf.substr(0, gguf.size() - 5);
+    const auto j = nlohmann::json::parse(std::ifstream(base + ".json"));
+    const RunResult r = run_fixture(gguf, base + ".json", base + ".prefill.f32", base + ".decode.f32");
+    MESSAGE(stem << " (" << j["reference"].get<std::string>() << "): prefill max |d| " << r.prefill.max_abs
+                 << ", decode max |d| " << r.decode.max_abs);
+    CHECK(r.prefill.max_abs <= 1e-3);
+    CHECK(r.decode.max_abs <= 1e-3);
+    CHECK(r.greedy == j["greedy_tokens"].get<std::vector<int32_t>>());
+    if (!test::shared_fixture(std::string("models/") + stem + ".deepseek.prefill.f32").empty()) {
+      const RunResult d = run_fixture(gguf, base + ".json", base + ".deepseek.prefill.f32", base + ".deepseek.decode.f32");
+      MESSAGE(stem << " vs DeepSeek's code: prefill max |d| " << d.prefill.max_abs << ", decode " << d.decode.max_abs);
+      CHECK(d.prefill.max_abs <= 1e-3);
+      CHECK(d.decode.max_abs <= 1e-3);
+    }
+  }
+}
+
+TEST_CASE("conformance: quantized models agree with llama.cpp (top-1 >= 95%, mean KL <= 0.01)") {
+  for (const char* stem : {"tiny-dsv3.Q8_0", "tiny-dsv3.Q6_K", "tiny-dsv3.Q4_K_M", "tiny-dsv3.Q4_0",
+                           "tiny-dsv2lite.F16", "tiny-dsv2lite.Q8_0", "tiny-dsv2lite.Q4_K_M"}) {
+    const std::string gguf = models(std::string(stem) + ".gguf");
+    if (gguf.empty()) {
+      test::skip(std::string(stem) + " fixture not found");
+      continue;
+    }
+    CAPTURE(stem);
+    const std::string base = gguf.substr(0, gguf.size() - 5);
+    const RunResult r = run_fixture(gguf, base + ".json", base + ".prefill.f32", base + ".decode.f32");
+    Comparison all = r.prefill;
+    all.top1_agree += r.decode.top1_agree;
+    all.rows += r.decode.rows;
+    all.kl_sum += r.decode.kl_sum;
+    MESSAGE(stem << ": top-1 " << all.top1() << " (prefill " << r.prefill.top1() << ", decode " << r.decode.top1()
+                 << "), mean KL " << all.mean_kl() << ", max |d| " << std::max(r.prefill.max_abs, r.decode.max_abs));
+    CHECK(all.top1() >= 0.95);
+    CHECK(all.mean_kl() <= 0.01);
+  }
+}
+
+// Old GGUF files keep MLA's kv_b_proj unsplit (attn_kv_b); rebuilding one from
+// the split fixture must give the same logits.
+TEST_CASE("conformance: legacy files with an unsplit attn_kv_b give the same logits") {
+  const std::string gguf = models("tiny-dsv3.f32.gguf");
+  if (gguf.empty()) return test::skip("tiny-dsv3.f32.gguf not found");
+  const GgufFile in = GgufFile::open(gguf);
+  const auto c = Deepseek2Config::from_gguf(in);
+  const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim, R = c.kv_lora_rank;
+  const std::string out = test::temp_dir() + "/legacy.gguf";
+  std::vector<std::vector<float>> merged;
+  {
+    GgufWriter w(out, in.alignment());
+    for (const auto& kv : in.metadata()) w.set(kv.key, kv.value);
+    std::vector<std::pair<const uint8_t*, size_t>> data;
+    for (const auto& t : in.tensors()) {
+      if (t.name.find("attn_v_b") != std::string::npos) continue;
+      if (t.name.find("attn_k_b") != std::string::npos) {
+        const std::string layer = t.name.substr(0, t.name.find(".attn_k_b"));
+        const float* kb = reinterpret_cast<const float*>(t.data);  // [H][R][nope]
+        const float* vb = reinterpret_cast<const float*>(in.tensor(layer + ".attn_v_b.weight").data);  // [H][v][R]
+        std::vector<float> kv(static_cast<size_t>(H * (nope + v) * R));  // rows h*(nope+v)+j of R values
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t r = 0; r < R; ++r) {
+            for (int64_t j = 0; j < nope; ++j) kv[size_t((h * (nope + v) + j) * R + r)] = kb[(h * R + r) * nope + j];
+            for (int64_t j = 0; j < v; ++j) kv[size_t((h * (nope + v) + nope + j) * R + r)] = vb[(h * v + j) * R + r];
+          }
+        merged.push_back(std::move(kv));
+        w.add_tensor(layer + ".attn_kv_b.weight", GgmlType::F32, {R, H * (nope + v)});
+        data.emplace_back(reinterpret_cast<const uint8_t*>(merged.back().data()), merged.back().size() * 4);
+        continue;
+      }
+      w.add_tensor(t.name, t.type, t.shape);
+      data.emplace_back(t.data, t.nbytes);
+    }
+    w.begin();
+    for (const auto& [p, n] : data) w.write_tensor_data(p, n);
+    w.finish();
+  }
+  const GgufFile legacy = GgufFile::open(out);
+  CHECK(legacy.find_tensor("blk.0.attn_kv_b.weight") != nullptr);
+  CHECK(legacy.find_tensor("blk.0.attn_k_b.weight") == nullptr);
+  const std::string base = gguf.substr(0, gguf.size() - 5);
+  const RunResult r = run_fixture(out, base + ".json", base + ".prefill.f32", base + ".decode.f32");
+  CHECK(r.prefill.max_abs <= 1e-3);
+  CHECK(r.decode.max_abs <= 1e-3);
+}
+
+TEST_CASE("session: a prompt longer than the context is a clear error") {
+  const std::string gguf = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
+  auto model = Deepseek2Model::load(gguf);
+  Deepseek2Session s(*model, 8, 4, 1);
+  std::vector<int32_t> tokens(9, 1);
+  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
+  CHECK_THROWS_WITH(s.forward(tokens.data(), 9, logits.data(), false), doctest::Contains("context"));
+  tokens[0] = 999999;
+  CHECK_THROWS_WITH(s.forward(tokens.data(), 1, logits.data(), false), doctest::Contains("outside the vocabulary"));
+  CHECK(s.n_past() == 0);
+  s.forward(tokens.data() + 1, 8, logits.data(), false);  // exactly fills the context, over two batches
+  CHECK(s.n_past() == 8);
+}
+
+TEST_CASE("session: batch size and thread count do not change the results") {
+  const std::string gguf = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
+  auto model = Deepseek2Model::load(gguf);
+  const int64_t V = model->config().vocab_size;
+  std::vector<int32_t> tokens = {0, 672, 646, 1194, 292, 1073, 114, 286, 1877, 598, 396};
+  std::vector<float> a(size_t(11 * V)), b(size_t(11 * V));
+  Deepseek2Session s1(*model, 64, 64, 1), s2(*model, 64, 3, 3);
+  s1.forward(tokens.data(), 11, a.data(), true);
+  s2.forward(tokens.data(), 11, b.data(), true);
+  double max_abs = 0;
+  for (size_t i = 0; i < a.size(); ++i) max_abs = std::max(max_abs, double(std::fabs(a[i] - b[i])));
+  CHECK(max_abs < 1e-4);
+}
