@@ -46,11 +46,17 @@ class GgufParser {
     pos_ += sizeof(T);
     return v;
   }
-  std::string read_string(const std::string& field) {
+  // index >= 0 names element `index` of an array `field`; the name is only
+  // built when there is an error to report (vocabularies have 100k+ strings).
+  std::string read_string(const std::string& field, int64_t index = -1) {
     const uint64_t at = pos_;
-    const uint64_t len = read<uint64_t>(field + " length");
+    auto name = [&] { return index < 0 ? field : strfmt("%s[%" PRId64 "]", field.c_str(), index); };
+    if (8 > left()) need(8, name() + " length");
+    uint64_t len;
+    std::memcpy(&len, p_ + pos_, 8);
+    pos_ += 8;
     if (len > left())
-      fail(at, field, strfmt("string length %" PRIu64 " exceeds the %" PRIu64 " bytes left in the file", len, left()));
+      fail(at, name(), strfmt("string length %" PRIu64 " exceeds the %" PRIu64 " bytes left in the file", len, left()));
     std::string s(reinterpret_cast<const char*>(p_ + pos_), static_cast<size_t>(len));
     pos_ += len;
     return s;
@@ -71,6 +77,7 @@ class GgufParser {
   const uint8_t* p_;
   uint64_t size_;
   uint64_t pos_ = 0;
+  uint64_t alignment_at_ = 0;  // where general.alignment's value is, for errors
 };
 
 GgufValue GgufParser::read_value(GgufType type, const std::string& field, int depth) {
@@ -121,7 +128,7 @@ GgufValue GgufParser::read_array(const std::string& field, int depth) {
   if (elem == GgufType::STRING) {
     std::vector<std::string> v;
     v.reserve(static_cast<size_t>(std::min<uint64_t>(count, 1u << 16)));
-    for (uint64_t i = 0; i < count; ++i) v.push_back(read_string(strfmt("%s[%" PRIu64 "]", field.c_str(), i)));
+    for (uint64_t i = 0; i < count; ++i) v.push_back(read_string(field, static_cast<int64_t>(i)));
     return GgufValue::array_of_strings(std::move(v));
   }
   if (elem == GgufType::ARRAY) {
@@ -146,6 +153,7 @@ void GgufParser::read_kv(uint64_t i) {
   if (key.empty()) fail(at, strfmt("metadata entry %" PRIu64 " key", i), "empty key");
   if (f_.kv_index_.count(key)) fail(at, "metadata key '" + key + "'", "duplicate key");
   const GgufType type = read_type("metadata key '" + key + "' value type");
+  if (key == "general.alignment") alignment_at_ = pos_;
   GgufValue value = read_value(type, "metadata key '" + key + "'", 0);
   f_.kv_index_.emplace(key, f_.kv_.size());
   f_.kv_.push_back({std::move(key), std::move(value)});
@@ -262,12 +270,11 @@ void GgufParser::parse() {
 
   if (const GgufValue* a = f_.find("general.alignment")) {
     if (a->type() != GgufType::UINT32)
-      throw GgufError(strfmt("%s: metadata key 'general.alignment': expected uint32, found %s", f_.path_.c_str(),
-                             gguf_type_name(a->type())));
+      fail(alignment_at_, "metadata key 'general.alignment'",
+           strfmt("expected uint32, found %s", gguf_type_name(a->type())));
     const uint64_t v = a->as_u64();
     if (v == 0 || (v & (v - 1)) != 0)
-      throw GgufError(strfmt("%s: metadata key 'general.alignment': %" PRIu64 " is not a power of two",
-                             f_.path_.c_str(), v));
+      fail(alignment_at_, "metadata key 'general.alignment'", strfmt("%" PRIu64 " is not a power of two", v));
     f_.alignment_ = static_cast<uint32_t>(v);
   }
   f_.tensors_.reserve(static_cast<size_t>(std::min<uint64_t>(n_tensors, 1u << 16)));
