@@ -38,7 +38,7 @@ TEST_CASE("moe: -p Hello -n 16 --temp 0 streams the greedy continuation and exit
     s.forward(&best, 1, logits.data(), false);
   }
   // Streaming never splits a character; invalid bytes become U+FFFD.
-  StreamDecoder dec(tok, /*special=*/false);
+  StreamDecoder dec(tok, /*special=*/false, /*at_start=*/false);
   std::string expected = "Hello";
   for (int32_t t : gen) expected += dec.push(t);
   expected += dec.flush();

@@ -66,7 +66,9 @@ const TrainedModel& trained_model() {
     for (int i = 0; i < t->sp.GetPieceSize(); ++i) {
       tokens.push_back(t->sp.IdToPiece(i));
       scores.push_back(t->sp.GetScore(i));
-      types.push_back(t->sp.IsUnknown(i) ? 2 : t->sp.IsControl(i) ? 3 : t->sp.IsUnused(i) ? 5 : t->sp.IsByte(i) ? 6 : 1);
+      // tokenizer.ggml.token_type: 1 normal, 2 unknown, 3 control, 5 unused, 6 byte
+      const auto& sp = t->sp;
+      types.push_back(sp.IsUnknown(i) ? 2 : sp.IsControl(i) ? 3 : sp.IsUnused(i) ? 5 : sp.IsByte(i) ? 6 : 1);
     }
     t->gguf = t->dir + "/sp.gguf";
     GgufWriter w(t->gguf);
@@ -96,9 +98,9 @@ TEST_CASE("tokenizer: SentencePiece vocabulary encodes and decodes as libsentenc
   CHECK(tok.eos() == m.sp.eos_id());
 
   const std::string texts[] = {
-      "the quick brown fox",  "Hello world",   " leading space", "trailing spaces   ", "two  spaces",
-      "café über naïve",      "Привет, мир!",  "深度求索",        "emoji 😀 and 🚀",    "tabs\tand\nnewlines",
-      "numbers 1234567 and 3.14", "",          "x",              "UPPER lower MiXeD",  "a,b.c!d?e",
+      "the quick brown fox", "Hello world", " leading space", "trailing spaces   ", "two  spaces",
+      "café über naïve", "Привет, мир!", "深度求索", "emoji 😀 and 🚀", "tabs\tand\nnewlines",
+      "numbers 1234567 and 3.14", "", "x", "UPPER lower MiXeD", "a,b.c!d?e",
   };
   for (const std::string& text : texts) {
     CAPTURE(text);
@@ -118,6 +120,12 @@ TEST_CASE("tokenizer: SentencePiece vocabulary encodes and decodes as libsentenc
     streamed += dec.flush();
     CHECK(streamed == text);
   }
+
+  // Streaming a continuation (at_start false) keeps the dummy-prefix space.
+  StreamDecoder cont(tok, true, /*at_start=*/false);
+  std::string continued;
+  for (int32_t id : tok.encode("Hello world", false, false)) continued += cont.push(id);
+  CHECK(continued + cont.flush() == " Hello world");
 
   // BOS as the model asks (llama vocabularies default to it), and special
   // tokens in text when parsed.

@@ -140,6 +140,17 @@ TEST_CASE("tokenizer: DeepSeek-V3 vocabulary reproduces llama.cpp and Hugging Fa
   }
 }
 
+TEST_CASE("tokenizer: Unicode 15 characters as llama.cpp tokenizes them") {
+  const Tokenizer* tok = deepseek_v3();
+  if (!tok) return test::skip("shared fixture tokenizer/deepseek-v3-vocab.gguf absent");
+  // Ids from llama.cpp (node-llama-cpp 3.22.1, the build that made the fixtures).
+  const std::string text = "shaking \U0001FAE8b, goose \U0001FABF! CJK-H \U00031350x 2FFC\u2FFCy";
+  const Ids expected = {3037, 1690, 7351, 107, 104, 68,   14,  79823, 7351, 106, 126, 3,   54442, 45,
+                        7955, 86387, 112, 238, 241, 90, 223, 20,    6459, 37,  161, 126, 123,   91};
+  CHECK(tok->encode(text, false, false) == expected);
+  CHECK(tok->decode(expected) == text);
+}
+
 TEST_CASE("tokenizer: prompts of the tiny reference models") {
   const std::string dir = test::shared_fixture("models");
   if (dir.empty()) return test::skip("shared fixtures models/ absent");
@@ -221,7 +232,8 @@ TEST_CASE("tokenizer: invalid UTF-8 is encoded byte for byte and never crashes")
   const Tokenizer* tok = deepseek_v3();
   if (!tok) return test::skip("shared fixture tokenizer/deepseek-v3-vocab.gguf absent");
   const std::string inputs[] = {
-      "\xFF", "\x80", "abc\xC3", "\xE4\xBD", "\xED\xA0\x80 surrogate", "\xC0\xAF overlong", "\xF4\x90\x80\x80 > U+10FFFF",
+      "\xFF", "\x80", "abc\xC3", "\xE4\xBD", "\xED\xA0\x80 surrogate", "\xC0\xAF overlong",
+      "\xF4\x90\x80\x80 > U+10FFFF",
       "a\x80" "b", "深度\xE6\xB7求索", std::string("nul\0byte", 8), "\xF0\x9F\x98", "ok \xFE\xFF ok",
   };
   for (const std::string& s : inputs) {
@@ -261,6 +273,12 @@ TEST_CASE("tokenizer: pre-tokenizer splits") {
   CHECK(qwen.split("ab 12") == Pieces{"ab", " ", "1", "2"});
   const Pretokenizer gpt2("gpt2");
   CHECK(gpt2.split("it's  fine") == Pieces{"it", "'s", " ", " fine"});
+
+  // Unicode 15 characters that Debian's PCRE2 (Unicode 14) calls unassigned
+  // split by their llama.cpp (Unicode 15.1) categories: U+1FAE8 is a symbol,
+  // U+31350 (CJK Extension H) a letter.
+  CHECK(v3.split("\U0001FAE8b") == Pieces{"\U0001FAE8", "b"});
+  CHECK(v3.split("x\U00031350") == Pieces{"x\U00031350"});
 
   // The whitespace rewrite: \s is llama.cpp's set, and literal classes lose
   // the non-ASCII whitespace they contain.

@@ -82,7 +82,8 @@ int run(const Options& o) {
   session.forward(tokens.data(), static_cast<int64_t>(tokens.size()), logits.data(), false);
   const double prompt_s = seconds_since(t_prompt);
 
-  StreamDecoder out(tok, /*special=*/false);
+  // Generated text follows the prompt: no SentencePiece leading-space strip.
+  StreamDecoder out(tok, /*special=*/false, /*at_start=*/false);
   const auto t_gen = Clock::now();
   int64_t n_gen = 0;
   const char* stop_reason = "length";

@@ -100,59 +100,26 @@ int dot32(const int* q, const int8_t* a, int offset) {
   return s;
 }
 
-float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* a, int64_t nb) {
+// Q4_0/Q5_0 (x = d * (q - 2^(bits-1))) against Q8_0, and Q4_1/Q5_1
+// (x = d * q + m) against Q8_1, whose s = d * sum(q) carries the min term.
+template <int kBits, typename WBlock, typename ABlock>
+float dot_quant32(const WBlock* w, const ABlock* a, int64_t nb) {
+  constexpr bool kHasMin = sizeof(ABlock) == sizeof(BlockQ8_1);
+  constexpr int kOffset = kHasMin ? 0 : 1 << (kBits - 1);
   float sum = 0.0f;
   int q[32];
   for (int64_t i = 0; i < nb; ++i) {
-    unpack_nibbles<4>(w[i].qs, nullptr, q);
-    sum += static_cast<float>(dot32(q, a[i].qs, 8)) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
+    if constexpr (kBits == 5) unpack_nibbles<5>(w[i].qs, w[i].qh, q);
+    else unpack_nibbles<4>(w[i].qs, nullptr, q);
+    sum += static_cast<float>(dot32(q, a[i].qs, kOffset)) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
+    if constexpr (kHasMin) sum += fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
   }
   return sum;
 }
 
-float dot_q5_0(const BlockQ5_0* w, const BlockQ8_0* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[32];
-  for (int64_t i = 0; i < nb; ++i) {
-    unpack_nibbles<5>(w[i].qs, w[i].qh, q);
-    sum += static_cast<float>(dot32(q, a[i].qs, 16)) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
-  }
-  return sum;
-}
-
-float dot_q4_1(const BlockQ4_1* w, const BlockQ8_1* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[32];
-  for (int64_t i = 0; i < nb; ++i) {
-    unpack_nibbles<4>(w[i].qs, nullptr, q);
-    sum += static_cast<float>(dot32(q, a[i].qs, 0)) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d)) +
-           fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
-  }
-  return sum;
-}
-
-float dot_q5_1(const BlockQ5_1* w, const BlockQ8_1* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[32];
-  for (int64_t i = 0; i < nb; ++i) {
-    unpack_nibbles<5>(w[i].qs, w[i].qh, q);
-    sum += static_cast<float>(dot32(q, a[i].qs, 0)) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d)) +
-           fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
-  }
-  return sum;
-}
-
-float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t nb) {
-  float sum = 0.0f;
-  for (int64_t i = 0; i < nb; ++i) {
-    int s = 0;
-    for (int j = 0; j < 32; ++j) s += w[i].qs[j] * a[i].qs[j];
-    sum += static_cast<float>(s) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
-  }
-  return sum;
-}
-
-float dot_q8_1(const BlockQ8_1* w, const BlockQ8_1* a, int64_t nb) {
+// Q8_0 against Q8_0, Q8_1 against Q8_1.
+template <typename Block>
+float dot_q8(const Block* w, const Block* a, int64_t nb) {
   float sum = 0.0f;
   for (int64_t i = 0; i < nb; ++i) {
     int s = 0;
@@ -325,12 +292,16 @@ float vec_dot_row(GgmlType wt, const void* w, const void* a, int64_t n) {
       for (int64_t i = 0; i < n; ++i) s += static_cast<double>(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
       return static_cast<float>(s);
     }
-    case GgmlType::Q4_0: return dot_q4_0(static_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
-    case GgmlType::Q5_0: return dot_q5_0(static_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
-    case GgmlType::Q8_0: return dot_q8_0(static_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
-    case GgmlType::Q4_1: return dot_q4_1(static_cast<const BlockQ4_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
-    case GgmlType::Q5_1: return dot_q5_1(static_cast<const BlockQ5_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
-    case GgmlType::Q8_1: return dot_q8_1(static_cast<const BlockQ8_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
+    case GgmlType::Q4_0:
+      return dot_quant32<4>(static_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
+    case GgmlType::Q5_0:
+      return dot_quant32<5>(static_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
+    case GgmlType::Q4_1:
+      return dot_quant32<4>(static_cast<const BlockQ4_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
+    case GgmlType::Q5_1:
+      return dot_quant32<5>(static_cast<const BlockQ5_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
+    case GgmlType::Q8_0: return dot_q8(static_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
+    case GgmlType::Q8_1: return dot_q8(static_cast<const BlockQ8_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
     case GgmlType::Q2_K: return dot_q2_k(static_cast<const BlockQ2_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
     case GgmlType::Q3_K: return dot_q3_k(static_cast<const BlockQ3_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
     case GgmlType::Q4_K:

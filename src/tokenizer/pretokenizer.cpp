@@ -30,7 +30,8 @@ const std::vector<PretokenizerDef>& pretokenizer_defs() {
        {
            R"re(\p{N}{1,3})re",
            R"re([\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+)re",
-           R"re([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re",
+           R"re([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+)re"
+           R"re(| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re",
        }},
       // DeepSeek LLM / V2 / V2.5: letters of cased scripts (Latin, Greek,
       // Cyrillic, Armenian, Georgian, Cherokee, ... and their full-width and

@@ -32,6 +32,53 @@ void append_range(std::string& out, uint32_t lo, uint32_t hi) {
   if (hi > lo) out += strfmt("-\\x{%X}", hi);
 }
 
+// Characters assigned in Unicode 15.0 and 15.1, by general category group.
+// llama.cpp's tables (unicode-data.cpp) are Unicode 15.1; Debian 12's PCRE2
+// knows Unicode 14 and calls these unassigned. Every \p{L}, \p{M}, \p{N},
+// \p{P} and \p{S} gets them added, so that new emoji (U+1FAE8 and friends) and
+// CJK Extension H/I split as in llama.cpp. Made from ICU 72 (Unicode 15.0)
+// u_charType() over all code points, minus what PCRE2 10.42 already matches,
+// plus 15.1's U+2EBF0..2EE5D (Lo), U+2FFC..2FFF and U+31EF (So); the result
+// equals llama.cpp's table on all of Unicode. (Control and format characters
+// need nothing: unassigned and "other" behave alike in these regexes.)
+struct CategoryAdditions {
+  char group;
+  std::string_view items;  // inside of a character class
+};
+constexpr CategoryAdditions kUnicode15Additions[] = {
+    {'L',
+     "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}"
+     "\\x{13441}-\\x{13446}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}"
+     "\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"},
+    {'M',
+     "\\x{CF3}\\x{ECE}\\x{10EFD}-\\x{10EFF}\\x{11241}\\x{11F00}-\\x{11F01}\\x{11F03}"
+     "\\x{11F34}-\\x{11F3A}\\x{11F3E}-\\x{11F42}\\x{13440}\\x{13447}-\\x{13455}\\x{1E08F}"
+     "\\x{1E4EC}-\\x{1E4EF}"},
+    {'N', "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"},
+    {'P', "\\x{11B00}-\\x{11B09}\\x{11F43}-\\x{11F4F}"},
+    {'S',
+     "\\x{2FFC}-\\x{2FFF}\\x{31EF}\\x{1F6DC}\\x{1F774}-\\x{1F776}\\x{1F77B}-\\x{1F77F}\\x{1F7D9}"
+     "\\x{1FA75}-\\x{1FA77}\\x{1FA87}-\\x{1FA88}\\x{1FAAD}-\\x{1FAAF}\\x{1FABB}-\\x{1FABD}"
+     "\\x{1FABF}\\x{1FACE}-\\x{1FACF}\\x{1FADA}-\\x{1FADB}\\x{1FAE8}\\x{1FAF7}-\\x{1FAF8}"},
+};
+
+// If pattern[i] starts "\p{X}" with X one of L M N P S, the class items that
+// stand for it (the property and its Unicode 15 additions) and the length of
+// the escape; otherwise length 0.
+std::pair<std::string, size_t> property_items(std::string_view pattern, size_t i) {
+  if (i + 5 > pattern.size() || pattern.compare(i, 3, "\\p{") != 0 || pattern[i + 4] != '}') return {{}, 0};
+  for (const CategoryAdditions& a : kUnicode15Additions)
+    if (pattern[i + 3] == a.group) return {std::string(pattern.substr(i, 5)) + std::string(a.items), 5};
+  return {{}, 0};
+}
+
+int hex_digit(char h) {
+  if (h >= '0' && h <= '9') return h - '0';
+  if (h >= 'A' && h <= 'F') return h - 'A' + 10;
+  if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+  return -1;
+}
+
 // Parses a class body made only of literal characters, simple escapes and
 // ranges into code point ranges. False when it holds anything else (\p{..},
 // \s, ...), in which case the caller leaves the class alone.
@@ -48,8 +95,7 @@ bool parse_literal_class(std::string_view body, std::vector<std::pair<uint32_t, 
         if (close == std::string_view::npos || close == i + 1 || close - i > 7) return false;
         cp = 0;
         for (size_t k = i + 1; k < close; ++k) {
-          const char h = body[k];
-          const int d = h >= '0' && h <= '9' ? h - '0' : h >= 'A' && h <= 'F' ? h - 'A' + 10 : h >= 'a' && h <= 'f' ? h - 'a' + 10 : -1;
+          const int d = hex_digit(body[k]);
           if (d < 0) return false;
           cp = cp * 16 + static_cast<uint32_t>(d);
         }
@@ -110,6 +156,12 @@ void append_class(std::string& out, std::string_view body, bool negated, std::st
   std::string rewritten;
   bool has_space_class = false, has_property = false;
   for (size_t i = 0; i < body.size(); ++i) {
+    if (const auto [items, len] = property_items(body, i); len > 0) {
+      rewritten += items;
+      has_property = true;
+      i += len - 1;
+      continue;
+    }
     if (body[i] == '\\' && i + 1 < body.size()) {
       const char c = body[++i];
       if (c == 's') {
@@ -139,6 +191,11 @@ std::string regex_llama_semantics(std::string_view pattern) {
   out.reserve(pattern.size() * 2);
   for (size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
+    if (const auto [items, len] = property_items(pattern, i); len > 0) {
+      out += '[' + items + ']';
+      i += len - 1;
+      continue;
+    }
     if (c == '\\' && i + 1 < pattern.size()) {
       const char e = pattern[++i];
       if (e == 's') {
@@ -192,17 +249,32 @@ SplitRegex::SplitRegex(std::string_view pattern) : pattern_(pattern) {
   // JIT is an optimisation only: when the library lacks it, pcre2_match
   // interprets the pattern instead.
   pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
+  // No limit on backtracking: these patterns backtrack at most about twice the
+  // length of a whitespace run, and PCRE2's default limit (10 million) would
+  // turn a long run of spaces into an error instead of tokens.
+  context_ = pcre2_match_context_create(nullptr);
+  MOE_ASSERT(context_ != nullptr, "pre-tokenizer: out of memory for a PCRE2 match context");
+  pcre2_set_match_limit(context_, UINT32_MAX);
+  pcre2_set_depth_limit(context_, UINT32_MAX);
 }
 
-SplitRegex::~SplitRegex() { pcre2_code_free(code_); }
+SplitRegex::~SplitRegex() {
+  pcre2_match_context_free(context_);
+  pcre2_code_free(code_);
+}
 
-SplitRegex::SplitRegex(SplitRegex&& o) noexcept : pattern_(std::move(o.pattern_)), code_(std::exchange(o.code_, nullptr)) {}
+SplitRegex::SplitRegex(SplitRegex&& o) noexcept
+    : pattern_(std::move(o.pattern_)),
+      code_(std::exchange(o.code_, nullptr)),
+      context_(std::exchange(o.context_, nullptr)) {}
 
 SplitRegex& SplitRegex::operator=(SplitRegex&& o) noexcept {
   if (this != &o) {
+    pcre2_match_context_free(context_);
     pcre2_code_free(code_);
     pattern_ = std::move(o.pattern_);
     code_ = std::exchange(o.code_, nullptr);
+    context_ = std::exchange(o.context_, nullptr);
   }
   return *this;
 }
@@ -217,7 +289,7 @@ void SplitRegex::split(const std::vector<std::string_view>& in, std::vector<std:
     size_t gap_start = 0;  // start of the text not yet emitted
     size_t pos = 0;        // where the next search starts
     while (pos <= piece.size()) {
-      const int rc = pcre2_match(code_, subject, piece.size(), pos, PCRE2_NO_UTF_CHECK, md.get(), nullptr);
+      const int rc = pcre2_match(code_, subject, piece.size(), pos, PCRE2_NO_UTF_CHECK, md.get(), context_);
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0) {
         PCRE2_UCHAR msg[256];

@@ -100,7 +100,8 @@ std::string sentencepiece_model_proto(const Vocab& vocab) {
   return model.bytes();
 }
 
-SentencePieceModel::SentencePieceModel(const Vocab& vocab) : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+SentencePieceModel::SentencePieceModel(const Vocab& vocab)
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
   bool has_unknown = false;
   for (int32_t id = 0; id < vocab.n_tokens() && !has_unknown; ++id) has_unknown = vocab.type(id) == TokenType::unknown;
   MOE_ASSERT(has_unknown, "%s: SentencePiece vocabulary has no token of type unknown (tokenizer.ggml.token_type 2)",

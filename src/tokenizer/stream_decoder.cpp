@@ -4,7 +4,8 @@
 
 namespace moe {
 
-StreamDecoder::StreamDecoder(Tokenizer tokenizer, bool special) : tok_(std::move(tokenizer)), special_(special) {}
+StreamDecoder::StreamDecoder(Tokenizer tokenizer, bool special, bool at_start)
+    : tok_(std::move(tokenizer)), special_(special), at_start_(at_start), first_(at_start) {}
 
 std::string StreamDecoder::push(int32_t id) {
   std::string piece = tok_.token_to_piece(id, special_);
@@ -32,7 +33,7 @@ std::string StreamDecoder::flush() {
   // Only the start of one character can be pending: one U+FFFD for it.
   std::string out = pending_.empty() ? std::string() : std::string(kUtf8Replacement);
   pending_.clear();
-  first_ = true;
+  first_ = at_start_;
   return out;
 }
 

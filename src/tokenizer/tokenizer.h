@@ -68,17 +68,22 @@ class Tokenizer {
 // exactly decode().
 class StreamDecoder {
  public:
-  explicit StreamDecoder(Tokenizer tokenizer, bool special = true);
+  // `special` as in decode(). `at_start`: the first token pushed begins the
+  // text, so a SentencePiece vocabulary's dummy-prefix space is dropped from
+  // it as decode() does; pass false to continue a text, e.g. for the tokens
+  // generated after a prompt.
+  explicit StreamDecoder(Tokenizer tokenizer, bool special = true, bool at_start = true);
 
   std::string push(int32_t id);
   // What is still held back (an unfinished character, as U+FFFD); call at
-  // the end of the stream. The decoder can then be reused.
+  // the end of the stream. The decoder can then be reused for a new text.
   std::string flush();
 
  private:
   Tokenizer tok_;
   bool special_;
-  bool first_ = true;
+  bool at_start_;
+  bool first_;
   std::string pending_;  // bytes not yet returned: the start of an unfinished character
 };
 

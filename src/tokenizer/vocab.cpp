@@ -100,8 +100,9 @@ Vocab Vocab::from_gguf(const GgufFile& f) {
   v.scores.assign(v.tokens.size(), 0.0f);
   if (f.has("tokenizer.ggml.scores")) {
     v.scores = f.get_f32_array("tokenizer.ggml.scores");
-    MOE_ASSERT(v.scores.size() == v.tokens.size(), "%s: tokenizer.ggml.scores has %zu entries, tokenizer.ggml.tokens %zu",
-               src, v.scores.size(), v.tokens.size());
+    MOE_ASSERT(v.scores.size() == v.tokens.size(),
+               "%s: tokenizer.ggml.scores has %zu entries, tokenizer.ggml.tokens %zu", src, v.scores.size(),
+               v.tokens.size());
   }
 
   v.index.reserve(v.tokens.size());
