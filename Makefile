@@ -36,8 +36,9 @@ test-asan: setup
 
 test: test-fast test-asan
 
+PROMPT ?= The quick brown fox
 run: build
-	$(BUILD)/moe-gguf tests/fixtures/tiny-dsv3.Q4_K_M.gguf
+	$(BUILD)/moe -p "$(PROMPT)" -n 32
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
