@@ -66,9 +66,7 @@ void quantize_q8_k(const float* x, BlockQ8_K* y, int64_t nb) {
     }
     const float iscale = -127.0f / max;
     for (int j = 0; j < kQK; ++j) {
-      // ggml's C is built with FP contraction, so nearest_int(iscale * x)
-      // becomes fma(iscale, x, 1.5 * 2^23): the exact product, rounded once.
-      const int v = static_cast<int>(std::nearbyint(static_cast<double>(iscale) * static_cast<double>(x[j])));
+      const int v = round_even(iscale * x[j]);
       y[i].qs[j] = static_cast<int8_t>(v < 127 ? v : 127);
     }
     for (int j = 0; j < kQK / 16; ++j) {

@@ -1,0 +1,223 @@
+// Reference quantization, byte-identical to ggml's quantize_row_*_ref.
+//
+// Every float operation below happens in the same order and precision as in
+// ggml-quants.c, because a one-ulp difference in a scale moves a rounding
+// boundary and changes bytes. In particular:
+//  * integers that meet a float in an expression are converted to float first,
+//    exactly where C's usual arithmetic conversions would do it;
+//  * products are never fused into FMAs (see the pragma below);
+//  * rounding uses the same "add 1.5 * 2^23" trick as ggml's nearest_int
+//    (round half to even for |v| < 2^22).
+// The legacy (32-element) formats are here; the K formats in quantize_k.cpp.
+
+// Byte identity needs every a*b+c rounded twice, as ggml's C code does when
+// built for baseline x86-64 (no FMA). GCC contracts across statements
+// (-ffp-contract=fast) by default even in ISO C++ mode, and the project builds
+// with -march=native, so switch contraction off for this file explicitly.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include "quant/quantize.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/fp16.h"
+#include "quant/blocks.h"
+
+namespace moe {
+
+namespace {
+
+// Largest |v| of a block and the signed value it came from (first one wins
+// on ties, as ggml's strict `<` comparison does).
+struct SignedMax {
+  float amax = 0.0f;
+  float max = 0.0f;
+};
+SignedMax signed_abs_max(const float* x, int n) {
+  SignedMax m;
+  for (int j = 0; j < n; ++j) {
+    if (m.amax < std::fabs(x[j])) {
+      m.amax = std::fabs(x[j]);
+      m.max = x[j];
+    }
+  }
+  return m;
+}
+
+void min_max(const float* x, int n, float* mn, float* mx) {
+  *mn = FLT_MAX;
+  *mx = -FLT_MAX;
+  for (int j = 0; j < n; ++j) {
+    if (x[j] < *mn) *mn = x[j];
+    if (x[j] > *mx) *mx = x[j];
+  }
+}
+
+// Symmetric 4 bits: d = max / -8 so that the largest magnitude maps to -8
+// exactly; codes are trunc(x/d + 8.5) clamped to 15.
+void quantize_q4_0(const float* x, BlockQ4_0* y, int64_t nb) {
+  constexpr int kHalf = QK4_0 / 2;
+  for (int64_t i = 0; i < nb; ++i, x += QK4_0) {
+    const SignedMax m = signed_abs_max(x, QK4_0);
+    const float d = m.max / -8;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    for (int j = 0; j < kHalf; ++j) {
+      const float x0 = x[j] * id;
+      const float x1 = x[kHalf + j] * id;
+      // ggml converts to int8_t first (truncation toward zero), then MIN(15, .).
+      const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 8.5f)));
+      const int q1 = std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 8.5f)));
+      y[i].qs[j] = static_cast<uint8_t>(q0 | q1 << 4);
+    }
+  }
+}
+
+// Asymmetric 4 bits: 16 steps spanning [min, max].
+void quantize_q4_1(const float* x, BlockQ4_1* y, int64_t nb) {
+  constexpr int kHalf = QK4_1 / 2;
+  for (int64_t i = 0; i < nb; ++i, x += QK4_1) {
+    float mn, mx;
+    min_max(x, QK4_1, &mn, &mx);
+    const float d = (mx - mn) / ((1 << 4) - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    y[i].m = fp32_to_fp16(mn);
+    for (int j = 0; j < kHalf; ++j) {
+      const float x0 = (x[j] - mn) * id;
+      const float x1 = (x[kHalf + j] - mn) * id;
+      const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 0.5f)));
+      const int q1 = std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 0.5f)));
+      y[i].qs[j] = static_cast<uint8_t>(q0 | q1 << 4);
+    }
+  }
+}
+
+// Symmetric 5 bits: like Q4_0 with -16; the fifth bits go to qh (element j
+// -> bit j, element j+16 -> bit j+16), little-endian.
+void quantize_q5_0(const float* x, BlockQ5_0* y, int64_t nb) {
+  constexpr int kHalf = QK5_0 / 2;
+  for (int64_t i = 0; i < nb; ++i, x += QK5_0) {
+    const SignedMax m = signed_abs_max(x, QK5_0);
+    const float d = m.max / -16;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < kHalf; ++j) {
+      const float x0 = x[j] * id;
+      const float x1 = x[kHalf + j] * id;
+      const int q0 = std::min(31, static_cast<int>(static_cast<int8_t>(x0 + 16.5f)));
+      const int q1 = std::min(31, static_cast<int>(static_cast<int8_t>(x1 + 16.5f)));
+      y[i].qs[j] = static_cast<uint8_t>((q0 & 0x0f) | (q1 & 0x0f) << 4);
+      qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j;
+      qh |= static_cast<uint32_t>((q1 >> 4) & 1) << (j + kHalf);
+    }
+    for (int b = 0; b < 4; ++b) y[i].qh[b] = static_cast<uint8_t>(qh >> (8 * b));
+  }
+}
+
+// Asymmetric 5 bits. ggml converts straight to uint8_t here (no clamp).
+void quantize_q5_1(const float* x, BlockQ5_1* y, int64_t nb) {
+  constexpr int kHalf = QK5_1 / 2;
+  for (int64_t i = 0; i < nb; ++i, x += QK5_1) {
+    float mn, mx;
+    min_max(x, QK5_1, &mn, &mx);
+    const float d = (mx - mn) / ((1 << 5) - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    y[i].m = fp32_to_fp16(mn);
+    uint32_t qh = 0;
+    for (int j = 0; j < kHalf; ++j) {
+      const float x0 = (x[j] - mn) * id;
+      const float x1 = (x[kHalf + j] - mn) * id;
+      const int q0 = static_cast<uint8_t>(x0 + 0.5f);
+      const int q1 = static_cast<uint8_t>(x1 + 0.5f);
+      y[i].qs[j] = static_cast<uint8_t>((q0 & 0x0f) | (q1 & 0x0f) << 4);
+      qh |= static_cast<uint32_t>((q0 >> 4) & 1) << j;
+      qh |= static_cast<uint32_t>((q1 >> 4) & 1) << (j + kHalf);
+    }
+    for (int b = 0; b < 4; ++b) y[i].qh[b] = static_cast<uint8_t>(qh >> (8 * b));
+  }
+}
+
+// Symmetric 8 bits: d = amax / 127, codes = roundf(x / d) (half away from zero).
+void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += QK8_0) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK8_0; ++j) {
+      const float a = std::fabs(x[j]);
+      amax = amax > a ? amax : a;  // ggml's MAX macro
+    }
+    const float d = amax / ((1 << 7) - 1);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = fp32_to_fp16(d);
+    for (int j = 0; j < QK8_0; ++j) {
+      y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+    }
+  }
+}
+
+void check_blocks(GgmlType type, int64_t n, int64_t block) {
+  MOE_ASSERT(n >= 0 && n % block == 0, "quantize %s: %lld elements is not a multiple of the block size %lld",
+             ggml_type_name(type), static_cast<long long>(n), static_cast<long long>(block));
+}
+
+}  // namespace
+
+bool quantize_supported(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
+    case GgmlType::Q8_0:
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
+    case GgmlType::Q6_K: case GgmlType::Q8_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void quantize_row_ref(GgmlType type, const float* x, void* y, int64_t n) {
+  MOE_ASSERT(quantize_supported(type), "quantize: type %s is not supported", ggml_type_name(type));
+  const int64_t block = ggml_type_traits(type).block_size;
+  check_blocks(type, n, block);
+  const int64_t nb = n / block;
+  switch (type) {
+    case GgmlType::F32:
+      if (n > 0) std::memcpy(y, x, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case GgmlType::F16: {
+      auto* out = static_cast<uint16_t*>(y);
+      for (int64_t i = 0; i < n; ++i) out[i] = fp32_to_fp16(x[i]);
+      return;
+    }
+    case GgmlType::BF16: {
+      auto* out = static_cast<uint16_t*>(y);
+      for (int64_t i = 0; i < n; ++i) out[i] = fp32_to_bf16(x[i]);
+      return;
+    }
+    case GgmlType::Q4_0: return quantize_q4_0(x, static_cast<BlockQ4_0*>(y), nb);
+    case GgmlType::Q4_1: return quantize_q4_1(x, static_cast<BlockQ4_1*>(y), nb);
+    case GgmlType::Q5_0: return quantize_q5_0(x, static_cast<BlockQ5_0*>(y), nb);
+    case GgmlType::Q5_1: return quantize_q5_1(x, static_cast<BlockQ5_1*>(y), nb);
+    case GgmlType::Q8_0: return quantize_q8_0(x, static_cast<BlockQ8_0*>(y), nb);
+    case GgmlType::Q2_K: return quant_detail::quantize_rows_q2_k(x, static_cast<BlockQ2_K*>(y), nb);
+    case GgmlType::Q3_K: return quant_detail::quantize_rows_q3_k(x, static_cast<BlockQ3_K*>(y), nb);
+    case GgmlType::Q4_K: return quant_detail::quantize_rows_q4_k(x, static_cast<BlockQ4_K*>(y), nb);
+    case GgmlType::Q5_K: return quant_detail::quantize_rows_q5_k(x, static_cast<BlockQ5_K*>(y), nb);
+    case GgmlType::Q6_K: return quant_detail::quantize_rows_q6_k(x, static_cast<BlockQ6_K*>(y), nb);
+    case GgmlType::Q8_K: return quant_detail::quantize_rows_q8_k(x, static_cast<BlockQ8_K*>(y), nb);
+    default: break;
+  }
+  throw_error("quantize: type %s is not supported", ggml_type_name(type));
+}
+
+}  // namespace moe
