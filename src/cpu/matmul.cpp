@@ -20,16 +20,18 @@ void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, voi
   const GgmlType act_type = vec_dot_type(W.type);
   const size_t act_row = ggml_row_size(act_type, n_in);
   uint8_t* act = static_cast<uint8_t*>(scratch);
-  pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1, int) {
-    for (int64_t t = t0; t < t1; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
-  });
+  for (int64_t t = 0; t < n_tokens; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
   // Parallel over weight rows: each weight row is read once for all tokens.
-  pool.parallel_for(n_out, [&](int64_t r0, int64_t r1, int) {
+  auto rows = [&](int64_t r0, int64_t r1, int) {
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* w = W.row(r);
       for (int64_t t = 0; t < n_tokens; ++t) y[t * n_out + r] = vec_dot_row(W.type, w, act + t * act_row, n_in);
     }
-  });
+  };
+  // Waking the workers costs more than a small product (tiny models, one token).
+  constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
+  if (n_out * n_in * n_tokens < kMinParallelMacs) rows(0, n_out, 0);
+  else pool.parallel_for(n_out, rows);
 }
 
 void matmul_ref(const TensorView& W, const float* x, int64_t n_tokens, float* y) {
