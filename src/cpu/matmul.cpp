@@ -1,11 +1,9 @@
 #include "cpu/matmul.h"
 
 #include <algorithm>
-#include <vector>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "quant/dequantize.h"
 #include "quant/vec_dot.h"
 
 namespace moe {
@@ -32,19 +30,6 @@ void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, voi
   constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
   if (n_out * n_in * n_tokens < kMinParallelMacs) rows(0, n_out, 0);
   else pool.parallel_for(n_out, rows);
-}
-
-void matmul_ref(const TensorView& W, const float* x, int64_t n_tokens, float* y) {
-  const int64_t n_in = W.ne[0], n_out = W.ne[1];
-  std::vector<float> row(static_cast<size_t>(n_in));
-  for (int64_t r = 0; r < n_out; ++r) {
-    dequantize_row_ref(W.type, W.row(r), row.data(), n_in);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      double s = 0.0;
-      for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(row[static_cast<size_t>(i)]) * x[t * n_in + i];
-      y[t * n_out + r] = static_cast<float>(s);
-    }
-  }
 }
 
 }  // namespace moe

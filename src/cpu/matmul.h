@@ -20,7 +20,4 @@ size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens);
 // x: [n_tokens][W.ne[0]] floats; y: [n_tokens][W.ne[1]] floats.
 void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
 
-// Reference: dequantize each weight row to f32 and accumulate in double.
-void matmul_ref(const TensorView& W, const float* x, int64_t n_tokens, float* y);
-
 }  // namespace moe

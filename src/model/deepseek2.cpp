@@ -12,7 +12,6 @@
 #include "cpu/ops.h"
 #include "model/moe_router.h"
 #include "quant/dequantize.h"
-#include "quant/vec_dot.h"
 
 namespace moe {
 
@@ -150,7 +149,7 @@ void Deepseek2Session::forward_batch(const int32_t* tokens, int64_t n, float* lo
 // directly against the cached c_kv, and the attention output is lifted out
 // of the latent space through W_UV (attn_v_b) afterwards.
 void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n) {
-  const int64_t D = c_.hidden_size, H = c_.num_attention_heads, R = c_.kv_lora_rank, P = c_.qk_rope_head_dim;
+  const int64_t H = c_.num_attention_heads, R = c_.kv_lora_rank, P = c_.qk_rope_head_dim;
   const int64_t NOPE = c_.qk_nope_head_dim, QK = c_.qk_head_dim(), V = c_.v_head_dim;
   const float* freqs = model_.rope_freqs().data();
   const float rope_mscale = c_.rope_mscale();
@@ -218,7 +217,6 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n)
       std::memcpy(&attn_v_[sz((t * H + h) * V)], &head_out_[sz(t * V)], sz(V) * sizeof(float));
   }
   mm(m.wo, attn_v_.data(), n, out_.data());
-  (void)D;
 }
 
 // FFN(x) = W_down(silu(W_gate x) * W_up x)

@@ -5,20 +5,12 @@
 // boundary and changes bytes. In particular:
 //  * integers that meet a float in an expression are converted to float first,
 //    exactly where C's usual arithmetic conversions would do it;
-//  * products are never fused into FMAs (see the pragma below);
+//  * products are never fused into FMAs (the build passes -ffp-contract=off;
+//    GCC would otherwise contract a*b+c in C++ under -march=native, and
+//    tests/quant_quantize_test.cpp's embedded q5_0 block catches that);
 //  * rounding uses the same "add 1.5 * 2^23" trick as ggml's nearest_int
 //    (round half to even for |v| < 2^22).
 // The legacy (32-element) formats are here; the K formats in quantize_k.cpp.
-
-// Byte identity needs every a*b+c rounded twice, as ggml's C code does when
-// built for baseline x86-64 (no FMA). GCC contracts across statements
-// (-ffp-contract=fast) by default even in ISO C++ mode, and the project builds
-// with -march=native, so switch contraction off for this file explicitly.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
 
 #include "quant/quantize.h"
 
@@ -30,27 +22,14 @@
 #include "core/error.h"
 #include "core/fp16.h"
 #include "quant/blocks.h"
+#include "quant/quantize_util.h"
 
 namespace moe {
 
 namespace {
 
-// Largest |v| of a block and the signed value it came from (first one wins
-// on ties, as ggml's strict `<` comparison does).
-struct SignedMax {
-  float amax = 0.0f;
-  float max = 0.0f;
-};
-SignedMax signed_abs_max(const float* x, int n) {
-  SignedMax m;
-  for (int j = 0; j < n; ++j) {
-    if (m.amax < std::fabs(x[j])) {
-      m.amax = std::fabs(x[j]);
-      m.max = x[j];
-    }
-  }
-  return m;
-}
+using quant_detail::signed_abs_max;
+using quant_detail::SignedMax;
 
 void min_max(const float* x, int n, float* mn, float* mx) {
   *mn = FLT_MAX;

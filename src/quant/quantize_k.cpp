@@ -3,15 +3,6 @@
 // floating-point rules this file follows; expressions keep ggml's operand
 // order on purpose (e.g. (w * l) * l, not w * (l * l)).
 
-// Byte identity needs every a*b+c rounded twice, as ggml's C code does when
-// built for baseline x86-64 (no FMA). GCC contracts across statements
-// (-ffp-contract=fast) by default even in ISO C++ mode, and the project builds
-// with -march=native, so switch contraction off for this file explicitly.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +11,7 @@
 #include "core/fp16.h"
 #include "quant/blocks.h"
 #include "quant/quantize.h"
+#include "quant/quantize_util.h"
 
 namespace moe::quant_detail {
 
@@ -27,37 +19,14 @@ namespace {
 
 constexpr float kGroupMaxEps = 1e-15f;  // ggml's GROUP_MAX_EPS: "all zero" threshold
 
-// ggml's nearest_int: adding 1.5 * 2^23 puts the rounded integer in the low
-// mantissa bits (round half to even); valid for |v| < 2^22.
-int nearest_int(float v) {
-  const float shifted = v + 12582912.f;
-  int32_t bits;
-  std::memcpy(&bits, &shifted, sizeof bits);
-  return (bits & 0x007fffff) - 0x00400000;
-}
-
 int clamp_int(int v, int lo, int hi) { return std::max(lo, std::min(hi, v)); }
-
-// Signed value with the largest magnitude (first one on ties).
-float signed_abs_max(const float* x, int n, float* amax_out) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  *amax_out = amax;
-  return max;
-}
 
 // Symmetric quantization of n values to [-nmax, nmax-1] (stored + nmax in L)
 // with an rmse search over 18 scale candidates; ggml's make_qx_quants with
 // qw == NULL and rmse_type == 1 (weights x^2), the only mode Q6_K uses.
 float make_qx_quants_rmse1(int n, int nmax, const float* x, int8_t* L) {
-  float amax;
-  const float max = signed_abs_max(x, n, &amax);
+  const SignedMax sm = signed_abs_max(x, n);
+  const float amax = sm.amax, max = sm.max;
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
@@ -101,8 +70,8 @@ float make_qx_quants_rmse1(int n, int nmax, const float* x, int8_t* L) {
 // start from the max-magnitude scale, then greedily move single codes while
 // that improves the weighted fit (weights x^2), for up to 5 passes.
 float make_q3_quants_rmse(int n, int nmax, const float* x, int8_t* L) {
-  float amax;
-  const float max = signed_abs_max(x, n, &amax);
+  const SignedMax sm = signed_abs_max(x, n);
+  const float amax = sm.amax, max = sm.max;
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
@@ -477,8 +446,8 @@ void quantize_rows_q6_k(const float* x, BlockQ6_K* y, int64_t nb) {
 void quantize_rows_q8_k(const float* x, BlockQ8_K* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     BlockQ8_K& b = y[i];
-    float amax;
-    const float max = signed_abs_max(x, kQK, &amax);
+    const SignedMax sm = signed_abs_max(x, kQK);
+    const float amax = sm.amax, max = sm.max;
     if (amax == 0.0f) {
       b.d = 0;
       std::memset(b.qs, 0, sizeof b.qs);

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fp16.h"
 #include "quant/blocks.h"
+#include "quant/quantize.h"
 
 namespace moe {
 
@@ -48,33 +49,6 @@ void quantize_q8_32(const float* x, Block* y, int64_t nb, bool with_sum) {
     if constexpr (sizeof(Block) == sizeof(BlockQ8_1)) {
       if (with_sum) reinterpret_cast<BlockQ8_1*>(&y[i])->s = fp32_to_fp16(d * static_cast<float>(sum));
     }
-  }
-}
-
-// ggml's quantize_row_q8_K_ref: scale from the signed value of largest
-// magnitude (so it maps to -127), plus sums of every 16 quants.
-void quantize_q8_k(const float* x, BlockQ8_K* y, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQK; ++j) {
-      const float ax = std::fabs(x[j]);
-      if (ax > amax) amax = ax, max = x[j];
-    }
-    if (amax == 0.0f) {
-      std::memset(&y[i], 0, sizeof(BlockQ8_K));
-      continue;
-    }
-    const float iscale = -127.0f / max;
-    for (int j = 0; j < kQK; ++j) {
-      const int v = round_even(iscale * x[j]);
-      y[i].qs[j] = static_cast<int8_t>(v < 127 ? v : 127);
-    }
-    for (int j = 0; j < kQK / 16; ++j) {
-      int s = 0;
-      for (int k = 0; k < 16; ++k) s += y[i].qs[j * 16 + k];
-      y[i].bsums[j] = static_cast<int16_t>(s);
-    }
-    y[i].d = 1.0f / iscale;
   }
 }
 
@@ -263,7 +237,7 @@ void quantize_activation_row(GgmlType t, const float* x, void* y, int64_t n) {
       return;
     case GgmlType::Q8_K:
       MOE_ASSERT(n % kQK == 0, "q8_K activations need a multiple of 256 values, got %lld", static_cast<long long>(n));
-      quantize_q8_k(x, static_cast<BlockQ8_K*>(y), n / kQK);
+      quantize_row_ref(GgmlType::Q8_K, x, y, n);  // the CPU path uses ggml's reference here
       return;
     default: throw_error("cannot quantize activations to %s", ggml_type_name(t));
   }
