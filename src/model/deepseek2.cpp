@@ -87,8 +87,8 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, i
   route_ids_.resize(sz(B * K));
   route_w_.resize(sz(B * K));
   route_scratch_.resize(sz(2 * E));
-  expert_tokens_.resize(sz(B));
-  expert_w_.resize(sz(B));
+  expert_slots_.resize(sz(B));
+  slot_out_.resize(sz(B * K * D));
   xe_.resize(sz(B * D));
   ye_.resize(sz(B * D));
   // Activations quantized for the matmuls: at most 4 bytes per input element.
@@ -246,25 +246,32 @@ void Deepseek2Session::moe_ffn(const MoeWeights& e, int64_t n) {
   for (int64_t t = 0; t < n; ++t)
     moe_route_topk(rp, &router_[sz(t * E)], &route_ids_[sz(t * K)], &route_w_[sz(t * K)], route_scratch_.data());
 
-  std::fill(out_.begin(), out_.begin() + n * D, 0.0f);
+  // Each expert runs once over the tokens routed to it; its output for token
+  // t in top-k slot k lands in slot_out_[t][k]. The weighted sum is then taken
+  // per token in slot order, as llama.cpp adds its [K][D] expert outputs, so
+  // the float rounding matches.
   for (int64_t x = 0; x < E; ++x) {
     int64_t m = 0;
     for (int64_t t = 0; t < n; ++t)
       for (int64_t k = 0; k < K; ++k)
         if (route_ids_[sz(t * K + k)] == x) {
-          expert_tokens_[sz(m)] = static_cast<int32_t>(t);
-          expert_w_[sz(m)] = route_w_[sz(t * K + k)];
+          expert_slots_[sz(m)] = static_cast<int32_t>(t * K + k);
           std::memcpy(&xe_[sz(m * D)], &h_[sz(t * D)], sz(D) * sizeof(float));
           ++m;
         }
     if (m == 0) continue;
     const FfnWeights ex{e.gate_exps.matrix(x), e.up_exps.matrix(x), e.down_exps.matrix(x)};
     ffn_dense(ex, xe_.data(), m, ye_.data());
-    for (int64_t i = 0; i < m; ++i) {
-      float* o = &out_[sz(expert_tokens_[sz(i)] * D)];
-      const float* y = &ye_[sz(i * D)];
-      const float wgt = expert_w_[sz(i)];
-      for (int64_t j = 0; j < D; ++j) o[j] += wgt * y[j];
+    for (int64_t i = 0; i < m; ++i)
+      std::memcpy(&slot_out_[sz(expert_slots_[sz(i)] * D)], &ye_[sz(i * D)], sz(D) * sizeof(float));
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    float* o = &out_[sz(t * D)];
+    for (int64_t k = 0; k < K; ++k) {
+      const float wgt = route_w_[sz(t * K + k)];
+      const float* y = &slot_out_[sz((t * K + k) * D)];
+      if (k == 0) for (int64_t j = 0; j < D; ++j) o[j] = wgt * y[j];
+      else for (int64_t j = 0; j < D; ++j) o[j] += wgt * y[j];
     }
   }
   if (e.shared) {

@@ -83,8 +83,8 @@ class Deepseek2Session {
   std::vector<int32_t> route_ids_;    // [top_k]
   std::vector<float> route_w_;        // [top_k]
   std::vector<float> route_scratch_;  // [2 * n_experts]
-  std::vector<int32_t> expert_tokens_;  // tokens routed to one expert
-  std::vector<float> expert_w_;
+  std::vector<int32_t> expert_slots_;  // t * top_k + k of each token routed to one expert
+  std::vector<float> slot_out_;        // [n_batch][top_k][hidden] routed expert outputs
   std::vector<float> xe_, ye_;        // gathered inputs / outputs of one expert
   std::vector<uint8_t> mm_scratch_;
 };
