@@ -123,13 +123,11 @@ TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with ide
   }
 }
 
-// The target (issue 3) is top-1 >= 95% and mean KL <= 0.01 on every file.
-// Three files do not reach it yet: our reference kernels sum in a different
-// float order than ggml's SIMD kernels, and on these chaotic random-weight
-// models a last-bit difference flips an activation's Q8 rounding or a routing
-// near-tie (llama.cpp itself, run token by token, gets top-1 0.943 on
-// tiny-dsv3.Q4_K_M). Until the SIMD kernels (issue 5) follow ggml's order,
-// those files are held to their measured level so they cannot get worse.
+// The target (issue 3): top-1 >= 95% and mean KL <= 0.01 on every file. These
+// random-weight models are chaotic (a last-bit difference flips an
+// activation's Q8 rounding or a routing near-tie), so matching llama.cpp
+// needs its arithmetic: the quantized dot products follow ggml's x86 lanes
+// (src/quant/vec_dot.cpp) and routed experts are summed in top-k order.
 struct QuantTarget {
   const char* stem;
   double min_top1;
@@ -140,9 +138,8 @@ TEST_CASE("conformance: quantized models agree with llama.cpp (top-1 >= 95%, mea
   const QuantTarget targets[] = {
       {"tiny-dsv3.Q8_0", 0.95, 0.01},     {"tiny-dsv3.Q4_0", 0.95, 0.01},
       {"tiny-dsv2lite.F16", 0.95, 0.01},  {"tiny-dsv2lite.Q4_K_M", 0.95, 0.01},
-      {"tiny-dsv3.Q6_K", 0.95, 0.06},     // known gap: one decode row flips (KL 0.054)
-      {"tiny-dsv3.Q4_K_M", 0.93, 0.01},   // known gap: top-1 0.935
-      {"tiny-dsv2lite.Q8_0", 0.95, 0.012} // known gap: KL 0.0106
+      {"tiny-dsv3.Q6_K", 0.95, 0.01},     {"tiny-dsv3.Q4_K_M", 0.95, 0.01},
+      {"tiny-dsv2lite.Q8_0", 0.95, 0.01},
   };
   for (const QuantTarget& q : targets) {
     const std::string gguf = models(std::string(q.stem) + ".gguf");

@@ -1,12 +1,29 @@
 #include "cpu/matmul.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "cpu/qdot.h"
 #include "quant/vec_dot.h"
 
 namespace moe {
+
+CpuIsa cpu_isa_active() {
+  // Detected once; MOE_CPU_ISA=scalar|avx2 forces a lesser one (benchmarks,
+  // and checking that every path gives the same numbers).
+  static const CpuIsa isa = [] {
+    const CpuIsa best = cpu_isa_detected();
+    const char* env = std::getenv("MOE_CPU_ISA");
+    if (env == nullptr || *env == '\0') return best;
+    if (std::strcmp(env, "scalar") == 0) return CpuIsa::kScalar;
+    if (std::strcmp(env, "avx2") == 0 && best != CpuIsa::kScalar) return CpuIsa::kAvx2;
+    return best;
+  }();
+  return isa;
+}
 
 size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens) {
   return ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
@@ -19,8 +36,16 @@ void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, voi
   const size_t act_row = ggml_row_size(act_type, n_in);
   uint8_t* act = static_cast<uint8_t*>(scratch);
   for (int64_t t = 0; t < n_tokens; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
+  const QdotFn kernel = qdot_kernel(W.type, cpu_isa_active());
+  const size_t w_row = ggml_row_size(W.type, n_in);
   // Parallel over weight rows: each weight row is read once for all tokens.
   auto rows = [&](int64_t r0, int64_t r1, int) {
+    if (kernel != nullptr) {
+      const QdotArgs args{static_cast<const uint8_t*>(W.data) + static_cast<size_t>(r0) * w_row, w_row, r1 - r0,
+                          act, act_row, n_tokens, n_in, y + r0, n_out};
+      kernel(args);
+      return;
+    }
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* w = W.row(r);
       for (int64_t t = 0; t < n_tokens; ++t) y[t * n_out + r] = vec_dot_row(W.type, w, act + t * act_row, n_in);

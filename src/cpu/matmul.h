@@ -13,6 +13,11 @@
 namespace moe {
 
 class ThreadPool;
+enum class CpuIsa;
+
+// The instruction set the matmuls use: the best detected, unless the
+// environment variable MOE_CPU_ISA=scalar|avx2 asks for less.
+CpuIsa cpu_isa_active();
 
 // Scratch the caller provides: at least matmul_scratch_bytes(W, n_tokens).
 size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu/attention.h"
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
 #include "model/moe_router.h"
@@ -79,7 +80,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, i
   q_abs_.resize(sz(B * H * (R + P)));
   o_lat_.resize(sz(B * H * R));
   attn_v_.resize(sz(B * H * c_.v_head_dim));
-  scores_.resize(sz(pool_.size() * n_ctx));
+  scores_.resize(sz(pool_.size() * kAttnHeadGroup * n_ctx));
   ffn_g_.resize(sz(B * ffn));
   ffn_u_.resize(sz(B * ffn));
   const int64_t E = std::max<int64_t>(1, c_.n_routed_experts), K = std::max<int64_t>(1, c_.num_experts_per_tok);
@@ -87,6 +88,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, i
   route_ids_.resize(sz(B * K));
   route_w_.resize(sz(B * K));
   route_scratch_.resize(sz(2 * E));
+  expert_counts_.assign(sz(c_.num_hidden_layers * E), 0);
   expert_slots_.resize(sz(B));
   slot_out_.resize(sz(B * K * D));
   xe_.resize(sz(B * D));
@@ -133,7 +135,7 @@ void Deepseek2Session::forward_batch(const int32_t* tokens, int64_t n, float* lo
     // h = RMSNorm(x); x += FFN(h), dense or shared + routed experts
     for (int64_t t = 0; t < n; ++t) rms_norm(&x_[sz(t * D)], L.ffn_norm, D, c_.rms_norm_eps, &h_[sz(t * D)]);
     if (const auto* dense = std::get_if<FfnWeights>(&L.ffn)) ffn_dense(*dense, h_.data(), n, out_.data());
-    else moe_ffn(std::get<MoeWeights>(L.ffn), n);
+    else moe_ffn(il, std::get<MoeWeights>(L.ffn), n);
     for (int64_t i = 0; i < n * D; ++i) x_[sz(i)] += out_[sz(i)];
   }
   n_past_ += n;
@@ -185,28 +187,17 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n)
       rope_pairs_apply(qa + R, P, freqs, static_cast<float>(n_past_ + t), rope_mscale);
     }
   }
-  // Scores against every cached latent (causal), softmax, latent output.
+  // Scores against every cached latent (causal), softmax, latent output;
+  // heads in groups that share each loaded cache row.
   const float scale = c_.softmax_scale();
-  pool_.parallel_for(n * H, [&](int64_t i0, int64_t i1, int thread) {
-    float* sc = &scores_[sz(thread * cache_.n_ctx())];
+  const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
+  pool_.parallel_for(n * groups, [&](int64_t i0, int64_t i1, int thread) {
+    float* sc = &scores_[sz(thread * kAttnHeadGroup * cache_.n_ctx())];
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t t = i / H;
-      const float* qa = &q_abs_[sz(i * (R + P))];
-      const int64_t n_kv = n_past_ + t + 1;
-      for (int64_t s = 0; s < n_kv; ++s) {
-        const float* k = cache_.at(il, s);
-        float dot = 0.0f;
-        for (int64_t j = 0; j < R + P; ++j) dot += qa[j] * k[j];
-        sc[s] = dot * scale;
-      }
-      softmax_inplace(sc, n_kv);
-      float* o = &o_lat_[sz(i * R)];
-      std::fill(o, o + R, 0.0f);
-      for (int64_t s = 0; s < n_kv; ++s) {
-        const float* k = cache_.at(il, s);
-        const float p = sc[s];
-        for (int64_t j = 0; j < R; ++j) o[j] += p * k[j];
-      }
+      const int64_t t = i / groups, h0 = (i % groups) * kAttnHeadGroup;
+      const int64_t nh = std::min(kAttnHeadGroup, H - h0);
+      mla_attend_heads(&q_abs_[sz((t * H + h0) * (R + P))], nh, R + P, cache_.at(il, 0), R + P, n_past_ + t + 1,
+                       R + P, R, scale, sc, &o_lat_[sz((t * H + h0) * R)], R);
     }
   });
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
@@ -231,7 +222,7 @@ void Deepseek2Session::ffn_dense(const FfnWeights& f, const float* x, int64_t n,
 // DeepSeekMoE (DeepSeek-V2 §2.2): shared experts for every token plus the
 // top-k routed experts weighted by the router. Tokens are grouped by expert
 // so each expert's weights are read once per batch.
-void Deepseek2Session::moe_ffn(const MoeWeights& e, int64_t n) {
+void Deepseek2Session::moe_ffn(int64_t il, const MoeWeights& e, int64_t n) {
   const int64_t D = c_.hidden_size, E = c_.n_routed_experts, K = c_.num_experts_per_tok;
   mm(e.router, h_.data(), n, router_.data());
   MoeRouteParams rp;
@@ -245,6 +236,8 @@ void Deepseek2Session::moe_ffn(const MoeWeights& e, int64_t n) {
   rp.routed_scaling_factor = c_.routed_scaling_factor;
   for (int64_t t = 0; t < n; ++t)
     moe_route_topk(rp, &router_[sz(t * E)], &route_ids_[sz(t * K)], &route_w_[sz(t * K)], route_scratch_.data());
+  uint64_t* counts = &expert_counts_[sz(il * E)];
+  for (int64_t i = 0; i < n * K; ++i) ++counts[route_ids_[sz(i)]];
 
   // Each expert runs once over the tokens routed to it; its output for token
   // t in top-k slot k lands in slot_out_[t][k]. The weighted sum is then taken

@@ -49,13 +49,17 @@ class Deepseek2Session {
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return cache_.n_ctx(); }
   void reset() { n_past_ = 0; }
+  void truncate(int64_t n) { if (n >= 0 && n < n_past_) n_past_ = n; }  // forget positions n..
   const Deepseek2Model& model() const { return model_; }
+  // How often each routed expert was chosen since the session began:
+  // [layer][expert] (dense layers stay zero). For placement statistics.
+  const std::vector<uint64_t>& expert_counts() const { return expert_counts_; }
 
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
   void mla_attention(int64_t il, const MlaWeights& m, int64_t n);
   void ffn_dense(const FfnWeights& f, const float* x, int64_t n, float* out);
-  void moe_ffn(const MoeWeights& e, int64_t n);
+  void moe_ffn(int64_t il, const MoeWeights& e, int64_t n);
   void mm(const TensorView& W, const float* x, int64_t n, float* y);
 
   const Deepseek2Model& model_;
@@ -77,12 +81,14 @@ class Deepseek2Session {
   std::vector<float> q_abs_;    // [heads][kv_lora_rank + qk_rope_head_dim], absorbed q | rotated q_rope
   std::vector<float> o_lat_;    // [heads][kv_lora_rank]
   std::vector<float> attn_v_;   // [heads * v_head_dim]
-  std::vector<float> scores_;   // [threads][n_ctx]
+  static constexpr int64_t kAttnHeadGroup = 8;  // heads attending together (cpu/attention.h)
+  std::vector<float> scores_;   // [threads][kAttnHeadGroup][n_ctx]
   std::vector<float> ffn_g_, ffn_u_;  // [max ffn]
   std::vector<float> router_;   // [n_experts]
   std::vector<int32_t> route_ids_;    // [top_k]
   std::vector<float> route_w_;        // [top_k]
   std::vector<float> route_scratch_;  // [2 * n_experts]
+  std::vector<uint64_t> expert_counts_;  // [layers][n_experts]
   std::vector<int32_t> expert_slots_;  // t * top_k + k of each token routed to one expert
   std::vector<float> slot_out_;        // [n_batch][top_k][hidden] routed expert outputs
   std::vector<float> xe_, ye_;        // gathered inputs / outputs of one expert

@@ -1,6 +1,14 @@
 // Reference (scalar) dot products, arithmetic as ggml's CPU backend does it:
 // integer sums inside each block, one float multiply-add per block (or per
-// scale group for the K quants' mins). SIMD versions must match these.
+// scale group for the K quants' mins).
+//
+// For Q4_0, Q5_0, Q8_0, Q4_K and Q6_K the float part follows ggml's x86 AVX2
+// kernels lane by lane: eight float accumulators, lane k fed with the integer
+// sum of elements 4k..4k+3 of each 32-element group, a fused multiply-add per
+// block, and hsum_float_8's reduction order. The integer sums are exact in
+// any order, the float ones are not; mirroring the lanes makes our logits
+// equal llama.cpp's on x86 and lets the SIMD kernels (src/cpu/qdot_*) be
+// checked against this reference bit for bit.
 #include "quant/vec_dot.h"
 
 #include <cmath>
@@ -8,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/fp16.h"
+#include "cpu/ops.h"
 #include "quant/blocks.h"
 #include "quant/quantize.h"
 
@@ -52,6 +61,15 @@ void quantize_q8_32(const float* x, Block* y, int64_t nb, bool with_sum) {
   }
 }
 
+// ---- ggml's x86 float accumulation ------------------------------------------
+
+// hsum_float_8: (lanes 4..7 + lanes 0..3), then the upper pair onto the lower.
+inline float hsum8(const float* a) {
+  const float r0 = (a[0] + a[4]) + (a[2] + a[6]);
+  const float r1 = (a[1] + a[5]) + (a[3] + a[7]);
+  return r0 + r1;
+}
+
 // ---- 32-element blocks ------------------------------------------------------
 
 // Integer quants of one 32-element weight block, low nibbles first.
@@ -68,32 +86,60 @@ void unpack_nibbles(const uint8_t* qs, const uint8_t* qh, int* q) {
   }
 }
 
-int dot32(const int* q, const int8_t* a, int offset) {
-  int s = 0;
-  for (int j = 0; j < 32; ++j) s += (q[j] - offset) * a[j];
-  return s;
+// Lane k of one 32-element block: sum of (q - offset) * a over elements 4k..4k+3.
+inline void lane_sums32(const int* q, const int8_t* a, int offset, int* s) {
+  for (int k = 0; k < 8; ++k) {
+    s[k] = 0;
+    for (int e = 4 * k; e < 4 * k + 4; ++e) s[k] += (q[e] - offset) * a[e];
+  }
 }
 
-// Q4_0/Q5_0 (x = d * (q - 2^(bits-1))) against Q8_0, and Q4_1/Q5_1
-// (x = d * q + m) against Q8_1, whose s = d * sum(q) carries the min term.
-template <int kBits, typename WBlock, typename ABlock>
-float dot_quant32(const WBlock* w, const ABlock* a, int64_t nb) {
-  constexpr bool kHasMin = sizeof(ABlock) == sizeof(BlockQ8_1);
-  constexpr int kOffset = kHasMin ? 0 : 1 << (kBits - 1);
+// Q4_0/Q5_0 (x = d * (q - 2^(bits-1))) against Q8_0: ggml's AVX2 lanes.
+template <int kBits, typename WBlock>
+float dot_quant32_q8_0(const WBlock* w, const BlockQ8_0* a, int64_t nb) {
+  float acc[8] = {};
+  int q[32], s[8];
+  for (int64_t i = 0; i < nb; ++i) {
+    if constexpr (kBits == 5) unpack_nibbles<5>(w[i].qs, w[i].qh, q);
+    else unpack_nibbles<4>(w[i].qs, nullptr, q);
+    lane_sums32(q, a[i].qs, 1 << (kBits - 1), s);
+    const float d = fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(s[k]), acc[k]);
+  }
+  return hsum8(acc);
+}
+
+// Q4_1/Q5_1 (x = d * q + m) against Q8_1, whose s = d * sum(q) carries the min term.
+template <int kBits, typename WBlock>
+float dot_quant32_q8_1(const WBlock* w, const BlockQ8_1* a, int64_t nb) {
   float sum = 0.0f;
   int q[32];
   for (int64_t i = 0; i < nb; ++i) {
     if constexpr (kBits == 5) unpack_nibbles<5>(w[i].qs, w[i].qh, q);
     else unpack_nibbles<4>(w[i].qs, nullptr, q);
-    sum += static_cast<float>(dot32(q, a[i].qs, kOffset)) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
-    if constexpr (kHasMin) sum += fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
+    int s = 0;
+    for (int j = 0; j < 32; ++j) s += q[j] * a[i].qs[j];
+    sum += static_cast<float>(s) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
+    sum += fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
   }
   return sum;
 }
 
-// Q8_0 against Q8_0, Q8_1 against Q8_1.
-template <typename Block>
-float dot_q8(const Block* w, const Block* a, int64_t nb) {
+// Q8_0 against Q8_0: ggml's AVX2 lanes.
+float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t nb) {
+  float acc[8] = {};
+  int q[32], s[8];
+  for (int64_t i = 0; i < nb; ++i) {
+    for (int j = 0; j < 32; ++j) q[j] = w[i].qs[j];
+    lane_sums32(q, a[i].qs, 0, s);
+    const float d = fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(s[k]), acc[k]);
+  }
+  return hsum8(acc);
+}
+
+// Q8_1 against Q8_1.
+float dot_q8_1(const BlockQ8_1* w, const BlockQ8_1* a, int64_t nb) {
   float sum = 0.0f;
   for (int64_t i = 0; i < nb; ++i) {
     int s = 0;
@@ -105,101 +151,133 @@ float dot_q8(const Block* w, const Block* a, int64_t nb) {
 
 // ---- K quants: 256-element super-blocks ----------------------------------------
 
-// Sum over sub-blocks of len elements: sc[j] * sum(q * a) and m[j] * bsum.
-struct KSums {
-  int scaled = 0;  // sum_j sc_j * (q . a)_j
-  int mins = 0;    // sum_j m_j * (sum of a)_j
-};
-
-KSums ksums(const int* q, const int* sc, const int* m, int len, const BlockQ8_K& a) {
-  KSums r;
-  for (int j = 0; j < kQK / len; ++j) {
-    int s = 0, asum = 0;
-    for (int l = 0; l < len; ++l) s += q[j * len + l] * a.qs[j * len + l];
-    for (int k = 0; k < len / 16; ++k) asum += a.bsums[j * (len / 16) + k];
-    r.scaled += sc[j] * s;
-    if (m) r.mins += m[j] * asum;
-  }
-  return r;
+// ggml's AVX2 lanes for the K quants with 16-element scales (Q2_K, Q3_K,
+// Q6_K): lane k gets, from each 32-element group g, the products of elements
+// 4k..4k+3 times the scale of their 16-element half, sc[2g + (k >= 4)].
+void lanes_scaled16(const int* q, const int8_t* a, const int* sc, int* sumi) {
+  for (int k = 0; k < 8; ++k) sumi[k] = 0;
+  for (int g = 0; g < kQK / 32; ++g)
+    for (int k = 0; k < 8; ++k) {
+      int s = 0;
+      for (int e = 4 * k; e < 4 * k + 4; ++e) s += q[32 * g + e] * a[32 * g + e];
+      sumi[k] += sc[2 * g + (k >= 4)] * s;
+    }
 }
 
+// Element e of a Q2_K/Q3_K super-block: its 2 low bits.
+inline int low2(const uint8_t* qs, int e) { return (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3; }
+
+// Q2_K: the mins enter the same eight lanes first, lane k = m_2k * bsum_2k +
+// m_2k+1 * bsum_2k+1, then the scaled quants.
 float dot_q2_k(const BlockQ2_K* w, const BlockQ8_K* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[kQK], sc[16], m[16];
+  float acc[8] = {};
+  int q[kQK], sc[16], sumi[8];
   for (int64_t i = 0; i < nb; ++i) {
-    for (int e = 0; e < kQK; ++e) {
-      const int half = e / 128, j = (e % 128) / 32, l = e % 32;
-      q[e] = (w[i].qs[half * 32 + l] >> (2 * j)) & 3;
+    for (int e = 0; e < kQK; ++e) q[e] = low2(w[i].qs, e);
+    for (int j = 0; j < 16; ++j) sc[j] = w[i].scales[j] & 0x0f;
+    const float d = a[i].d * fp16_to_fp32(w[i].d);
+    const float dmin = -a[i].d * fp16_to_fp32(w[i].dmin);
+    for (int k = 0; k < 8; ++k) {
+      const int m0 = w[i].scales[2 * k] >> 4, m1 = w[i].scales[2 * k + 1] >> 4;
+      acc[k] = std::fma(dmin, static_cast<float>(m0 * a[i].bsums[2 * k] + m1 * a[i].bsums[2 * k + 1]), acc[k]);
     }
-    for (int j = 0; j < 16; ++j) sc[j] = w[i].scales[j] & 0x0f, m[j] = w[i].scales[j] >> 4;
-    const KSums s = ksums(q, sc, m, 16, a[i]);
-    sum += a[i].d * fp16_to_fp32(w[i].d) * static_cast<float>(s.scaled) -
-           a[i].d * fp16_to_fp32(w[i].dmin) * static_cast<float>(s.mins);
+    lanes_scaled16(q, a[i].qs, sc, sumi);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(sumi[k]), acc[k]);
   }
-  return sum;
+  return hsum8(acc);
 }
 
 float dot_q3_k(const BlockQ3_K* w, const BlockQ8_K* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[kQK], sc[16];
+  float acc[8] = {};
+  int q[kQK], sc[16], sumi[8];
   for (int64_t i = 0; i < nb; ++i) {
     for (int e = 0; e < kQK; ++e) {
-      const int half = e / 128, j = (e % 128) / 32, l = e % 32;
-      const int low = (w[i].qs[half * 32 + l] >> (2 * j)) & 3;
-      const bool high = (w[i].hmask[l] >> (half * 4 + j)) & 1;
-      q[e] = low - (high ? 0 : 4);
+      const bool high = (w[i].hmask[e % 32] >> (e / 32)) & 1;
+      q[e] = low2(w[i].qs, e) - (high ? 0 : 4);
     }
     for (int j = 0; j < 16; ++j) sc[j] = q3_k_scale(j, w[i].scales);
-    const KSums s = ksums(q, sc, nullptr, 16, a[i]);
-    sum += a[i].d * fp16_to_fp32(w[i].d) * static_cast<float>(s.scaled);
+    lanes_scaled16(q, a[i].qs, sc, sumi);
+    const float d = a[i].d * fp16_to_fp32(w[i].d);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(sumi[k]), acc[k]);
   }
-  return sum;
+  return hsum8(acc);
 }
 
-template <typename Block, bool kFive>
-float dot_q45_k(const Block* w, const BlockQ8_K* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[kQK], sc[8], m[8];
-  for (int64_t i = 0; i < nb; ++i) {
-    for (int j = 0; j < 4; ++j) {
-      for (int l = 0; l < 32; ++l) {
-        int lo = w[i].qs[32 * j + l] & 0x0f, hi = w[i].qs[32 * j + l] >> 4;
-        if constexpr (kFive) {
-          lo |= ((w[i].qh[l] >> (2 * j)) & 1) << 4;
-          hi |= ((w[i].qh[l] >> (2 * j + 1)) & 1) << 4;
-        }
-        q[64 * j + l] = lo;
-        q[64 * j + 32 + l] = hi;
-      }
-    }
-    for (int j = 0; j < 8; ++j) k_scale_min(j, w[i].scales, &sc[j], &m[j]);
-    const KSums s = ksums(q, sc, m, 32, a[i]);
-    sum += a[i].d * fp16_to_fp32(w[i].d) * static_cast<float>(s.scaled) -
-           a[i].d * fp16_to_fp32(w[i].dmin) * static_cast<float>(s.mins);
-  }
-  return sum;
-}
-
+// Q6_K: ggml's AVX2 lanes. The 6-bit quants enter unsigned (0..63); the -32
+// offset is subtracted per lane as 32 * (bsum pairs times scales), so lane k
+// holds a different partition of the sum than a per-element offset would.
 float dot_q6_k(const BlockQ6_K* w, const BlockQ8_K* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[kQK], sc[16];
+  float acc[8] = {};
+  int q[kQK];
   for (int64_t i = 0; i < nb; ++i) {
     for (int half = 0; half < 2; ++half) {
       const uint8_t* ql = w[i].ql + 64 * half;
       const uint8_t* qh = w[i].qh + 32 * half;
       int* y = q + 128 * half;
       for (int l = 0; l < 32; ++l) {
-        y[l] = ((ql[l] & 0x0f) | ((qh[l] >> 0) & 3) << 4) - 32;
-        y[l + 32] = ((ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4) - 32;
-        y[l + 64] = ((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32;
-        y[l + 96] = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+        y[l] = (ql[l] & 0x0f) | ((qh[l] >> 0) & 3) << 4;
+        y[l + 32] = (ql[l + 32] & 0x0f) | ((qh[l] >> 2) & 3) << 4;
+        y[l + 64] = (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4;
+        y[l + 96] = (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4;
       }
     }
-    for (int j = 0; j < 16; ++j) sc[j] = w[i].scales[j];
-    const KSums s = ksums(q, sc, nullptr, 16, a[i]);
-    sum += a[i].d * fp16_to_fp32(w[i].d) * static_cast<float>(s.scaled);
+    const int8_t* sc = w[i].scales;
+    int sc16[16], sumi[8];
+    for (int j = 0; j < 16; ++j) sc16[j] = sc[j];
+    lanes_scaled16(q, a[i].qs, sc16, sumi);
+    for (int k = 0; k < 8; ++k)
+      sumi[k] -= 32 * (a[i].bsums[2 * k] * sc[2 * k] + a[i].bsums[2 * k + 1] * sc[2 * k + 1]);
+    const float d = a[i].d * fp16_to_fp32(w[i].d);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(sumi[k]), acc[k]);
   }
-  return sum;
+  return hsum8(acc);
+}
+
+// Q4_K / Q5_K: ggml's AVX2 lanes. The scales as above, 32-element groups;
+// the mins as m_2p * (sum of a over group 2p) + m_2p+1 * (group 2p+1): in
+// four float lanes for Q4_K, summed to one integer and accumulated in a
+// scalar for Q5_K (ggml is built as gnu11, so that multiply-add is fused).
+template <typename Block, bool kFive>
+float dot_q45_k(const Block* w, const BlockQ8_K* a, int64_t nb) {
+  float acc[8] = {}, acc_m[4] = {}, summs = 0.0f;
+  for (int64_t i = 0; i < nb; ++i) {
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) k_scale_min(j, w[i].scales, &sc[j], &m[j]);
+    int sumi[8] = {};
+    for (int j = 0; j < 4; ++j) {          // 32 bytes: group 2j low nibbles, 2j+1 high
+      const uint8_t* qs = w[i].qs + 32 * j;
+      const int8_t* q8 = a[i].qs + 64 * j;
+      for (int k = 0; k < 8; ++k) {
+        int lo = 0, hi = 0;
+        for (int e = 4 * k; e < 4 * k + 4; ++e) {
+          int ql = qs[e] & 0x0f, qhi = qs[e] >> 4;
+          if constexpr (kFive) {
+            ql |= ((w[i].qh[e] >> (2 * j)) & 1) << 4;
+            qhi |= ((w[i].qh[e] >> (2 * j + 1)) & 1) << 4;
+          }
+          lo += ql * q8[e];
+          hi += qhi * q8[32 + e];
+        }
+        sumi[k] += sc[2 * j] * lo + sc[2 * j + 1] * hi;
+      }
+    }
+    const float d = a[i].d * fp16_to_fp32(w[i].d);
+    const float dmin = -a[i].d * fp16_to_fp32(w[i].dmin);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(sumi[k]), acc[k]);
+    int prod[4];
+    for (int p = 0; p < 4; ++p) {
+      const int g0 = a[i].bsums[4 * p] + a[i].bsums[4 * p + 1];
+      const int g1 = a[i].bsums[4 * p + 2] + a[i].bsums[4 * p + 3];
+      prod[p] = m[2 * p] * g0 + m[2 * p + 1] * g1;
+    }
+    if constexpr (kFive) {
+      summs = std::fma(dmin, static_cast<float>((prod[0] + prod[1]) + (prod[2] + prod[3])), summs);
+    } else {
+      for (int p = 0; p < 4; ++p) acc_m[p] = std::fma(dmin, static_cast<float>(prod[p]), acc_m[p]);
+    }
+  }
+  if constexpr (kFive) return hsum8(acc) + summs;
+  return hsum8(acc) + ((acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]));
 }
 
 float dot_q8_k(const BlockQ8_K* w, const BlockQ8_K* a, int64_t nb) {
@@ -246,11 +324,7 @@ void quantize_activation_row(GgmlType t, const float* x, void* y, int64_t n) {
 float vec_dot_row(GgmlType wt, const void* w, const void* a, int64_t n) {
   switch (wt) {
     case GgmlType::F32: {
-      const float* x = static_cast<const float*>(w);
-      const float* y = static_cast<const float*>(a);
-      double s = 0.0;  // ggml_vec_dot_f32 generic: double sum of float products
-      for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i] * y[i]);
-      return static_cast<float>(s);
+      return dot_f32(static_cast<const float*>(w), static_cast<const float*>(a), n);
     }
     case GgmlType::F16: {
       const uint16_t* x = static_cast<const uint16_t*>(w);
@@ -267,15 +341,15 @@ float vec_dot_row(GgmlType wt, const void* w, const void* a, int64_t n) {
       return static_cast<float>(s);
     }
     case GgmlType::Q4_0:
-      return dot_quant32<4>(static_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
+      return dot_quant32_q8_0<4>(static_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
     case GgmlType::Q5_0:
-      return dot_quant32<5>(static_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
+      return dot_quant32_q8_0<5>(static_cast<const BlockQ5_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
     case GgmlType::Q4_1:
-      return dot_quant32<4>(static_cast<const BlockQ4_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
+      return dot_quant32_q8_1<4>(static_cast<const BlockQ4_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
     case GgmlType::Q5_1:
-      return dot_quant32<5>(static_cast<const BlockQ5_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
-    case GgmlType::Q8_0: return dot_q8(static_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
-    case GgmlType::Q8_1: return dot_q8(static_cast<const BlockQ8_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
+      return dot_quant32_q8_1<5>(static_cast<const BlockQ5_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
+    case GgmlType::Q8_0: return dot_q8_0(static_cast<const BlockQ8_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
+    case GgmlType::Q8_1: return dot_q8_1(static_cast<const BlockQ8_1*>(w), static_cast<const BlockQ8_1*>(a), n / 32);
     case GgmlType::Q2_K: return dot_q2_k(static_cast<const BlockQ2_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
     case GgmlType::Q3_K: return dot_q3_k(static_cast<const BlockQ3_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
     case GgmlType::Q4_K:

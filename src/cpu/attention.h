@@ -1,0 +1,21 @@
+// Attention of a group of query heads over MLA's latent cache. In the
+// absorbed form every head attends to the same cached rows [c_kv | k_rope]
+// (DeepSeek-V2 §2.1.2: keys and values are both read from the latent), so
+// the heads of one token are processed together, block of cache rows by
+// block, and each row is loaded once for all of them.
+#pragma once
+
+#include <cstdint>
+
+namespace moe {
+
+// For h < n_heads:
+//   p[h][s]  = softmax_s(scale * q[h] . kv[s][0 .. dim_qk))   s < n_kv
+//   out[h]   = sum_s p[h][s] * kv[s][0 .. dim_v)
+// q rows q_stride floats apart, cache rows kv_stride apart, out rows
+// out_stride apart; scores is scratch of n_heads * n_kv floats.
+void mla_attend_heads(const float* q, int64_t n_heads, int64_t q_stride, const float* kv, int64_t kv_stride,
+                      int64_t n_kv, int64_t dim_qk, int64_t dim_v, float scale, float* scores, float* out,
+                      int64_t out_stride);
+
+}  // namespace moe

@@ -1,0 +1,83 @@
+// The SIMD dot-product kernels against the scalar reference, bit for bit,
+// over awkward shapes: row counts that are not multiples of the row block,
+// token counts that are not multiples of the token tile, one block per row.
+#include <doctest/doctest.h>
+
+#include <random>
+#include <vector>
+
+#include "core/ggml_type.h"
+#include "cpu/qdot.h"
+#include "quant/quantize.h"
+#include "quant/vec_dot.h"
+#include "test_util.h"
+
+using namespace moe;
+
+namespace {
+
+struct Case {
+  GgmlType type;
+  int64_t block;
+};
+
+void check_isa(CpuIsa isa) {
+  const Case cases[] = {{GgmlType::Q8_0, 32}, {GgmlType::Q4_0, 32}, {GgmlType::Q5_0, 32},
+                        {GgmlType::Q2_K, 256}, {GgmlType::Q3_K, 256}, {GgmlType::Q4_K, 256}, {GgmlType::Q5_K, 256},
+                        {GgmlType::Q6_K, 256}};
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int checked = 0;
+  for (const Case& c : cases) {
+    const QdotFn kernel = qdot_kernel(c.type, isa);
+    REQUIRE_MESSAGE(static_cast<bool>(kernel), ggml_type_name(c.type));
+    const GgmlType at = vec_dot_type(c.type);
+    for (int64_t blocks : {1, 3, 8}) {
+      const int64_t n = blocks * c.block;
+      for (int64_t rows : {1, 5, 16, 37}) {
+        for (int64_t toks : {1, 2, 3, 4, 5, 9}) {
+          std::vector<float> wf(static_cast<size_t>(rows * n)), af(static_cast<size_t>(toks * n));
+          for (float& v : wf) v = normal(rng);
+          // Heavy-tailed activations: some blocks dominated by one value.
+          for (float& v : af) v = normal(rng) * (rng() % 16 == 0 ? 30.0f : 1.0f);
+          const size_t wrow = ggml_row_size(c.type, n), arow = ggml_row_size(at, n);
+          std::vector<uint8_t> w(wrow * static_cast<size_t>(rows)), a(arow * static_cast<size_t>(toks));
+          for (int64_t r = 0; r < rows; ++r) quantize_row_ref(c.type, &wf[static_cast<size_t>(r * n)], &w[wrow * r], n);
+          for (int64_t t = 0; t < toks; ++t)
+            quantize_activation_row(at, &af[static_cast<size_t>(t * n)], &a[arow * t], n);
+          const int64_t y_stride = rows + 3;  // outputs need not be dense
+          std::vector<float> y(static_cast<size_t>(toks * y_stride), -1.0f);
+          kernel(QdotArgs{w.data(), wrow, rows, a.data(), arow, toks, n, y.data(), y_stride});
+          for (int64_t t = 0; t < toks; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+              const float want = vec_dot_row(c.type, &w[wrow * r], &a[arow * t], n);
+              const float got = y[static_cast<size_t>(t * y_stride + r)];
+              if (got != want) {
+                FAIL_CHECK(ggml_type_name(c.type) << " n=" << n << " rows=" << rows << " toks=" << toks << " r=" << r
+                                                  << " t=" << t << ": " << got << " != " << want);
+                return;
+              }
+              ++checked;
+            }
+          for (int64_t t = 0; t < toks; ++t)
+            for (int64_t r = rows; r < y_stride; ++r) CHECK(y[static_cast<size_t>(t * y_stride + r)] == -1.0f);
+        }
+      }
+    }
+  }
+  MESSAGE(std::string(cpu_isa_name(isa)) << ": " << checked << " dot products equal the reference");
+}
+
+}  // namespace
+
+TEST_CASE("qdot: AVX2 kernels equal the scalar reference bit for bit") {
+  if (cpu_isa_detected() == CpuIsa::kScalar || qdot_kernel(GgmlType::Q8_0, CpuIsa::kAvx2) == nullptr)
+    return moe::test::skip("this CPU or build has no AVX2 kernels");
+  check_isa(CpuIsa::kAvx2);
+}
+
+TEST_CASE("qdot: AVX-512 VNNI kernels equal the scalar reference bit for bit") {
+  if (cpu_isa_detected() != CpuIsa::kAvx512Vnni || qdot_kernel(GgmlType::Q8_0, CpuIsa::kAvx512Vnni) == nullptr)
+    return moe::test::skip("this CPU or build has no AVX-512 VNNI kernels");
+  check_isa(CpuIsa::kAvx512Vnni);
+}
