@@ -1,0 +1,46 @@
+// moe-convert: a Hugging Face DeepSeek-V2/V3 checkpoint (safetensors, F32 /
+// F16 / BF16 / FP8 with block scales) to a deepseek2 GGUF laid out as
+// llama.cpp's convert_hf_to_gguf.py lays it out.
+//
+//   moe-convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--no-mtp] [-t THREADS]
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "convert/convert_checkpoint.h"
+#include "core/interrupt.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe-convert: Hugging Face DeepSeek-V2/V3 checkpoint -> deepseek2 GGUF"};
+  std::string dir, out, outtype = "f16", name;
+  bool no_mtp = false;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  app.add_option("dir", dir, "checkpoint directory (config.json, *.safetensors, tokenizer.json)")->required();
+  app.add_option("-o,--outfile", out, "output GGUF file")->required();
+  app.add_option("--outtype", outtype, "f32, f16, bf16 or q8_0 (as convert_hf_to_gguf.py)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}))
+      ->capture_default_str();
+  app.add_flag("--no-mtp", no_mtp, "drop the multi-token-prediction layers (num_nextn_predict_layers)");
+  app.add_option("--name", name, "general.name (default: the checkpoint directory's name)");
+  app.add_option("-t,--threads", threads, "threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    moe::install_interrupt_handler();
+    moe::ConvertOptions o;
+    o.outtype = *moe::convert_outtype_from_name(outtype);
+    o.keep_mtp = !no_mtp;
+    o.n_threads = threads;
+    o.model_name = name;
+    const auto t0 = std::chrono::steady_clock::now();
+    const moe::ConvertSummary s = moe::convert_hf_checkpoint(dir, out, o);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "moe-convert: wrote %s: %zu tensors, %.2f MiB of tensor data, %s, in %.2f s\n", out.c_str(),
+                 s.n_tensors, s.tensor_bytes / (1024.0 * 1024.0), outtype.c_str(), secs);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe-convert: error: %s\n", e.what());
+    return 1;
+  }
+}
