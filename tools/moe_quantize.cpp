@@ -1,0 +1,106 @@
+// moe-quantize: quantizes a GGUF model the way llama.cpp's llama-quantize
+// does without an importance matrix: the same per-tensor types, the same
+// bytes, the same metadata.
+//
+//   moe-quantize model.f32.gguf model.Q4_K_M.gguf Q4_K_M -t 8
+//   moe-quantize in.gguf out.gguf q8_0 --tensor-type 'ffn_down=q6_k' --pure
+//
+// TYPE is a llama-quantize file type name (any case; Q4_K is Q4_K_M) or its
+// numeric id (15). The output appears only when complete: it is written to
+// a temporary file beside it and renamed at the end, and Ctrl-C leaves any
+// previous file untouched. Errors print "moe-quantize: error: ..." and exit 1;
+// an interruption exits 128 + the signal number.
+//
+// MOE_TEST_SLOW_MS=N (tests only) sleeps N ms after each tensor so that a
+// test can interrupt a run halfway.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "convert/quantize_file.h"
+#include "convert/quantize_plan.h"
+#include "core/error.h"
+#include "core/interrupt.h"
+
+namespace {
+
+double mib(uint64_t bytes) { return static_cast<double>(bytes) / 1024.0 / 1024.0; }
+
+double bits_per_weight(uint64_t bytes, uint64_t n) { return n == 0 ? 0.0 : 8.0 * static_cast<double>(bytes) / n; }
+
+int run(const std::string& in, const std::string& out, const std::string& type_arg,
+        const std::vector<std::string>& tensor_types, bool pure, bool allow_requantize, int threads, bool verbose) {
+  const std::optional<moe::FileType> ft = moe::parse_file_type(type_arg);
+  MOE_ASSERT(ft.has_value(), "unknown quantization type '%s' (expected one of: %s; or a llama.cpp ftype id)",
+             type_arg.c_str(), moe::supported_file_type_names().c_str());
+  MOE_ASSERT(moe::file_type_supported(*ft), "quantization type %s is not supported by moe-quantize (supported: %s)",
+             moe::file_type_name(*ft), moe::supported_file_type_names().c_str());
+
+  moe::QuantizeFileOptions opts;
+  opts.plan.file_type = *ft;
+  opts.plan.pure = pure;
+  for (const std::string& tt : tensor_types) opts.plan.overrides.push_back(moe::parse_type_override(tt));
+  opts.n_threads = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  opts.allow_requantize = allow_requantize;
+  opts.verbose = verbose;
+  opts.progress = !verbose;  // the per-tensor lines would tear the bar apart
+  if (const char* slow = std::getenv("MOE_TEST_SLOW_MS")) {
+    const int ms = std::atoi(slow);
+    opts.after_tensor = [ms](size_t) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+  }
+
+  moe::install_interrupt_handler();
+  std::printf("moe-quantize: %s -> %s as %s (file type %u), %d thread%s\n", in.c_str(), out.c_str(),
+              moe::file_type_name(*ft), static_cast<unsigned>(*ft), opts.n_threads, opts.n_threads == 1 ? "" : "s");
+  std::fflush(stdout);
+  const moe::QuantizeFileResult r = moe::quantize_gguf_file(in, out, opts);
+  std::printf("model size  = %8.2f MiB (%.2f BPW)\n", mib(r.bytes_in), bits_per_weight(r.bytes_in, r.n_elements));
+  std::printf("quant size  = %8.2f MiB (%.2f BPW)\n", mib(r.bytes_out), bits_per_weight(r.bytes_out, r.n_elements));
+  if (r.n_fallback > 0)
+    std::printf("warning: %d of %zu tensor(s) required fallback quantization (rows not a whole number of blocks)\n",
+                r.n_fallback, r.n_tensors);
+  std::printf("%zu tensors in %.2f s\n", r.n_tensors, r.seconds);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe-quantize: quantize a GGUF model like llama.cpp's llama-quantize (no importance matrix)"};
+  std::string in, out, type;
+  std::vector<std::string> tensor_types;
+  bool pure = false, allow_requantize = false, verbose = false;
+  int threads = 0;
+  app.add_option("input", in, "input GGUF (F32, F16, BF16; quantized with --allow-requantize)")->required();
+  app.add_option("output", out, "output GGUF (written to a temporary file, renamed when complete)")->required();
+  app.add_option("type", type, "file type: Q4_K_M, Q8_0, F16, ... (any case) or a llama.cpp ftype id")->required();
+  app.add_option("--tensor-type", tensor_types, "REGEX=TYPE: tensors whose name matches get TYPE (first match wins)")
+      ->allow_extra_args(false);  // one REGEX=TYPE per --tensor-type, repeatable
+  app.add_flag("--pure", pure, "no k-quant mixture: every quantizable tensor gets the type's default tensor type");
+  app.add_flag("--allow-requantize", allow_requantize, "allow converting tensors that are already quantized");
+  app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  app.add_flag("-v,--verbose", verbose, "print one line per tensor");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "moe-quantize: error: %s\nRun with --help for more information.\n", e.what());
+    return 1;
+  }
+  try {
+    return run(in, out, type, tensor_types, pure, allow_requantize, threads, verbose);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "moe-quantize: error: %s\n", e.what());
+    if (const int sig = moe::interrupt_signal()) return 128 + sig;
+  } catch (...) {
+    std::fprintf(stderr, "moe-quantize: error: unknown exception\n");
+  }
+  return 1;
+}
