@@ -1,0 +1,137 @@
+// moe-synth: random weights in the exact layout and types of a real file.
+// The independent reference is llama.cpp: the fixture tiny-dsv3.Q4_K_M.gguf
+// was converted by llama.cpp's converter from hf-tiny-dsv3 and quantized by
+// llama-quantize, so a synthesized file of the same config must have its
+// tensor names, shapes, order and types, and its deepseek2.* metadata.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "gguf/gguf_reader.h"
+#include "model/deepseek2.h"
+#include "test_util.h"
+
+using namespace moe;
+
+namespace {
+
+test::CommandResult synth(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {test::bin_dir() + "/moe-synth"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return test::run_command(argv);
+}
+
+uint64_t fnv1a(const uint8_t* p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+uint64_t tensor_data_hash(const std::string& path) {
+  const GgufFile f = GgufFile::open(path);
+  uint64_t h = 0;
+  for (const GgufTensorInfo& t : f.tensors()) h = h * 31 + fnv1a(t.data, t.nbytes);
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("moe-synth: hf-tiny-dsv3's config gives llama.cpp's layout and Q4_K_M types") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string ref_path = test::shared_fixture("models/tiny-dsv3.Q4_K_M.gguf");
+  if (hf.empty() || ref_path.empty()) return test::skip("hf-tiny-dsv3 / tiny-dsv3.Q4_K_M.gguf fixtures not found");
+  const std::string out = test::temp_dir() + "/synth.gguf";
+  // The fixture's own tokenizer, so the vocabulary (and so the shapes) match.
+  const auto r = synth({"--config", hf, "--vocab", ref_path, "--type", "Q4_K_M", "-o", out});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const GgufFile got = GgufFile::open(out), ref = GgufFile::open(ref_path);
+  REQUIRE(got.tensors().size() == ref.tensors().size());
+  for (size_t i = 0; i < ref.tensors().size(); ++i) {
+    const GgufTensorInfo &a = got.tensors()[i], &b = ref.tensors()[i];
+    CAPTURE(b.name);
+    CHECK(a.name == b.name);
+    CHECK(a.shape == b.shape);
+    CHECK(a.type == b.type);
+  }
+  for (const GgufKv& kv : ref.metadata()) {
+    if (kv.key.rfind("deepseek2.", 0) != 0 && kv.key.rfind("tokenizer.", 0) != 0 && kv.key != "general.file_type")
+      continue;
+    CAPTURE(kv.key);
+    const GgufValue* v = got.find(kv.key);
+    REQUIRE(v != nullptr);
+    CHECK(*v == kv.value);
+  }
+  // And it runs.
+  auto model = Deepseek2Model::load(out);
+  Deepseek2Session s(*model, 64, 16, 1);
+  const int32_t toks[4] = {1, 5, 9, 200};
+  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
+  s.forward(toks, 4, logits.data(), false);
+  for (float x : logits) REQUIRE(std::isfinite(x));
+}
+
+TEST_CASE("moe-synth: deterministic by seed, different across seeds") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string vocab = test::shared_fixture("models/tiny-dsv3.f32.gguf");
+  if (hf.empty() || vocab.empty()) return test::skip("hf-tiny-dsv3 fixture not found");
+  const std::string dir = test::temp_dir();
+  for (const char* name : {"a", "b", "c"}) {
+    const std::string seed = std::string(name) == "c" ? "2" : "1";
+    const auto r = synth({"--config", hf, "--vocab", vocab, "--type", "Q8_0", "--seed", seed, "-o", dir + "/" + name + ".gguf"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  }
+  CHECK(test::read_file(dir + "/a.gguf") == test::read_file(dir + "/b.gguf"));
+  CHECK(tensor_data_hash(dir + "/a.gguf") != tensor_data_hash(dir + "/c.gguf"));
+}
+
+TEST_CASE("moe-synth: --hot-experts skews routing towards a few experts") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string vocab = test::shared_fixture("models/tiny-dsv3.f32.gguf");
+  if (hf.empty() || vocab.empty()) return test::skip("hf-tiny-dsv3 fixture not found");
+  const std::string dir = test::temp_dir();
+  auto max_over_mean = [&](const std::string& path) {
+    auto model = Deepseek2Model::load(path);
+    const Deepseek2Config& c = model->config();
+    Deepseek2Session s(*model, 256, 256, 1);
+    std::vector<int32_t> toks(200);
+    for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<int32_t>((i * 7919) % static_cast<size_t>(c.vocab_size));
+    std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+    s.forward(toks.data(), static_cast<int64_t>(toks.size()), logits.data(), false);
+    double worst = 0;
+    const int64_t E = c.n_routed_experts;
+    for (int64_t il = c.first_k_dense_replace; il < c.num_hidden_layers; ++il) {
+      uint64_t mx = 0, total = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        const uint64_t n = s.expert_counts()[static_cast<size_t>(il * E + e)];
+        mx = std::max(mx, n);
+        total += n;
+      }
+      REQUIRE(total == toks.size() * static_cast<size_t>(c.num_experts_per_tok));
+      worst = std::max(worst, static_cast<double>(mx) * static_cast<double>(E) / static_cast<double>(total));
+    }
+    return worst;
+  };
+  REQUIRE(synth({"--config", hf, "--vocab", vocab, "--type", "Q8_0", "-o", dir + "/flat.gguf"}).exit_code == 0);
+  REQUIRE(synth({"--config", hf, "--vocab", vocab, "--type", "Q8_0", "--hot-experts", "zipf:1.5", "-o", dir + "/hot.gguf"})
+              .exit_code == 0);
+  const double flat = max_over_mean(dir + "/flat.gguf"), hot = max_over_mean(dir + "/hot.gguf");
+  MESSAGE("busiest expert / mean load: uniform " << flat << ", zipf:1.5 " << hot);
+  CHECK(hot > 1.5 * flat);
+}
+
+TEST_CASE("moe-synth: bad arguments are clear errors") {
+  const std::string out = test::temp_dir() + "/x.gguf";
+  auto r = synth({"--config", "v9", "-o", out});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("v9") != std::string::npos);
+  r = synth({"--config", "v2-lite", "--type", "Q7_K", "-o", out});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("Q7_K") != std::string::npos);
+  r = synth({"--config", "v2-lite", "--layers", "99", "-o", out});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("--layers") != std::string::npos);
+  r = synth({"--config", "v2-lite", "--hot-experts", "pareto:2", "-o", out});
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("zipf") != std::string::npos);
+}
