@@ -29,7 +29,10 @@ size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens) {
   return ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
 }
 
-void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
+namespace {
+
+// pool == nullptr: everything on the calling thread.
+void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool) {
   MOE_DASSERT(W.ne[2] == 1 && W.ne[3] == 1);
   const int64_t n_in = W.ne[0], n_out = W.ne[1];
   const GgmlType act_type = vec_dot_type(W.type);
@@ -53,8 +56,18 @@ void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, voi
   };
   // Waking the workers costs more than a small product (tiny models, one token).
   constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
-  if (n_out * n_in * n_tokens < kMinParallelMacs) rows(0, n_out, 0);
-  else pool.parallel_for(n_out, rows);
+  if (pool == nullptr || n_out * n_in * n_tokens < kMinParallelMacs) rows(0, n_out, 0);
+  else pool->parallel_for(n_out, rows);
+}
+
+}  // namespace
+
+void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
+  matmul_impl(W, x, n_tokens, y, scratch, &pool);
+}
+
+void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch) {
+  matmul_impl(W, x, n_tokens, y, scratch, nullptr);
 }
 
 }  // namespace moe

@@ -25,4 +25,8 @@ size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens);
 // x: [n_tokens][W.ne[0]] floats; y: [n_tokens][W.ne[1]] floats.
 void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
 
+// The same on the calling thread alone, for callers that already run one
+// product per thread (MLA's per-head projections).
+void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch);
+
 }  // namespace moe

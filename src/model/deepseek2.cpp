@@ -75,8 +75,10 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, i
   q_a_.resize(sz(B * std::max<int64_t>(1, c_.q_lora_rank)));
   q_.resize(sz(B * H * c_.qk_head_dim()));
   kv_a_.resize(sz(B * (R + P)));
-  head_in_.resize(sz(B * std::max({c_.qk_nope_head_dim, R, c_.v_head_dim})));
-  head_out_.resize(sz(B * std::max({c_.qk_nope_head_dim, R, c_.v_head_dim})));
+  head_dim_max_ = std::max({c_.qk_nope_head_dim, R, c_.v_head_dim});
+  head_in_.resize(sz(pool_.size() * B * head_dim_max_));
+  head_out_.resize(sz(pool_.size() * B * head_dim_max_));
+  head_scratch_.resize(sz(pool_.size() * (B * head_dim_max_ * 4 + 4096)));
   q_abs_.resize(sz(B * H * (R + P)));
   o_lat_.resize(sz(B * H * R));
   attn_v_.resize(sz(B * H * c_.v_head_dim));
@@ -175,18 +177,23 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n)
     std::memcpy(cached + R, kv + R, sz(P) * sizeof(float));
     rope_pairs_apply(cached + R, P, freqs, pos, rope_mscale);
   }
-  // Absorbed query per head: [W_UK^T q_nope | RoPE(q_rope)]
-  for (int64_t h = 0; h < H; ++h) {
-    for (int64_t t = 0; t < n; ++t)
-      std::memcpy(&head_in_[sz(t * NOPE)], &q_[sz((t * H + h) * QK)], sz(NOPE) * sizeof(float));
-    mm(m.wk_b.matrix(h), head_in_.data(), n, head_out_.data());  // [n][R]
-    for (int64_t t = 0; t < n; ++t) {
-      float* qa = &q_abs_[sz((t * H + h) * (R + P))];
-      std::memcpy(qa, &head_out_[sz(t * R)], sz(R) * sizeof(float));
-      std::memcpy(qa + R, &q_[sz((t * H + h) * QK + NOPE)], sz(P) * sizeof(float));
-      rope_pairs_apply(qa + R, P, freqs, static_cast<float>(n_past_ + t), rope_mscale);
+  // Absorbed query per head: [W_UK^T q_nope | RoPE(q_rope)]. Heads are
+  // independent: one thread per group of heads, each with its own buffers.
+  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
+    float* in = head_buffer(head_in_, thread);
+    float* out = head_buffer(head_out_, thread);
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t t = 0; t < n; ++t)
+        std::memcpy(&in[sz(t * NOPE)], &q_[sz((t * H + h) * QK)], sz(NOPE) * sizeof(float));
+      matmul_serial(m.wk_b.matrix(h), in, n, out, head_scratch(thread));  // [n][R]
+      for (int64_t t = 0; t < n; ++t) {
+        float* qa = &q_abs_[sz((t * H + h) * (R + P))];
+        std::memcpy(qa, &out[sz(t * R)], sz(R) * sizeof(float));
+        std::memcpy(qa + R, &q_[sz((t * H + h) * QK + NOPE)], sz(P) * sizeof(float));
+        rope_pairs_apply(qa + R, P, freqs, static_cast<float>(n_past_ + t), rope_mscale);
+      }
     }
-  }
+  });
   // Scores against every cached latent (causal), softmax, latent output;
   // heads in groups that share each loaded cache row.
   const float scale = c_.softmax_scale();
@@ -201,12 +208,16 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n)
     }
   });
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
-  for (int64_t h = 0; h < H; ++h) {
-    for (int64_t t = 0; t < n; ++t) std::memcpy(&head_in_[sz(t * R)], &o_lat_[sz((t * H + h) * R)], sz(R) * sizeof(float));
-    mm(m.wv_b.matrix(h), head_in_.data(), n, head_out_.data());  // [n][V]
-    for (int64_t t = 0; t < n; ++t)
-      std::memcpy(&attn_v_[sz((t * H + h) * V)], &head_out_[sz(t * V)], sz(V) * sizeof(float));
-  }
+  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
+    float* in = head_buffer(head_in_, thread);
+    float* out = head_buffer(head_out_, thread);
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t t = 0; t < n; ++t) std::memcpy(&in[sz(t * R)], &o_lat_[sz((t * H + h) * R)], sz(R) * sizeof(float));
+      matmul_serial(m.wv_b.matrix(h), in, n, out, head_scratch(thread));  // [n][V]
+      for (int64_t t = 0; t < n; ++t)
+        std::memcpy(&attn_v_[sz((t * H + h) * V)], &out[sz(t * V)], sz(V) * sizeof(float));
+    }
+  });
   mm(m.wo, attn_v_.data(), n, out_.data());
 }
 

@@ -76,8 +76,17 @@ class Deepseek2Session {
   std::vector<float> q_a_;      // [q_lora_rank]
   std::vector<float> q_;        // [heads * qk_head_dim]
   std::vector<float> kv_a_;     // [kv_lora_rank + qk_rope_head_dim]
-  std::vector<float> head_in_;  // per-head gather [n_batch][max(qk_nope, kv_lora)]
-  std::vector<float> head_out_; // [n_batch][max(kv_lora, v_head)]
+  // Per-thread buffers of the per-head projections: [threads][n_batch][head_dim_max_].
+  int64_t head_dim_max_ = 0;    // max(qk_nope, kv_lora, v_head)
+  std::vector<float> head_in_;
+  std::vector<float> head_out_;
+  std::vector<uint8_t> head_scratch_;  // [threads][quantized activations]
+  float* head_buffer(std::vector<float>& b, int thread) {
+    return b.data() + static_cast<size_t>(thread) * static_cast<size_t>(n_batch_ * head_dim_max_);
+  }
+  uint8_t* head_scratch(int thread) {
+    return head_scratch_.data() + static_cast<size_t>(thread) * static_cast<size_t>(n_batch_ * head_dim_max_ * 4 + 4096);
+  }
   std::vector<float> q_abs_;    // [heads][kv_lora_rank + qk_rope_head_dim], absorbed q | rotated q_rope
   std::vector<float> o_lat_;    // [heads][kv_lora_rank]
   std::vector<float> attn_v_;   // [heads * v_head_dim]
