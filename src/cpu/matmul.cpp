@@ -29,31 +29,41 @@ size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens) {
   return ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
 }
 
+size_t activation_row_bytes(const TensorView& W) { return ggml_row_size(vec_dot_type(W.type), W.ne[0]); }
+
+void quantize_activations(const TensorView& W, const float* x, int64_t n_tokens, uint8_t* act) {
+  const GgmlType act_type = vec_dot_type(W.type);
+  const int64_t n_in = W.ne[0];
+  const size_t act_row = ggml_row_size(act_type, n_in);
+  for (int64_t t = 0; t < n_tokens; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
+}
+
+void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, int64_t n_tokens, float* y,
+                 int64_t y_stride) {
+  const int64_t n_in = W.ne[0];
+  const size_t act_row = activation_row_bytes(W);
+  if (const QdotFn kernel = qdot_kernel(W.type, cpu_isa_active())) {
+    const size_t w_row = ggml_row_size(W.type, n_in);
+    kernel(QdotArgs{W.data + static_cast<size_t>(r0) * w_row, w_row, r1 - r0, act, act_row, n_tokens, n_in, y + r0,
+                    y_stride});
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* w = W.row(r);
+    for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = vec_dot_row(W.type, w, act + t * act_row, n_in);
+  }
+}
+
 namespace {
 
 // pool == nullptr: everything on the calling thread.
 void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool) {
   MOE_DASSERT(W.ne[2] == 1 && W.ne[3] == 1);
   const int64_t n_in = W.ne[0], n_out = W.ne[1];
-  const GgmlType act_type = vec_dot_type(W.type);
-  const size_t act_row = ggml_row_size(act_type, n_in);
   uint8_t* act = static_cast<uint8_t*>(scratch);
-  for (int64_t t = 0; t < n_tokens; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
-  const QdotFn kernel = qdot_kernel(W.type, cpu_isa_active());
-  const size_t w_row = ggml_row_size(W.type, n_in);
+  quantize_activations(W, x, n_tokens, act);
   // Parallel over weight rows: each weight row is read once for all tokens.
-  auto rows = [&](int64_t r0, int64_t r1, int) {
-    if (kernel != nullptr) {
-      const QdotArgs args{static_cast<const uint8_t*>(W.data) + static_cast<size_t>(r0) * w_row, w_row, r1 - r0,
-                          act, act_row, n_tokens, n_in, y + r0, n_out};
-      kernel(args);
-      return;
-    }
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* w = W.row(r);
-      for (int64_t t = 0; t < n_tokens; ++t) y[t * n_out + r] = vec_dot_row(W.type, w, act + t * act_row, n_in);
-    }
-  };
+  auto rows = [&](int64_t r0, int64_t r1, int) { matmul_rows(W, r0, r1, act, n_tokens, y, n_out); };
   // Waking the workers costs more than a small product (tiny models, one token).
   constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
   if (pool == nullptr || n_out * n_in * n_tokens < kMinParallelMacs) rows(0, n_out, 0);

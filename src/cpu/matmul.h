@@ -25,6 +25,14 @@ size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens);
 // x: [n_tokens][W.ne[0]] floats; y: [n_tokens][W.ne[1]] floats.
 void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
 
+// The two halves of a product, for callers that schedule their own work
+// (grouped experts): activations quantized once to W's partner type, then
+// rows [r0, r1) of W against n_tokens such rows, y[t * y_stride + r].
+size_t activation_row_bytes(const TensorView& W);
+void quantize_activations(const TensorView& W, const float* x, int64_t n_tokens, uint8_t* act);
+void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, int64_t n_tokens, float* y,
+                 int64_t y_stride);
+
 // The same on the calling thread alone, for callers that already run one
 // product per thread (MLA's per-head projections).
 void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch);

@@ -10,6 +10,7 @@
 
 #include "cpu/attention.h"
 #include "cpu/matmul.h"
+#include "cpu/moe_experts.h"
 #include "cpu/ops.h"
 #include "model/moe_router.h"
 #include "quant/dequantize.h"
@@ -91,9 +92,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, i
   route_w_.resize(sz(B * K));
   route_scratch_.resize(sz(2 * E));
   expert_counts_.assign(sz(c_.num_hidden_layers * E), 0);
-  expert_slots_.resize(sz(B));
   slot_out_.resize(sz(B * K * D));
-  xe_.resize(sz(B * D));
   ye_.resize(sz(B * D));
   // Activations quantized for the matmuls: at most 4 bytes per input element.
   const int64_t max_in = std::max({D, ffn, H * c_.v_head_dim, R, c_.qk_nope_head_dim, c_.q_lora_rank});
@@ -254,21 +253,7 @@ void Deepseek2Session::moe_ffn(int64_t il, const MoeWeights& e, int64_t n) {
   // t in top-k slot k lands in slot_out_[t][k]. The weighted sum is then taken
   // per token in slot order, as llama.cpp adds its [K][D] expert outputs, so
   // the float rounding matches.
-  for (int64_t x = 0; x < E; ++x) {
-    int64_t m = 0;
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t k = 0; k < K; ++k)
-        if (route_ids_[sz(t * K + k)] == x) {
-          expert_slots_[sz(m)] = static_cast<int32_t>(t * K + k);
-          std::memcpy(&xe_[sz(m * D)], &h_[sz(t * D)], sz(D) * sizeof(float));
-          ++m;
-        }
-    if (m == 0) continue;
-    const FfnWeights ex{e.gate_exps.matrix(x), e.up_exps.matrix(x), e.down_exps.matrix(x)};
-    ffn_dense(ex, xe_.data(), m, ye_.data());
-    for (int64_t i = 0; i < m; ++i)
-      std::memcpy(&slot_out_[sz(expert_slots_[sz(i)] * D)], &ye_[sz(i * D)], sz(D) * sizeof(float));
-  }
+  experts_.run(e.gate_exps, e.up_exps, e.down_exps, h_.data(), n, route_ids_.data(), K, slot_out_.data(), pool_);
   for (int64_t t = 0; t < n; ++t) {
     float* o = &out_[sz(t * D)];
     for (int64_t k = 0; k < K; ++k) {

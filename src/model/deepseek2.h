@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "cpu/moe_experts.h"
 #include "gguf/gguf_reader.h"
 #include "model/deepseek2_config.h"
 #include "model/deepseek2_weights.h"
@@ -98,9 +99,9 @@ class Deepseek2Session {
   std::vector<float> route_w_;        // [top_k]
   std::vector<float> route_scratch_;  // [2 * n_experts]
   std::vector<uint64_t> expert_counts_;  // [layers][n_experts]
-  std::vector<int32_t> expert_slots_;  // t * top_k + k of each token routed to one expert
   std::vector<float> slot_out_;        // [n_batch][top_k][hidden] routed expert outputs
-  std::vector<float> xe_, ye_;        // gathered inputs / outputs of one expert
+  GroupedExperts experts_;
+  std::vector<float> ye_;            // shared experts' output
   std::vector<uint8_t> mm_scratch_;
 };
 

@@ -1,0 +1,108 @@
+#include "cpu/moe_experts.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+
+namespace moe {
+
+namespace {
+
+// Rows per job: small enough that one token's k experts split evenly over
+// the threads, large enough that taking a job costs nothing next to it.
+constexpr int64_t kJobRows = 64;
+
+inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
+
+// Runs job(j) for j < n_jobs on every thread of the pool, each thread taking
+// the next job from a shared counter.
+template <typename Job>
+void run_jobs(ThreadPool& pool, int64_t n_jobs, const Job& job) {
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(std::min<int64_t>(pool.size(), n_jobs), [&](int64_t, int64_t, int) {
+    for (int64_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < n_jobs;) job(j);
+  });
+}
+
+// Row-wise work over n rows, on the pool when there is enough of it.
+template <typename Fn>
+void for_rows(ThreadPool& pool, int64_t n, int64_t cost_per_row, const Fn& fn) {
+  if (n * cost_per_row < (int64_t{1} << 16)) fn(0, n);
+  else pool.parallel_for(n, [&](int64_t r0, int64_t r1, int) { fn(r0, r1); });
+}
+
+}  // namespace
+
+void GroupedExperts::run(const TensorView& gate, const TensorView& up, const TensorView& down, const float* h,
+                         int64_t n, const int32_t* ids, int64_t top_k, float* out, ThreadPool& pool) {
+  const int64_t D = gate.ne[0], F = gate.ne[1], E = gate.ne[2], S = n * top_k;
+  MOE_ASSERT(up.ne[0] == D && up.ne[1] == F && down.ne[0] == F && down.ne[1] == D,
+             "expert tensors disagree: gate [%lld, %lld], up [%lld, %lld], down [%lld, %lld]",
+             static_cast<long long>(D), static_cast<long long>(F), static_cast<long long>(up.ne[0]),
+             static_cast<long long>(up.ne[1]), static_cast<long long>(down.ne[0]), static_cast<long long>(down.ne[1]));
+
+  // Counting sort of the slots by expert (stable: token order within an expert).
+  std::vector<int64_t>& start = start_;
+  start.assign(sz(E + 1), 0);
+  for (int64_t s = 0; s < S; ++s) ++start[sz(ids[s] + 1)];
+  for (int64_t x = 0; x < E; ++x) start[sz(x + 1)] += start[sz(x)];
+  order_.resize(sz(S));
+  fill_.assign(start.begin(), start.end() - 1);
+  for (int64_t s = 0; s < S; ++s) order_[sz(fill_[sz(ids[s])]++)] = s;
+  groups_.clear();
+  for (int64_t x = 0; x < E; ++x)
+    if (start[sz(x + 1)] > start[sz(x)]) groups_.push_back({static_cast<int32_t>(x), start[sz(x)], start[sz(x + 1)] - start[sz(x)]});
+
+  // Activations: each token quantized once, then its row copied to every
+  // position that uses it (rows of the sorted order are contiguous per expert).
+  const size_t rb_gate = activation_row_bytes(gate.matrix(0)), rb_up = activation_row_bytes(up.matrix(0));
+  const size_t rb_down = activation_row_bytes(down.matrix(0));
+  act_gate_.resize(rb_gate * sz(S));
+  act_up_.resize(rb_up * sz(S));
+  act_down_.resize(rb_down * sz(S));
+  const bool same_act = gate.type == up.type;
+  for_rows(pool, S, D, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* x = h + (order_[sz(p)] / top_k) * D;
+      quantize_activations(gate.matrix(0), x, 1, &act_gate_[rb_gate * sz(p)]);
+      if (same_act) std::memcpy(&act_up_[rb_up * sz(p)], &act_gate_[rb_gate * sz(p)], rb_up);
+      else quantize_activations(up.matrix(0), x, 1, &act_up_[rb_up * sz(p)]);
+    }
+  });
+
+  // gate and up: jobs of kJobRows rows of one matrix of one expert.
+  g_.resize(sz(S * F));
+  u_.resize(sz(S * F));
+  const int64_t blocks_f = (F + kJobRows - 1) / kJobRows;
+  const int64_t n_groups = static_cast<int64_t>(groups_.size());
+  run_jobs(pool, n_groups * 2 * blocks_f, [&](int64_t j) {
+    const Group& g = groups_[sz(j / (2 * blocks_f))];
+    const bool is_up = (j / blocks_f) % 2 == 1;
+    const int64_t r0 = (j % blocks_f) * kJobRows, r1 = std::min(F, r0 + kJobRows);
+    if (is_up) matmul_rows(up.matrix(g.expert), r0, r1, &act_up_[rb_up * sz(g.first)], g.count, &u_[sz(g.first * F)], F);
+    else matmul_rows(gate.matrix(g.expert), r0, r1, &act_gate_[rb_gate * sz(g.first)], g.count, &g_[sz(g.first * F)], F);
+  });
+
+  // silu(gate) * up, then the down projection's activations.
+  for_rows(pool, S, F, [&](int64_t p0, int64_t p1) {
+    swiglu(&g_[sz(p0 * F)], &u_[sz(p0 * F)], (p1 - p0) * F, &g_[sz(p0 * F)]);
+    quantize_activations(down.matrix(0), &g_[sz(p0 * F)], p1 - p0, &act_down_[rb_down * sz(p0)]);
+  });
+
+  y_.resize(sz(S * D));
+  const int64_t blocks_d = (D + kJobRows - 1) / kJobRows;
+  run_jobs(pool, n_groups * blocks_d, [&](int64_t j) {
+    const Group& g = groups_[sz(j / blocks_d)];
+    const int64_t r0 = (j % blocks_d) * kJobRows, r1 = std::min(D, r0 + kJobRows);
+    matmul_rows(down.matrix(g.expert), r0, r1, &act_down_[rb_down * sz(g.first)], g.count, &y_[sz(g.first * D)], D);
+  });
+
+  for (int64_t p = 0; p < S; ++p) std::memcpy(out + order_[sz(p)] * D, &y_[sz(p * D)], sz(D) * sizeof(float));
+}
+
+}  // namespace moe
