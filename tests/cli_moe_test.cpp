@@ -2,6 +2,10 @@
 // the library computes, timings on stderr, clear errors and exit codes.
 #include <doctest/doctest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+
 #include "model/deepseek2.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -82,4 +86,51 @@ TEST_CASE("moe: bad input gives a clear error and exit code 1") {
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("token_embd.weight") != std::string::npos);
   }
+}
+
+TEST_CASE("moe: --stop ends the answer before the stop string; --json reports it") {
+  const std::string model_path = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
+  const std::vector<std::string> base = {moe_bin(), "-m", model_path, "-p", "Hello", "-n", "16", "--temp", "0",
+                                         "-t", "2", "--no-display-prompt"};
+  const auto full = test::run_command(base);
+  REQUIRE(full.exit_code == 0);
+  const std::string text = full.out.substr(0, full.out.size() - 1);  // the greedy answer, without the final newline
+  // A stop string from the middle of that answer: three ASCII letters.
+  size_t at = std::string::npos;
+  for (size_t i = 1; i + 3 <= text.size() && at == std::string::npos; ++i)
+    if (isalpha(static_cast<unsigned char>(text[i])) && isalpha(static_cast<unsigned char>(text[i + 1])) &&
+        isalpha(static_cast<unsigned char>(text[i + 2])))
+      at = i;
+  REQUIRE(at != std::string::npos);
+  const std::string stop = text.substr(at, 3);
+  const std::string before = text.substr(0, text.find(stop));
+
+  auto args = base;
+  args.insert(args.end(), {"--stop", "zzzz-never", "--stop", stop});
+  const auto cut = test::run_command(args);
+  REQUIRE(cut.exit_code == 0);
+  CHECK(cut.out == before + "\n");
+  CHECK(cut.err.find("stop: stop string") != std::string::npos);
+
+  args.push_back("--json");
+  const auto js = test::run_command(args);
+  REQUIRE(js.exit_code == 0);
+  const auto j = nlohmann::json::parse(js.out);
+  CHECK(j.at("text") == before);
+  CHECK(j.at("finish_reason") == "stop");
+  auto model = Deepseek2Model::load(model_path);
+  CHECK(j.at("prompt_tokens") == Tokenizer::from_gguf(model->file()).encode("Hello", true, true).size());
+  CHECK(j.at("generated_tokens").get<int>() < 16);
+  CHECK(j.at("timings").at("generation_s").get<double>() >= 0);
+
+  // Without a stop string the JSON text is the streamed answer, and --quiet drops the timing line.
+  auto plain = base;
+  plain.insert(plain.end(), {"--json", "--quiet"});
+  const auto pj = test::run_command(plain);
+  REQUIRE(pj.exit_code == 0);
+  const auto k = nlohmann::json::parse(pj.out);
+  CHECK(k.at("text") == text);
+  CHECK(k.at("finish_reason") == "length");
+  CHECK(k.at("generated_tokens") == 16);
+  CHECK(pj.err.find("tok/s") == std::string::npos);
 }

@@ -1,0 +1,81 @@
+// Chat templates: turning a conversation into the prompt text a chat model
+// was trained on.
+//
+// Models ship their template as Jinja source (tokenizer.chat_template). We do
+// not interpret Jinja: like llama.cpp (llm_chat_detect_template), we recognise
+// the family from marker strings in the source and render it with C++ that
+// reproduces, character for character, what the official template produces
+// for plain system/user/assistant conversations. Supported families:
+//
+//   deepseek2    DeepSeek-V2-Chat        "User: ...\n\nAssistant: ...<eos>"
+//   deepseek2.5  DeepSeek-V2.5           <｜User｜>/<｜Assistant｜>, last system message wins
+//   deepseek3    DeepSeek-V3             as V2.5, system messages joined by "\n\n"
+//   deepseek-r1  DeepSeek-R1             as V3; earlier answers lose their reasoning
+//                                        (text up to the last </think>); the generation
+//                                        prompt opens "<think>\n"
+//   chatml       Qwen2 / ChatML          <|im_start|>role\n...<|im_end|>\n (Qwen2's default
+//                                        system prompt when the template has one)
+//   llama3       Llama-3-Instruct        <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
+//   mistral      Mistral-7B-Instruct-v0.2 " [INST] ... [/INST]" turns, system folded into the
+//                                        first user turn
+//
+//   ChatTemplate t = ChatTemplate::for_source(jinja_text, bos_text, eos_text);
+//   std::string prompt = t.render({{"system", "Be brief."}, {"user", "Hi"}}, true);
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace moe {
+
+struct ChatMessage {
+  std::string role;  // "system", "user" or "assistant"
+  std::string content;
+};
+
+enum class ChatFamily { deepseek2, deepseek25, deepseek3, deepseek_r1, chatml, llama3, mistral };
+
+// The family a template's Jinja source belongs to, or nullopt when none of
+// ours matches.
+std::optional<ChatFamily> chat_family_detect(std::string_view jinja);
+// By name as listed above (as given to --chat-template); nullopt if unknown.
+std::optional<ChatFamily> chat_family_from_name(std::string_view name);
+const char* chat_family_name(ChatFamily f);
+// "deepseek2, deepseek2.5, ..." for help and error messages.
+std::string chat_family_names();
+
+class ChatTemplate {
+ public:
+  // bos/eos: the text of the model's BOS and EOS tokens (bos_token and
+  // eos_token in the Jinja source); "" when the model has none.
+  ChatTemplate(ChatFamily family, std::string bos, std::string eos, std::string default_system = "");
+
+  // Detects the family from `jinja`; throws moe::Error when it is unknown.
+  // Picks up Qwen2's default system prompt from the source.
+  static ChatTemplate for_source(std::string_view jinja, std::string bos, std::string eos);
+
+  // The prompt for `messages`; add_generation_prompt appends the text that
+  // opens the assistant's turn. Throws moe::Error naming the message when the
+  // template cannot express the conversation (an unknown role; Mistral's
+  // required user/assistant alternation).
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+
+  // Whether the generation prompt leaves the model inside a <think> block.
+  bool opens_reasoning() const { return family_ == ChatFamily::deepseek_r1; }
+  ChatFamily family() const { return family_; }
+
+ private:
+  std::string render_deepseek(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_deepseek2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_chatml(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_llama3(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_mistral(const std::vector<ChatMessage>& messages) const;
+
+  ChatFamily family_;
+  std::string bos_, eos_;
+  std::string default_system_;  // chatml: used when the conversation has no system message
+};
+
+}  // namespace moe

@@ -1,0 +1,271 @@
+// Interactive chat: `moe -m FILE` (no prompt) or `moe -i`.
+//
+// Each turn renders the whole conversation through the model's chat template
+// and evaluates only what the session does not hold yet. The session holds
+// the previous prompt and the tokens the model generated; when the new
+// rendering starts with exactly that text, and the tokens of the rest are
+// also where a tokenization of the whole rendering ends (no token spans the
+// seam), only those tokens are evaluated. Otherwise (a template that rewrites
+// history, like R1 dropping earlier reasoning, or a stop string that cut an
+// answer) the whole rendering is tokenized and the session is cut back to the
+// longest common token prefix.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/generate.h"
+#include "cli/line_input.h"
+#include "cli/options.h"
+#include "cli/reasoning_filter.h"
+#include "core/error.h"
+
+namespace moe {
+
+namespace {
+
+constexpr const char* kHelp =
+    "Commands:\n"
+    "  /help    this text\n"
+    "  /reset   forget the conversation (keeps --system)\n"
+    "  /exit    leave (also /quit, Ctrl-D, or Ctrl-C at the prompt)\n"
+    "Ctrl-C during an answer stops it and returns to the prompt.\n"
+    "Multi-line input: end a line with \\ to continue it on the next line, or put the\n"
+    "text between two lines that contain only \"\"\".\n";
+
+std::string trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+// What one turn evaluates: the session keeps its first `keep` tokens and
+// `tokens[keep..]` is new.
+struct TurnPlan {
+  std::string rendered;
+  std::vector<int32_t> tokens;
+  size_t keep = 0;
+};
+
+class Chat {
+ public:
+  Chat(const CliOptions& o, LoadedModel& m, ChatTemplate tmpl)
+      : o_(o), m_(m), tmpl_(std::move(tmpl)), session_(make_session(o, m)),
+        sampler_(o.sampling, static_cast<int32_t>(m.model->config().vocab_size)) {
+    reset();
+  }
+
+  void reset() {
+    messages_.clear();
+    if (!o_.system.empty()) messages_.push_back({"system", o_.system});
+    // The cache is not cleared here: the next turn reuses whatever prefix
+    // (BOS, the system prompt) still matches.
+  }
+
+  void turn(const std::string& text) {
+    messages_.push_back({"user", text});
+    TurnPlan plan;
+    try {
+      plan = plan_turn();
+      while (static_cast<int64_t>(plan.tokens.size()) >= session_->n_ctx()) {
+        if (!o_.context_shift) {
+          std::fprintf(stderr,
+                       "\n[context full: the conversation needs %zu tokens, the context holds %lld; /reset to start "
+                       "over (or run with --context-shift)]\n",
+                       plan.tokens.size(), static_cast<long long>(session_->n_ctx()));
+          messages_.pop_back();
+          return;
+        }
+        if (!drop_oldest_turn()) {
+          std::fprintf(stderr, "\n[the message is too long for the context of %lld tokens]\n",
+                       static_cast<long long>(session_->n_ctx()));
+          messages_.pop_back();
+          return;
+        }
+        std::fprintf(stderr, "[context full: dropped the oldest turn]\n");
+        plan = plan_turn();
+      }
+    } catch (const Error& e) {  // a conversation the template cannot express
+      std::fprintf(stderr, "\n[%s]\n", e.what());
+      messages_.pop_back();
+      return;
+    }
+
+    session_->truncate(static_cast<int64_t>(plan.keep));
+    cached_.resize(plan.keep);
+    const std::vector<int32_t> fresh(plan.tokens.begin() + static_cast<std::ptrdiff_t>(plan.keep), plan.tokens.end());
+
+    GenerateOptions g;
+    g.n_predict = o_.n_predict;
+    g.stop = o_.stop;
+    g.prompt_chunk = o_.n_batch;
+    const bool dim = isatty(STDOUT_FILENO);
+    ReasoningFilter show(tmpl_.opens_reasoning(), o_.hide_reasoning, dim);
+    auto print = [](const std::string& s) {
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    };
+    sigint_clear();
+    const GenerateResult r = generate(
+        *session_, m_.tok, sampler_, fresh, g, [&](std::string_view t) { print(show.push(t)); },
+        [] { return sigint_pending(); });
+    print(show.flush());
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+
+    cached_.insert(cached_.end(), fresh.begin(), fresh.begin() + r.n_prompt);
+    cached_.insert(cached_.end(), r.generated.begin(), r.generated.end());
+    if (!r.prompt_complete) {
+      cached_text_.clear();  // the cache ends inside the prompt: compare tokens next time
+      messages_.pop_back();
+    } else {
+      cached_text_ = plan.rendered;
+      for (int32_t t : r.generated) cached_text_ += m_.tok.token_to_piece(t, /*special=*/true);
+      // The answer as the model wrote it: the bytes of its tokens. This is
+      // r.text except where the tokens end inside a UTF-8 character (shown
+      // as U+FFFD) or in a stop string; kept raw, the next rendering starts
+      // with exactly the text the cache holds and only the new turn is evaluated.
+      std::string raw;
+      for (int32_t t : r.generated) raw += m_.tok.token_to_piece(t, /*special=*/false);
+      messages_.push_back({"assistant", r.finish == FinishReason::stop ? r.text : raw});
+    }
+    if (r.finish == FinishReason::context_full)
+      std::fprintf(stderr, "[context full (%lld tokens): /reset to start over%s]\n",
+                   static_cast<long long>(session_->n_ctx()),
+                   o_.context_shift ? ", or keep going: the oldest turns will be dropped" : "");
+    if (!o_.quiet)
+      std::fprintf(stderr, "[prompt %lld tokens (new), %zu cached | generated %lld tokens, %.1f tok/s | %s]\n",
+                   static_cast<long long>(r.n_prompt), plan.keep, static_cast<long long>(r.n_generated),
+                   static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9), finish_reason_text(r.finish));
+  }
+
+ private:
+  static std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
+    // The session's worker threads inherit this mask: Ctrl-C is then always
+    // delivered to the main thread, which is what a blocked read needs.
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    auto s = std::make_unique<Deepseek2Session>(*m.model, m.n_ctx, o.n_batch, o.n_threads);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return s;
+  }
+
+  TurnPlan plan_turn() const {
+    TurnPlan p;
+    p.rendered = tmpl_.render(messages_, /*add_generation_prompt=*/true);
+    const std::vector<int32_t> whole = m_.tok.encode(p.rendered, /*add_special=*/false, /*parse_special=*/true);
+    if (!cached_text_.empty() && p.rendered.compare(0, cached_text_.size(), cached_text_) == 0) {
+      const std::vector<int32_t> tail =
+          m_.tok.encode(std::string_view(p.rendered).substr(cached_text_.size()), false, true);
+      const bool seam_ok = !tail.empty() && tail.size() <= whole.size() &&
+                           std::equal(tail.begin(), tail.end(), whole.end() - static_cast<std::ptrdiff_t>(tail.size()));
+      if (seam_ok) {
+        p.tokens = cached_;
+        p.tokens.insert(p.tokens.end(), tail.begin(), tail.end());
+        p.keep = cached_.size();
+        return p;
+      }
+    }
+    p.tokens = whole;
+    while (p.keep < cached_.size() && p.keep < whole.size() && cached_[p.keep] == whole[p.keep]) ++p.keep;
+    if (p.keep == whole.size() && p.keep > 0) --p.keep;  // forward() needs one new token for the logits
+    return p;
+  }
+
+  // Drops the oldest user turn after the system messages, with its answer;
+  // never the turn being asked now (the last message).
+  bool drop_oldest_turn() {
+    size_t i = 0;
+    while (i < messages_.size() && messages_[i].role == "system") ++i;
+    if (i + 1 >= messages_.size()) return false;
+    size_t n = 1;
+    if (i + 2 < messages_.size() && messages_[i + 1].role == "assistant") n = 2;
+    messages_.erase(messages_.begin() + static_cast<std::ptrdiff_t>(i),
+                    messages_.begin() + static_cast<std::ptrdiff_t>(i + n));
+    return true;
+  }
+
+  const CliOptions& o_;
+  LoadedModel& m_;
+  ChatTemplate tmpl_;
+  std::unique_ptr<Deepseek2Session> session_;
+  Sampler sampler_;
+  std::vector<ChatMessage> messages_;
+  std::vector<int32_t> cached_;  // the tokens in the session, in order
+  std::string cached_text_;      // their text ("" when unknown)
+};
+
+// Reads one message: several lines when a line ends in '\' or within """ fences.
+LineInput::Status read_message(LineInput& in, std::string& msg) {
+  std::string line;
+  LineInput::Status st = in.read("> ", line);
+  if (st != LineInput::Status::line) return st;
+  msg.clear();
+  if (trim(line) == "\"\"\"") {
+    for (;;) {
+      st = in.read(". ", line);
+      if (st != LineInput::Status::line) return st;
+      if (trim(line) == "\"\"\"") break;
+      msg += (msg.empty() ? "" : "\n") + line;
+    }
+    return LineInput::Status::line;
+  }
+  while (!line.empty() && line.back() == '\\') {
+    line.pop_back();
+    msg += line + "\n";
+    st = in.read(". ", line);
+    if (st != LineInput::Status::line) return st;
+  }
+  msg += line;
+  return LineInput::Status::line;
+}
+
+}  // namespace
+
+int run_chat(const CliOptions& o) {
+  LoadedModel m = load_model(o);
+  ChatTemplate tmpl = chat_template_for(o, m);
+  const char* family = chat_family_name(tmpl.family());
+  sigint_install();
+  Chat chat(o, m, std::move(tmpl));
+  LineInput in;
+  if (!o.quiet)
+    std::fprintf(stderr, "moe chat: template %s, context %lld tokens. /help for commands, Ctrl-D to leave.\n",
+                 family, static_cast<long long>(m.n_ctx));
+  for (;;) {
+    sigint_clear();
+    std::string msg;
+    const LineInput::Status st = read_message(in, msg);
+    if (st != LineInput::Status::line) {
+      std::fputc('\n', stdout);
+      break;
+    }
+    const std::string cmd = trim(msg);
+    if (cmd.empty()) continue;
+    in.add_history(msg);
+    if (cmd == "/exit" || cmd == "/quit") break;
+    if (cmd == "/help") {
+      std::fputs(kHelp, stdout);
+      continue;
+    }
+    if (cmd == "/reset") {
+      chat.reset();
+      std::fputs("[conversation cleared]\n", stdout);
+      continue;
+    }
+    if (cmd[0] == '/' && cmd.find(' ') == std::string::npos && cmd.find('\n') == std::string::npos) {
+      std::printf("[unknown command %s; /help lists them]\n", cmd.c_str());
+      continue;
+    }
+    chat.turn(msg);
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace moe

@@ -1,0 +1,71 @@
+// The one generation loop of the `moe` CLI (one-shot, chat and batch):
+// evaluate the new prompt tokens on top of what the session already holds,
+// then sample, stream complete UTF-8 text, and stop on an end-of-generation
+// token, the token budget, a stop string, a full context or a cancel request.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/deepseek2.h"
+#include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moe {
+
+enum class FinishReason { stop, length, eos, context_full, interrupted };
+// "stop", "length", "eos", "length" (context full counts as length), "interrupted".
+const char* finish_reason_json(FinishReason r);
+// For timing lines: "stop string", "length", "eos", "context full", "interrupted".
+const char* finish_reason_text(FinishReason r);
+
+// Length of the longest suffix of `text` that is a proper prefix of `needle`:
+// bytes that may still become `needle` once more text arrives.
+size_t partial_match_suffix(std::string_view text, std::string_view needle);
+
+// Holds back text while it could still be the start of a stop string; on a
+// match, the text before it is released and everything after is dropped.
+class StopMatcher {
+ public:
+  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+  // Returns the text that is now certain to be output.
+  std::string push(std::string_view text);
+  // The text still held back (call when generation ends without a match).
+  std::string flush();
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::string held_;
+  bool stopped_ = false;
+};
+
+struct GenerateOptions {
+  int64_t n_predict = -1;          // sampled tokens at most (EOS included); -1: no limit
+  std::vector<std::string> stop;   // stop strings (not part of the returned text)
+  int64_t prompt_chunk = 512;      // prompt tokens per forward() between cancel checks
+};
+
+struct GenerateResult {
+  std::string text;                // the answer, without any stop string
+  FinishReason finish = FinishReason::length;
+  int64_t n_prompt = 0;            // prompt tokens evaluated by this call
+  int64_t n_generated = 0;         // tokens sampled (EOS included)
+  double prompt_s = 0, gen_s = 0;
+  std::vector<int32_t> generated;  // sampled tokens that went into the cache (no EOS)
+  bool prompt_complete = false;    // false when cancelled before the whole prompt was evaluated
+};
+
+// Appends `prompt` (non-empty) to the session at n_past() and generates.
+// on_text receives the answer in order as it becomes final (complete UTF-8,
+// never a possible stop-string prefix); cancelled() is polled between
+// forward() calls. Tokens are added to the sampler's penalty history.
+GenerateResult generate(Deepseek2Session& session, const Tokenizer& tok, Sampler& sampler,
+                        const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        const std::function<void(std::string_view)>& on_text,
+                        const std::function<bool()>& cancelled);
+
+}  // namespace moe

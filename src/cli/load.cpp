@@ -1,0 +1,75 @@
+// Loading for every mode of `moe`: the model, its tokenizer, the context
+// size, and the chat template.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "cli/options.h"
+#include "core/error.h"
+#include "core/progress.h"
+
+namespace moe {
+
+namespace {
+
+// Loading is an mmap: the bytes come in from disk when first touched, which
+// for a large model happens in the first forward pass with no feedback.
+// On a terminal, read one byte per page up front under a progress bar
+// instead; small files (and scripts, logs) skip this.
+void touch_pages_with_progress(const GgufFile& f) {
+  constexpr uint64_t kMinBytes = uint64_t(256) << 20;
+  constexpr uint64_t kChunk = uint64_t(64) << 20;
+  const uint64_t size = f.file_size();
+  if (size < kMinBytes || !isatty(fileno(stderr))) return;
+  const uint8_t* data = f.file_data();
+  const long page = std::max(4096L, sysconf(_SC_PAGESIZE));
+  ProgressBar bar("loading", size);
+  volatile uint8_t sink = 0;  // keeps the reads from being optimised away
+  for (uint64_t off = 0; off < size; off += kChunk) {
+    const uint64_t end = std::min(size, off + kChunk);
+    uint8_t acc = 0;
+    for (uint64_t p = off; p < end; p += static_cast<uint64_t>(page)) acc ^= data[p];
+    sink = sink ^ acc;
+    bar.advance(end - off);
+  }
+  bar.finish();
+}
+
+}  // namespace
+
+LoadedModel load_model(const CliOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto model = Deepseek2Model::load(o.model);
+  if (!o.quiet) touch_pages_with_progress(model->file());
+  Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!o.model_given && !o.quiet)
+    std::fprintf(stderr, "moe: no model given (-m): using the built-in default model %s\n", o.model.c_str());
+  const int64_t model_ctx = model->config().max_position_embeddings;
+  const int64_t n_ctx = o.n_ctx > 0 ? std::min<int64_t>(o.n_ctx, model_ctx) : model_ctx;
+  return LoadedModel{std::move(model), std::move(tok), n_ctx, load_s};
+}
+
+ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m) {
+  const Tokenizer& tok = m.tok;
+  std::string bos = tok.bos() >= 0 ? tok.token_to_piece(tok.bos(), true) : std::string();
+  std::string eos = tok.eos() >= 0 ? tok.token_to_piece(tok.eos(), true) : std::string();
+  const auto source = m.model->file().get_string_opt("tokenizer.chat_template");
+  if (!o.chat_template.empty()) {
+    const auto family = chat_family_from_name(o.chat_template);
+    if (!family)
+      throw_error("unknown --chat-template '%s' (expected one of: %s)", o.chat_template.c_str(),
+                  chat_family_names().c_str());
+    // Take Qwen2's default system prompt from the model's own template when it is ChatML too.
+    if (source && chat_family_detect(*source) == family) return ChatTemplate::for_source(*source, bos, eos);
+    return ChatTemplate(*family, std::move(bos), std::move(eos));
+  }
+  if (!source)
+    throw_error("%s has no tokenizer.chat_template; choose one with --chat-template (%s)", o.model.c_str(),
+                chat_family_names().c_str());
+  return ChatTemplate::for_source(*source, std::move(bos), std::move(eos));
+}
+
+}  // namespace moe

@@ -1,0 +1,91 @@
+// One-shot mode: `moe -p TEXT` (or -f FILE) continues the prompt as raw text
+// (no chat template), streaming tokens to stdout, or with --json prints one
+// JSON object at the end.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/generate.h"
+#include "cli/options.h"
+#include "core/error.h"
+
+namespace moe {
+
+namespace {
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw_error("cannot read prompt file '%s'", path.c_str());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+int run_one_shot(const CliOptions& o) {
+  LoadedModel m = load_model(o);
+  std::string prompt = o.prompt;
+  if (!o.prompt_file.empty()) prompt = read_text_file(o.prompt_file);
+  if (prompt.empty()) throw_error("the prompt is empty");
+
+  const std::vector<int32_t> tokens = m.tok.encode(prompt, /*add_special=*/true, /*parse_special=*/true);
+  if (tokens.empty()) throw_error("the prompt tokenizes to nothing");
+  if (static_cast<int64_t>(tokens.size()) >= m.n_ctx)
+    throw_error("the prompt is %zu tokens, longer than the context of %lld tokens (raise -c, or shorten the prompt)",
+                tokens.size(), static_cast<long long>(m.n_ctx));
+
+  Deepseek2Session session(*m.model, m.n_ctx, o.n_batch, o.n_threads);
+  Sampler sampler(o.sampling, static_cast<int32_t>(m.model->config().vocab_size));
+  GenerateOptions g;
+  g.n_predict = o.n_predict;
+  g.stop = o.stop;
+  g.prompt_chunk = o.n_batch;
+
+  if (o.display_prompt && !o.json) {
+    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    std::fflush(stdout);
+  }
+  auto stream = [&](std::string_view text) {
+    if (o.json) return;
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  };
+  const GenerateResult r = generate(session, m.tok, sampler, tokens, g, stream, [] { return false; });
+
+  if (o.json) {
+    nlohmann::json j = {
+        {"text", r.text},
+        {"prompt_tokens", r.n_prompt},
+        {"generated_tokens", r.n_generated},
+        {"finish_reason", finish_reason_json(r.finish)},
+        {"seed", sampler.seed()},
+        {"timings",
+         {{"load_s", m.load_s},
+          {"prompt_s", r.prompt_s},
+          {"generation_s", r.gen_s},
+          {"prompt_tok_per_s", static_cast<double>(r.n_prompt) / std::max(r.prompt_s, 1e-9)},
+          {"generation_tok_per_s", static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9)}}},
+    };
+    const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::printf("%s\n", s.c_str());
+  } else {
+    std::fputc('\n', stdout);
+  }
+  std::fflush(stdout);
+
+  if (!o.quiet)
+    std::fprintf(stderr,
+                 "\nmoe: load %.2f s | prompt %lld tokens, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "
+                 "%.1f tok/s | stop: %s | seed %llu | %d threads\n",
+                 m.load_s, static_cast<long long>(r.n_prompt), r.prompt_s,
+                 static_cast<double>(r.n_prompt) / std::max(r.prompt_s, 1e-9), static_cast<long long>(r.n_generated),
+                 r.gen_s, static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9),
+                 finish_reason_text(r.finish),
+                 static_cast<unsigned long long>(sampler.seed()), o.n_threads);
+  return 0;
+}
+
+}  // namespace moe

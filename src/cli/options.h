@@ -1,0 +1,60 @@
+// The `moe` command line: options shared by the one-shot, chat and batch
+// modes, and the entry point of each mode (main.cpp parses and dispatches).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "chat/chat_template.h"
+#include "model/deepseek2.h"
+#include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace moe {
+
+struct CliOptions {
+  std::string model = MOE_DEFAULT_MODEL;
+  bool model_given = false;
+  std::string prompt;
+  std::string prompt_file;
+  int n_predict = -1;
+  int n_ctx = 4096;
+  int n_batch = 512;
+  int n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  SamplerParams sampling;
+  bool display_prompt = true;
+  std::vector<std::string> stop;
+  bool json = false;   // one-shot: one JSON object on stdout
+  bool quiet = false;  // no timing lines, no progress bar
+  // chat
+  bool chat = false;
+  std::string chat_template;  // family name; "" = detect from the model
+  std::string system;
+  bool hide_reasoning = false;
+  bool context_shift = false;
+  // batch
+  std::string batch_file;  // "-" = stdin
+  std::string batch_format = "auto";
+};
+
+// A loaded model with what every mode needs next to it.
+struct LoadedModel {
+  std::unique_ptr<Deepseek2Model> model;
+  Tokenizer tok;
+  int64_t n_ctx;  // the session's context: -c capped by the model's
+  double load_s;
+};
+
+// Loads the model (a progress bar on a terminal while its pages are read in).
+LoadedModel load_model(const CliOptions& o);
+// The chat template: --chat-template NAME, else detected from the model's
+// tokenizer.chat_template. Throws naming the choices when neither works.
+ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m);
+
+int run_one_shot(const CliOptions& o);
+int run_chat(const CliOptions& o);
+int run_batch(const CliOptions& o);
+
+}  // namespace moe

@@ -1,0 +1,157 @@
+// Chat templates: detection from the official Jinja sources (copied into
+// tests/fixtures/chat-templates/) and rendering. Every expected string below
+// was written by hand by following the template's own Jinja text for the
+// same conversation (bos/eos as the template's bos_token/eos_token).
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "chat/chat_template.h"
+#include "core/error.h"
+#include "model/deepseek2.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace moe;
+
+namespace {
+
+std::string jinja(const std::string& name) {
+  const auto b = test::read_file(test::local_fixture("chat-templates/" + name));
+  return std::string(b.begin(), b.end());
+}
+
+const std::string kDsBos = "<｜begin▁of▁sentence｜>", kDsEos = "<｜end▁of▁sentence｜>";
+
+// system, user, assistant, user: the usual second turn.
+const std::vector<ChatMessage> kTwoTurns = {
+    {"system", "You are terse."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
+const std::vector<ChatMessage> kOneUser = {{"user", "Hi"}};
+
+ChatTemplate from_file(const std::string& file, const std::string& bos, const std::string& eos) {
+  return ChatTemplate::for_source(jinja(file), bos, eos);
+}
+
+}  // namespace
+
+TEST_CASE("chat template: detection from the official Jinja sources") {
+  CHECK(chat_family_detect(jinja("deepseek-v2-chat.jinja")) == ChatFamily::deepseek2);
+  CHECK(chat_family_detect(jinja("deepseek-v2.5.jinja")) == ChatFamily::deepseek25);
+  CHECK(chat_family_detect(jinja("deepseek-v3.jinja")) == ChatFamily::deepseek3);
+  CHECK(chat_family_detect(jinja("deepseek-r1.jinja")) == ChatFamily::deepseek_r1);
+  CHECK(chat_family_detect(jinja("qwen2-chatml.jinja")) == ChatFamily::chatml);
+  CHECK(chat_family_detect(jinja("llama-3-instruct.jinja")) == ChatFamily::llama3);
+  CHECK(chat_family_detect(jinja("mistral-instruct.jinja")) == ChatFamily::mistral);
+  CHECK_FALSE(chat_family_detect("{{ messages[0]['content'] }}").has_value());
+  CHECK_THROWS_WITH_AS(ChatTemplate::for_source("{{ nothing }}", "", ""), doctest::Contains("--chat-template"), Error);
+  for (const auto& n : {"deepseek2", "deepseek2.5", "deepseek3", "deepseek-r1", "chatml", "llama3", "mistral"})
+    CHECK(std::string(chat_family_name(*chat_family_from_name(n))) == n);
+  CHECK_FALSE(chat_family_from_name("vicuna").has_value());
+}
+
+TEST_CASE("chat template: DeepSeek-V3") {
+  const ChatTemplate t = from_file("deepseek-v3.jinja", kDsBos, kDsEos);
+  CHECK(t.render(kTwoTurns, true) ==
+        "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>Hello!<｜end▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜>");
+  CHECK(t.render(kTwoTurns, false) ==
+        "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>Hello!<｜end▁of▁sentence｜><｜User｜>2+2?");
+  CHECK(t.render(kOneUser, true) == "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>");
+  // Several system messages are joined with a blank line, wherever they are.
+  CHECK(t.render({{"system", "One."}, {"user", "Hi"}, {"system", "Two."}}, true) ==
+        "<｜begin▁of▁sentence｜>One.\n\nTwo.<｜User｜>Hi<｜Assistant｜>");
+  CHECK_FALSE(t.opens_reasoning());
+}
+
+TEST_CASE("chat template: DeepSeek-V2.5 keeps the last system message") {
+  const ChatTemplate t = from_file("deepseek-v2.5.jinja", kDsBos, kDsEos);
+  CHECK(t.render(kTwoTurns, true) ==
+        "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>Hello!<｜end▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜>");
+  CHECK(t.render({{"system", "One."}, {"system", "Two."}, {"user", "Hi"}}, true) ==
+        "<｜begin▁of▁sentence｜>Two.<｜User｜>Hi<｜Assistant｜>");
+}
+
+TEST_CASE("chat template: DeepSeek-R1 drops earlier reasoning and opens <think>") {
+  const ChatTemplate t = from_file("deepseek-r1.jinja", kDsBos, kDsEos);
+  const std::vector<ChatMessage> conv = {{"system", "You are terse."},
+                                         {"user", "Hi"},
+                                         {"assistant", "<think>\nhmm\n</think>\n\nHello!"},
+                                         {"user", "2+2?"}};
+  CHECK(t.render(conv, true) ==
+        "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>\n\nHello!<｜end▁of▁sentence｜><｜User｜>2+2?"
+        "<｜Assistant｜><think>\n");
+  CHECK(t.render(conv, false) ==
+        "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>\n\nHello!<｜end▁of▁sentence｜><｜User｜>2+2?");
+  CHECK(t.render(kOneUser, true) == "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>\n");
+  CHECK(t.opens_reasoning());
+}
+
+TEST_CASE("chat template: DeepSeek-V2-Chat") {
+  const ChatTemplate t = from_file("deepseek-v2-chat.jinja", kDsBos, kDsEos);
+  CHECK(t.render(kTwoTurns, true) ==
+        "<｜begin▁of▁sentence｜>You are terse.\n\nUser: Hi\n\nAssistant: Hello!<｜end▁of▁sentence｜>User: 2+2?\n\nAssistant:");
+  CHECK(t.render(kTwoTurns, false) ==
+        "<｜begin▁of▁sentence｜>You are terse.\n\nUser: Hi\n\nAssistant: Hello!<｜end▁of▁sentence｜>User: 2+2?\n\n");
+  CHECK(t.render(kOneUser, true) == "<｜begin▁of▁sentence｜>User: Hi\n\nAssistant:");
+}
+
+TEST_CASE("chat template: Qwen2 ChatML, with its default system prompt") {
+  const ChatTemplate t = from_file("qwen2-chatml.jinja", "", "<|im_end|>");
+  CHECK(t.render(kTwoTurns, true) ==
+        "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
+        "<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n");
+  CHECK(t.render(kOneUser, true) ==
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\n");
+  CHECK(t.render(kOneUser, false) ==
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+  // Plain ChatML (chosen by name) has no default system prompt.
+  const ChatTemplate plain(ChatFamily::chatml, "", "");
+  CHECK(plain.render(kOneUser, true) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+TEST_CASE("chat template: Llama 3 Instruct trims contents") {
+  const ChatTemplate t = from_file("llama-3-instruct.jinja", "<|begin_of_text|>", "<|eot_id|>");
+  const std::vector<ChatMessage> conv = {
+      {"system", "You are terse."}, {"user", " Hi \n"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
+  CHECK(t.render(conv, true) ==
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        "Hello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  CHECK(t.render(kOneUser, false) == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+}
+
+TEST_CASE("chat template: Mistral Instruct folds the system prompt into the first turn") {
+  const ChatTemplate t = from_file("mistral-instruct.jinja", "<s>", "</s>");
+  CHECK(t.render(kTwoTurns, true) == "<s> [INST] You are terse.\n\nHi [/INST] Hello!</s> [INST] 2+2? [/INST]");
+  CHECK(t.render(kOneUser, true) == "<s> [INST] Hi [/INST]");
+  // raise_exception in the template: roles must alternate.
+  CHECK_THROWS_WITH_AS(t.render({{"user", "a"}, {"user", "b"}}, true), doctest::Contains("alternating"), Error);
+  CHECK_THROWS_AS(t.render({{"assistant", "a"}}, true), Error);
+}
+
+TEST_CASE("chat template: roles outside system/user/assistant are refused") {
+  const ChatTemplate t(ChatFamily::deepseek3, kDsBos, kDsEos);
+  CHECK_THROWS_WITH_AS(t.render({{"tool", "x"}}, true), doctest::Contains("role 'tool'"), Error);
+}
+
+TEST_CASE("chat template: the tiny model's template, token for token") {
+  // The fixture model carries the DeepSeek-V3 template; its rendering must
+  // tokenize exactly as the hand-written expected text does.
+  auto model = Deepseek2Model::load(test::local_fixture("tiny-dsv3.Q4_K_M.gguf"));
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const auto source = model->file().get_string_opt("tokenizer.chat_template");
+  REQUIRE(source.has_value());
+  CHECK(*source == jinja("deepseek-v3.jinja"));
+  const ChatTemplate t = ChatTemplate::for_source(*source, tok.token_to_piece(tok.bos(), true),
+                                                  tok.token_to_piece(tok.eos(), true));
+  CHECK(t.family() == ChatFamily::deepseek3);
+  const std::string expected =
+      "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>Hello!<｜end▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜>";
+  const auto got = tok.encode(t.render(kTwoTurns, true), false, true);
+  CHECK(got == tok.encode(expected, false, true));
+  // The markers are single special tokens, BOS first.
+  REQUIRE(!got.empty());
+  CHECK(got[0] == tok.bos());
+  CHECK(got.size() < expected.size() / 4);
+}

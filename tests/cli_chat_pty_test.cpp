@@ -1,0 +1,265 @@
+// `moe` chat driven through a real terminal (a pseudo-terminal from forkpty):
+// two turns where the second evaluates only the new turn's tokens, /reset,
+// Ctrl-C during an answer, Ctrl-C at the prompt, Ctrl-D. Every wait has a
+// deadline and the child is killed on the way out, so a broken chat fails
+// the test instead of hanging it.
+#include <doctest/doctest.h>
+
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "model/deepseek2.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace moe;
+
+namespace {
+
+class PtyChild {
+ public:
+  explicit PtyChild(const std::vector<std::string>& argv) {
+    winsize ws = {};
+    ws.ws_row = 24;
+    ws.ws_col = 200;
+    pid_ = forkpty(&fd_, nullptr, nullptr, &ws);
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      setenv("TERM", "xterm", 1);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~PtyChild() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) close(fd_);
+  }
+
+  void send(const std::string& s) { REQUIRE(write(fd_, s.data(), s.size()) == static_cast<ssize_t>(s.size())); }
+
+  // Reads until `re` matches the output after position `from`; returns the
+  // match and its groups (empty on timeout or end of output).
+  std::vector<std::string> wait_for(const std::regex& re, size_t from, double timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    for (;;) {
+      std::smatch m;
+      const std::string tail = out_.substr(std::min(from, out_.size()));
+      if (std::regex_search(tail, m, re)) {
+        last_end_ = from + static_cast<size_t>(m.position(0) + m.length(0));
+        return std::vector<std::string>(m.begin(), m.end());
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || !read_some(static_cast<int>(left.count()))) return {};
+    }
+  }
+  bool wait_for(const std::string& literal, size_t from, double timeout_s) {
+    return !wait_for(std::regex(std::regex_replace(literal, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)")), from,
+                     timeout_s)
+                .empty();
+  }
+
+  // Waits for the child to exit; returns its exit code (-1: killed or timeout).
+  int wait_exit(double timeout_s) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (std::chrono::steady_clock::now() < deadline) {
+      read_some(50);
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        exited_ = true;
+        if (WIFSIGNALED(status)) MESSAGE("child killed by signal " << WTERMSIG(status));
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+    }
+    return -1;
+  }
+
+  const std::string& output() const { return out_; }
+  bool exited() const { return exited_; }
+  size_t last_end() const { return last_end_; }  // just past the last match
+
+ private:
+  bool read_some(int timeout_ms) {
+    pollfd p = {fd_, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return true;  // nothing yet: the caller checks its deadline
+    char buf[4096];
+    const ssize_t n = read(fd_, buf, sizeof buf);
+    if (n <= 0) return false;  // the child closed the terminal
+    out_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  bool exited_ = false;
+  std::string out_;
+  size_t last_end_ = 0;
+};
+
+const std::regex kStats(R"(\[prompt (\d+) tokens \(new\), (\d+) cached \| generated (\d+) tokens[^\]]*\| ([a-z ]+)\])");
+const std::regex kPrompt(R"(\n> )");
+constexpr double kTimeout = 60;  // generous for sanitizer builds; a working run takes a second or two
+
+}  // namespace
+
+TEST_CASE("moe chat in a terminal: the second turn evaluates only its own tokens; /reset; Ctrl-D") {
+  const std::string model_path = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
+  auto model = Deepseek2Model::load(model_path);
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  // Hand-written from the DeepSeek-V3 template the model carries.
+  const size_t turn2_tokens = tok.encode("<｜end▁of▁sentence｜><｜User｜>What is MLA?<｜Assistant｜>", false, true).size();
+  const size_t fresh_tokens = tok.encode("<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜>", false, true).size();
+
+  PtyChild c({test::bin_dir() + "/moe", "-m", model_path, "-t", "2", "--temp", "0", "-n", "8", "-c", "512"});
+  REQUIRE(c.wait_for("> ", 0, kTimeout));
+
+  c.send("Hello there\r");
+  const auto t1 = c.wait_for(kStats, c.last_end(), kTimeout);
+  REQUIRE(!t1.empty());
+  const long first_new = std::stol(t1[1]), first_gen = std::stol(t1[3]);
+  CHECK(std::stol(t1[2]) == 0);
+  CHECK(first_new == static_cast<long>(tok.encode("<｜begin▁of▁sentence｜><｜User｜>Hello there<｜Assistant｜>", false, true).size()));
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+
+  c.send("What is MLA?\r");
+  const auto t2 = c.wait_for(kStats, c.last_end(), kTimeout);
+  REQUIRE(!t2.empty());
+  INFO("output: " << c.output());
+  // Only the new turn is evaluated: the cache keeps the first prompt and the
+  // answer tokens the model generated (the EOS that ended it, if any, is not
+  // in the cache: the template's end-of-answer marker is part of turn 2).
+  CHECK(static_cast<size_t>(std::stol(t2[1])) == turn2_tokens);
+  const long answer_in_cache = t1[4] == "eos" ? first_gen - 1 : first_gen;
+  CHECK(std::stol(t2[2]) == first_new + answer_in_cache);
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+
+  c.send("/reset\r");
+  REQUIRE(c.wait_for("[conversation cleared]", c.last_end(), kTimeout));
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+  c.send("Hi\r");
+  const auto t3 = c.wait_for(kStats, c.last_end(), kTimeout);
+  REQUIRE(!t3.empty());
+  // A fresh conversation: what is kept (BOS, <｜User｜>) plus what is new is
+  // exactly the one-message rendering.
+  CHECK(static_cast<size_t>(std::stol(t3[1]) + std::stol(t3[2])) == fresh_tokens);
+  CHECK(std::stol(t3[2]) < static_cast<long>(fresh_tokens));
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+
+  // Ctrl-D. Typed ahead, before the line editor has switched the terminal
+  // to its own mode, the terminal driver may swallow it; a user would press
+  // it again, and so does the test.
+  int code = -1;
+  for (int attempt = 0; attempt < 3 && code == -1 && !c.exited(); ++attempt) {
+    c.send("\x04");
+    code = c.wait_exit(attempt < 2 ? 5 : kTimeout);
+  }
+  CHECK(code == 0);
+}
+
+TEST_CASE("moe chat in a terminal: Ctrl-C stops the answer, a second Ctrl-C at the prompt exits") {
+  const std::string model_path = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
+  // A long answer: without the interrupt it would run to the end of the context.
+  PtyChild c({test::bin_dir() + "/moe", "-m", model_path, "-t", "2", "--temp", "0", "-n", "100000", "-c", "2048",
+              "--system", "You are verbose."});
+  REQUIRE(c.wait_for("> ", 0, kTimeout));
+  c.send("Tell me everything\r");
+  const size_t asked = c.output().size();
+  // Wait until the answer is streaming, then interrupt it.
+  const auto started = std::chrono::steady_clock::now();
+  while (c.output().size() < asked + 60 && std::chrono::steady_clock::now() - started < std::chrono::seconds(30))
+    c.wait_for("\x01never\x01", c.output().size(), 0.1);
+  c.send("\x03");
+  const auto st = c.wait_for(kStats, asked, kTimeout);
+  REQUIRE(!st.empty());
+  INFO("output: " << c.output());
+  CHECK(st[4] == "interrupted");
+  CHECK(std::stol(st[3]) < 2000);  // cut long before the context filled
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+  // Still alive and answering after the interrupt.
+  c.send("/help\r");
+  CHECK(c.wait_for("/reset", c.last_end(), kTimeout));
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+  c.send("\x03");  // Ctrl-C at the prompt leaves
+  CHECK(c.wait_exit(kTimeout) == 0);
+}
+
+namespace {
+// Chat with stdin from a file (no terminal: plain line reading).
+test::CommandResult chat_from_file(const std::string& input, const std::string& flags) {
+  const std::string path = test::temp_dir() + "/in.txt";
+  test::write_file(path, input.data(), input.size());
+  const std::string cmd = test::bin_dir() + "/moe -m " + test::local_fixture("tiny-dsv3.Q4_K_M.gguf") +
+                          " -t 2 --temp 0 " + flags + " < " + path;
+  return test::run_command({"/bin/sh", "-c", cmd});
+}
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("moe chat: a full context is reported, or with --context-shift the oldest turns are dropped") {
+  const std::string turns = "Hello there my friend\nSecond question here\nThird one\nFourth\n";
+  const auto plain = chat_from_file(turns, "-c 40 -n 12");
+  INFO("stderr: " << plain.err);
+  CHECK(plain.exit_code == 0);
+  CHECK(plain.err.find("context full") != std::string::npos);
+  CHECK(plain.err.find("/reset") != std::string::npos);
+  CHECK(count(plain.err, "[prompt ") < 4);  // some turns could not be answered
+
+  const auto shift = chat_from_file(turns, "-c 40 -n 12 --context-shift --system Sys.");
+  INFO("stderr: " << shift.err);
+  CHECK(shift.exit_code == 0);
+  CHECK(shift.err.find("dropped the oldest turn") != std::string::npos);
+  CHECK(count(shift.err, "[prompt ") == 4);  // every turn answered
+}
+
+TEST_CASE("moe chat: multi-line input with a trailing backslash or \"\"\" fences is one message") {
+  const auto r = chat_from_file("line one \\\nline two\n\"\"\"\nfenced one\nfenced two\n\"\"\"\n/exit\nnot read\n", "-n 2");
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(count(r.err, "[prompt ") == 2);  // two messages, then /exit
+}
+
+TEST_CASE("moe chat: R1 reasoning is hidden with --hide-reasoning, never dimmed off a terminal") {
+  // The R1 template opens "<think>\n" for the model: the random-weight model
+  // never closes it, so everything it writes is reasoning.
+  const auto shown = chat_from_file("Hi\n", "-n 8 --chat-template deepseek-r1");
+  const auto hidden = chat_from_file("Hi\n", "-n 8 --chat-template deepseek-r1 --hide-reasoning");
+  INFO("stderr: " << shown.err << hidden.err);
+  REQUIRE(shown.exit_code == 0);
+  REQUIRE(hidden.exit_code == 0);
+  CHECK(shown.err.find("template deepseek-r1") != std::string::npos);
+  CHECK(shown.out.find("\x1b[") == std::string::npos);  // stdout is not a terminal
+  CHECK(shown.out.size() > 4);
+  CHECK(hidden.out == "\n\n");  // the turn's newline and the one on leaving
+  CHECK(count(hidden.err, "generated 8 tokens") == 1);
+}
+
+TEST_CASE("moe chat in a terminal: R1 reasoning is dimmed") {
+  PtyChild c({test::bin_dir() + "/moe", "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-t", "2", "--temp", "0",
+              "-n", "8", "--chat-template", "deepseek-r1"});
+  REQUIRE(c.wait_for("> ", 0, kTimeout));
+  c.send("Hi\r");
+  REQUIRE(!c.wait_for(kStats, c.last_end(), kTimeout).empty());
+  INFO("output: " << c.output());
+  CHECK(c.output().find("\x1b[2m") != std::string::npos);
+  CHECK(c.output().find("\x1b[22m") != std::string::npos);
+  c.send("/exit\r");
+  CHECK(c.wait_exit(kTimeout) == 0);
+}
