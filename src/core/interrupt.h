@@ -18,6 +18,7 @@ void install_interrupt_handler();
 int interrupt_signal();
 
 // Throws moe::Error("interrupted by SIGINT") once a signal has arrived.
+// Test-only: with env MOE_TEST_SLOW_MS=N set, each call first sleeps N ms.
 void throw_if_interrupted();
 
 }  // namespace moe

@@ -170,15 +170,19 @@ void GgufParser::read_tensor_info(uint64_t i) {
   const uint32_t n_dims = read<uint32_t>(field + " n_dims");
   if (n_dims == 0 || n_dims > kGgufMaxDims)
     fail(dims_at, field, strfmt("n_dims is %" PRIu32 ", expected 1..%d", n_dims, kGgufMaxDims));
-  int64_t n = 1;
+  // The product of the non-zero dimensions must fit in int64, not only the
+  // element count (0 once any dimension is 0): it bounds every partial
+  // product, such as n_rows() of a tensor with empty rows.
+  int64_t n = 1, n_nonzero = 1;
   for (uint32_t d = 0; d < n_dims; ++d) {
     const uint64_t ne_at = pos_;
     const uint64_t ne = read<uint64_t>(strfmt("%s dimension %u", field.c_str(), d));
     if (ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       fail(ne_at, field, strfmt("dimension %u is %" PRIu64 ", too large", d, ne));
     const int64_t ne_s = static_cast<int64_t>(ne);
-    if (ne_s != 0 && n > std::numeric_limits<int64_t>::max() / ne_s)
+    if (ne_s != 0 && n_nonzero > std::numeric_limits<int64_t>::max() / ne_s)
       fail(ne_at, field, strfmt("element count overflows at dimension %u (%" PRIu64 ")", d, ne));
+    if (ne_s != 0) n_nonzero *= ne_s;
     n *= ne_s;
     t.shape.push_back(ne_s);
   }

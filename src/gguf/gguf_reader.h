@@ -52,7 +52,14 @@ struct GgufTensorInfo {
   const uint8_t* data = nullptr;  // into the mapping
 
   int64_t ne(int i) const { return i < static_cast<int>(shape.size()) ? shape[i] : 1; }
-  int64_t n_rows() const { return shape.empty() ? 1 : n_elements / shape[0]; }
+  // The product of the dimensions after the first; not n_elements / shape[0],
+  // which divides by zero for a tensor with empty rows (shape[0] == 0). The
+  // reader has checked that the non-zero dimensions' product fits in int64.
+  int64_t n_rows() const {
+    int64_t r = 1;
+    for (size_t i = 1; i < shape.size(); ++i) r *= shape[i];
+    return r;
+  }
   std::string shape_string() const;  // "[256, 2060]"
 };
 
