@@ -9,7 +9,7 @@ BUILD ?= build
 ASAN  ?= build-asan
 GEN   := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all setup configure build test test-fast test-asan run clean
+.PHONY: all setup configure build test test-fast test-asan run clean fuzz
 
 all: build
 
@@ -39,6 +39,12 @@ test: test-fast test-asan
 PROMPT ?= The quick brown fox
 run: build
 	$(BUILD)/moe -p "$(PROMPT)" -n 32
+
+# libFuzzer (clang, build-fuzz/): make fuzz FUZZ_TARGET=tokenizer FUZZ_SECONDS=600
+FUZZ_TARGET ?= gguf_reader
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	nice -n 19 scripts/fuzz.sh $(FUZZ_TARGET) $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -8,7 +8,9 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libcli11-dev doctest-dev nlohmann-json3-dev libpcre2-dev
-  libsentencepiece-dev
+  libsentencepiece-dev libedit-dev
+  python3  # scripts/bench-vs-llamacpp.sh and scripts/make-*-reference.sh read JSON with it
+  clang libclang-rt-14-dev  # libFuzzer targets only (scripts/fuzz.sh); Debian 12's clang is 14
 )
 
 missing=()
