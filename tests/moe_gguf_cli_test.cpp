@@ -32,17 +32,7 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using moe::test::CommandResult;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+constexpr bool kSanitized = moe::test::kAddressSanitizer;
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 

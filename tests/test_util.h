@@ -7,6 +7,19 @@
 
 namespace moe::test {
 
+// True in the ASan build: tests that loop over many inputs do fewer there.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+
 // ../shared/fixtures (big reference files), or "" when absent.
 std::string shared_fixtures_dir();
 // A file under ../shared/fixtures, or "" when it is absent.

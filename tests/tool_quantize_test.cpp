@@ -41,17 +41,7 @@ using Json = nlohmann::json;
 using moe::FileType;
 using moe::GgmlType;
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+constexpr bool kSanitized = moe::test::kAddressSanitizer;
 
 std::string fnv1a64(const uint8_t* p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
