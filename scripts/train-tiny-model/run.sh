@@ -57,8 +57,9 @@ $NICE $PY "$HERE/train.py" --eval "$OUT/hf" --data "$OUT/data" | tee "$OUT/eval.
 $NICE $PY "$HERE/train.py" --eval "$OUT/hf" --data "$OUT/data" --zero-bias | tee "$OUT/eval-zero-bias.txt"
 
 echo "== convert, check logits, quantize"
-# The shipped GGUF drops the MTP layer (--no-mtp): inference does not use it.
-"$BUILD/moe-convert" "$OUT/hf" -o "$OUT/model.f32.gguf" --outtype f32 --no-mtp --name tiny-kjv-dsv3
+# The MTP module stays in (blk.4.nextn.*, deepseek2.nextn_predict_layers = 1):
+# llama.cpp loads such files and skips the module unless asked for MTP drafting.
+"$BUILD/moe-convert" "$OUT/hf" -o "$OUT/model.f32.gguf" --outtype f32 --name tiny-kjv-dsv3
 $PY "$HERE/compare_logits.py" --hf "$OUT/hf" --gguf "$OUT/model.f32.gguf" --moe-logits "$BUILD/moe-logits"
 "$BUILD/moe-quantize" "$OUT/model.f32.gguf" "$ROOT/models/$MODEL_NAME" "$QTYPE"
 
@@ -72,6 +73,9 @@ if [ -x "$LLAMA_PPL" ]; then
     > "$OUT/llama-perplexity.txt" 2>&1
   grep "Final estimate" "$OUT/llama-perplexity.txt"
 fi
+
+echo "== perplexity and KL to F32 for each quantization type (README's table)"
+OUT_DIR="$OUT" "$HERE/quant_table.sh" "$OUT/model.f32.gguf" "$OUT/data/heldout.txt" "$BUILD" | tee "$OUT/quant-table.md"
 
 echo "== generate (the default sampler, fixed seed)"
 "$BUILD/moe" -m "$ROOT/models/$MODEL_NAME" -p "And God said" -n 60 -s 1

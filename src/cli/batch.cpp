@@ -22,6 +22,7 @@
 #include "chat/batch_input.h"
 #include "cli/generate.h"
 #include "cli/options.h"
+#include "cli/result_json.h"
 #include "core/error.h"
 
 namespace moe {
@@ -43,9 +44,8 @@ std::string read_input(const std::string& path) {
 }
 
 void print_record(const json& j) {
-  const std::string s = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  const std::string s = json_line(j);
   std::fwrite(s.data(), 1, s.size(), stdout);
-  std::fputc('\n', stdout);
   std::fflush(stdout);  // a consumer sees each answer as soon as it is done
 }
 
@@ -106,17 +106,10 @@ int run_batch(const CliOptions& o) {
       g.prompt_chunk = o.n_batch;
       session.reset();
       const GenerateResult r = generate(session, m.tok, sampler, tokens, g, [](std::string_view) {}, [] { return false; });
-      print_record({{"id", q.id},
-                    {"line", q.line},
-                    {"text", r.text},
-                    {"prompt_tokens", r.n_prompt},
-                    {"generated_tokens", r.n_generated},
-                    {"finish_reason", finish_reason_json(r.finish)},
-                    {"seed", sampler.seed()},
-                    {"timings",
-                     {{"prompt_s", r.prompt_s},
-                      {"generation_s", r.gen_s},
-                      {"generation_tok_per_s", static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9)}}}});
+      json rec = generate_result_json(r, sampler.seed());
+      rec["id"] = q.id;
+      rec["line"] = q.line;
+      print_record(rec);
       ++n_done;
       total_s += r.prompt_s + r.gen_s;
       total_gen += r.n_generated;

@@ -5,9 +5,9 @@
 #include <fstream>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
 
 #include "cli/generate.h"
+#include "cli/result_json.h"
 #include "cli/options.h"
 #include "core/error.h"
 
@@ -56,21 +56,9 @@ int run_one_shot(const CliOptions& o) {
   const GenerateResult r = generate(session, m.tok, sampler, tokens, g, stream, [] { return false; });
 
   if (o.json) {
-    nlohmann::json j = {
-        {"text", r.text},
-        {"prompt_tokens", r.n_prompt},
-        {"generated_tokens", r.n_generated},
-        {"finish_reason", finish_reason_json(r.finish)},
-        {"seed", sampler.seed()},
-        {"timings",
-         {{"load_s", m.load_s},
-          {"prompt_s", r.prompt_s},
-          {"generation_s", r.gen_s},
-          {"prompt_tok_per_s", static_cast<double>(r.n_prompt) / std::max(r.prompt_s, 1e-9)},
-          {"generation_tok_per_s", static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9)}}},
-    };
-    const std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    std::printf("%s\n", s.c_str());
+    nlohmann::json j = generate_result_json(r, sampler.seed());
+    j["timings"]["load_s"] = m.load_s;
+    std::fputs(json_line(j).c_str(), stdout);
   } else {
     std::fputc('\n', stdout);
   }

@@ -12,6 +12,37 @@
 
 namespace moe {
 
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Maps the file at a 2 MiB-aligned address and asks for transparent huge
+// pages: the page cache keeps large files in 2 MiB folios, and with the
+// mapping aligned the kernel maps them with one TLB entry each instead of
+// 512. Generation streams ~1.5 GiB of weights per token through the TLB.
+void* map_aligned(int fd, size_t size) {
+  if (size < kHugePage) return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  void* area = ::mmap(nullptr, size + kHugePage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (area == MAP_FAILED) return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  const uintptr_t base = reinterpret_cast<uintptr_t>(area);
+  const uintptr_t aligned = (base + kHugePage - 1) & ~(kHugePage - 1);
+  void* p = ::mmap(reinterpret_cast<void*>(aligned), size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (p == MAP_FAILED) {
+    ::munmap(area, size + kHugePage);
+    return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  }
+  // Give back the unused ends of the reservation.
+  if (aligned > base) ::munmap(area, aligned - base);
+  const uintptr_t end = aligned + ((size + 4095) & ~size_t{4095});
+  if (base + size + kHugePage > end) ::munmap(reinterpret_cast<void*>(end), base + size + kHugePage - end);
+#ifdef MADV_HUGEPAGE
+  ::madvise(p, size, MADV_HUGEPAGE);  // advice only: failure changes nothing
+#endif
+  return p;
+}
+
+}  // namespace
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw_error("cannot open '%s': %s", path.c_str(), std::strerror(errno));
@@ -27,7 +58,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+    void* p = map_aligned(fd, size_);
     if (p == MAP_FAILED) {
       const int e = errno;
       ::close(fd);
