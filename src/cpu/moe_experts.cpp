@@ -13,9 +13,14 @@ namespace moe {
 
 namespace {
 
-// Rows per job: small enough that one token's k experts split evenly over
-// the threads, large enough that taking a job costs nothing next to it.
-constexpr int64_t kJobRows = 64;
+// Rows per job: about 8 jobs per thread, so the last one to finish leaves
+// little idle time, but at least 64 rows (taking a job costs nothing next to
+// it) and up to 512: in generation each job streams its rows from memory, and
+// a longer contiguous run keeps the hardware prefetcher going.
+int64_t job_rows(int64_t total_rows, int n_threads) {
+  const int64_t per = total_rows / (8 * std::max(1, n_threads));
+  return std::clamp<int64_t>((per + 15) / 16 * 16, 64, 512);
+}
 
 inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
 
@@ -75,15 +80,16 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
     }
   });
 
-  // gate and up: jobs of kJobRows rows of one matrix of one expert.
+  // gate and up: jobs of rows_f rows of one matrix of one expert.
   g_.resize(sz(S * F));
   u_.resize(sz(S * F));
-  const int64_t blocks_f = (F + kJobRows - 1) / kJobRows;
   const int64_t n_groups = static_cast<int64_t>(groups_.size());
+  const int64_t rows_f = job_rows(n_groups * 2 * F, pool.size());
+  const int64_t blocks_f = (F + rows_f - 1) / rows_f;
   run_jobs(pool, n_groups * 2 * blocks_f, [&](int64_t j) {
     const Group& g = groups_[sz(j / (2 * blocks_f))];
     const bool is_up = (j / blocks_f) % 2 == 1;
-    const int64_t r0 = (j % blocks_f) * kJobRows, r1 = std::min(F, r0 + kJobRows);
+    const int64_t r0 = (j % blocks_f) * rows_f, r1 = std::min(F, r0 + rows_f);
     if (is_up) matmul_rows(up.matrix(g.expert), r0, r1, &act_up_[rb_up * sz(g.first)], g.count, &u_[sz(g.first * F)], F);
     else matmul_rows(gate.matrix(g.expert), r0, r1, &act_gate_[rb_gate * sz(g.first)], g.count, &g_[sz(g.first * F)], F);
   });
@@ -95,10 +101,11 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
   });
 
   y_.resize(sz(S * D));
-  const int64_t blocks_d = (D + kJobRows - 1) / kJobRows;
+  const int64_t rows_d = job_rows(n_groups * D, pool.size());
+  const int64_t blocks_d = (D + rows_d - 1) / rows_d;
   run_jobs(pool, n_groups * blocks_d, [&](int64_t j) {
     const Group& g = groups_[sz(j / blocks_d)];
-    const int64_t r0 = (j % blocks_d) * kJobRows, r1 = std::min(D, r0 + kJobRows);
+    const int64_t r0 = (j % blocks_d) * rows_d, r1 = std::min(D, r0 + rows_d);
     matmul_rows(down.matrix(g.expert), r0, r1, &act_down_[rb_down * sz(g.first)], g.count, &y_[sz(g.first * D)], D);
   });
 
