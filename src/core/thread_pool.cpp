@@ -92,4 +92,11 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   if (error_) std::rethrow_exception(error_);
 }
 
+void ThreadPool::parallel_jobs(int64_t n_jobs, const std::function<void(int64_t, int)>& fn) {
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(n_threads_, n_jobs), [&](int64_t, int64_t, int thread) {
+    for (int64_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < n_jobs;) fn(j, thread);
+  });
+}
+
 }  // namespace moe

@@ -34,6 +34,11 @@ class ThreadPool {
   // Exceptions thrown by fn are rethrown here (the first one).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn);
 
+  // Calls fn(job, thread_index) once for every job in [0, n_jobs), each
+  // thread taking the next job from a shared counter: for jobs of uneven
+  // cost (experts with different token counts, causal attention rows).
+  void parallel_jobs(int64_t n_jobs, const std::function<void(int64_t, int)>& fn);
+
  private:
   void worker(int index);
   void run_chunk(int index);

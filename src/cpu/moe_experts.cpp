@@ -1,7 +1,6 @@
 #include "cpu/moe_experts.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 
 #include "core/error.h"
@@ -23,16 +22,6 @@ int64_t job_rows(int64_t total_rows, int n_threads) {
 }
 
 inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
-
-// Runs job(j) for j < n_jobs on every thread of the pool, each thread taking
-// the next job from a shared counter.
-template <typename Job>
-void run_jobs(ThreadPool& pool, int64_t n_jobs, const Job& job) {
-  std::atomic<int64_t> next{0};
-  pool.parallel_for(std::min<int64_t>(pool.size(), n_jobs), [&](int64_t, int64_t, int) {
-    for (int64_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < n_jobs;) job(j);
-  });
-}
 
 // Row-wise work over n rows, on the pool when there is enough of it.
 template <typename Fn>
@@ -86,7 +75,7 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
   const int64_t n_groups = static_cast<int64_t>(groups_.size());
   const int64_t rows_f = job_rows(n_groups * 2 * F, pool.size());
   const int64_t blocks_f = (F + rows_f - 1) / rows_f;
-  run_jobs(pool, n_groups * 2 * blocks_f, [&](int64_t j) {
+  pool.parallel_jobs(n_groups * 2 * blocks_f, [&](int64_t j, int) {
     const Group& g = groups_[sz(j / (2 * blocks_f))];
     const bool is_up = (j / blocks_f) % 2 == 1;
     const int64_t r0 = (j % blocks_f) * rows_f, r1 = std::min(F, r0 + rows_f);
@@ -103,7 +92,7 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
   y_.resize(sz(S * D));
   const int64_t rows_d = job_rows(n_groups * D, pool.size());
   const int64_t blocks_d = (D + rows_d - 1) / rows_d;
-  run_jobs(pool, n_groups * blocks_d, [&](int64_t j) {
+  pool.parallel_jobs(n_groups * blocks_d, [&](int64_t j, int) {
     const Group& g = groups_[sz(j / blocks_d)];
     const int64_t r0 = (j % blocks_d) * rows_d, r1 = std::min(D, r0 + rows_d);
     matmul_rows(down.matrix(g.expert), r0, r1, &act_down_[rb_down * sz(g.first)], g.count, &y_[sz(g.first * D)], D);

@@ -4,7 +4,17 @@
 
 namespace moe {
 
-float dot_f32(const float* a, const float* b, int64_t n) {
+// The f32 loops that attention spends its time in, compiled three times
+// (AVX-512, AVX2+FMA, baseline x86-64) and picked at load time by the
+// dynamic linker; the rest of the library is built for the baseline.
+// Products are fused into multiply-adds where the CPU has them.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define MOE_F32_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MOE_F32_CLONES
+#endif
+
+MOE_F32_CLONES float dot_f32(const float* a, const float* b, int64_t n) {
   constexpr int kLanes = 16;
   float acc[kLanes] = {};
   int64_t i = 0;
@@ -16,7 +26,7 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return acc[0];
 }
 
-void axpy_f32(float alpha, const float* x, int64_t n, float* y) {
+MOE_F32_CLONES void axpy_f32(float alpha, const float* x, int64_t n, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 

@@ -197,14 +197,15 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n)
   // heads in groups that share each loaded cache row.
   const float scale = c_.softmax_scale();
   const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
-  pool_.parallel_for(n * groups, [&](int64_t i0, int64_t i1, int thread) {
+  // A token's cost grows with its position: jobs are taken from the last
+  // token down, so the threads finish together.
+  pool_.parallel_jobs(n * groups, [&](int64_t j, int thread) {
     float* sc = &scores_[sz(thread * kAttnHeadGroup * cache_.n_ctx())];
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t t = i / groups, h0 = (i % groups) * kAttnHeadGroup;
-      const int64_t nh = std::min(kAttnHeadGroup, H - h0);
-      mla_attend_heads(&q_abs_[sz((t * H + h0) * (R + P))], nh, R + P, cache_.at(il, 0), R + P, n_past_ + t + 1,
-                       R + P, R, scale, sc, &o_lat_[sz((t * H + h0) * R)], R);
-    }
+    const int64_t i = n * groups - 1 - j;
+    const int64_t t = i / groups, h0 = (i % groups) * kAttnHeadGroup;
+    const int64_t nh = std::min(kAttnHeadGroup, H - h0);
+    mla_attend_heads(&q_abs_[sz((t * H + h0) * (R + P))], nh, R + P, cache_.at(il, 0), R + P, n_past_ + t + 1, R + P,
+                     R, scale, sc, &o_lat_[sz((t * H + h0) * R)], R);
   });
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
   pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
