@@ -40,3 +40,28 @@ TEST_CASE("thread pool: an exception in a worker reaches the caller and the pool
   });
   CHECK(sum.load() == 4950);
 }
+
+TEST_CASE("thread pool: parallel_jobs runs every job once, with a valid thread index, and passes exceptions back") {
+  for (int threads : {1, 2, 3, 7}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 5, 64, 1001}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      std::vector<std::atomic<int>> per_thread(static_cast<size_t>(threads));
+      pool.parallel_jobs(n, [&](int64_t j, int t) {
+        REQUIRE(t >= 0);
+        REQUIRE(t < threads);
+        ++per_thread[static_cast<size_t>(t)];
+        ++hits[static_cast<size_t>(j)];
+      });
+      int total = 0;
+      for (auto& h : hits) CHECK(h.load() == 1);
+      for (auto& c : per_thread) total += c.load();
+      CHECK(total == n);
+    }
+  }
+  ThreadPool pool(2);
+  CHECK_THROWS_WITH(pool.parallel_jobs(50, [](int64_t j, int) {
+                      if (j == 31) throw std::runtime_error("job 31 failed");
+                    }),
+                    "job 31 failed");
+}

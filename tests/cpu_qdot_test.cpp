@@ -35,7 +35,7 @@ void check_isa(CpuIsa isa) {
     for (int64_t blocks : {1, 3, 8}) {
       const int64_t n = blocks * c.block;
       for (int64_t rows : {1, 5, 16, 37}) {
-        for (int64_t toks : {1, 2, 3, 4, 5, 9}) {
+        for (int64_t toks : {1, 2, 3, 4, 5, 7, 8, 9, 14}) {
           std::vector<float> wf(static_cast<size_t>(rows * n)), af(static_cast<size_t>(toks * n));
           for (float& v : wf) v = normal(rng);
           // Heavy-tailed activations: some blocks dominated by one value.

@@ -64,9 +64,13 @@ void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y
   quantize_activations(W, x, n_tokens, act);
   // Parallel over weight rows: each weight row is read once for all tokens.
   auto rows = [&](int64_t r0, int64_t r1, int) { matmul_rows(W, r0, r1, act, n_tokens, y, n_out); };
-  // Waking the workers costs more than a small product (tiny models, one token).
+  // Waking the workers costs more than a small product (tiny models, one
+  // token) unless the weights are big enough that reading them from memory
+  // is the cost (the f32 router of a large model: 512 KiB per layer).
   constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
-  if (pool == nullptr || n_out * n_in * n_tokens < kMinParallelMacs) rows(0, n_out, 0);
+  constexpr size_t kMinParallelBytes = size_t{1} << 17;
+  if (pool == nullptr || (n_out * n_in * n_tokens < kMinParallelMacs && W.nbytes() < kMinParallelBytes))
+    rows(0, n_out, 0);
   else pool->parallel_for(n_out, rows);
 }
 
