@@ -22,7 +22,9 @@ struct Case {
 };
 
 void check_isa(CpuIsa isa) {
-  const Case cases[] = {{GgmlType::Q8_0, 32}, {GgmlType::Q4_0, 32}, {GgmlType::Q5_0, 32},
+  // F16/BF16 rows of 37, 111, 296 elements: whole 32-element steps and a tail.
+  const Case cases[] = {{GgmlType::Q8_0, 32}, {GgmlType::Q4_0, 32}, {GgmlType::Q5_0, 32}, {GgmlType::Q4_1, 32},
+                        {GgmlType::Q5_1, 32}, {GgmlType::F16, 37}, {GgmlType::BF16, 37},
                         {GgmlType::Q2_K, 256}, {GgmlType::Q3_K, 256}, {GgmlType::Q4_K, 256}, {GgmlType::Q5_K, 256},
                         {GgmlType::Q6_K, 256}};
   std::mt19937 rng(1234);

@@ -109,20 +109,41 @@ float dot_quant32_q8_0(const WBlock* w, const BlockQ8_0* a, int64_t nb) {
   return hsum8(acc);
 }
 
-// Q4_1/Q5_1 (x = d * q + m) against Q8_1, whose s = d * sum(q) carries the min term.
+// Q4_1/Q5_1 (x = d * q + m) against Q8_1, whose s = d * sum(q) carries the
+// min term: ggml's AVX2 lanes, the min terms summed apart in scalar FMAs.
 template <int kBits, typename WBlock>
 float dot_quant32_q8_1(const WBlock* w, const BlockQ8_1* a, int64_t nb) {
-  float sum = 0.0f;
-  int q[32];
+  float acc[8] = {};
+  float summs = 0.0f;
+  int q[32], s[8];
   for (int64_t i = 0; i < nb; ++i) {
     if constexpr (kBits == 5) unpack_nibbles<5>(w[i].qs, w[i].qh, q);
     else unpack_nibbles<4>(w[i].qs, nullptr, q);
-    int s = 0;
-    for (int j = 0; j < 32; ++j) s += q[j] * a[i].qs[j];
-    sum += static_cast<float>(s) * (fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d));
-    sum += fp16_to_fp32(w[i].m) * fp16_to_fp32(a[i].s);
+    lane_sums32(q, a[i].qs, 0, s);
+    summs = std::fma(fp16_to_fp32(w[i].m), fp16_to_fp32(a[i].s), summs);
+    const float d = fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d);
+    for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(s[k]), acc[k]);
   }
-  return sum;
+  return hsum8(acc) + summs;
+}
+
+// F16 and BF16 rows against activations of the same type: ggml's AVX2 order,
+// four 8-lane accumulators over steps of 32 elements (fused multiply-adds),
+// folded as (a0 + a2) + (a1 + a3), summed across lanes; the elements past the
+// last whole step are added one by one in double.
+template <float (*kToF32)(uint16_t)>
+float dot_half(const uint16_t* x, const uint16_t* y, int64_t n) {
+  float acc[4][8] = {};
+  const int64_t np = n / 32 * 32;
+  for (int64_t i = 0; i < np; i += 32)
+    for (int j = 0; j < 4; ++j)
+      for (int l = 0; l < 8; ++l)
+        acc[j][l] = std::fma(kToF32(x[i + 8 * j + l]), kToF32(y[i + 8 * j + l]), acc[j][l]);
+  float r[8];
+  for (int l = 0; l < 8; ++l) r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+  double sum = hsum8(r);
+  for (int64_t i = np; i < n; ++i) sum += static_cast<double>(kToF32(x[i]) * kToF32(y[i]));
+  return static_cast<float>(sum);
 }
 
 // Q8_0 against Q8_0: ggml's AVX2 lanes.
@@ -326,20 +347,10 @@ float vec_dot_row(GgmlType wt, const void* w, const void* a, int64_t n) {
     case GgmlType::F32: {
       return dot_f32(static_cast<const float*>(w), static_cast<const float*>(a), n);
     }
-    case GgmlType::F16: {
-      const uint16_t* x = static_cast<const uint16_t*>(w);
-      const uint16_t* y = static_cast<const uint16_t*>(a);
-      double s = 0.0;
-      for (int64_t i = 0; i < n; ++i) s += static_cast<double>(fp16_to_fp32(x[i]) * fp16_to_fp32(y[i]));
-      return static_cast<float>(s);
-    }
-    case GgmlType::BF16: {
-      const uint16_t* x = static_cast<const uint16_t*>(w);
-      const uint16_t* y = static_cast<const uint16_t*>(a);
-      double s = 0.0;
-      for (int64_t i = 0; i < n; ++i) s += static_cast<double>(bf16_to_fp32(x[i]) * bf16_to_fp32(y[i]));
-      return static_cast<float>(s);
-    }
+    case GgmlType::F16:
+      return dot_half<fp16_to_fp32>(static_cast<const uint16_t*>(w), static_cast<const uint16_t*>(a), n);
+    case GgmlType::BF16:
+      return dot_half<bf16_to_fp32>(static_cast<const uint16_t*>(w), static_cast<const uint16_t*>(a), n);
     case GgmlType::Q4_0:
       return dot_quant32_q8_0<4>(static_cast<const BlockQ4_0*>(w), static_cast<const BlockQ8_0*>(a), n / 32);
     case GgmlType::Q5_0:
