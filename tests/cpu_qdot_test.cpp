@@ -3,6 +3,7 @@
 // token counts that are not multiples of the token tile, one block per row.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <random>
 #include <vector>
 
@@ -55,7 +56,7 @@ void check_isa(CpuIsa isa) {
               const float want = vec_dot_row(c.type, &w[wrow * r], &a[arow * t], n);
               const float got = y[static_cast<size_t>(t * y_stride + r)];
               if (got != want) {
-                FAIL_CHECK(ggml_type_name(c.type) << " n=" << n << " rows=" << rows << " toks=" << toks << " r=" << r
+                FAIL_CHECK(std::string(ggml_type_name(c.type)) << " n=" << n << " rows=" << rows << " toks=" << toks << " r=" << r
                                                   << " t=" << t << ": " << got << " != " << want);
                 return;
               }
@@ -70,16 +71,60 @@ void check_isa(CpuIsa isa) {
   MESSAGE(std::string(cpu_isa_name(isa)) << ": " << checked << " dot products equal the reference");
 }
 
+// Weight blocks of random bytes: every bit pattern of the packed scales,
+// mins and high bits, which a quantizer's output may never produce, must be
+// unpacked as the reference does. (Random f16 scales can be infinite or NaN;
+// a NaN result must then be NaN in both.)
+void check_isa_random_blocks(CpuIsa isa) {
+  const GgmlType types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1,
+                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+  std::mt19937 rng(99);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int checked = 0;
+  for (const GgmlType type : types) {
+    const QdotFn kernel = qdot_kernel(type, isa);
+    REQUIRE(static_cast<bool>(kernel));
+    const GgmlType at = vec_dot_type(type);
+    const int64_t n = 3 * ggml_type_traits(type).block_size, rows = 23;
+    const size_t wrow = ggml_row_size(type, n), arow = ggml_row_size(at, n);
+    for (int64_t toks : {1, 3, 8}) {
+      std::vector<uint8_t> w(wrow * static_cast<size_t>(rows)), a(arow * static_cast<size_t>(toks));
+      for (uint8_t& b : w) b = static_cast<uint8_t>(rng());
+      std::vector<float> af(static_cast<size_t>(n));
+      for (int64_t t = 0; t < toks; ++t) {
+        for (float& v : af) v = normal(rng);
+        quantize_activation_row(at, af.data(), &a[arow * t], n);
+      }
+      std::vector<float> y(static_cast<size_t>(toks * rows));
+      kernel(QdotArgs{w.data(), wrow, rows, a.data(), arow, toks, n, y.data(), rows});
+      for (int64_t t = 0; t < toks; ++t)
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = vec_dot_row(type, &w[wrow * r], &a[arow * t], n);
+          const float got = y[static_cast<size_t>(t * rows + r)];
+          if (!(got == want || (std::isnan(got) && std::isnan(want)))) {
+            FAIL_CHECK(std::string(ggml_type_name(type)) << " random blocks, toks=" << toks << " r=" << r << " t=" << t << ": " << got
+                                            << " != " << want);
+            return;
+          }
+          ++checked;
+        }
+    }
+  }
+  MESSAGE(std::string(cpu_isa_name(isa)) << ": " << checked << " products over random-byte blocks equal the reference");
+}
+
 }  // namespace
 
 TEST_CASE("qdot: AVX2 kernels equal the scalar reference bit for bit") {
   if (cpu_isa_detected() == CpuIsa::kScalar || qdot_kernel(GgmlType::Q8_0, CpuIsa::kAvx2) == nullptr)
     return moe::test::skip("this CPU or build has no AVX2 kernels");
   check_isa(CpuIsa::kAvx2);
+  check_isa_random_blocks(CpuIsa::kAvx2);
 }
 
 TEST_CASE("qdot: AVX-512 VNNI kernels equal the scalar reference bit for bit") {
   if (cpu_isa_detected() != CpuIsa::kAvx512Vnni || qdot_kernel(GgmlType::Q8_0, CpuIsa::kAvx512Vnni) == nullptr)
     return moe::test::skip("this CPU or build has no AVX-512 VNNI kernels");
   check_isa(CpuIsa::kAvx512Vnni);
+  check_isa_random_blocks(CpuIsa::kAvx512Vnni);
 }
