@@ -5,10 +5,9 @@
 #include <fstream>
 #include <sstream>
 
-
 #include "cli/generate.h"
-#include "cli/result_json.h"
 #include "cli/options.h"
+#include "cli/result_json.h"
 #include "core/error.h"
 
 namespace moe {

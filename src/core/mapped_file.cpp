@@ -21,15 +21,16 @@ constexpr size_t kHugePage = size_t{2} << 20;
 // mapping aligned the kernel maps them with one TLB entry each instead of
 // 512. Generation streams ~1.5 GiB of weights per token through the TLB.
 void* map_aligned(int fd, size_t size) {
-  if (size < kHugePage) return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  const auto map_plain = [&] { return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0); };
+  if (size < kHugePage) return map_plain();
   void* area = ::mmap(nullptr, size + kHugePage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (area == MAP_FAILED) return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (area == MAP_FAILED) return map_plain();
   const uintptr_t base = reinterpret_cast<uintptr_t>(area);
   const uintptr_t aligned = (base + kHugePage - 1) & ~(kHugePage - 1);
   void* p = ::mmap(reinterpret_cast<void*>(aligned), size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
   if (p == MAP_FAILED) {
     ::munmap(area, size + kHugePage);
-    return ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    return map_plain();
   }
   // Give back the unused ends of the reservation.
   if (aligned > base) ::munmap(area, aligned - base);
