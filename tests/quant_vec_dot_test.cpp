@@ -12,42 +12,9 @@
 #include "quant/blocks.h"
 #include "quant/dequantize.h"
 #include "quant/vec_dot.h"
+#include "test_util.h"
 
 using namespace moe;
-
-namespace {
-
-// Random weight blocks whose fp16 scale fields hold small finite values.
-std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng) {
-  std::vector<uint8_t> w(ggml_row_size(t, n));
-  for (auto& b : w) b = static_cast<uint8_t>(rng());
-  const size_t bs = ggml_type_traits(t).type_size;
-  const uint16_t h = fp32_to_fp16(0.0123f);
-  for (size_t o = 0; o < w.size(); o += bs) {
-    switch (t) {
-      case GgmlType::F16: case GgmlType::BF16: case GgmlType::F32: break;
-      case GgmlType::Q2_K: std::memcpy(&w[o + bs - 4], &h, 2); std::memcpy(&w[o + bs - 2], &h, 2); break;
-      case GgmlType::Q3_K: case GgmlType::Q6_K: std::memcpy(&w[o + bs - 2], &h, 2); break;
-      case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
-        std::memcpy(&w[o], &h, 2); std::memcpy(&w[o + 2], &h, 2); break;
-      case GgmlType::Q8_K: { const float d = 0.01f; std::memcpy(&w[o], &d, 4); break; }
-      default: std::memcpy(&w[o], &h, 2); break;
-    }
-  }
-  if (t == GgmlType::F32) {
-    std::normal_distribution<float> nd;
-    for (size_t i = 0; i < w.size(); i += 4) { const float v = nd(rng); std::memcpy(&w[i], &v, 4); }
-  } else if (t == GgmlType::F16 || t == GgmlType::BF16) {
-    std::normal_distribution<float> nd;
-    for (size_t i = 0; i < w.size(); i += 2) {
-      const uint16_t v = t == GgmlType::F16 ? fp32_to_fp16(nd(rng)) : fp32_to_bf16(nd(rng));
-      std::memcpy(&w[i], &v, 2);
-    }
-  }
-  return w;
-}
-
-}  // namespace
 
 TEST_CASE("vec_dot_row equals the dot product of the dequantized rows, for every weight type") {
   std::mt19937 rng(7);
@@ -58,7 +25,7 @@ TEST_CASE("vec_dot_row equals the dot product of the dequantized rows, for every
       const int64_t n = blocks * (ggml_type_traits(t).block_size == 1 ? 32 : ggml_type_traits(t).block_size);
       CAPTURE(ggml_type_name(t));
       CAPTURE(n);
-      const auto w = random_weights(t, n, rng);
+      const auto w = test::random_weights(t, n, rng);
       std::vector<float> x(static_cast<size_t>(n));
       std::normal_distribution<float> nd;
       for (auto& v : x) v = nd(rng);

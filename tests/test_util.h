@@ -2,8 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "core/ggml_type.h"
 
 namespace moe::test {
 
@@ -48,5 +51,10 @@ struct CommandResult {
 };
 // Runs argv[0] with arguments, capturing stdout and stderr.
 CommandResult run_command(const std::vector<std::string>& argv);
+
+// n elements of type t as random bytes (every bit pattern of packed scales,
+// mins and high bits), with the blocks' f16/f32 scale fields set to a small
+// finite value; F32/F16/BF16 get normal samples.
+std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng);
 
 }  // namespace moe::test
