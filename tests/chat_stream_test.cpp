@@ -3,8 +3,8 @@
 // text is cut into pieces.
 #include <doctest/doctest.h>
 
-#include "cli/generate.h"
-#include "cli/reasoning_filter.h"
+#include "runtime/reasoning_filter.h"
+#include "runtime/stop_matcher.h"
 
 using namespace moe;
 

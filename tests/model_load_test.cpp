@@ -74,7 +74,7 @@ TEST_CASE("model load: the committed fixture loads and describes itself") {
   CHECK(c.rope_mscale() == doctest::Approx(1.0f));
   CHECK(std::holds_alternative<MoeWeights>(m->weights().layers[1].ffn));
   CHECK(std::holds_alternative<FfnWeights>(m->weights().layers[0].ffn));
-  CHECK(std::get<MoeWeights>(m->weights().layers[1].ffn).score_bias != nullptr);
+  CHECK_FALSE(std::get<MoeWeights>(m->weights().layers[1].ffn).score_bias.empty());
 }
 
 TEST_CASE("model load: a tensor of the wrong shape names both shapes") {

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "cli/run_flags.h"
 #include "core/error.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
@@ -77,7 +78,10 @@ int main(int argc, char** argv) {
   app.add_option("-r,--repetitions", reps, "timed repetitions per test")->check(CLI::Range(1, 1000));
   app.add_flag("--json", json, "print the results as JSON");
   app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
-  CLI11_PARSE(app, argc, argv);
+  RunFlags run;
+  add_run_flags(app, run);
+  LlamaFlagArgs args(argc, argv);
+  CLI11_PARSE(app, args.argc(), args.argv());
   try {
     auto model = Deepseek2Model::load(path);
     const Deepseek2Config& c = model->config();
@@ -85,7 +89,8 @@ int main(int argc, char** argv) {
     if (n_prompt > 0) tests.push_back({"pp" + std::to_string(n_prompt), n_prompt, 0, {}});
     if (n_gen > 0) tests.push_back({"tg" + std::to_string(n_gen), 0, n_gen, {}});
     const int64_t n_ctx = std::max<int64_t>(n_prompt, n_gen) + 1;
-    Deepseek2Session session(*model, n_ctx, n_batch, n_threads);
+    Deepseek2Session session(*model, run.session(n_ctx, n_batch, n_threads));
+    print_placement(session, "moe-bench");
     std::vector<float> logits(static_cast<size_t>(c.vocab_size));
     std::mt19937 rng(42);
     for (Test& t : tests) {
@@ -103,6 +108,7 @@ int main(int argc, char** argv) {
                      static_cast<unsigned long long>(total));
       }
     }
+    write_expert_stats(run, session, "moe-bench");
     const double size_gib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0 * 1024.0);
     const char* isa = cpu_isa_name(cpu_isa_active());
     if (json) {
@@ -110,7 +116,8 @@ int main(int argc, char** argv) {
       for (const Test& t : tests)
         out.push_back({{"model", path}, {"size_bytes", model->file().file_size()}, {"backend", std::string("CPU ") + isa},
                        {"threads", n_threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen}, {"test", t.name},
-                       {"avg_ts", t.mean()}, {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s}});
+                       {"avg_ts", t.mean()}, {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
+                        {"backends", session.backends_description()}, {"placement", session.placement().to_json()}});
       std::printf("%s\n", out.dump(2).c_str());
       return 0;
     }

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli/run_flags.h"
 #include "core/error.h"
 #include "model/deepseek2.h"
 #include "tokenizer/tokenizer.h"
@@ -73,7 +74,10 @@ int main(int argc, char** argv) {
   app.add_option("--gen", gen, "greedy tokens to generate after the prompt")->check(CLI::Range(0, 1 << 20));
   app.add_option("--out", out, "output prefix")->required();
   app.add_option("-t,--threads", threads, "threads")->check(CLI::Range(1, 1024));
-  CLI11_PARSE(app, argc, argv);
+  RunFlags run;
+  add_run_flags(app, run);
+  LlamaFlagArgs args(argc, argv);
+  CLI11_PARSE(app, args.argc(), args.argv());
   try {
     auto model = Deepseek2Model::load(model_path);
     std::vector<int32_t> tokens;
@@ -87,7 +91,7 @@ int main(int argc, char** argv) {
     }
     const int64_t V = model->config().vocab_size;
     const int64_t n = static_cast<int64_t>(tokens.size());
-    Deepseek2Session session(*model, n + gen, n, threads);
+    Deepseek2Session session(*model, run.session(n + gen, n, threads));
     std::vector<float> prefill(static_cast<size_t>(n * V));
     session.forward(tokens.data(), n, prefill.data(), /*all_logits=*/true);
     write_f32(out + ".prefill.f32", prefill);
@@ -103,6 +107,7 @@ int main(int argc, char** argv) {
       last = row;
     }
     if (gen > 0) write_f32(out + ".decode.f32", decode);
+    write_expert_stats(run, session, "moe-logits");
     nlohmann::json j;
     j["model"] = model_path;
     j["n_vocab"] = V;

@@ -28,6 +28,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/run_flags.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "model/deepseek2.h"
@@ -48,6 +49,7 @@ struct Options {
   int n_batch = 2048;
   int n_chunks = -1;  // all
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  RunFlags run;
 };
 
 // The whole file, less one trailing newline (as llama.cpp's -f).
@@ -64,8 +66,9 @@ std::string read_text(const std::string& path) {
 // Runs chunks through a session and keeps the logits of the scored half.
 class ChunkEvaluator {
  public:
-  ChunkEvaluator(const Deepseek2Model& model, const Tokenizer& tok, int n_ctx, int n_batch, int threads)
-      : session_(model, n_ctx, std::min(n_batch, n_ctx), threads),
+  ChunkEvaluator(const Deepseek2Model& model, const Tokenizer& tok, int n_ctx, int n_batch, int threads,
+                 const RunFlags& run)
+      : session_(model, run.session(n_ctx, std::min(n_batch, n_ctx), threads)),
         n_ctx_(n_ctx), first_(n_ctx / 2), n_batch_(std::min(n_batch, n_ctx)),
         vocab_(model.config().vocab_size),
         bos_(tok.vocab().add_bos ? tok.bos() : -1),
@@ -98,6 +101,7 @@ class ChunkEvaluator {
     }
   }
   const float* row(int j) const { return &logits_[static_cast<size_t>((j - first_) * vocab_)]; }
+  const Deepseek2Session& session() const { return session_; }
 
  private:
   Deepseek2Session session_;
@@ -142,7 +146,8 @@ int run_perplexity(const Options& o) {
   std::fprintf(stderr, "perplexity: calculating perplexity over %d chunks, n_ctx=%d, batch_size=%d\n", n_chunk, n_ctx,
                std::min(o.n_batch, n_ctx));
 
-  ChunkEvaluator ev(*model, tok, n_ctx, o.n_batch, o.threads);
+  ChunkEvaluator ev(*model, tok, n_ctx, o.n_batch, o.threads, o.run);
+  print_placement(ev.session(), "perplexity");
   const int64_t V = ev.vocab();
   const int first = ev.first();
   const int64_t rows = kld_rows_per_chunk(n_ctx);
@@ -176,6 +181,7 @@ int run_perplexity(const Options& o) {
   }
   std::printf("\n");
   if (writer) writer->finish();
+  write_expert_stats(o.run, ev.session(), "perplexity");
   const PplEstimate e = final_estimate(sums);
   if (!e.ok) {
     std::fprintf(stderr, "Unexpected negative standard deviation of log(prob)\n");
@@ -253,7 +259,8 @@ int run_kl_divergence(const Options& o) {
   std::fprintf(stderr, "kl_divergence: computing over %d chunks, n_ctx=%d, batch_size=%d\n", n_chunk, n_ctx,
                std::min(o.n_batch, n_ctx));
 
-  ChunkEvaluator ev(*model, tok, n_ctx, o.n_batch, o.threads);
+  ChunkEvaluator ev(*model, tok, n_ctx, o.n_batch, o.threads, o.run);
+  print_placement(ev.session(), "perplexity");
   const int64_t V = ev.vocab();
   const int first = ev.first();
   const int64_t rows = kld_rows_per_chunk(n_ctx);
@@ -282,6 +289,7 @@ int run_kl_divergence(const Options& o) {
     print_kld_chunk_line(c + 1, summarize(sums));
   }
   std::printf("\n");
+  write_expert_stats(o.run, ev.session(), "kl_divergence");
   if (sums.count < 100) {
     std::fprintf(stderr, "kl_divergence: only %lld tokens scored; the statistics need 100 or more\n",
                  static_cast<long long>(sums.count));
@@ -307,7 +315,9 @@ int main(int argc, char** argv) {
                  "file of base log-probabilities: written, or read with --kl-divergence");
   app.add_flag("--kl-divergence", o.kl_divergence,
                "KL divergence of this model from the base log-probabilities in --kl-divergence-base");
-  CLI11_PARSE(app, argc, argv);
+  add_run_flags(app, o.run);
+  LlamaFlagArgs args(argc, argv);
+  CLI11_PARSE(app, args.argc(), args.argv());
   o.n_ctx_given = app.count("-c") > 0;
   try {
     install_interrupt_handler();

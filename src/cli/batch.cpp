@@ -20,10 +20,10 @@
 #include <nlohmann/json.hpp>
 
 #include "chat/batch_input.h"
-#include "cli/generate.h"
 #include "cli/options.h"
 #include "cli/result_json.h"
 #include "core/error.h"
+#include "runtime/generate.h"
 
 namespace moe {
 
@@ -67,7 +67,8 @@ int run_batch(const CliOptions& o) {
   // which seed it used, so any answer can be reproduced.
   const uint64_t base_seed = o.sampling.seed != kRandomSeed ? o.sampling.seed : std::random_device{}() & 0xFFFFFFFFu;
   std::optional<ChatTemplate> tmpl;  // resolved on the first chat request
-  Deepseek2Session session(*m.model, m.n_ctx, o.n_batch, o.n_threads);
+  const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
+  Deepseek2Session& session = *session_ptr;
   const auto n_vocab = static_cast<int32_t>(m.model->config().vocab_size);
   int n_failed = 0, n_done = 0;
   double total_s = 0;
@@ -118,6 +119,7 @@ int run_batch(const CliOptions& o) {
       ++n_failed;
     }
   }
+  write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
     std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens\n", n_done,
                  n_failed, m.load_s, total_s, static_cast<long long>(total_gen));

@@ -1,14 +1,7 @@
 // Interactive chat: `moe -m FILE` (no prompt) or `moe -i`.
 //
 // Each turn renders the whole conversation through the model's chat template
-// and evaluates only what the session does not hold yet. The session holds
-// the previous prompt and the tokens the model generated; when the new
-// rendering starts with exactly that text, and the tokens of the rest are
-// also where a tokenization of the whole rendering ends (no token spans the
-// seam), only those tokens are evaluated. Otherwise (a template that rewrites
-// history, like R1 dropping earlier reasoning, or a stop string that cut an
-// answer) the whole rendering is tokenized and the session is cut back to the
-// longest common token prefix.
+// and evaluates only what the session does not hold yet (runtime/prefix_reuse.h).
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,11 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "cli/generate.h"
 #include "cli/line_input.h"
 #include "cli/options.h"
-#include "cli/reasoning_filter.h"
 #include "core/error.h"
+#include "runtime/generate.h"
+#include "runtime/prefix_reuse.h"
+#include "runtime/reasoning_filter.h"
 
 namespace moe {
 
@@ -57,6 +51,8 @@ class Chat {
         sampler_(o.sampling, static_cast<int32_t>(m.model->config().vocab_size)) {
     reset();
   }
+
+  void write_stats() const { write_expert_stats(o_.run, *session_, "moe"); }
 
   void reset() {
     messages_.clear();
@@ -150,7 +146,7 @@ class Chat {
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
     pthread_sigmask(SIG_BLOCK, &block, &old);
-    auto s = std::make_unique<Deepseek2Session>(*m.model, m.n_ctx, o.n_batch, o.n_threads);
+    auto s = moe::make_session(o, m);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     return s;
   }
@@ -158,22 +154,9 @@ class Chat {
   TurnPlan plan_turn() const {
     TurnPlan p;
     p.rendered = tmpl_.render(messages_, /*add_generation_prompt=*/true);
-    const std::vector<int32_t> whole = m_.tok.encode(p.rendered, /*add_special=*/false, /*parse_special=*/true);
-    if (!cached_text_.empty() && p.rendered.compare(0, cached_text_.size(), cached_text_) == 0) {
-      const std::vector<int32_t> tail =
-          m_.tok.encode(std::string_view(p.rendered).substr(cached_text_.size()), false, true);
-      const bool seam_ok = !tail.empty() && tail.size() <= whole.size() &&
-                           std::equal(tail.begin(), tail.end(), whole.end() - static_cast<std::ptrdiff_t>(tail.size()));
-      if (seam_ok) {
-        p.tokens = cached_;
-        p.tokens.insert(p.tokens.end(), tail.begin(), tail.end());
-        p.keep = cached_.size();
-        return p;
-      }
-    }
-    p.tokens = whole;
-    while (p.keep < cached_.size() && p.keep < whole.size() && cached_[p.keep] == whole[p.keep]) ++p.keep;
-    if (p.keep == whole.size() && p.keep > 0) --p.keep;  // forward() needs one new token for the logits
+    PrefixReuse r = plan_prefix_reuse(m_.tok, p.rendered, cached_, cached_text_);
+    p.tokens = std::move(r.tokens);
+    p.keep = r.keep;
     return p;
   }
 
@@ -265,6 +248,7 @@ int run_chat(const CliOptions& o) {
     chat.turn(msg);
   }
   std::fflush(stdout);
+  chat.write_stats();
   return 0;
 }
 

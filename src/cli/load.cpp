@@ -8,32 +8,21 @@
 
 #include "cli/options.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "core/progress.h"
 
 namespace moe {
 
 namespace {
 
-// Loading is an mmap: the bytes come in from disk when first touched, which
-// for a large model happens in the first forward pass with no feedback.
-// On a terminal, read one byte per page up front under a progress bar
-// instead; small files (and scripts, logs) skip this.
-void touch_pages_with_progress(const GgufFile& f) {
+// Loading is an mmap: the bytes come in from disk when first touched. On a
+// terminal, large files are read in up front under a progress bar instead;
+// small files (and scripts, logs) skip this.
+void prefetch_with_progress(const GgufFile& f) {
   constexpr uint64_t kMinBytes = uint64_t(256) << 20;
-  constexpr uint64_t kChunk = uint64_t(64) << 20;
-  const uint64_t size = f.file_size();
-  if (size < kMinBytes || !isatty(fileno(stderr))) return;
-  const uint8_t* data = f.file_data();
-  const long page = std::max(4096L, sysconf(_SC_PAGESIZE));
-  ProgressBar bar("loading", size);
-  volatile uint8_t sink = 0;  // keeps the reads from being optimised away
-  for (uint64_t off = 0; off < size; off += kChunk) {
-    const uint64_t end = std::min(size, off + kChunk);
-    uint8_t acc = 0;
-    for (uint64_t p = off; p < end; p += static_cast<uint64_t>(page)) acc ^= data[p];
-    sink = sink ^ acc;
-    bar.advance(end - off);
-  }
+  if (f.file_size() < kMinBytes || !isatty(fileno(stderr))) return;
+  ProgressBar bar("loading", f.file_size());
+  MappedFile::prefetch(f.file_data(), f.file_size(), [&](uint64_t bytes) { bar.advance(bytes); });
   bar.finish();
 }
 
@@ -42,7 +31,7 @@ void touch_pages_with_progress(const GgufFile& f) {
 LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   auto model = Deepseek2Model::load(o.model);
-  if (!o.quiet) touch_pages_with_progress(model->file());
+  if (!o.quiet) prefetch_with_progress(model->file());
   Tokenizer tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.model_given && !o.quiet)
@@ -50,6 +39,12 @@ LoadedModel load_model(const CliOptions& o) {
   const int64_t model_ctx = model->config().max_position_embeddings;
   const int64_t n_ctx = o.n_ctx > 0 ? std::min<int64_t>(o.n_ctx, model_ctx) : model_ctx;
   return LoadedModel{std::move(model), std::move(tok), n_ctx, load_s};
+}
+
+std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
+  auto s = std::make_unique<Deepseek2Session>(*m.model, o.run.session(m.n_ctx, o.n_batch, o.n_threads));
+  if (!o.quiet) print_placement(*s, "moe");
+  return s;
 }
 
 ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m) {

@@ -52,7 +52,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch_file, "answer every line of FILE (JSONL or text; - for stdin), JSONL on stdout");
   app.add_option("--batch-format", o.batch_format, "auto, jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}));
-  CLI11_PARSE(app, argc, argv);
+  add_run_flags(app, o.run);
+  LlamaFlagArgs args(argc, argv);
+  CLI11_PARSE(app, args.argc(), args.argv());
   o.model_given = m->count() > 0;
   o.sampling.seed = seed;
   for (const auto& s : o.stop)

@@ -5,10 +5,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "cli/generate.h"
 #include "cli/options.h"
 #include "cli/result_json.h"
 #include "core/error.h"
+#include "runtime/generate.h"
 
 namespace moe {
 
@@ -36,7 +36,8 @@ int run_one_shot(const CliOptions& o) {
     throw_error("the prompt is %zu tokens, longer than the context of %lld tokens (raise -c, or shorten the prompt)",
                 tokens.size(), static_cast<long long>(m.n_ctx));
 
-  Deepseek2Session session(*m.model, m.n_ctx, o.n_batch, o.n_threads);
+  const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
+  Deepseek2Session& session = *session_ptr;
   Sampler sampler(o.sampling, static_cast<int32_t>(m.model->config().vocab_size));
   GenerateOptions g;
   g.n_predict = o.n_predict;
@@ -57,12 +58,14 @@ int run_one_shot(const CliOptions& o) {
   if (o.json) {
     nlohmann::json j = generate_result_json(r, sampler.seed());
     j["timings"]["load_s"] = m.load_s;
+    j["placement"] = session.placement().to_json();
     std::fputs(json_line(j).c_str(), stdout);
   } else {
     std::fputc('\n', stdout);
   }
   std::fflush(stdout);
 
+  write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
     std::fprintf(stderr,
                  "\nmoe: load %.2f s | prompt %lld tokens, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "

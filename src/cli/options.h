@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "cli/run_flags.h"
 #include "model/deepseek2.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -24,6 +25,7 @@ struct CliOptions {
   int n_batch = 512;
   int n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   SamplerParams sampling;
+  RunFlags run;  // backends, placement, expert statistics
   bool display_prompt = true;
   std::vector<std::string> stop;
   bool json = false;   // one-shot: one JSON object on stdout
@@ -49,6 +51,9 @@ struct LoadedModel {
 
 // Loads the model (a progress bar on a terminal while its pages are read in).
 LoadedModel load_model(const CliOptions& o);
+// A session on the backends and placement the flags ask for; prints the
+// placement (unless -q).
+std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m);
 // The chat template: --chat-template NAME, else detected from the model's
 // tokenizer.chat_template. Throws naming the choices when neither works.
 ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m);

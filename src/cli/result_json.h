@@ -7,7 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/generate.h"
+#include "runtime/generate.h"
+
 
 namespace moe {
 

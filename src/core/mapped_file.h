@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace moe {
@@ -19,6 +20,12 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+
+  // Reads one byte of every page of [data, data + size) so the page cache
+  // holds it before the first forward pass touches it (a mapping is read
+  // from disk on first use, which for a large model would happen in the
+  // first token with no feedback). progress(bytes) is called every 64 MiB.
+  static void prefetch(const uint8_t* data, size_t size, const std::function<void(uint64_t)>& progress);
 
  private:
   std::string path_;

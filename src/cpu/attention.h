@@ -12,10 +12,21 @@ namespace moe {
 // For h < n_heads:
 //   p[h][s]  = softmax_s(scale * q[h] . kv[s][0 .. dim_qk))   s < n_kv
 //   out[h]   = sum_s p[h][s] * kv[s][0 .. dim_v)
-// q rows q_stride floats apart, cache rows kv_stride apart, out rows
-// out_stride apart; scores is scratch of n_heads * n_kv floats.
-void mla_attend_heads(const float* q, int64_t n_heads, int64_t q_stride, const float* kv, int64_t kv_stride,
-                      int64_t n_kv, int64_t dim_qk, int64_t dim_v, float scale, float* scores, float* out,
-                      int64_t out_stride);
+struct MlaAttendArgs {
+  const float* q;       // [n_heads] rows, q_stride floats apart
+  int64_t n_heads;
+  int64_t q_stride;
+  const float* kv;      // [n_kv] cache rows, kv_stride floats apart
+  int64_t kv_stride;
+  int64_t n_kv;
+  int64_t dim_qk;       // elements of a row scored against q
+  int64_t dim_v;        // elements of a row summed into out (the latent c_kv)
+  float scale;
+  float* scores;        // scratch, n_heads * n_kv floats
+  float* out;           // [n_heads] rows, out_stride floats apart
+  int64_t out_stride;
+};
+
+void mla_attend_heads(const MlaAttendArgs& a);
 
 }  // namespace moe

@@ -7,6 +7,7 @@
 #include "core/thread_pool.h"
 #include "cpu/matmul.h"
 #include "cpu/ops.h"
+#include "runtime/moe_dispatch.h"
 
 namespace moe {
 
@@ -32,28 +33,18 @@ void for_rows(ThreadPool& pool, int64_t n, int64_t cost_per_row, const Fn& fn) {
 
 }  // namespace
 
-void GroupedExperts::run(const TensorView& gate, const TensorView& up, const TensorView& down, const float* h,
-                         int64_t n, const int32_t* ids, int64_t top_k, float* out, ThreadPool& pool) {
-  const int64_t D = gate.ne[0], F = gate.ne[1], E = gate.ne[2], S = n * top_k;
+void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_stride, const ExpertDispatch& d,
+                         float* out, int64_t out_stride, ThreadPool& pool) {
+  const TensorView &gate = w.gate, &up = w.up, &down = w.down;
+  const int64_t D = gate.ne[0], F = gate.ne[1], S = d.n_positions();
   MOE_ASSERT(up.ne[0] == D && up.ne[1] == F && down.ne[0] == F && down.ne[1] == D,
              "expert tensors disagree: gate [%lld, %lld], up [%lld, %lld], down [%lld, %lld]",
              static_cast<long long>(D), static_cast<long long>(F), static_cast<long long>(up.ne[0]),
              static_cast<long long>(up.ne[1]), static_cast<long long>(down.ne[0]), static_cast<long long>(down.ne[1]));
+  if (S == 0) return;
 
-  // Counting sort of the slots by expert (stable: token order within an expert).
-  std::vector<int64_t>& start = start_;
-  start.assign(sz(E + 1), 0);
-  for (int64_t s = 0; s < S; ++s) ++start[sz(ids[s] + 1)];
-  for (int64_t x = 0; x < E; ++x) start[sz(x + 1)] += start[sz(x)];
-  order_.resize(sz(S));
-  fill_.assign(start.begin(), start.end() - 1);
-  for (int64_t s = 0; s < S; ++s) order_[sz(fill_[sz(ids[s])]++)] = s;
-  groups_.clear();
-  for (int64_t x = 0; x < E; ++x)
-    if (start[sz(x + 1)] > start[sz(x)]) groups_.push_back({static_cast<int32_t>(x), start[sz(x)], start[sz(x + 1)] - start[sz(x)]});
-
-  // Activations: each token quantized once, then its row copied to every
-  // position that uses it (rows of the sorted order are contiguous per expert).
+  // Activations in sorted order: each position's row quantized for gate
+  // (and copied for up when both take the same partner type).
   const size_t rb_gate = activation_row_bytes(gate.matrix(0)), rb_up = activation_row_bytes(up.matrix(0));
   const size_t rb_down = activation_row_bytes(down.matrix(0));
   act_gate_.resize(rb_gate * sz(S));
@@ -62,7 +53,7 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
   const bool same_act = gate.type == up.type;
   for_rows(pool, S, D, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const float* x = h + (order_[sz(p)] / top_k) * D;
+      const float* x = h + d.in_row[sz(p)] * h_stride;
       quantize_activations(gate.matrix(0), x, 1, &act_gate_[rb_gate * sz(p)]);
       if (same_act) std::memcpy(&act_up_[rb_up * sz(p)], &act_gate_[rb_gate * sz(p)], rb_up);
       else quantize_activations(up.matrix(0), x, 1, &act_up_[rb_up * sz(p)]);
@@ -72,11 +63,11 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
   // gate and up: jobs of rows_f rows of one matrix of one expert.
   g_.resize(sz(S * F));
   u_.resize(sz(S * F));
-  const int64_t n_groups = static_cast<int64_t>(groups_.size());
+  const int64_t n_groups = static_cast<int64_t>(d.groups.size());
   const int64_t rows_f = job_rows(n_groups * 2 * F, pool.size());
   const int64_t blocks_f = (F + rows_f - 1) / rows_f;
   pool.parallel_jobs(n_groups * 2 * blocks_f, [&](int64_t j, int) {
-    const Group& g = groups_[sz(j / (2 * blocks_f))];
+    const ExpertGroup& g = d.groups[sz(j / (2 * blocks_f))];
     const bool is_up = (j / blocks_f) % 2 == 1;
     const int64_t r0 = (j % blocks_f) * rows_f, r1 = std::min(F, r0 + rows_f);
     if (is_up) matmul_rows(up.matrix(g.expert), r0, r1, &act_up_[rb_up * sz(g.first)], g.count, &u_[sz(g.first * F)], F);
@@ -93,12 +84,18 @@ void GroupedExperts::run(const TensorView& gate, const TensorView& up, const Ten
   const int64_t rows_d = job_rows(n_groups * D, pool.size());
   const int64_t blocks_d = (D + rows_d - 1) / rows_d;
   pool.parallel_jobs(n_groups * blocks_d, [&](int64_t j, int) {
-    const Group& g = groups_[sz(j / blocks_d)];
+    const ExpertGroup& g = d.groups[sz(j / blocks_d)];
     const int64_t r0 = (j % blocks_d) * rows_d, r1 = std::min(D, r0 + rows_d);
     matmul_rows(down.matrix(g.expert), r0, r1, &act_down_[rb_down * sz(g.first)], g.count, &y_[sz(g.first * D)], D);
   });
 
-  for (int64_t p = 0; p < S; ++p) std::memcpy(out + order_[sz(p)] * D, &y_[sz(p * D)], sz(D) * sizeof(float));
+  for (int64_t p = 0; p < S; ++p) std::memcpy(out + d.out_row[sz(p)] * out_stride, &y_[sz(p * D)], sz(D) * sizeof(float));
+}
+
+void GroupedExperts::run(const TensorView& gate, const TensorView& up, const TensorView& down, const float* h,
+                         int64_t n, const int32_t* ids, int64_t top_k, float* out, ThreadPool& pool) {
+  moe_dispatch_sort(ids, n, top_k, gate.ne[2], dispatch_, sort_scratch_);
+  run(ExpertWeights{gate, up, down}, h, gate.ne[0], dispatch_, out, gate.ne[0], pool);
 }
 
 }  // namespace moe

@@ -5,16 +5,9 @@
 
 #include <cstdint>
 
+#include "quant/dot_f32.h"  // dot_f32, axpy_f32
+
 namespace moe {
-
-// sum_i a[i] * b[i] in 16 interleaved partial sums, reduced pairwise: the
-// order SIMD hardware computes it in, written so the compiler vectorizes it
-// (no reassociation needed). The one f32 dot product of the project: the
-// f32 matmul reference and the attention both use it.
-float dot_f32(const float* a, const float* b, int64_t n);
-
-// y[i] += alpha * x[i]
-void axpy_f32(float alpha, const float* x, int64_t n, float* y);
 
 // y = x / sqrt(mean(x^2) + eps) * w   (RMSNorm; w may be null for no scale)
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y);

@@ -1,19 +1,13 @@
-// DeepSeek-V2/V3 forward pass on the CPU. Each block follows the paper's
+// DeepSeek-V2/V3 forward pass over a backend. Each block follows the paper's
 // equations; the comments name them (DeepSeek-V2 §2.1 MLA, §2.2 DeepSeekMoE;
 // DeepSeek-V3 §2.1.2 auxiliary-loss-free balancing) and the symbols of
-// DeepSeek's inference/model.py.
+// DeepSeek's inference/model.py. The arithmetic is the backend's; this file
+// holds no loops over data, no scratch and no threads.
 #include "model/deepseek2.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-
-#include "cpu/attention.h"
-#include "cpu/matmul.h"
-#include "cpu/moe_experts.h"
-#include "cpu/ops.h"
-#include "model/moe_router.h"
-#include "quant/dequantize.h"
+#include <map>
 
 namespace moe {
 
@@ -60,54 +54,148 @@ std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path) {
   return m;
 }
 
-Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, int64_t n_batch, int n_threads)
-    : model_(model),
-      c_(model.config()),
-      cache_(model.config().num_hidden_layers, n_ctx, model.config().kv_lora_rank, model.config().qk_rope_head_dim),
-      n_batch_(std::max<int64_t>(1, n_batch)),
-      pool_(n_threads) {
-  MOE_ASSERT(n_ctx > 0, "context size must be positive");
-  const int64_t B = n_batch_, D = c_.hidden_size, H = c_.num_attention_heads;
-  const int64_t R = c_.kv_lora_rank, P = c_.qk_rope_head_dim;
-  const int64_t ffn = std::max(c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts));
-  x_.resize(sz(B * D));
-  h_.resize(sz(B * D));
-  out_.resize(sz(B * D));
-  q_a_.resize(sz(B * std::max<int64_t>(1, c_.q_lora_rank)));
-  q_.resize(sz(B * H * c_.qk_head_dim()));
-  kv_a_.resize(sz(B * (R + P)));
-  head_dim_max_ = std::max({c_.qk_nope_head_dim, R, c_.v_head_dim});
-  head_in_.resize(sz(pool_.size() * B * head_dim_max_));
-  head_out_.resize(sz(pool_.size() * B * head_dim_max_));
-  head_scratch_.resize(sz(pool_.size() * (B * head_dim_max_ * 4 + 4096)));
-  q_abs_.resize(sz(B * H * (R + P)));
-  o_lat_.resize(sz(B * H * R));
-  attn_v_.resize(sz(B * H * c_.v_head_dim));
-  scores_.resize(sz(pool_.size() * kAttnHeadGroup * n_ctx));
-  ffn_g_.resize(sz(B * ffn));
-  ffn_u_.resize(sz(B * ffn));
-  const int64_t E = std::max<int64_t>(1, c_.n_routed_experts), K = std::max<int64_t>(1, c_.num_experts_per_tok);
-  router_.resize(sz(B * E));
-  route_ids_.resize(sz(B * K));
-  route_w_.resize(sz(B * K));
-  route_scratch_.resize(sz(2 * E));
-  expert_counts_.assign(sz(c_.num_hidden_layers * E), 0);
-  slot_out_.resize(sz(B * K * D));
-  ye_.resize(sz(B * D));
-  // Activations quantized for the matmuls: at most 4 bytes per input element.
-  const int64_t max_in = std::max({D, ffn, H * c_.v_head_dim, R, c_.qk_nope_head_dim, c_.q_lora_rank});
-  mm_scratch_.resize(sz(B * max_in * 4 + 4096));
+std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
+  std::vector<TensorFootprint> out;
+  weights_.for_each_tensor([&](const TensorView& t, TensorRole role, int64_t il) {
+    out.push_back({t.name, il, role, t.nbytes(), role == TensorRole::kRoutedExperts ? t.ne[2] : 0});
+  });
+  return out;
 }
 
-void Deepseek2Session::mm(const TensorView& W, const float* x, int64_t n, float* y) {
-  MOE_DASSERT(matmul_scratch_bytes(W, n) <= mm_scratch_.size());
-  matmul(W, x, n, y, mm_scratch_.data(), pool_);
+size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx) const {
+  return sz(config_.num_hidden_layers * n_ctx * (config_.kv_lora_rank + config_.qk_rope_head_dim)) * sizeof(float);
+}
+
+Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, int64_t n_batch, int n_threads)
+    : Deepseek2Session(model, [&] {
+        SessionOptions o;
+        o.n_ctx = n_ctx;
+        o.n_batch = n_batch;
+        o.backends.n_threads = n_threads;
+        return o;
+      }()) {}
+
+Deepseek2Session::~Deepseek2Session() = default;
+
+Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOptions& o)
+    : model_(model), c_(model.config()), backends_(make_backends(o.backends)), n_batch_(std::max<int64_t>(1, o.n_batch)) {
+  MOE_ASSERT(o.n_ctx > 0, "context size must be positive");
+  const int64_t L = c_.num_hidden_layers, E = c_.n_routed_experts;
+
+  // Where the weights live.
+  ExpertStats stats;
+  PlacementInputs in;
+  in.host_name = backends_.host->name();
+  if (backends_.device) in.device_name = backends_.device->name();
+  in.budget = backends_.device_budget;
+  in.kv_bytes = model.kv_cache_bytes(o.n_ctx);
+  in.options = o.placement;
+  if (!o.placement.expert_stats_file.empty()) {
+    stats = ExpertStats::read(o.placement.expert_stats_file);
+    in.stats = &stats;
+  }
+  placement_ = plan_expert_placement(model.tensor_footprints(), L, in);
+  if (!placement_.device_active) backends_.device.reset();  // the host computes everything
+  be_ = &backends_.compute();
+  Backend* host = backends_.device ? backends_.host.get() : nullptr;
+
+  // The compute backend's weights: the model's own views when it is the
+  // host; otherwise copies of everything every token uses (tied tensors
+  // once) and of the routed experts placed on it.
+  w_ = model.weights();
+  const TensorView host_freqs = TensorView::contiguous(
+      "rope_freqs", GgmlType::F32, {static_cast<int64_t>(model.rope_freqs().size()), 1, 1, 1},
+      reinterpret_cast<const uint8_t*>(model.rope_freqs().data()));
+  mla_.rope_freqs = host_freqs;
+  if (host) {
+    std::map<const uint8_t*, TensorView> copies;
+    auto copy = [&](const TensorView& t) {
+      auto it = copies.find(t.data);
+      if (it == copies.end()) it = copies.emplace(t.data, upload_tensor(*be_, t)).first;
+      return it->second;
+    };
+    w_.for_each_tensor([&](TensorView& t, TensorRole role, int64_t) {
+      if (role == TensorRole::kEveryToken) t = copy(t);
+    });
+    mla_.rope_freqs = copy(host_freqs);
+  }
+  experts_.resize(sz(L));
+  route_params_.resize(sz(L));
+  for (int64_t il = 0; il < L; ++il) {
+    const auto* e = std::get_if<MoeWeights>(&model.weights().layers[sz(il)].ffn);
+    if (!e) continue;
+    LayerExperts& X = experts_[sz(il)];
+    X.host = {e->gate_exps, e->up_exps, e->down_exps};
+    X.device_slot = placement_.device_slot[sz(il)];
+    const std::vector<int32_t> on_device = placement_.device_experts(il);
+    if (host && !on_device.empty())
+      X.device = {upload_experts(*be_, e->gate_exps, on_device), upload_experts(*be_, e->up_exps, on_device),
+                  upload_experts(*be_, e->down_exps, on_device)};
+    MoeRouteParams& rp = route_params_[sz(il)];
+    rp.n_experts = E;
+    rp.top_k = c_.num_experts_per_tok;
+    rp.n_group = c_.n_group;
+    rp.topk_group = c_.topk_group;
+    rp.scoring = c_.scoring_func;
+    rp.bias = std::get<MoeWeights>(w_.layers[sz(il)].ffn).score_bias;
+    rp.norm_topk_prob = c_.norm_topk_prob;
+    rp.routed_scaling_factor = c_.routed_scaling_factor;
+  }
+
+  mla_.n_heads = c_.num_attention_heads;
+  mla_.kv_lora_rank = c_.kv_lora_rank;
+  mla_.qk_rope_head_dim = c_.qk_rope_head_dim;
+  mla_.qk_nope_head_dim = c_.qk_nope_head_dim;
+  mla_.v_head_dim = c_.v_head_dim;
+  mla_.rms_norm_eps = c_.rms_norm_eps;
+  mla_.softmax_scale = c_.softmax_scale();
+  mla_.rope_mscale = c_.rope_mscale();
+  cache_.n_layers = L;
+  cache_.n_ctx = o.n_ctx;
+  cache_.rows = be_->alloc(L * o.n_ctx, mla_.latent_dim());
+
+  const int64_t B = n_batch_, D = c_.hidden_size, H = c_.num_attention_heads;
+  const int64_t ffn = std::max(c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts));
+  const int64_t K = std::max<int64_t>(1, c_.num_experts_per_tok);
+  x_ = be_->alloc(B, D);
+  h_ = be_->alloc(B, D);
+  out_ = be_->alloc(B, D);
+  q_a_ = be_->alloc(B, std::max<int64_t>(1, c_.q_lora_rank));
+  q_ = be_->alloc(B, H * c_.qk_head_dim());
+  kv_a_ = be_->alloc(B, mla_.latent_dim());
+  q_abs_ = be_->alloc(B, H * mla_.latent_dim());
+  o_lat_ = be_->alloc(B, H * c_.kv_lora_rank);
+  attn_v_ = be_->alloc(B, H * c_.v_head_dim);
+  ffn_g_ = be_->alloc(B, ffn);
+  ffn_u_ = be_->alloc(B, ffn);
+  router_ = be_->alloc(B, std::max<int64_t>(1, E));
+  route_ids_ = be_->alloc_ids(B, K);
+  route_w_ = be_->alloc(B, K);
+  slot_out_ = be_->alloc(B * K, D);
+  ye_ = be_->alloc(B, D);
+  moe_ = std::make_unique<HybridMoe>(*be_, host, L, std::max<int64_t>(1, E), K, D, B);
+}
+
+std::string Deepseek2Session::backends_description() const {
+  if (!backends_.device) return backends_.host->describe();
+  return backends_.device->describe() + " + " + backends_.host->describe();
+}
+
+ExpertStats Deepseek2Session::expert_stats() const {
+  ExpertStats s;
+  s.model = model_.file().get_string_opt("general.name").value_or(model_.file().path());
+  s.n_layers = c_.num_hidden_layers;
+  s.n_experts = std::max<int64_t>(1, c_.n_routed_experts);
+  s.top_k = c_.num_experts_per_tok;
+  s.tokens = n_evaluated_;
+  s.counts = moe_->counts();
+  return s;
 }
 
 void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
-  if (n_past_ + n > cache_.n_ctx())
+  if (n_past_ + n > cache_.n_ctx)
     throw_error("context full: %lld tokens already in the cache, %lld more do not fit in the context of %lld",
-                static_cast<long long>(n_past_), static_cast<long long>(n), static_cast<long long>(cache_.n_ctx()));
+                static_cast<long long>(n_past_), static_cast<long long>(n), static_cast<long long>(cache_.n_ctx));
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
       throw_error("token id %d at position %lld is outside the vocabulary (%lld tokens)", tokens[i],
@@ -122,29 +210,28 @@ void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, 
 }
 
 void Deepseek2Session::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
-  const int64_t D = c_.hidden_size;
-  const Deepseek2Weights& w = model_.weights();
-  // x = embedding rows (ggml get_rows dequantizes the stored rows)
-  for (int64_t t = 0; t < n; ++t) dequantize_row_ref(w.token_embd.type, w.token_embd.row(tokens[t]), &x_[sz(t * D)], D);
-
+  Backend& be = *be_;
+  const Deepseek2Weights& w = w_;
+  const float eps = c_.rms_norm_eps;
+  be.embed(w.token_embd, tokens, n, x_);                  // x = E[tokens]
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
     const LayerWeights& L = w.layers[sz(il)];
-    // h = RMSNorm(x); x += MLA(h)
-    for (int64_t t = 0; t < n; ++t) rms_norm(&x_[sz(t * D)], L.attn_norm, D, c_.rms_norm_eps, &h_[sz(t * D)]);
-    mla_attention(il, L.mla, n);
-    for (int64_t i = 0; i < n * D; ++i) x_[sz(i)] += out_[sz(i)];
-    // h = RMSNorm(x); x += FFN(h), dense or shared + routed experts
-    for (int64_t t = 0; t < n; ++t) rms_norm(&x_[sz(t * D)], L.ffn_norm, D, c_.rms_norm_eps, &h_[sz(t * D)]);
-    if (const auto* dense = std::get_if<FfnWeights>(&L.ffn)) ffn_dense(*dense, h_.data(), n, out_.data());
-    else moe_ffn(il, std::get<MoeWeights>(L.ffn), n);
-    for (int64_t i = 0; i < n * D; ++i) x_[sz(i)] += out_[sz(i)];
+    be.rms_norm(x_, L.attn_norm, eps, n, h_);             // h = RMSNorm(x)
+    mla_attention(il, L.mla, n);                          // out = MLA(h)
+    be.add(x_, out_, n);                                  // x += out
+    be.rms_norm(x_, L.ffn_norm, eps, n, h_);              // h = RMSNorm(x)
+    if (const auto* dense = std::get_if<FfnWeights>(&L.ffn)) ffn(*dense, h_, n, out_);  // out = FFN(h)
+    else moe_ffn(il, std::get<MoeWeights>(L.ffn), n);     // out = shared + routed experts (h)
+    be.add(x_, out_, n);                                  // x += out
   }
   n_past_ += n;
+  n_evaluated_ += static_cast<uint64_t>(n);
   if (!logits) return;
   // logits = W_out RMSNorm(x), for every token or the last one
   const int64_t first = all_logits ? 0 : n - 1;
-  for (int64_t t = first; t < n; ++t) rms_norm(&x_[sz(t * D)], w.output_norm, D, c_.rms_norm_eps, &h_[sz(t * D)]);
-  mm(w.output, &h_[sz(first * D)], n - first, logits);
+  const Act hl = h_.rows_from(first, n - first);
+  be.rms_norm(x_.rows_from(first, n - first), w.output_norm, eps, n - first, hl);
+  be.output_head(w.output, hl, n - first, logits);
 }
 
 // Multi-head Latent Attention (DeepSeek-V2 §2.1), absorbed form: queries are
@@ -152,122 +239,50 @@ void Deepseek2Session::forward_batch(const int32_t* tokens, int64_t n, float* lo
 // directly against the cached c_kv, and the attention output is lifted out
 // of the latent space through W_UV (attn_v_b) afterwards.
 void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n) {
-  const int64_t H = c_.num_attention_heads, R = c_.kv_lora_rank, P = c_.qk_rope_head_dim;
-  const int64_t NOPE = c_.qk_nope_head_dim, QK = c_.qk_head_dim(), V = c_.v_head_dim;
-  const float* freqs = model_.rope_freqs().data();
-  const float rope_mscale = c_.rope_mscale();
-
+  Backend& be = *be_;
   // q = W_UQ RMSNorm(W_DQ h)  or  q = W_Q h                        (eq. 12-13)
   if (const auto* lora = std::get_if<QProjLora>(&m.q_proj)) {
-    mm(lora->wq_a, h_.data(), n, q_a_.data());
-    for (int64_t t = 0; t < n; ++t)
-      rms_norm(&q_a_[sz(t * c_.q_lora_rank)], lora->q_a_norm, c_.q_lora_rank, c_.rms_norm_eps, &q_a_[sz(t * c_.q_lora_rank)]);
-    mm(lora->wq_b, q_a_.data(), n, q_.data());
+    be.matmul(lora->wq_a, h_, n, q_a_);
+    be.rms_norm(q_a_, lora->q_a_norm, c_.rms_norm_eps, n, q_a_);
+    be.matmul(lora->wq_b, q_a_, n, q_);
   } else {
-    mm(std::get<QProjPlain>(m.q_proj).wq, h_.data(), n, q_.data());
+    be.matmul(std::get<QProjPlain>(m.q_proj).wq, h_, n, q_);
   }
-  // [c_kv | k_rope] = W_DKV h; c_kv = RMSNorm(c_kv); k_rope = RoPE(k_rope)  (eq. 9, 14)
-  mm(m.wkv_a, h_.data(), n, kv_a_.data());
-  for (int64_t t = 0; t < n; ++t) {
-    const float pos = static_cast<float>(n_past_ + t);
-    float* kv = &kv_a_[sz(t * (R + P))];
-    float* cached = cache_.at(il, n_past_ + t);
-    rms_norm(kv, m.kv_a_norm, R, c_.rms_norm_eps, cached);
-    std::memcpy(cached + R, kv + R, sz(P) * sizeof(float));
-    rope_pairs_apply(cached + R, P, freqs, pos, rope_mscale);
-  }
-  // Absorbed query per head: [W_UK^T q_nope | RoPE(q_rope)]. Heads are
-  // independent: one thread per group of heads, each with its own buffers.
-  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
-    float* in = head_buffer(head_in_, thread);
-    float* out = head_buffer(head_out_, thread);
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < n; ++t)
-        std::memcpy(&in[sz(t * NOPE)], &q_[sz((t * H + h) * QK)], sz(NOPE) * sizeof(float));
-      matmul_serial(m.wk_b.matrix(h), in, n, out, head_scratch(thread));  // [n][R]
-      for (int64_t t = 0; t < n; ++t) {
-        float* qa = &q_abs_[sz((t * H + h) * (R + P))];
-        std::memcpy(qa, &out[sz(t * R)], sz(R) * sizeof(float));
-        std::memcpy(qa + R, &q_[sz((t * H + h) * QK + NOPE)], sz(P) * sizeof(float));
-        rope_pairs_apply(qa + R, P, freqs, static_cast<float>(n_past_ + t), rope_mscale);
-      }
-    }
-  });
-  // Scores against every cached latent (causal), softmax, latent output;
-  // heads in groups that share each loaded cache row.
-  const float scale = c_.softmax_scale();
-  const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
-  // A token's cost grows with its position: jobs are taken from the last
-  // token down, so the threads finish together.
-  pool_.parallel_jobs(n * groups, [&](int64_t j, int thread) {
-    float* sc = &scores_[sz(thread * kAttnHeadGroup * cache_.n_ctx())];
-    const int64_t i = n * groups - 1 - j;
-    const int64_t t = i / groups, h0 = (i % groups) * kAttnHeadGroup;
-    const int64_t nh = std::min(kAttnHeadGroup, H - h0);
-    mla_attend_heads(&q_abs_[sz((t * H + h0) * (R + P))], nh, R + P, cache_.at(il, 0), R + P, n_past_ + t + 1, R + P,
-                     R, scale, sc, &o_lat_[sz((t * H + h0) * R)], R);
-  });
+  // [c_kv | k_rope] = W_DKV h; cache = [RMSNorm(c_kv) | RoPE(k_rope)]  (eq. 9, 14)
+  be.matmul(m.wkv_a, h_, n, kv_a_);
+  be.mla_kv_append(mla_, kv_a_, m.kv_a_norm, cache_, il, n_past_, n);
+  // q_abs = [W_UK^T q_nope | RoPE(q_rope)] per head; o = softmax(q_abs . cache) c_kv
+  be.mla_query_absorb(mla_, q_, m.wk_b, n_past_, n, q_abs_);
+  be.mla_attention(mla_, q_abs_, cache_, il, n_past_, n, o_lat_);
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
-  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
-    float* in = head_buffer(head_in_, thread);
-    float* out = head_buffer(head_out_, thread);
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < n; ++t) std::memcpy(&in[sz(t * R)], &o_lat_[sz((t * H + h) * R)], sz(R) * sizeof(float));
-      matmul_serial(m.wv_b.matrix(h), in, n, out, head_scratch(thread));  // [n][V]
-      for (int64_t t = 0; t < n; ++t)
-        std::memcpy(&attn_v_[sz((t * H + h) * V)], &out[sz(t * V)], sz(V) * sizeof(float));
-    }
-  });
-  mm(m.wo, attn_v_.data(), n, out_.data());
+  be.mla_output_lift(mla_, o_lat_, m.wv_b, n, attn_v_);
+  be.matmul(m.wo, attn_v_, n, out_);
 }
 
 // FFN(x) = W_down(silu(W_gate x) * W_up x)
-void Deepseek2Session::ffn_dense(const FfnWeights& f, const float* x, int64_t n, float* out) {
+void Deepseek2Session::ffn(const FfnWeights& f, const Act& x, int64_t n, Act out) {
+  Backend& be = *be_;
   const int64_t F = f.gate.ne[1];
-  mm(f.gate, x, n, ffn_g_.data());
-  mm(f.up, x, n, ffn_u_.data());
-  swiglu(ffn_g_.data(), ffn_u_.data(), n * F, ffn_g_.data());
-  mm(f.down, ffn_g_.data(), n, out);
+  const Act g = ffn_g_.reshaped(F), u = ffn_u_.reshaped(F);
+  be.matmul(f.gate, x, n, g);
+  be.matmul(f.up, x, n, u);
+  be.swiglu(g, u, n);
+  be.matmul(f.down, g, n, out);
 }
 
 // DeepSeekMoE (DeepSeek-V2 §2.2): shared experts for every token plus the
-// top-k routed experts weighted by the router. Tokens are grouped by expert
-// so each expert's weights are read once per batch.
+// top-k routed experts weighted by the router (DeepSeek-V3 §2.1.2: the
+// selection bias chooses, the unbiased scores weigh).
 void Deepseek2Session::moe_ffn(int64_t il, const MoeWeights& e, int64_t n) {
-  const int64_t D = c_.hidden_size, E = c_.n_routed_experts, K = c_.num_experts_per_tok;
-  mm(e.router, h_.data(), n, router_.data());
-  MoeRouteParams rp;
-  rp.n_experts = E;
-  rp.top_k = K;
-  rp.n_group = c_.n_group;
-  rp.topk_group = c_.topk_group;
-  rp.scoring = c_.scoring_func;
-  rp.bias = e.score_bias;
-  rp.norm_topk_prob = c_.norm_topk_prob;
-  rp.routed_scaling_factor = c_.routed_scaling_factor;
-  for (int64_t t = 0; t < n; ++t)
-    moe_route_topk(rp, &router_[sz(t * E)], &route_ids_[sz(t * K)], &route_w_[sz(t * K)], route_scratch_.data());
-  uint64_t* counts = &expert_counts_[sz(il * E)];
-  for (int64_t i = 0; i < n * K; ++i) ++counts[route_ids_[sz(i)]];
-
-  // Each expert runs once over the tokens routed to it; its output for token
-  // t in top-k slot k lands in slot_out_[t][k]. The weighted sum is then taken
-  // per token in slot order, as llama.cpp adds its [K][D] expert outputs, so
-  // the float rounding matches.
-  experts_.run(e.gate_exps, e.up_exps, e.down_exps, h_.data(), n, route_ids_.data(), K, slot_out_.data(), pool_);
-  for (int64_t t = 0; t < n; ++t) {
-    float* o = &out_[sz(t * D)];
-    for (int64_t k = 0; k < K; ++k) {
-      const float wgt = route_w_[sz(t * K + k)];
-      const float* y = &slot_out_[sz((t * K + k) * D)];
-      if (k == 0) for (int64_t j = 0; j < D; ++j) o[j] = wgt * y[j];
-      else for (int64_t j = 0; j < D; ++j) o[j] += wgt * y[j];
-    }
-  }
-  if (e.shared) {
-    ffn_dense(*e.shared, h_.data(), n, ye_.data());
-    for (int64_t i = 0; i < n * D; ++i) out_[sz(i)] += ye_[sz(i)];
-  }
+  Backend& be = *be_;
+  const int64_t K = c_.num_experts_per_tok;
+  be.matmul(e.router, h_, n, router_);                              // s = W_gate h
+  be.moe_route(route_params_[sz(il)], router_, n, route_ids_, route_w_);  // top-k ids, g
+  moe_->begin(il, experts_[sz(il)], h_, route_ids_, n, slot_out_);  // FFN_i(h) per (token, slot)
+  if (e.shared) ffn(*e.shared, h_, n, ye_);                         // shared experts, meanwhile
+  moe_->finish(slot_out_);
+  be.moe_combine(slot_out_, route_w_, K, n, out_);                  // out = sum_k g_k FFN_k(h)
+  if (e.shared) be.add(out_, ye_, n);                               // + shared
 }
 
 }  // namespace moe

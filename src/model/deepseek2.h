@@ -1,18 +1,20 @@
-// The DeepSeek-V2/V3 model (GGUF architecture "deepseek2") on the CPU:
-// loading, and the forward pass over a batch of tokens through the MLA
-// latent cache.
+// The DeepSeek-V2/V3 model (GGUF architecture "deepseek2"): loading, and the
+// forward pass over a batch of tokens through the MLA latent cache, written
+// against the backend seam (runtime/backend.h).
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "core/thread_pool.h"
-#include "cpu/moe_experts.h"
 #include "gguf/gguf_reader.h"
 #include "model/deepseek2_config.h"
 #include "model/deepseek2_weights.h"
-#include "runtime/kv_cache.h"
+#include "runtime/backend_registry.h"
+#include "runtime/expert_placement.h"
+#include "runtime/expert_stats.h"
+#include "runtime/hybrid_moe.h"
+#include "runtime/inference_session.h"
 
 namespace moe {
 
@@ -26,6 +28,10 @@ class Deepseek2Model {
   const Deepseek2Weights& weights() const { return weights_; }
   // RoPE frequency of each rotated pair (YaRN-corrected when the file says so).
   const std::vector<float>& rope_freqs() const { return rope_freqs_; }
+  // The weights as the placement planner sees them.
+  std::vector<TensorFootprint> tensor_footprints() const;
+  // The bytes of a latent cache of n_ctx positions.
+  size_t kv_cache_bytes(int64_t n_ctx) const;
 
  private:
   Deepseek2Model(GgufFile f) : file_(std::move(f)) {}
@@ -35,74 +41,80 @@ class Deepseek2Model {
   std::vector<float> rope_freqs_;
 };
 
-// Per-sequence state: the latent cache and every scratch buffer, all
-// allocated up front; forward() allocates nothing.
-class Deepseek2Session {
+struct SessionOptions {
+  int64_t n_ctx = 4096;    // cache positions
+  int64_t n_batch = 512;   // most tokens per forward step
+  BackendOptions backends;
+  PlacementOptions placement;
+};
+
+// One sequence on the backends of a run: the placement of the weights, the
+// device's copies of them, the latent cache and every activation buffer, all
+// made up front; forward() allocates nothing.
+class Deepseek2Session final : public InferenceSession {
  public:
-  // n_ctx: cache positions; n_batch: most tokens per forward() call.
+  Deepseek2Session(const Deepseek2Model& model, const SessionOptions& o);
+  // The CPU alone with n_threads.
   Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, int64_t n_batch, int n_threads);
+  ~Deepseek2Session() override;
 
-  // Evaluates tokens at positions n_past() .. n_past()+n-1, appending them to
-  // the cache. Writes logits for every token ([n][vocab]) when all_logits,
-  // else for the last one only ([vocab]). n may exceed n_batch (split).
-  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  // n may exceed n_batch (split into steps).
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) override;
+  int64_t n_past() const override { return n_past_; }
+  int64_t n_ctx() const override { return cache_.n_ctx; }
+  int64_t n_vocab() const override { return c_.vocab_size; }
+  void reset() override { n_past_ = 0; }
+  void truncate(int64_t n) override {
+    if (n >= 0 && n < n_past_) n_past_ = n;
+  }
 
-  int64_t n_past() const { return n_past_; }
-  int64_t n_ctx() const { return cache_.n_ctx(); }
-  void reset() { n_past_ = 0; }
-  void truncate(int64_t n) { if (n >= 0 && n < n_past_) n_past_ = n; }  // forget positions n..
   const Deepseek2Model& model() const { return model_; }
+  const ExpertPlacement& placement() const { return placement_; }
+  // "CPU (AVX512-VNNI, 2 threads)" or "CPU-device (...) + CPU (...)".
+  std::string backends_description() const;
   // How often each routed expert was chosen since the session began:
-  // [layer][expert] (dense layers stay zero). For placement statistics.
-  const std::vector<uint64_t>& expert_counts() const { return expert_counts_; }
+  // [layer][expert] (dense layers stay zero).
+  const std::vector<uint64_t>& expert_counts() const { return moe_->counts(); }
+  // The same with what a stats file needs (--record-expert-stats).
+  ExpertStats expert_stats() const;
 
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
   void mla_attention(int64_t il, const MlaWeights& m, int64_t n);
-  void ffn_dense(const FfnWeights& f, const float* x, int64_t n, float* out);
+  void ffn(const FfnWeights& f, const Act& x, int64_t n, Act out);
   void moe_ffn(int64_t il, const MoeWeights& e, int64_t n);
-  void mm(const TensorView& W, const float* x, int64_t n, float* y);
 
   const Deepseek2Model& model_;
   const Deepseek2Config& c_;
-  MlaKvCache cache_;
+  BackendSet backends_;
+  Backend* be_;                    // the compute backend
+  ExpertPlacement placement_;
+  Deepseek2Weights w_;             // as the compute backend holds them
+  std::vector<LayerExperts> experts_;        // [layer], routed experts on each side
+  std::vector<MoeRouteParams> route_params_;  // [layer]
+  MlaParams mla_;
+  LatentCache cache_;
+  std::unique_ptr<HybridMoe> moe_;
   int64_t n_batch_;
   int64_t n_past_ = 0;
-  ThreadPool pool_;
+  uint64_t n_evaluated_ = 0;       // tokens through the layers since the start
 
-  // Scratch, [n_batch][...] each.
-  std::vector<float> x_;        // residual stream [hidden]
-  std::vector<float> h_;        // normed input of a block [hidden]
-  std::vector<float> out_;      // block output [hidden]
-  std::vector<float> q_a_;      // [q_lora_rank]
-  std::vector<float> q_;        // [heads * qk_head_dim]
-  std::vector<float> kv_a_;     // [kv_lora_rank + qk_rope_head_dim]
-  // Per-thread buffers of the per-head projections: [threads][n_batch][head_dim_max_].
-  int64_t head_dim_max_ = 0;    // max(qk_nope, kv_lora, v_head)
-  std::vector<float> head_in_;
-  std::vector<float> head_out_;
-  std::vector<uint8_t> head_scratch_;  // [threads][quantized activations]
-  float* head_buffer(std::vector<float>& b, int thread) {
-    return b.data() + static_cast<size_t>(thread) * static_cast<size_t>(n_batch_ * head_dim_max_);
-  }
-  uint8_t* head_scratch(int thread) {
-    return head_scratch_.data() + static_cast<size_t>(thread) * static_cast<size_t>(n_batch_ * head_dim_max_ * 4 + 4096);
-  }
-  std::vector<float> q_abs_;    // [heads][kv_lora_rank + qk_rope_head_dim], absorbed q | rotated q_rope
-  std::vector<float> o_lat_;    // [heads][kv_lora_rank]
-  std::vector<float> attn_v_;   // [heads * v_head_dim]
-  static constexpr int64_t kAttnHeadGroup = 8;  // heads attending together (cpu/attention.h)
-  std::vector<float> scores_;   // [threads][kAttnHeadGroup][n_ctx]
-  std::vector<float> ffn_g_, ffn_u_;  // [max ffn]
-  std::vector<float> router_;   // [n_experts]
-  std::vector<int32_t> route_ids_;    // [top_k]
-  std::vector<float> route_w_;        // [top_k]
-  std::vector<float> route_scratch_;  // [2 * n_experts]
-  std::vector<uint64_t> expert_counts_;  // [layers][n_experts]
-  std::vector<float> slot_out_;        // [n_batch][top_k][hidden] routed expert outputs
-  GroupedExperts experts_;
-  std::vector<float> ye_;            // shared experts' output
-  std::vector<uint8_t> mm_scratch_;
+  // Activations on the compute backend, [n_batch][...] each.
+  Act x_;        // residual stream [hidden]
+  Act h_;        // normed input of a block [hidden]
+  Act out_;      // block output [hidden]
+  Act q_a_;      // [q_lora_rank]
+  Act q_;        // [heads * qk_head_dim]
+  Act kv_a_;     // [kv_lora_rank + qk_rope_head_dim]
+  Act q_abs_;    // [heads * (kv_lora_rank + qk_rope_head_dim)]: absorbed q | rotated q_rope
+  Act o_lat_;    // [heads * kv_lora_rank]
+  Act attn_v_;   // [heads * v_head_dim]
+  Act ffn_g_, ffn_u_;  // [largest ffn]
+  Act router_;   // [n_experts] logits
+  Ids route_ids_;  // [top_k]
+  Act route_w_;  // [top_k]
+  Act slot_out_;   // [n_batch * top_k][hidden] routed expert outputs
+  Act ye_;       // shared experts' output [hidden]
 };
 
 }  // namespace moe

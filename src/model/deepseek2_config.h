@@ -6,11 +6,12 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/backend.h"  // ScoringFunc
+
 namespace moe {
 
 class GgufFile;
 
-enum class ScoringFunc { kSoftmax, kSigmoid };  // expert gating (GGUF expert_gating_func 1, 2)
 enum class RopeScaling { kNone, kYarn };
 
 struct Deepseek2Config {

@@ -20,45 +20,36 @@ class Binder {
   TensorView tensor(const std::string& name, std::initializer_list<int64_t> shape) {
     const GgufTensorInfo* t = f_.find_tensor(name);
     if (!t) throw_error("%s: tensor '%s' is missing (expected %s)", f_.path().c_str(), name.c_str(), shape_str(shape).c_str());
-    TensorView v;
-    v.name = name;
-    v.type = t->type;
-    v.data = t->data;
+    std::array<int64_t, 4> ne{1, 1, 1, 1};
     std::vector<int64_t> want(shape);
     bool ok = t->shape.size() <= 4;
     for (size_t i = 0; ok && i < 4; ++i) {
       const int64_t have = i < t->shape.size() ? t->shape[i] : 1;
       const int64_t exp = i < want.size() ? want[i] : 1;
       ok = have == exp;
-      if (i < 4) v.ne[i] = have;
+      ne[i] = have;
     }
     if (!ok)
       throw_error("%s: tensor '%s': expected %s, got %s %s", f_.path().c_str(), name.c_str(), shape_str(shape).c_str(),
                   t->shape_string().c_str(), ggml_type_name(t->type));
     ggml_require_supported(t->type, "tensor '" + name + "'");
-    return v;
+    return TensorView::contiguous(name, t->type, ne, t->data);
   }
 
-  // A vector as float: used in place when stored as f32, converted otherwise.
-  const float* vector_f32(const std::string& name, int64_t n) {
+  // A vector as f32: used in place when stored as f32, converted otherwise.
+  TensorView vector_f32(const std::string& name, int64_t n) {
     const TensorView v = tensor(name, {n});
-    if (v.type == GgmlType::F32) return reinterpret_cast<const float*>(v.data);
-    auto buf = std::make_unique<std::vector<uint8_t>>(static_cast<size_t>(n) * sizeof(float));
-    dequantize_row_ref(v.type, v.data, reinterpret_cast<float*>(buf->data()), n);
-    const float* p = reinterpret_cast<const float*>(buf->data());
-    w_.owned.push_back(std::move(buf));
-    return p;
+    if (v.type == GgmlType::F32) return v;
+    std::vector<float> values(static_cast<size_t>(n));
+    dequantize_row_ref(v.type, v.data, values.data(), n);
+    return owned_f32(name, {n, 1, 1, 1}, std::move(values));
   }
 
   // An f32 tensor in memory we own.
   TensorView owned_f32(const std::string& name, std::array<int64_t, 4> ne, std::vector<float> values) {
-    auto buf = std::make_unique<std::vector<uint8_t>>(values.size() * sizeof(float));
+    auto buf = std::make_shared<std::vector<uint8_t>>(values.size() * sizeof(float));
     std::memcpy(buf->data(), values.data(), buf->size());
-    TensorView v;
-    v.name = name;
-    v.type = GgmlType::F32;
-    v.ne = ne;
-    v.data = buf->data();
+    TensorView v = TensorView::contiguous(name, GgmlType::F32, ne, buf->data());
     w_.owned.push_back(std::move(buf));
     return v;
   }
@@ -141,7 +132,7 @@ Deepseek2Weights Deepseek2Weights::bind(const GgufFile& f, const Deepseek2Config
       const int64_t E = c.n_routed_experts, F = c.moe_intermediate_size;
       MoeWeights e;
       e.router = b.tensor(blk(il, "ffn_gate_inp.weight"), {D, E});
-      e.score_bias = b.has(blk(il, "exp_probs_b.bias")) ? b.vector_f32(blk(il, "exp_probs_b.bias"), E) : nullptr;
+      if (b.has(blk(il, "exp_probs_b.bias"))) e.score_bias = b.vector_f32(blk(il, "exp_probs_b.bias"), E);
       e.gate_exps = b.tensor(blk(il, "ffn_gate_exps.weight"), {D, F, E});
       e.up_exps = b.tensor(blk(il, "ffn_up_exps.weight"), {D, F, E});
       e.down_exps = b.tensor(blk(il, "ffn_down_exps.weight"), {F, D, E});

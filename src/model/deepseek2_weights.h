@@ -2,6 +2,8 @@
 // load. Tensors stay in their stored type in the mapping; only tiny tensors
 // (norm vectors not stored as f32, and the split of a legacy attn_kv_b) are
 // converted into memory we own. Shapes use ggml order: [in, out(, heads/experts)].
+// Every weight, norm and bias is a TensorView; for_each_tensor walks them all
+// (placement, upload to a device, memory accounting).
 #pragma once
 
 #include <memory>
@@ -11,6 +13,7 @@
 
 #include "core/tensor.h"
 #include "model/deepseek2_config.h"
+#include "runtime/expert_placement.h"  // TensorRole
 
 namespace moe {
 
@@ -22,14 +25,14 @@ struct QProjPlain {
 };
 struct QProjLora {
   TensorView wq_a;         // [hidden, q_lora_rank]
-  const float* q_a_norm;   // [q_lora_rank]
+  TensorView q_a_norm;     // [q_lora_rank] f32
   TensorView wq_b;         // [q_lora_rank, heads * qk_head_dim]
 };
 
 struct MlaWeights {
   std::variant<QProjPlain, QProjLora> q_proj;
   TensorView wkv_a;          // [hidden, kv_lora_rank + qk_rope_head_dim]: c_kv and k_rope
-  const float* kv_a_norm;    // [kv_lora_rank]
+  TensorView kv_a_norm;      // [kv_lora_rank] f32
   TensorView wk_b;           // [qk_nope_head_dim, kv_lora_rank, heads]: absorbs into q
   TensorView wv_b;           // [kv_lora_rank, v_head_dim, heads]: latent -> value
   TensorView wo;             // [heads * v_head_dim, hidden]
@@ -43,7 +46,7 @@ struct FfnWeights {          // W_down(silu(W_gate x) * W_up x)
 
 struct MoeWeights {
   TensorView router;         // [hidden, n_routed_experts]
-  const float* score_bias;   // [n_routed_experts] exp_probs_b (e_score_correction_bias), or null
+  TensorView score_bias;     // [n_routed_experts] f32 exp_probs_b (e_score_correction_bias), or empty
   TensorView gate_exps;      // [hidden, moe_ffn, n_routed_experts]
   TensorView up_exps;        // [hidden, moe_ffn, n_routed_experts]
   TensorView down_exps;      // [moe_ffn, hidden, n_routed_experts]
@@ -51,22 +54,75 @@ struct MoeWeights {
 };
 
 struct LayerWeights {
-  const float* attn_norm;    // [hidden]
+  TensorView attn_norm;      // [hidden] f32
   MlaWeights mla;
-  const float* ffn_norm;     // [hidden]
+  TensorView ffn_norm;       // [hidden] f32
   std::variant<FfnWeights, MoeWeights> ffn;  // dense for il < first_k_dense_replace
 };
 
 struct Deepseek2Weights {
   TensorView token_embd;     // [hidden, vocab]
-  const float* output_norm;  // [hidden]
+  TensorView output_norm;    // [hidden] f32
   TensorView output;         // [hidden, vocab]; token_embd when tied
   std::vector<LayerWeights> layers;
-  std::vector<std::unique_ptr<std::vector<uint8_t>>> owned;  // converted small tensors
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> owned;  // converted small tensors
 
   // Binds every tensor the forward pass uses; throws naming the tensor,
   // expected and found shape/type. Unsupported types are refused here.
   static Deepseek2Weights bind(const GgufFile& f, const Deepseek2Config& c);
+
+  // Calls fn(TensorView&, TensorRole, layer) for every tensor the forward
+  // pass reads (layer -1 outside the layers). A tied output head is visited
+  // as `output` too, under token_embd's name.
+  template <typename Fn>
+  void for_each_tensor(Fn&& fn);
+  template <typename Fn>
+  void for_each_tensor(Fn&& fn) const {
+    const_cast<Deepseek2Weights*>(this)->for_each_tensor(
+        [&](TensorView& t, TensorRole role, int64_t il) { fn(static_cast<const TensorView&>(t), role, il); });
+  }
 };
+
+template <typename Fn>
+void Deepseek2Weights::for_each_tensor(Fn&& fn) {
+  constexpr TensorRole kAll = TensorRole::kEveryToken;
+  auto ffn = [&](FfnWeights& f, int64_t il) {
+    fn(f.gate, kAll, il);
+    fn(f.up, kAll, il);
+    fn(f.down, kAll, il);
+  };
+  fn(token_embd, kAll, -1);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const int64_t il = static_cast<int64_t>(l);
+    LayerWeights& L = layers[l];
+    fn(L.attn_norm, kAll, il);
+    if (auto* lora = std::get_if<QProjLora>(&L.mla.q_proj)) {
+      fn(lora->wq_a, kAll, il);
+      fn(lora->q_a_norm, kAll, il);
+      fn(lora->wq_b, kAll, il);
+    } else {
+      fn(std::get<QProjPlain>(L.mla.q_proj).wq, kAll, il);
+    }
+    fn(L.mla.wkv_a, kAll, il);
+    fn(L.mla.kv_a_norm, kAll, il);
+    fn(L.mla.wk_b, kAll, il);
+    fn(L.mla.wv_b, kAll, il);
+    fn(L.mla.wo, kAll, il);
+    fn(L.ffn_norm, kAll, il);
+    if (auto* dense = std::get_if<FfnWeights>(&L.ffn)) {
+      ffn(*dense, il);
+      continue;
+    }
+    MoeWeights& e = std::get<MoeWeights>(L.ffn);
+    fn(e.router, kAll, il);
+    if (!e.score_bias.empty()) fn(e.score_bias, kAll, il);
+    fn(e.gate_exps, TensorRole::kRoutedExperts, il);
+    fn(e.up_exps, TensorRole::kRoutedExperts, il);
+    fn(e.down_exps, TensorRole::kRoutedExperts, il);
+    if (e.shared) ffn(*e.shared, il);
+  }
+  fn(output_norm, kAll, -1);
+  fn(output, kAll, -1);
+}
 
 }  // namespace moe

@@ -16,8 +16,8 @@
 
 #include "core/error.h"
 #include "core/fp16.h"
-#include "cpu/ops.h"
 #include "quant/blocks.h"
+#include "quant/dot_f32.h"
 #include "quant/quantize.h"
 
 namespace moe {

@@ -1,4 +1,4 @@
-#include "cli/generate.h"
+#include "runtime/generate.h"
 
 #include <algorithm>
 #include <chrono>
@@ -34,40 +34,7 @@ const char* finish_reason_text(FinishReason r) {
   return "?";
 }
 
-size_t partial_match_suffix(std::string_view text, std::string_view needle) {
-  const size_t max = std::min(text.size(), needle.size() - (needle.empty() ? 0 : 1));
-  for (size_t len = max; len > 0; --len)
-    if (text.substr(text.size() - len) == needle.substr(0, len)) return len;
-  return 0;
-}
-
-std::string StopMatcher::push(std::string_view text) {
-  if (stopped_) return {};
-  held_ += text;
-  // The earliest complete match wins.
-  size_t first = std::string::npos;
-  for (const auto& s : stops_) first = std::min(first, held_.find(s));
-  if (first != std::string::npos) {
-    stopped_ = true;
-    std::string out = held_.substr(0, first);
-    held_.clear();
-    return out;
-  }
-  size_t keep = 0;
-  for (const auto& s : stops_) keep = std::max(keep, partial_match_suffix(held_, s));
-  std::string out = held_.substr(0, held_.size() - keep);
-  held_.erase(0, held_.size() - keep);
-  return out;
-}
-
-std::string StopMatcher::flush() {
-  std::string out;
-  if (!stopped_) out.swap(held_);
-  held_.clear();
-  return out;
-}
-
-GenerateResult generate(Deepseek2Session& session, const Tokenizer& tok, Sampler& sampler,
+GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler& sampler,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(std::string_view)>& on_text,
                         const std::function<bool()>& cancelled) {
@@ -77,7 +44,7 @@ GenerateResult generate(Deepseek2Session& session, const Tokenizer& tok, Sampler
              "%zu prompt tokens do not fit after %lld cached tokens in a context of %lld", prompt.size(),
              static_cast<long long>(session.n_past()), static_cast<long long>(n_ctx));
   GenerateResult r;
-  std::vector<float> logits(static_cast<size_t>(session.model().config().vocab_size));
+  std::vector<float> logits(static_cast<size_t>(session.n_vocab()));
   for (int32_t t : prompt) sampler.accept(t);
 
   const auto t_prompt = Clock::now();

@@ -1,4 +1,4 @@
-#include "model/moe_router.h"
+#include "cpu/moe_route.h"
 
 #include <cmath>
 
@@ -10,13 +10,14 @@ void moe_route_topk(const MoeRouteParams& p, const float* logits, int32_t* ids, 
   const int64_t E = p.n_experts;
   float* s = scratch;           // scores used for the weights
   float* choice = scratch + E;  // scores used for selection
+  const float* bias = p.bias.empty() ? nullptr : p.bias.f32();
   for (int64_t e = 0; e < E; ++e) s[e] = logits[e];
   if (p.scoring == ScoringFunc::kSoftmax) {
     softmax_inplace(s, E);
   } else {
     for (int64_t e = 0; e < E; ++e) s[e] = 1.0f / (1.0f + std::exp(-s[e]));
   }
-  for (int64_t e = 0; e < E; ++e) choice[e] = s[e] + (p.bias ? p.bias[e] : 0.0f);
+  for (int64_t e = 0; e < E; ++e) choice[e] = s[e] + (bias ? bias[e] : 0.0f);
 
   if (p.n_group > 1 && p.topk_group < p.n_group) {
     const int64_t per = E / p.n_group;
@@ -29,7 +30,7 @@ void moe_route_topk(const MoeRouteParams& p, const float* logits, int32_t* ids, 
         if (c[i] > best) second = best, best = c[i];
         else if (c[i] > second) second = c[i];
       }
-      group_score[g] = p.bias ? best + (per > 1 ? second : 0.0f) : best;
+      group_score[g] = bias ? best + (per > 1 ? second : 0.0f) : best;
     }
     for (int64_t k = 0; k < p.topk_group; ++k) {
       int64_t arg = -1;

@@ -1,6 +1,6 @@
-#include "cli/reasoning_filter.h"
+#include "runtime/reasoning_filter.h"
 
-#include "cli/generate.h"
+#include "runtime/stop_matcher.h"
 
 namespace moe {
 

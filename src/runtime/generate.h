@@ -1,4 +1,4 @@
-// The one generation loop of the `moe` CLI (one-shot, chat and batch):
+// The one generation loop (the one-shot, chat and batch modes of `moe`):
 // evaluate the new prompt tokens on top of what the session already holds,
 // then sample, stream complete UTF-8 text, and stop on an end-of-generation
 // token, the token budget, a stop string, a full context or a cancel request.
@@ -10,8 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "model/deepseek2.h"
+#include "runtime/inference_session.h"
 #include "runtime/sampler.h"
+#include "runtime/stop_matcher.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moe {
@@ -21,27 +22,6 @@ enum class FinishReason { stop, length, eos, context_full, interrupted };
 const char* finish_reason_json(FinishReason r);
 // For timing lines: "stop string", "length", "eos", "context full", "interrupted".
 const char* finish_reason_text(FinishReason r);
-
-// Length of the longest suffix of `text` that is a proper prefix of `needle`:
-// bytes that may still become `needle` once more text arrives.
-size_t partial_match_suffix(std::string_view text, std::string_view needle);
-
-// Holds back text while it could still be the start of a stop string; on a
-// match, the text before it is released and everything after is dropped.
-class StopMatcher {
- public:
-  explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
-  // Returns the text that is now certain to be output.
-  std::string push(std::string_view text);
-  // The text still held back (call when generation ends without a match).
-  std::string flush();
-  bool stopped() const { return stopped_; }
-
- private:
-  std::vector<std::string> stops_;
-  std::string held_;
-  bool stopped_ = false;
-};
 
 struct GenerateOptions {
   int64_t n_predict = -1;          // sampled tokens at most (EOS included); -1: no limit
@@ -63,7 +43,7 @@ struct GenerateResult {
 // on_text receives the answer in order as it becomes final (complete UTF-8,
 // never a possible stop-string prefix); cancelled() is polled between
 // forward() calls. Tokens are added to the sampler's penalty history.
-GenerateResult generate(Deepseek2Session& session, const Tokenizer& tok, Sampler& sampler,
+GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler& sampler,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(std::string_view)>& on_text,
                         const std::function<bool()>& cancelled);

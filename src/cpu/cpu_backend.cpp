@@ -1,0 +1,224 @@
+#include "cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
+#include "cpu/attention.h"
+#include "cpu/matmul.h"
+#include "cpu/moe_route.h"
+#include "cpu/ops.h"
+#include "cpu/qdot.h"
+#include "quant/dequantize.h"
+
+namespace moe {
+
+namespace {
+
+inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
+
+// Heads attending together: they share each loaded cache row (cpu/attention.h).
+constexpr int64_t kAttnHeadGroup = 8;
+
+void require_dense(const Act& a, const char* what) {
+  MOE_DASSERT(a.stride == a.cols);
+  (void)a, (void)what;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(std::string name, int n_threads) : name_(std::move(name)), pool_(n_threads) {}
+
+CpuBackend::~CpuBackend() {
+  for (void* p : blocks_) std::free(p);
+}
+
+std::string CpuBackend::describe() const {
+  return strfmt("%s (%s, %d threads)", name_.c_str(), cpu_isa_name(cpu_isa_active()), pool_.size());
+}
+
+void* CpuBackend::alloc_bytes(size_t bytes) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw_error("%s: cannot allocate %zu bytes", name_.c_str(), bytes);
+  std::memset(p, 0, rounded);
+  blocks_.push_back(p);
+  return p;
+}
+
+Act CpuBackend::alloc(int64_t rows, int64_t cols) {
+  Act a;
+  a.data = static_cast<float*>(alloc_bytes(sz(rows * cols) * sizeof(float)));
+  a.rows = rows, a.cols = cols, a.stride = cols;
+  return a;
+}
+
+Ids CpuBackend::alloc_ids(int64_t rows, int64_t cols) {
+  Ids a;
+  a.data = static_cast<int32_t*>(alloc_bytes(sz(rows * cols) * sizeof(int32_t)));
+  a.rows = rows, a.cols = cols, a.stride = cols;
+  return a;
+}
+
+uint8_t* CpuBackend::alloc_weight_bytes(size_t bytes) {
+  weight_bytes_ += bytes;
+  return static_cast<uint8_t*>(alloc_bytes(bytes));
+}
+
+void CpuBackend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+
+void CpuBackend::gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * src.cols, src.row(rows[i]), sz(src.cols) * sizeof(float));
+}
+
+void CpuBackend::scatter_rows_from_host(const float* src, const int32_t* rows, int64_t n, Act dst) {
+  for (int64_t i = 0; i < n; ++i) std::memcpy(dst.row(rows[i]), src + i * dst.cols, sz(dst.cols) * sizeof(float));
+}
+
+// x = embedding rows (ggml get_rows dequantizes the stored rows)
+void CpuBackend::embed(const TensorView& table, const int32_t* tokens, int64_t n, Act x) {
+  for (int64_t t = 0; t < n; ++t) dequantize_row_ref(table.type, table.row(tokens[t]), x.row(t), x.cols);
+}
+
+void CpuBackend::rms_norm(const Act& x, const TensorView& w, float eps, int64_t n, Act y) {
+  const float* wv = w.f32();
+  for (int64_t t = 0; t < n; ++t) moe::rms_norm(x.row(t), wv, x.cols, eps, y.row(t));
+}
+
+void CpuBackend::matmul(const TensorView& W, const Act& x, int64_t n, Act y) {
+  require_dense(x, "matmul input");
+  require_dense(y, "matmul output");
+  MOE_DASSERT(x.cols == W.ne[0] && y.cols == W.ne[1]);
+  moe::matmul(W, x.data, n, y.data, scratch(mm_scratch_, matmul_scratch_bytes(W, n)), pool_);
+}
+
+void CpuBackend::add(Act x, const Act& y, int64_t n) {
+  require_dense(x, "add"), require_dense(y, "add");
+  for (int64_t i = 0; i < n * x.cols; ++i) x.data[i] += y.data[i];
+}
+
+void CpuBackend::swiglu(Act g, const Act& u, int64_t n) {
+  require_dense(g, "swiglu"), require_dense(u, "swiglu");
+  moe::swiglu(g.data, u.data, n * g.cols, g.data);
+}
+
+void CpuBackend::output_head(const TensorView& W, const Act& x, int64_t n, float* logits) {
+  require_dense(x, "output head");
+  moe::matmul(W, x.data, n, logits, scratch(mm_scratch_, matmul_scratch_bytes(W, n)), pool_);
+}
+
+void CpuBackend::mla_kv_append(const MlaParams& p, const Act& kv_a, const TensorView& kv_norm, LatentCache& cache,
+                               int64_t il, int64_t pos0, int64_t n) {
+  const int64_t R = p.kv_lora_rank, P = p.qk_rope_head_dim;
+  const float* freqs = p.rope_freqs.f32();
+  const Act layer = cache.layer(il);
+  for (int64_t t = 0; t < n; ++t) {
+    const float* kv = kv_a.row(t);
+    float* cached = layer.row(pos0 + t);
+    moe::rms_norm(kv, kv_norm.f32(), R, p.rms_norm_eps, cached);
+    std::memcpy(cached + R, kv + R, sz(P) * sizeof(float));
+    rope_pairs_apply(cached + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
+  }
+}
+
+void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const TensorView& wk_b, int64_t pos0, int64_t n,
+                                  Act q_abs) {
+  const int64_t H = p.n_heads, R = p.kv_lora_rank, P = p.qk_rope_head_dim, NOPE = p.qk_nope_head_dim;
+  const int64_t QK = p.qk_head_dim(), L = p.latent_dim();
+  const float* freqs = p.rope_freqs.f32();
+  const int64_t dim = std::max(NOPE, R);
+  float* in_all = scratch(head_in_, sz(pool_.size() * n * dim));
+  float* out_all = scratch(head_out_, sz(pool_.size() * n * dim));
+  const size_t act_bytes = (matmul_scratch_bytes(wk_b.matrix(0), n) + 63) / 64 * 64;
+  uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
+  // Heads are independent: one thread per group of heads, each with its own buffers.
+  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
+    float* in = in_all + thread * n * dim;
+    float* out = out_all + thread * n * dim;
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t t = 0; t < n; ++t) std::memcpy(&in[t * NOPE], q.row(t) + h * QK, sz(NOPE) * sizeof(float));
+      matmul_serial(wk_b.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][R]
+      for (int64_t t = 0; t < n; ++t) {
+        float* qa = q_abs.row(t) + h * L;
+        std::memcpy(qa, &out[t * R], sz(R) * sizeof(float));
+        std::memcpy(qa + R, q.row(t) + h * QK + NOPE, sz(P) * sizeof(float));
+        rope_pairs_apply(qa + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
+      }
+    }
+  });
+}
+
+void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
+                               int64_t pos0, int64_t n, Act o_lat) {
+  const int64_t H = p.n_heads, R = p.kv_lora_rank, L = p.latent_dim();
+  const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
+  const int64_t n_ctx_max = pos0 + n;
+  float* scores_all = scratch(scores_, sz(pool_.size() * kAttnHeadGroup * n_ctx_max));
+  const Act layer = cache.layer(il);
+  // A token's cost grows with its position: jobs are taken from the last
+  // token down, so the threads finish together.
+  pool_.parallel_jobs(n * groups, [&](int64_t j, int thread) {
+    const int64_t i = n * groups - 1 - j;
+    const int64_t t = i / groups, h0 = (i % groups) * kAttnHeadGroup;
+    MlaAttendArgs a;
+    a.q = q_abs.row(t) + h0 * L;
+    a.n_heads = std::min(kAttnHeadGroup, H - h0);
+    a.q_stride = L;
+    a.kv = layer.row(0);
+    a.kv_stride = layer.stride;
+    a.n_kv = pos0 + t + 1;
+    a.dim_qk = L;
+    a.dim_v = R;
+    a.scale = p.softmax_scale;
+    a.scores = scores_all + thread * kAttnHeadGroup * n_ctx_max;
+    a.out = o_lat.row(t) + h0 * R;
+    a.out_stride = R;
+    mla_attend_heads(a);
+  });
+}
+
+void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) {
+  const int64_t H = p.n_heads, R = p.kv_lora_rank, V = p.v_head_dim;
+  const int64_t dim = std::max(R, V);
+  float* in_all = scratch(head_in_, sz(pool_.size() * n * dim));
+  float* out_all = scratch(head_out_, sz(pool_.size() * n * dim));
+  const size_t act_bytes = (matmul_scratch_bytes(wv_b.matrix(0), n) + 63) / 64 * 64;
+  uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
+  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
+    float* in = in_all + thread * n * dim;
+    float* out = out_all + thread * n * dim;
+    for (int64_t h = h0; h < h1; ++h) {
+      for (int64_t t = 0; t < n; ++t) std::memcpy(&in[t * R], o_lat.row(t) + h * R, sz(R) * sizeof(float));
+      matmul_serial(wv_b.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][V]
+      for (int64_t t = 0; t < n; ++t) std::memcpy(v.row(t) + h * V, &out[t * V], sz(V) * sizeof(float));
+    }
+  });
+}
+
+void CpuBackend::moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) {
+  float* s = scratch(route_scratch_, sz(2 * p.n_experts));
+  for (int64_t t = 0; t < n; ++t) moe_route_topk(p, logits.row(t), ids.row(t), weights.row(t), s);
+}
+
+void CpuBackend::grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) {
+  experts_.run(w, h.data, h.stride, d, out.data, out.stride, pool_);
+}
+
+// out[t] = sum_k w[t][k] * slot_out[t][k], per token in slot order, as
+// llama.cpp adds its [K][D] expert outputs, so the float rounding matches.
+void CpuBackend::moe_combine(const Act& slot_out, const Act& weights, int64_t top_k, int64_t n, Act out) {
+  const int64_t D = out.cols;
+  for (int64_t t = 0; t < n; ++t) {
+    float* o = out.row(t);
+    for (int64_t k = 0; k < top_k; ++k) {
+      const float wgt = weights.row(t)[k];
+      const float* y = slot_out.row(t * top_k + k);
+      if (k == 0) for (int64_t j = 0; j < D; ++j) o[j] = wgt * y[j];
+      else for (int64_t j = 0; j < D; ++j) o[j] += wgt * y[j];
+    }
+  }
+}
+
+}  // namespace moe

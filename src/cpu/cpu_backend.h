@@ -1,0 +1,80 @@
+// The CPU backend: every op of the seam on the CPU kernels of this folder,
+// multithreaded on its own pool. Weights are read where they are (the file
+// mapping, zero copy); buffers and scratch are host memory it owns.
+//
+// A second instance can stand in for a device (`--device cpu-device`): it
+// then gets its own threads, copies the weights placed on it into its own
+// memory, and the hybrid MoE step runs exactly as it would with a GPU, which
+// is how that path is tested without one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "cpu/moe_experts.h"
+#include "runtime/backend.h"
+
+namespace moe {
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(std::string name, int n_threads);
+  ~CpuBackend() override;
+
+  std::string name() const override { return name_; }
+  Device device() const override { return Device{}; }
+  std::string describe() const override;
+  ThreadPool& pool() { return pool_; }
+
+  Act alloc(int64_t rows, int64_t cols) override;
+  Ids alloc_ids(int64_t rows, int64_t cols) override;
+  uint8_t* alloc_weight_bytes(size_t bytes) override;
+  void copy_from_host(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override {}
+  size_t weight_bytes() const override { return weight_bytes_; }
+  void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) override;
+  void scatter_rows_from_host(const float* src, const int32_t* rows, int64_t n, Act dst) override;
+
+  void embed(const TensorView& table, const int32_t* tokens, int64_t n, Act x) override;
+  void rms_norm(const Act& x, const TensorView& w, float eps, int64_t n, Act y) override;
+  void matmul(const TensorView& W, const Act& x, int64_t n, Act y) override;
+  void add(Act x, const Act& y, int64_t n) override;
+  void swiglu(Act g, const Act& u, int64_t n) override;
+  void output_head(const TensorView& W, const Act& x, int64_t n, float* logits) override;
+  void mla_kv_append(const MlaParams& p, const Act& kv_a, const TensorView& kv_norm, LatentCache& cache, int64_t il,
+                     int64_t pos0, int64_t n) override;
+  void mla_query_absorb(const MlaParams& p, const Act& q, const TensorView& wk_b, int64_t pos0, int64_t n,
+                        Act q_abs) override;
+  void mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                     int64_t n, Act o_lat) override;
+  void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) override;
+  void moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) override;
+  void grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) override;
+  void moe_combine(const Act& slot_out, const Act& weights, int64_t top_k, int64_t n, Act out) override;
+
+ private:
+  void* alloc_bytes(size_t bytes);
+  // Scratch grows to the largest request once (the first batch of each
+  // size); later calls allocate nothing.
+  template <typename T>
+  T* scratch(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
+  std::string name_;
+  ThreadPool pool_;
+  std::vector<void*> blocks_;  // everything alloc'd, freed with the backend
+  size_t weight_bytes_ = 0;
+  std::vector<uint8_t> mm_scratch_;    // quantized activations of a product
+  std::vector<float> head_in_, head_out_;  // [threads][n][dim]
+  std::vector<uint8_t> head_act_;      // [threads][quantized activations]
+  std::vector<float> scores_;          // [threads][heads per group][n_kv]
+  std::vector<float> route_scratch_;   // [2 * n_experts]
+  GroupedExperts experts_;
+};
+
+}  // namespace moe

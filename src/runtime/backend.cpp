@@ -1,0 +1,27 @@
+#include "runtime/backend.h"
+
+#include "core/error.h"
+
+namespace moe {
+
+TensorView upload_tensor(Backend& be, const TensorView& host) {
+  MOE_ASSERT(host.device.is_host() && host.is_contiguous(), "tensor '%s' is not a contiguous host tensor",
+             host.name.c_str());
+  uint8_t* dst = be.alloc_weight_bytes(host.nbytes());
+  be.copy_from_host(dst, host.data, host.nbytes());
+  return TensorView::contiguous(host.name, host.type, host.ne, dst, be.device());
+}
+
+TensorView upload_experts(Backend& be, const TensorView& host, const std::vector<int32_t>& experts) {
+  MOE_ASSERT(host.device.is_host() && host.ne[3] == 1, "tensor '%s' is not a host expert tensor", host.name.c_str());
+  const size_t matrix = host.row_bytes() * static_cast<size_t>(host.ne[1]);
+  uint8_t* dst = be.alloc_weight_bytes(matrix * experts.size());
+  for (size_t i = 0; i < experts.size(); ++i) {
+    MOE_ASSERT(experts[i] >= 0 && experts[i] < host.ne[2], "expert %d is not in '%s'", experts[i], host.name.c_str());
+    be.copy_from_host(dst + i * matrix, host.matrix(experts[i]).data, matrix);
+  }
+  return TensorView::contiguous(host.name, host.type, {host.ne[0], host.ne[1], static_cast<int64_t>(experts.size()), 1},
+                                dst, be.device());
+}
+
+}  // namespace moe

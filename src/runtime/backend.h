@@ -1,0 +1,192 @@
+// The backend seam: the ops of a DeepSeek forward pass at the level of the
+// model (embedding, RMSNorm, products over quantized weights, the MLA steps
+// over the latent cache, the router, grouped experts, SwiGLU, add, the output
+// head), over buffers the backend owns. The model is written once against
+// this interface; src/cpu/ implements it with the CPU kernels, cuda/ with
+// CUDA kernels. There is no graph and no scheduler: the model calls the ops
+// in order, and a device backend may queue them and return at once (only the
+// calls that hand memory to the host wait).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moe {
+
+// A 2-D buffer [rows][cols] in a backend's memory, rows `stride` elements
+// apart. The model passes these around and never reads them; only the
+// backend that allocated one touches its data.
+template <typename T>
+struct DeviceBuf {
+  T* data = nullptr;
+  int64_t rows = 0, cols = 0, stride = 0;
+  Device device;
+
+  T* row(int64_t r) const { return data + r * stride; }
+  // The same memory as dense rows of `c` elements (a buffer sized for the
+  // largest of several shapes, used for a smaller one).
+  DeviceBuf reshaped(int64_t c) const {
+    DeviceBuf b = *this;
+    b.rows = rows * stride / c;
+    b.cols = b.stride = c;
+    return b;
+  }
+  // Rows [r0, r0 + n) of this buffer.
+  DeviceBuf rows_from(int64_t r0, int64_t n) const {
+    DeviceBuf b = *this;
+    b.data = data + r0 * stride;
+    b.rows = n;
+    return b;
+  }
+};
+using Act = DeviceBuf<float>;    // activations
+using Ids = DeviceBuf<int32_t>;  // expert ids of (token, slot)
+
+// Expert gating (GGUF expert_gating_func 1, 2).
+enum class ScoringFunc { kSoftmax, kSigmoid };
+
+// DeepSeekMoE routing (moe_route_topk in src/cpu/moe_route.h is the reference):
+//   s      = softmax(logits) or sigmoid(logits)
+//   choice = s + bias                         (aux-loss-free balancing, V3; selection only)
+//   groups : keep the topk_group best of n_group groups, scored by the sum of
+//            their top-2 choices when there is a bias (V3), else their best (V2)
+//   ids    = top-k of choice among the kept groups
+//   w      = s[ids], normalized to sum 1 if norm_topk_prob, times routed_scaling_factor
+struct MoeRouteParams {
+  int64_t n_experts = 0;
+  int64_t top_k = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  ScoringFunc scoring = ScoringFunc::kSoftmax;
+  TensorView bias;  // [n_experts] f32 exp_probs_b, or empty
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+};
+
+// The shapes and constants of Multi-head Latent Attention (DeepSeek-V2 §2.1).
+struct MlaParams {
+  int64_t n_heads = 0;
+  int64_t kv_lora_rank = 0;      // R: c_kv
+  int64_t qk_rope_head_dim = 0;  // P: the rotated part of q and k
+  int64_t qk_nope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  float rms_norm_eps = 0;
+  float softmax_scale = 0;       // includes YaRN's mscale correction
+  TensorView rope_freqs;         // [qk_rope_head_dim / 2] f32, YaRN-corrected
+  float rope_mscale = 1.0f;      // scale of cos/sin
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+  int64_t latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }  // a cache row
+};
+
+// The MLA latent cache: per layer and cell [RMSNorm(c_kv) | RoPE(k_rope)],
+// kv_lora_rank + qk_rope_head_dim values; rows = n_layers * n_ctx.
+struct LatentCache {
+  Act rows;
+  int64_t n_layers = 0, n_ctx = 0;
+  Act layer(int64_t il) const { return rows.rows_from(il * n_ctx, n_ctx); }
+  size_t bytes() const { return static_cast<size_t>(rows.rows * rows.cols) * sizeof(float); }
+};
+
+// Which token rows go through which routed expert, sorted by expert so each
+// expert's weights are read once per batch (src/runtime/moe_dispatch.h makes
+// these). Sorted position p reads activation row in_row[p] and writes output
+// row out_row[p]; groups are contiguous runs of positions of one expert,
+// whose index is the matrix of the merged expert tensors the backend holds.
+struct ExpertGroup {
+  int32_t expert;
+  int64_t first;
+  int64_t count;
+};
+struct ExpertDispatch {
+  std::vector<int32_t> in_row, out_row;  // [positions]
+  std::vector<ExpertGroup> groups;
+  int64_t n_positions() const { return static_cast<int64_t>(in_row.size()); }
+  bool empty() const { return groups.empty(); }
+};
+
+// FFN_i(u) = W_down,i (silu(W_gate,i u) * W_up,i u) for each expert i held:
+// gate, up [hidden, moe_ffn, n]; down [moe_ffn, hidden, n].
+struct ExpertWeights {
+  TensorView gate, up, down;
+  bool empty() const { return gate.empty(); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // "CPU", "CUDA0", "CPU-device" (a CPU standing in for a device in tests).
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  // One line: the instruction set, threads, memory.
+  virtual std::string describe() const = 0;
+
+  // ---- memory ------------------------------------------------------------------
+  // Buffers live as long as the backend. Allocation is for set-up (sessions
+  // allocate everything before the first token), never per token.
+  virtual Act alloc(int64_t rows, int64_t cols) = 0;
+  virtual Ids alloc_ids(int64_t rows, int64_t cols) = 0;
+  // `bytes` of weight memory, 64-byte aligned (device copies of weights).
+  virtual uint8_t* alloc_weight_bytes(size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
+  // Waits for queued work, then copies.
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  // Waits for everything queued.
+  virtual void synchronize() = 0;
+  // Weight memory allocated so far (the upload total).
+  virtual size_t weight_bytes() const = 0;
+
+  // Rows rows[i] of src (the hidden states of the tokens routed to host
+  // experts) into dst[i] on the host, and back: dst.row(rows[i]) = src[i].
+  virtual void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) = 0;
+  virtual void scatter_rows_from_host(const float* src, const int32_t* rows, int64_t n, Act dst) = 0;
+
+  // ---- ops (n: token rows) --------------------------------------------------------
+  // x[t] = row tokens[t] of the embedding table, as f32.
+  virtual void embed(const TensorView& table, const int32_t* tokens, int64_t n, Act x) = 0;
+  // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (y may be x)
+  virtual void rms_norm(const Act& x, const TensorView& w, float eps, int64_t n, Act y) = 0;
+  // y[t] = W x[t], W [in, out] in its stored type.
+  virtual void matmul(const TensorView& W, const Act& x, int64_t n, Act y) = 0;
+  // x[t] += y[t]
+  virtual void add(Act x, const Act& y, int64_t n) = 0;
+  // g[t] = silu(g[t]) * u[t]
+  virtual void swiglu(Act g, const Act& u, int64_t n) = 0;
+  // logits[t] = W x[t] into host memory [n][W.ne[1]] (the output head).
+  virtual void output_head(const TensorView& W, const Act& x, int64_t n, float* logits) = 0;
+
+  // MLA over the latent cache for n tokens at positions pos0 .. pos0+n-1,
+  // each attending to positions 0 .. its own (causal):
+  //   [c_kv | k_rope] = kv_a[t];  cache[pos] = [RMSNorm(c_kv) * kv_norm | RoPE(k_rope, pos)]   (eq. 9, 14)
+  virtual void mla_kv_append(const MlaParams& p, const Act& kv_a, const TensorView& kv_norm, LatentCache& cache,
+                             int64_t il, int64_t pos0, int64_t n) = 0;
+  //   q_abs[t][h] = [W_UK[h]^T q_nope[t][h] | RoPE(q_rope[t][h], pos)]: queries moved into the latent
+  //   space, so scores are taken against the cache directly. q [n][heads * qk_head_dim],
+  //   wk_b [qk_nope, kv_lora, heads], q_abs [n][heads * (kv_lora + rope)].
+  virtual void mla_query_absorb(const MlaParams& p, const Act& q, const TensorView& wk_b, int64_t pos0, int64_t n,
+                                Act q_abs) = 0;
+  //   o_lat[t][h] = sum_s softmax_s(scale * q_abs[t][h] . cache[s]) * c_kv[s],  s <= pos
+  virtual void mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                             int64_t n, Act o_lat) = 0;
+  //   v[t][h] = W_UV[h] o_lat[t][h]; wv_b [kv_lora, v_head, heads], v [n][heads * v_head]   (eq. 18)
+  virtual void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) = 0;
+
+  // Routing of n tokens from router logits [n][n_experts]: ids, weights [n][top_k].
+  virtual void moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) = 0;
+  // The routed experts of a dispatch: out.row(out_row[p]) = FFN_expert(h.row(in_row[p])).
+  virtual void grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) = 0;
+  // out[t] = sum_k weights[t][k] * slot_out[t * top_k + k], in slot order.
+  virtual void moe_combine(const Act& slot_out, const Act& weights, int64_t top_k, int64_t n, Act out) = 0;
+};
+
+// Uploads: a backend's own copy of a host tensor (its device tag set), and
+// the compacted copy of some experts of a merged [.., .., n_experts] tensor
+// (matrix i of the result is expert experts[i]).
+TensorView upload_tensor(Backend& be, const TensorView& host);
+TensorView upload_experts(Backend& be, const TensorView& host, const std::vector<int32_t>& experts);
+
+}  // namespace moe

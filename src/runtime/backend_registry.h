@@ -1,0 +1,35 @@
+// The backends of a run, chosen once at start from the command line: a host
+// CPU backend always (it computes the routed experts left in host memory),
+// and a device backend when one is asked for and present. This is the one
+// place that knows the concrete backends.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "runtime/backend.h"
+
+namespace moe {
+
+struct BackendOptions {
+  // "cpu": the CPU alone. "cuda": a CUDA GPU (not built yet). "cpu-device":
+  // a second CPU backend standing in for a device, with its own threads and
+  // memory budget (tests of the hybrid path; hidden from --help).
+  std::string device = "cpu";
+  int n_threads = 1;       // the host backend's threads
+  int device_threads = 0;  // the stand-in device's threads; 0: n_threads
+  int64_t device_mem = -1;  // --gpu-mem bytes for the device; -1: its default
+};
+
+struct BackendSet {
+  std::unique_ptr<Backend> host;    // a CPU backend
+  std::unique_ptr<Backend> device;  // null: the host computes everything
+  int64_t device_budget = -1;       // bytes of weights and cache the device may hold; -1: no limit
+  Backend& compute() const { return device ? *device : *host; }
+};
+
+// Throws naming the option at fault (an unknown --device, no CUDA in this build).
+BackendSet make_backends(const BackendOptions& o);
+
+}  // namespace moe
