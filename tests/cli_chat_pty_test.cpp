@@ -116,7 +116,7 @@ constexpr double kTimeout = 60;  // generous for sanitizer builds; a working run
 
 }  // namespace
 
-TEST_CASE("moe chat in a terminal: the second turn evaluates only its own tokens; /reset; Ctrl-D") {
+TEST_CASE("moe chat in a terminal: the second turn evaluates only its own tokens, then /reset and Ctrl-D") {
   const std::string model_path = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
   auto model = Deepseek2Model::load(model_path);
   const Tokenizer tok = Tokenizer::from_gguf(model->file());

@@ -49,7 +49,7 @@ TEST_CASE("moe: -p Hello -n 16 --temp 0 streams the greedy continuation and exit
   CHECK(r.out == expected + "\n");
 }
 
-TEST_CASE("moe: same seed, same text; sampling flags are accepted") {
+TEST_CASE("moe: same seed, same text, and the sampling flags are accepted") {
   const std::string model_path = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
   const std::vector<std::string> args = {moe_bin(), "-m", model_path, "-p", "The", "-n", "12", "-s", "42", "--temp",
                                          "0.9", "--top-k", "20", "--top-p", "0.9", "--min-p", "0.02",
@@ -88,7 +88,7 @@ TEST_CASE("moe: bad input gives a clear error and exit code 1") {
   }
 }
 
-TEST_CASE("moe: --stop ends the answer before the stop string; --json reports it") {
+TEST_CASE("moe: --stop ends the answer before the stop string, and --json reports it") {
   const std::string model_path = test::local_fixture("tiny-dsv3.Q4_K_M.gguf");
   const std::vector<std::string> base = {moe_bin(), "-m", model_path, "-p", "Hello", "-n", "16", "--temp", "0",
                                          "-t", "2", "--no-display-prompt"};

@@ -108,7 +108,7 @@ TEST_CASE("gguf writer: every metadata type and every tensor type round-trips") 
   }
 }
 
-TEST_CASE("gguf writer: output appears only when finished; failures leave the old file") {
+TEST_CASE("gguf writer: output appears only when finished, and failures leave the old file") {
   const std::string dir = test::temp_dir();
   const std::string path = dir + "/out.gguf";
   test::write_file(path, "old", 3);

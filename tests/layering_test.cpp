@@ -58,3 +58,22 @@ TEST_CASE("layering: only the backend registry includes a concrete backend from 
     if (concrete) CHECK_MESSAGE(i.rfind("src/runtime/backend_registry.cpp", 0) == 0, i);
   }
 }
+
+// ctest takes a ';' in a doctest case name as a list separator: the case is
+// registered as two tests that select nothing, and "passes" without running.
+TEST_CASE("test names: no test case name contains a semicolon") {
+  const std::regex name(R"re(TEST_CASE\("([^"]*)")re");
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(kRoot / "tests")) {
+    if (e.path().extension() != ".cpp") continue;
+    std::ifstream in(e.path());
+    std::string line;
+    std::smatch m;
+    while (std::getline(in, line))
+      if (std::regex_search(line, m, name)) {
+        ++n;
+        CHECK_MESSAGE(m[1].str().find(';') == std::string::npos, e.path().filename().string() << ": " << m[1].str());
+      }
+  }
+  CHECK(n > 100);
+}

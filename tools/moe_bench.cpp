@@ -111,10 +111,14 @@ int main(int argc, char** argv) {
     write_expert_stats(run, session, "moe-bench");
     const double size_gib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0 * 1024.0);
     const char* isa = cpu_isa_name(cpu_isa_active());
+    // llama-bench's backend column: "CPU AVX512-VNNI", or "CPU-device+CPU" when split.
+    const ExpertPlacement& plan = session.placement();
+    const std::string backend =
+        plan.device_active ? plan.device_name + "+" + plan.host_name : std::string("CPU ") + isa;
     if (json) {
       nlohmann::json out = nlohmann::json::array();
       for (const Test& t : tests)
-        out.push_back({{"model", path}, {"size_bytes", model->file().file_size()}, {"backend", std::string("CPU ") + isa},
+        out.push_back({{"model", path}, {"size_bytes", model->file().file_size()}, {"backend", backend},
                        {"threads", n_threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen}, {"test", t.name},
                        {"avg_ts", t.mean()}, {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
                         {"backends", session.backends_description()}, {"placement", session.placement().to_json()}});
@@ -126,7 +130,7 @@ int main(int argc, char** argv) {
                 "----------", "----------------", "-------", "--------", "--------------------");
     std::string name = path.substr(path.find_last_of('/') + 1);
     for (const Test& t : tests)
-      std::printf("| %-40.40s | %6.2f GiB | CPU %-12s | %7d | %8s | %11.2f ± %6.2f |\n", name.c_str(), size_gib, isa,
+      std::printf("| %-40.40s | %6.2f GiB | %-16s | %7d | %8s | %11.2f ± %6.2f |\n", name.c_str(), size_gib, backend.c_str(),
                   n_threads, t.name.c_str(), t.mean(), t.stddev());
     return 0;
   } catch (const std::exception& e) {
