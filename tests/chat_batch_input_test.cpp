@@ -53,7 +53,7 @@ TEST_CASE("batch input: bad lines give an error naming the problem") {
       {R"({"id": 1, "messages": [{"role": "user"}]})", "messages[0].content"},
       {R"({"id": 1, "messages": [{"role": "tool", "content": "x"}]})", "expected system, user or assistant"},
       {R"({"id": 1, "prompt": "a", "n_predict": "8"})", "\"n_predict\" must be an integer"},
-      {R"({"id": 1, "prompt": "a", "n_predict": -5})", "\"n_predict\" must be an integer >= -1"},
+      {R"({"id": 1, "prompt": "a", "n_predict": -5})", "\"n_predict\" must be an integer >= -2"},
       {R"({"id": 1, "prompt": "a", "temperature": "hot"})", "\"temperature\" must be a number"},
       {R"({"id": 1, "prompt": "a", "seed": -1})", "\"seed\" must be an integer >= 0"},
       {R"({"id": 1, "prompt": "a", "seed": 1.5})", "\"seed\""},

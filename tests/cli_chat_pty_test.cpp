@@ -27,14 +27,15 @@ namespace {
 
 class PtyChild {
  public:
-  explicit PtyChild(const std::vector<std::string>& argv) {
+  explicit PtyChild(const std::vector<std::string>& argv, const std::string& term = "xterm") {
     winsize ws = {};
     ws.ws_row = 24;
     ws.ws_col = 200;
     pid_ = forkpty(&fd_, nullptr, nullptr, &ws);
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
-      setenv("TERM", "xterm", 1);
+      setenv("TERM", term.c_str(), 1);
+      unsetenv("NO_COLOR");
       std::vector<char*> args;
       for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
       args.push_back(nullptr);
@@ -262,4 +263,50 @@ TEST_CASE("moe chat in a terminal: R1 reasoning is dimmed") {
   CHECK(c.output().find("\x1b[22m") != std::string::npos);
   c.send("/exit\r");
   CHECK(c.wait_exit(kTimeout) == 0);
+}
+
+TEST_CASE("moe chat in a terminal: TERM=dumb gets no escape codes") {
+  PtyChild c({test::bin_dir() + "/moe", "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-t", "2", "--temp", "0",
+              "-n", "8", "--chat-template", "deepseek-r1"},
+             "dumb");
+  REQUIRE(c.wait_for("> ", 0, kTimeout));
+  c.send("Hi\r");
+  REQUIRE(!c.wait_for(kStats, c.last_end(), kTimeout).empty());
+  INFO("output: " << c.output());
+  CHECK(c.output().find("\x1b[2m") == std::string::npos);
+  c.send("/bye\r");
+  CHECK(c.wait_exit(kTimeout) == 0);
+}
+
+TEST_CASE("moe chat in a terminal: a pasted block of lines is one message") {
+  PtyChild c({test::bin_dir() + "/moe", "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-t", "2", "--temp", "0",
+              "-n", "4"});
+  REQUIRE(c.wait_for("> ", 0, kTimeout));
+  c.send("first pasted line\rsecond pasted line\rthird\r");  // one write: what a terminal sends for a paste
+  const auto st = c.wait_for(kStats, 0, kTimeout);
+  REQUIRE(!st.empty());
+  REQUIRE(!c.wait_for(kPrompt, c.last_end(), kTimeout).empty());
+  INFO("output: " << c.output());
+  CHECK(count(c.output(), "[prompt ") == 1);
+  // The three lines were one user message: evaluated as the whole rendering.
+  auto model = Deepseek2Model::load(test::local_fixture("tiny-dsv3.Q4_K_M.gguf"));
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const size_t want = tok.encode("<｜begin▁of▁sentence｜><｜User｜>first pasted line\nsecond pasted line\nthird<｜Assistant｜>",
+                                 false, true).size();
+  CHECK(std::stoul(st[1]) == want);
+  c.send("/exit\r");
+  CHECK(c.wait_exit(kTimeout) == 0);
+}
+
+TEST_CASE("moe one-shot in a terminal: Ctrl-C keeps the text, the timing line and the exit status 130") {
+  PtyChild c({test::bin_dir() + "/moe", "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-t", "2", "-p", "Once",
+              "-n", "-1", "-c", "65536", "--ignore-eos"});
+  const auto started = std::chrono::steady_clock::now();
+  while (c.output().size() < 200 && std::chrono::steady_clock::now() - started < std::chrono::seconds(30))
+    c.wait_for("\x01never\x01", c.output().size(), 0.1);
+  c.send("\x03");
+  CHECK(c.wait_exit(kTimeout) == 130);
+  INFO("output: " << c.output());
+  CHECK(c.output().find("stop: interrupted") != std::string::npos);
+  CHECK(c.output().find("generation ") != std::string::npos);
 }

@@ -132,6 +132,14 @@ CommandResult run_command(const std::vector<std::string>& argv) {
   return r;
 }
 
+CommandResult run_shell(const std::string& script) { return run_command({"/bin/sh", "-c", script}); }
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
 std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng) {
   std::vector<uint8_t> w(ggml_row_size(t, n));
   for (auto& b : w) b = static_cast<uint8_t>(rng());

@@ -52,6 +52,12 @@ struct CommandResult {
 // Runs argv[0] with arguments, capturing stdout and stderr.
 CommandResult run_command(const std::vector<std::string>& argv);
 
+// Runs a /bin/sh script (pipes, redirections such as > /dev/full, stdin
+// from printf), capturing its stdout and stderr.
+CommandResult run_shell(const std::string& script);
+// s in single quotes for a shell script.
+std::string shell_quote(const std::string& s);
+
 // n elements of type t as random bytes (every bit pattern of packed scales,
 // mins and high bits), with the blocks' f16/f32 scale fields set to a small
 // finite value; F32/F16/BF16 get normal samples.

@@ -1,12 +1,16 @@
 // moe-bench: prompt-processing and generation speed, as llama-bench measures
-// them, so the two tables can be read side by side.
+// them and with its flags, so the two tables can be read side by side and
+// scripts written for one run the other.
 //
-//   moe-bench -m model.gguf [-p 512] [-n 128] [-t N] [-r 3] [--json]
+//   moe-bench -m model.gguf [-p 512[,1024]] [-n 128] [-pg 512,128] [-d 0[,8192]]
+//             [-t N[,N]] [-r 3] [-o md|json|jsonl|csv] [--json]
 //
-// ppN: N random tokens evaluated as one batch into an empty cache.
-// tgN: N tokens evaluated one at a time into an empty cache.
-// Each test runs once untimed (warm-up: page cache, thread pool), then -r
-// timed repetitions; the table shows mean ± sample standard deviation.
+// ppN: N random tokens evaluated as one batch. tgN: N tokens evaluated one at
+// a time. ppN+tgM: both, counted together. With -d D every test starts from a
+// cache already holding D tokens (filled untimed before each repetition),
+// "@ dD" in the test name. Each test runs once untimed (warm-up: page cache,
+// thread pool), then -r timed repetitions; the table shows mean ± sample
+// standard deviation.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -14,10 +18,11 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
-#include <thread>
 
+#include "cli/command_line.h"
 #include "cli/run_flags.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
 #include "model/deepseek2.h"
@@ -27,10 +32,17 @@ using namespace moe;
 namespace {
 
 struct Test {
-  std::string name;
-  int64_t n_prompt = 0;
-  int64_t n_gen = 0;
+  int64_t n_prompt = 0, n_gen = 0, n_depth = 0;
+  int threads = 1;
   std::vector<double> tok_per_s;
+  std::string name() const {
+    std::string s = n_prompt > 0 && n_gen > 0 ? strfmt("pp%lld+tg%lld", static_cast<long long>(n_prompt),
+                                                       static_cast<long long>(n_gen))
+                    : n_prompt > 0 ? strfmt("pp%lld", static_cast<long long>(n_prompt))
+                                   : strfmt("tg%lld", static_cast<long long>(n_gen));
+    if (n_depth > 0) s += strfmt(" @ d%lld", static_cast<long long>(n_depth));
+    return s;
+  }
   double mean() const {
     double s = 0;
     for (double v : tok_per_s) s += v;
@@ -45,19 +57,41 @@ struct Test {
   }
 };
 
-double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& logits) {
+std::vector<int> parse_list(const std::string& flag, const std::string& text, int min) {
+  std::vector<int> out;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    size_t end = text.find(',', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(begin, end - begin);
+    char* e = nullptr;
+    const long v = std::strtol(item.c_str(), &e, 10);
+    if (item.empty() || *e != '\0' || v < min || v > (1 << 24))
+      throw_error("%s '%s': expected whole numbers from %d, separated by commas", flag.c_str(), text.c_str(), min);
+    out.push_back(static_cast<int>(v));
+    begin = end + 1;
+  }
+  return out;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, std::mt19937& rng, int64_t n_vocab) {
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(n_vocab - 1));
+  std::vector<int32_t> v(static_cast<size_t>(n));
+  for (int32_t& x : v) x = tok(rng);
+  return v;
+}
+
+double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& logits) {
   session.reset();
+  if (t.n_depth > 0) {
+    const std::vector<int32_t> fill = random_tokens(t.n_depth, rng, n_vocab);
+    session.forward(fill.data(), t.n_depth, logits.data(), false);
+  }
+  const std::vector<int32_t> prompt = random_tokens(t.n_prompt, rng, n_vocab);
+  const std::vector<int32_t> gen = random_tokens(t.n_gen, rng, n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
-  if (t.n_prompt > 0) {
-    std::vector<int32_t> prompt(static_cast<size_t>(t.n_prompt));
-    for (int32_t& x : prompt) x = tok(rng);
-    session.forward(prompt.data(), t.n_prompt, logits.data(), false);
-  }
-  for (int64_t i = 0; i < t.n_gen; ++i) {
-    const int32_t x = tok(rng);
-    session.forward(&x, 1, logits.data(), false);
-  }
+  if (t.n_prompt > 0) session.forward(prompt.data(), t.n_prompt, logits.data(), false);
+  for (int64_t i = 0; i < t.n_gen; ++i) session.forward(&gen[static_cast<size_t>(i)], 1, logits.data(), false);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return static_cast<double>(t.n_prompt + t.n_gen) / s;
 }
@@ -65,73 +99,120 @@ double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-bench: prompt and generation tokens/s of a GGUF model"};
-  std::string path;
-  int n_prompt = 512, n_gen = 128, reps = 3, n_batch = 512;
-  int n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  bool json = false, expert_load = false;
-  app.add_option("-m,--model", path, "GGUF model file")->required();
-  app.add_option("-p,--n-prompt", n_prompt, "prompt tokens (0: no prompt test)")->check(CLI::Range(0, 1 << 20));
-  app.add_option("-n,--n-gen", n_gen, "generated tokens (0: no generation test)")->check(CLI::Range(0, 1 << 20));
-  app.add_option("-b,--batch-size", n_batch, "batch size")->check(CLI::Range(1, 1 << 16));
-  app.add_option("-t,--threads", n_threads, "threads")->check(CLI::Range(1, 1024));
-  app.add_option("-r,--repetitions", reps, "timed repetitions per test")->check(CLI::Range(1, 1000));
-  app.add_flag("--json", json, "print the results as JSON");
-  app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
+  CLI::App app{"moe-bench: prompt and generation tokens/s of a GGUF model (llama-bench's flags)"};
+  std::string path, prompts = "512", gens = "128", threads_arg = std::to_string(default_thread_count()), depths = "0";
+  std::vector<std::string> pgs;
+  std::string output = "md";
+  int reps = 3, n_batch = 2048, n_ubatch = 512, mmap = 1;
+  bool json = false, expert_load = false, verbose = false, progress = false;
   RunFlags run;
+  app.add_option("-m,--model", path, "GGUF model file")->required();
+  app.add_option("-p,--n-prompt", prompts, "prompt tokens, comma-separated (0: no prompt test)");
+  app.add_option("-n,--n-gen", gens, "generated tokens, comma-separated (0: no generation test)");
+  app.add_option("--n-gen-prompt", pgs, "-pg PP,TG: a prompt of PP tokens then TG generated, counted together")
+      ->allow_extra_args(false);
+  app.add_option("--n-depth", depths, "-d: tokens already in the cache when each test starts, comma-separated");
+  app.add_option("-b,--batch-size", n_batch, "batch size")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--ubatch-size", n_ubatch, "-ub: tokens per step (the smaller of -b and -ub is used)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("-t,--threads", threads_arg, "threads, comma-separated");
+  app.add_option("-r,--repetitions", reps, "timed repetitions per test")->check(CLI::Range(1, 1000));
+  app.add_option("-o,--output", output, "output format: md, json, jsonl or csv")
+      ->check(CLI::IsMember({"md", "json", "jsonl", "csv"}));
+  app.add_flag("--json", json, "the same as -o json");
+  app.add_option("--mmap", mmap, "-mmp 0|1: map the model (1) or read it into memory (0)")->check(CLI::Range(0, 1));
+  app.add_flag("-v,--verbose", verbose, "the backends and placement on stderr");
+  app.add_flag("--progress", progress, "a line on stderr as each test starts");
+  app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
   add_run_flags(app, run);
-  LlamaFlagArgs args(argc, argv);
-  CLI11_PARSE(app, args.argc(), args.argv());
+  FlagTable flags = llama_common_flags();
+  flags.aliases.insert({{"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}});
+  if (const int rc = parse_command_line(app, argc, argv, "moe-bench", flags); rc >= 0) return rc;
+  if (json) output = "json";
   try {
-    auto model = Deepseek2Model::load(path);
-    const Deepseek2Config& c = model->config();
+    check_run_flags(run, "moe-bench");
     std::vector<Test> tests;
-    if (n_prompt > 0) tests.push_back({"pp" + std::to_string(n_prompt), n_prompt, 0, {}});
-    if (n_gen > 0) tests.push_back({"tg" + std::to_string(n_gen), 0, n_gen, {}});
-    const int64_t n_ctx = std::max<int64_t>(n_prompt, n_gen) + 1;
-    Deepseek2Session session(*model, run.session(n_ctx, n_batch, n_threads));
-    print_placement(session, "moe-bench");
+    for (int th : parse_list("-t", threads_arg, 1))
+      for (int d : parse_list("-d", depths, 0)) {
+        for (int p : parse_list("-p", prompts, 0))
+          if (p > 0) tests.push_back({p, 0, d, th, {}});
+        for (int n : parse_list("-n", gens, 0))
+          if (n > 0) tests.push_back({0, n, d, th, {}});
+        for (const std::string& pg : pgs) {
+          const std::vector<int> v = parse_list("-pg", pg, 0);
+          if (v.size() != 2) throw_error("-pg '%s': expected PP,TG", pg.c_str());
+          tests.push_back({v[0], v[1], d, th, {}});
+        }
+      }
+    auto model = Deepseek2Model::load(path, mmap != 0);
+    const Deepseek2Config& c = model->config();
+    int64_t n_ctx = 1;
+    for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
     std::vector<float> logits(static_cast<size_t>(c.vocab_size));
     std::mt19937 rng(42);
+    std::unique_ptr<Deepseek2Session> session;
+    int session_threads = 0;
+    std::vector<uint64_t> counts;
     for (Test& t : tests) {
-      run_once(session, t, rng, c.vocab_size, logits);  // warm-up
-      for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(session, t, rng, c.vocab_size, logits));
+      if (!session || session_threads != t.threads) {
+        session.reset();
+        session = std::make_unique<Deepseek2Session>(*model, run.session(n_ctx, std::min(n_batch, n_ubatch), t.threads));
+        session_threads = t.threads;
+        if (verbose || session_threads == parse_list("-t", threads_arg, 1).front()) print_placement(*session, "moe-bench");
+        if (verbose) std::fprintf(stderr, "moe-bench: %s\n", session->backends_description().c_str());
+      }
+      if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
+      run_once(*session, t, rng, c.vocab_size, logits);  // warm-up
+      for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, c.vocab_size, logits));
     }
-    if (expert_load && c.n_routed_experts > 0) {
-      const auto& counts = session.expert_counts();
+    if (session) write_expert_stats(run, *session, "moe-bench");
+    if (expert_load && c.n_routed_experts > 0 && session) {
+      const auto& cnt = session->expert_counts();
       const int64_t E = c.n_routed_experts;
       for (int64_t il = c.first_k_dense_replace; il < c.num_hidden_layers; ++il) {
         uint64_t mx = 0, total = 0;
-        for (int64_t e = 0; e < E; ++e) mx = std::max(mx, counts[static_cast<size_t>(il * E + e)]), total += counts[static_cast<size_t>(il * E + e)];
+        for (int64_t e = 0; e < E; ++e) mx = std::max(mx, cnt[static_cast<size_t>(il * E + e)]), total += cnt[static_cast<size_t>(il * E + e)];
         std::fprintf(stderr, "expert load: layer %3lld: max/mean %.2f (%llu choices)\n", static_cast<long long>(il),
                      total ? static_cast<double>(mx) * static_cast<double>(E) / static_cast<double>(total) : 0.0,
                      static_cast<unsigned long long>(total));
       }
     }
-    write_expert_stats(run, session, "moe-bench");
     const double size_gib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0 * 1024.0);
     const char* isa = cpu_isa_name(cpu_isa_active());
     // llama-bench's backend column: "CPU AVX512-VNNI", or "CPU-device+CPU" when split.
-    const ExpertPlacement& plan = session.placement();
+    const ExpertPlacement& plan = session ? session->placement() : ExpertPlacement{};
     const std::string backend =
         plan.device_active ? plan.device_name + "+" + plan.host_name : std::string("CPU ") + isa;
-    if (json) {
+    const std::string name = path.substr(path.find_last_of('/') + 1);
+    auto record = [&](const Test& t) {
+      return nlohmann::json{{"model", path}, {"size_bytes", model->file().file_size()}, {"backend", backend},
+                            {"threads", t.threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen},
+                            {"n_depth", t.n_depth}, {"test", t.name()}, {"avg_ts", t.mean()},
+                            {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
+                            {"backends", session->backends_description()}, {"placement", plan.to_json()}};
+    };
+    if (output == "json") {
       nlohmann::json out = nlohmann::json::array();
-      for (const Test& t : tests)
-        out.push_back({{"model", path}, {"size_bytes", model->file().file_size()}, {"backend", backend},
-                       {"threads", n_threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen}, {"test", t.name},
-                       {"avg_ts", t.mean()}, {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
-                        {"backends", session.backends_description()}, {"placement", session.placement().to_json()}});
+      for (const Test& t : tests) out.push_back(record(t));
       std::printf("%s\n", out.dump(2).c_str());
-      return 0;
+    } else if (output == "jsonl") {
+      for (const Test& t : tests) std::printf("%s\n", record(t).dump().c_str());
+    } else if (output == "csv") {
+      std::printf("model,size_bytes,backend,threads,n_prompt,n_gen,n_depth,test,avg_ts,stddev_ts\n");
+      for (const Test& t : tests)
+        std::printf("\"%s\",%llu,\"%s\",%d,%lld,%lld,%lld,\"%s\",%.6f,%.6f\n", path.c_str(),
+                    static_cast<unsigned long long>(model->file().file_size()), backend.c_str(), t.threads,
+                    static_cast<long long>(t.n_prompt), static_cast<long long>(t.n_gen),
+                    static_cast<long long>(t.n_depth), t.name().c_str(), t.mean(), t.stddev());
+    } else {
+      std::printf("| %-40s | %10s | %-16s | %7s | %14s | %20s |\n", "model", "size", "backend", "threads", "test", "t/s");
+      std::printf("| %.40s | %.10s | %.16s | %.7s | %.14s | %.20s |\n", "----------------------------------------",
+                  "----------", "----------------", "-------", "--------------", "--------------------");
+      for (const Test& t : tests)
+        std::printf("| %-40.40s | %6.2f GiB | %-16s | %7d | %14s | %11.2f ± %6.2f |\n", name.c_str(), size_gib,
+                    backend.c_str(), t.threads, t.name().c_str(), t.mean(), t.stddev());
     }
-    std::printf("| %-40s | %10s | %-16s | %7s | %8s | %20s |\n", "model", "size", "backend", "threads", "test", "t/s");
-    std::printf("| %.40s | %.10s | %.16s | %.7s | %.8s | %.20s |\n", "----------------------------------------",
-                "----------", "----------------", "-------", "--------", "--------------------");
-    std::string name = path.substr(path.find_last_of('/') + 1);
-    for (const Test& t : tests)
-      std::printf("| %-40.40s | %6.2f GiB | %-16s | %7d | %8s | %11.2f ± %6.2f |\n", name.c_str(), size_gib, backend.c_str(),
-                  n_threads, t.name.c_str(), t.mean(), t.stddev());
+    if (std::fflush(stdout) != 0) throw_error("cannot write to standard output");
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moe-bench: error: %s\n", e.what());

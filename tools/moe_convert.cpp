@@ -4,12 +4,15 @@
 //
 //   moe-convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--no-mtp] [-t THREADS]
 #include <CLI/CLI.hpp>
+
+#include "cli/command_line.h"
 #include <chrono>
 #include <cstdio>
 #include <thread>
 
 #include "convert/convert_checkpoint.h"
 #include "core/interrupt.h"
+#include "core/output_guard.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"moe-convert: Hugging Face DeepSeek-V2/V3 checkpoint -> deepseek2 GGUF"};
@@ -24,9 +27,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-mtp", no_mtp, "drop the multi-token-prediction layers (num_nextn_predict_layers)");
   app.add_option("--name", name, "general.name (default: the checkpoint directory's name)");
   app.add_option("-t,--threads", threads, "threads")->check(CLI::Range(1, 1024))->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (const int rc = moe::parse_command_line(app, argc, argv, "moe-convert", moe::FlagTable{}); rc >= 0) return rc;
 
   try {
+    moe::refuse_output_in_checkpoint(out, dir);
+    moe::require_writable_output(out);
     moe::install_interrupt_handler();
     moe::ConvertOptions o;
     o.outtype = *moe::convert_outtype_from_name(outtype);

@@ -9,6 +9,8 @@
 // tokens and greedy_tokens — the layout of the reference fixtures. Everything
 // is computed in float32 (latent cache and attention included).
 #include <CLI/CLI.hpp>
+
+#include "cli/command_line.h"
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -76,9 +78,9 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", threads, "threads")->check(CLI::Range(1, 1024));
   RunFlags run;
   add_run_flags(app, run);
-  LlamaFlagArgs args(argc, argv);
-  CLI11_PARSE(app, args.argc(), args.argv());
+  if (const int rc = parse_command_line(app, argc, argv, "moe-logits", llama_common_flags()); rc >= 0) return rc;
   try {
+    check_run_flags(run, "moe-logits");
     auto model = Deepseek2Model::load(model_path);
     std::vector<int32_t> tokens;
     if (!text.empty()) {

@@ -21,6 +21,8 @@
 // per-chunk table and final statistics of llama.cpp's KL mode are printed.
 #include <CLI/CLI.hpp>
 
+#include "cli/command_line.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -316,10 +318,10 @@ int main(int argc, char** argv) {
   app.add_flag("--kl-divergence", o.kl_divergence,
                "KL divergence of this model from the base log-probabilities in --kl-divergence-base");
   add_run_flags(app, o.run);
-  LlamaFlagArgs args(argc, argv);
-  CLI11_PARSE(app, args.argc(), args.argv());
+  if (const int rc = parse_command_line(app, argc, argv, "moe-perplexity", llama_common_flags()); rc >= 0) return rc;
   o.n_ctx_given = app.count("-c") > 0;
   try {
+    check_run_flags(o.run, "moe-perplexity");
     install_interrupt_handler();
     if (o.kl_divergence) return run_kl_divergence(o);
     if (o.text_file.empty()) throw_error("give the text to evaluate with -f FILE");

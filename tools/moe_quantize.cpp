@@ -27,6 +27,7 @@
 #include "convert/quantize_plan.h"
 #include "core/error.h"
 #include "core/interrupt.h"
+#include "core/output_guard.h"
 
 namespace {
 
@@ -41,6 +42,10 @@ int run(const std::string& in, const std::string& out, const std::string& type_a
              type_arg.c_str(), moe::supported_file_type_names().c_str());
   MOE_ASSERT(moe::file_type_supported(*ft), "quantization type %s is not supported by moe-quantize (supported: %s)",
              moe::file_type_name(*ft), moe::supported_file_type_names().c_str());
+
+  // Before any work: never over the input, and a bad output path fails now.
+  moe::refuse_output_over_input(out, in);
+  moe::require_writable_output(out);
 
   moe::QuantizeFileOptions opts;
   opts.plan.file_type = *ft;
@@ -85,6 +90,10 @@ int main(int argc, char** argv) {
   app.add_flag("--pure", pure, "no k-quant mixture: every quantizable tensor gets the type's default tensor type");
   app.add_flag("--allow-requantize", allow_requantize, "allow converting tensors that are already quantized");
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  // llama-quantize takes the thread count as a fourth positional argument.
+  int trailing_threads = 0;
+  app.add_option("nthreads", trailing_threads, "threads, as llama-quantize's trailing argument")
+      ->check(CLI::Range(1, 1024));
   app.add_flag("-v,--verbose", verbose, "print one line per tensor");
   try {
     app.parse(argc, argv);
@@ -93,6 +102,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "moe-quantize: error: %s\nRun with --help for more information.\n", e.what());
     return 1;
   }
+  if (trailing_threads > 0) threads = trailing_threads;
   try {
     return run(in, out, type, tensor_types, pure, allow_requantize, threads, verbose);
   } catch (const std::exception& e) {

@@ -5,6 +5,8 @@
 //   moe-synth --config v3 --layers 5 -o v3-5l.gguf --type Q4_K_M --hot-experts zipf:1.1
 #include <CLI/CLI.hpp>
 
+#include "cli/command_line.h"
+
 #include <chrono>
 #include <cstdio>
 
@@ -28,7 +30,7 @@ int main(int argc, char** argv) {
   app.add_option("--hot-experts", hot, "skew expert popularity: zipf:S (e.g. zipf:1.1)");
   app.add_option("--vocab", o.vocab, "GGUF file whose tokenizer to use (default: models/deepseek-v3-vocab.gguf)");
   app.add_option("--models-dir", o.models_dir, "where the built-in configs and vocabulary are");
-  CLI11_PARSE(app, argc, argv);
+  if (const int rc = moe::parse_command_line(app, argc, argv, "moe-synth", moe::FlagTable{}); rc >= 0) return rc;
   try {
     const auto ft = parse_file_type(type);
     if (!ft || !file_type_supported(*ft))

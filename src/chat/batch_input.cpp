@@ -49,8 +49,9 @@ BatchLine from_object(const json& o, BatchLine r) {
     }
   }
   if (auto it = o.find("n_predict"); it != o.end()) {
-    if (!it->is_number_integer() || it->get<int64_t>() < -1)
-      return fail(std::move(r), strfmt("\"n_predict\" must be an integer >= -1, found %s", it->dump().c_str()));
+    if (!it->is_number_integer() || it->get<int64_t>() < -2)
+      return fail(std::move(r), strfmt("\"n_predict\" must be an integer >= -2 (-1, -2: no limit), found %s",
+                                       it->dump().c_str()));
     q.n_predict = it->get<int64_t>();
   }
   if (auto it = o.find("temperature"); it != o.end()) {
@@ -76,6 +77,10 @@ BatchLine from_object(const json& o, BatchLine r) {
     for (const auto& s : q.stop)
       if (s.empty()) return fail(std::move(r), "\"stop\" strings must not be empty");
   }
+  for (auto it = o.begin(); it != o.end(); ++it)
+    if (it.key() != "id" && it.key() != "prompt" && it.key() != "messages" && it.key() != "n_predict" &&
+        it.key() != "temperature" && it.key() != "seed" && it.key() != "stop")
+      q.unknown_keys.push_back(it.key());
   r.kind = BatchLine::request;
   return r;
 }

@@ -4,9 +4,10 @@
 //
 // JSONL line: {"id": any JSON value, "prompt": "text"} or
 //             {"id": ..., "messages": [{"role": "user", "content": "..."}, ...]}
-//             optional: "n_predict" (integer >= -1), "temperature" (number),
-//             "seed" (integer >= 0), "stop" (string or array of strings).
-//             Other keys are ignored.
+//             optional: "n_predict" (integer >= -2; -1 and -2: no limit),
+//             "temperature" (number), "seed" (integer >= 0), "stop" (string
+//             or array of strings). Other keys are listed in unknown_keys
+//             (the batch mode warns about each once).
 // Text line:  the whole line is the prompt; the id is the line number.
 //
 // Detection (BatchFormat::automatic): JSONL when the first non-empty line
@@ -40,6 +41,7 @@ struct BatchRequest {
   std::optional<float> temperature;
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
+  std::vector<std::string> unknown_keys;  // keys this format does not define
 
   bool is_chat() const { return !messages.empty(); }
 };

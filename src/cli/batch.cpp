@@ -12,6 +12,8 @@
 // sequences at once can take the parsed requests in groups; nothing in the
 // parsing or the records assumes one at a time.
 #include <cstdio>
+#include <filesystem>
+#include <set>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -21,6 +23,7 @@
 
 #include "chat/batch_input.h"
 #include "cli/options.h"
+#include "cli/output.h"
 #include "cli/result_json.h"
 #include "core/error.h"
 #include "runtime/generate.h"
@@ -36,18 +39,19 @@ std::string read_input(const std::string& path) {
   if (path == "-") {
     ss << std::cin.rdbuf();
   } else {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) throw_error("batch file '%s' is a directory", path.c_str());
     std::ifstream f(path, std::ios::binary);
     if (!f) throw_error("cannot read batch file '%s'", path.c_str());
     ss << f.rdbuf();
+    if (f.bad()) throw_error("cannot read batch file '%s'", path.c_str());
   }
   return ss.str();
 }
 
-void print_record(const json& j) {
-  const std::string s = json_line(j);
-  std::fwrite(s.data(), 1, s.size(), stdout);
-  std::fflush(stdout);  // a consumer sees each answer as soon as it is done
-}
+// Each record is flushed, so a consumer sees each answer as soon as it is
+// done; a failed write ends the batch (write_stdout throws).
+void print_record(const json& j) { write_stdout(json_line(j)); }
 
 json error_record(const BatchRequest& q, const std::string& error) {
   return {{"id", q.id}, {"line", q.line}, {"error", error}, {"finish_reason", "error"}};
@@ -70,6 +74,8 @@ int run_batch(const CliOptions& o) {
   const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
   Deepseek2Session& session = *session_ptr;
   const auto n_vocab = static_cast<int32_t>(m.model->config().vocab_size);
+  if (o.n_parallel > 1) throw_error("-np %d: decoding several batch lines at once is not supported yet", o.n_parallel);
+  std::set<std::string> warned_keys;  // unknown JSONL keys, each warned about once
   int n_failed = 0, n_done = 0;
   double total_s = 0;
   int64_t total_gen = 0;
@@ -79,6 +85,10 @@ int run_batch(const CliOptions& o) {
     BatchLine parsed = batch_parse_line(lines[i], line_no, format);
     if (parsed.kind == BatchLine::blank) continue;
     const BatchRequest& q = parsed.req;
+    for (const std::string& k : q.unknown_keys)
+      if (warned_keys.insert(k).second && !o.quiet)
+        std::fprintf(stderr, "moe: batch: warning: line %lld: unknown key \"%s\" is ignored (known: id, prompt, "
+                     "messages, n_predict, temperature, seed, stop)\n", static_cast<long long>(line_no), k.c_str());
     if (parsed.kind == BatchLine::invalid) {
       print_record(error_record(q, parsed.error));
       ++n_failed;
@@ -93,9 +103,7 @@ int run_batch(const CliOptions& o) {
         tokens = m.tok.encode(q.prompt, /*add_special=*/true, /*parse_special=*/true);
       }
       if (tokens.empty()) throw_error("the prompt tokenizes to nothing");
-      if (static_cast<int64_t>(tokens.size()) >= m.n_ctx)
-        throw_error("the prompt is %zu tokens, longer than the context of %lld tokens", tokens.size(),
-                    static_cast<long long>(m.n_ctx));
+      require_prompt_fits(tokens.size(), static_cast<long long>(m.n_ctx), "");
       SamplerParams sp = o.sampling;
       sp.seed = q.seed ? *q.seed : base_seed + static_cast<uint64_t>(i);
       if (q.temperature) sp.temp = *q.temperature;
@@ -105,6 +113,7 @@ int run_batch(const CliOptions& o) {
       g.stop = o.stop;
       g.stop.insert(g.stop.end(), q.stop.begin(), q.stop.end());
       g.prompt_chunk = o.n_batch;
+      g.ignore_eos = o.ignore_eos;
       session.reset();
       const GenerateResult r = generate(session, m.tok, sampler, tokens, g, [](std::string_view) {}, [] { return false; });
       json rec = generate_result_json(r, sampler.seed());

@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,12 +26,20 @@ namespace {
 
 constexpr const char* kHelp =
     "Commands:\n"
-    "  /help    this text\n"
-    "  /reset   forget the conversation (keeps --system)\n"
-    "  /exit    leave (also /quit, Ctrl-D, or Ctrl-C at the prompt)\n"
+    "  /help    this text (also /?)\n"
+    "  /reset   forget the conversation (keeps --system; also /clear)\n"
+    "  /exit    leave (also /quit, /bye, Ctrl-D, or Ctrl-C at the prompt)\n"
     "Ctrl-C during an answer stops it and returns to the prompt.\n"
-    "Multi-line input: end a line with \\ to continue it on the next line, or put the\n"
-    "text between two lines that contain only \"\"\".\n";
+    "Multi-line input: end a line with \\ to continue it on the next line, put the\n"
+    "text between two lines that contain only \"\"\", or paste it.\n";
+
+// Dim reasoning text only on a terminal that can show it: not when TERM is
+// "dumb" or NO_COLOR is set (no-color.org).
+bool terminal_styles() {
+  const char* term = std::getenv("TERM");
+  const char* no_color = std::getenv("NO_COLOR");
+  return isatty(STDOUT_FILENO) && !(term && std::string(term) == "dumb") && !(no_color && *no_color);
+}
 
 std::string trim(const std::string& s) {
   const size_t b = s.find_first_not_of(" \t\r\n");
@@ -98,7 +109,8 @@ class Chat {
     g.n_predict = o_.n_predict;
     g.stop = o_.stop;
     g.prompt_chunk = o_.n_batch;
-    const bool dim = isatty(STDOUT_FILENO);
+    g.ignore_eos = o_.ignore_eos;
+    const bool dim = terminal_styles();
     ReasoningFilter show(tmpl_.opens_reasoning(), o_.hide_reasoning, dim);
     auto print = [](const std::string& s) {
       std::fwrite(s.data(), 1, s.size(), stdout);
@@ -198,10 +210,14 @@ LineInput::Status read_message(LineInput& in, std::string& msg) {
     }
     return LineInput::Status::line;
   }
-  while (!line.empty() && line.back() == '\\') {
-    line.pop_back();
+  for (;;) {
+    const bool continued = !line.empty() && line.back() == '\\';
+    if (continued) line.pop_back();
+    // A pasted block arrives faster than anyone types: its lines are one message.
+    const bool pasted = !continued && in.more_pending(30);
+    if (!continued && !pasted) break;
     msg += line + "\n";
-    st = in.read(". ", line);
+    st = in.read(pasted ? "" : ". ", line);
     if (st != LineInput::Status::line) return st;
   }
   msg += line;
@@ -220,6 +236,23 @@ int run_chat(const CliOptions& o) {
   if (!o.quiet)
     std::fprintf(stderr, "moe chat: template %s, context %lld tokens. /help for commands, Ctrl-D to leave.\n",
                  family, static_cast<long long>(m.n_ctx));
+  // -p / -f: the first user message; -st: one turn, then leave.
+  std::string first = o.prompt;
+  if (!o.prompt_file.empty()) {
+    std::ifstream f(o.prompt_file, std::ios::binary);
+    if (!f) throw_error("cannot read prompt file '%s'", o.prompt_file.c_str());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    first = ss.str();
+  }
+  if (!first.empty()) {
+    sigint_clear();
+    chat.turn(first);
+    if (o.single_turn) {
+      chat.write_stats();
+      return 0;
+    }
+  }
   for (;;) {
     sigint_clear();
     std::string msg;
@@ -231,12 +264,12 @@ int run_chat(const CliOptions& o) {
     const std::string cmd = trim(msg);
     if (cmd.empty()) continue;
     in.add_history(msg);
-    if (cmd == "/exit" || cmd == "/quit") break;
-    if (cmd == "/help") {
+    if (cmd == "/exit" || cmd == "/quit" || cmd == "/bye") break;
+    if (cmd == "/help" || cmd == "/?") {
       std::fputs(kHelp, stdout);
       continue;
     }
-    if (cmd == "/reset") {
+    if (cmd == "/reset" || cmd == "/clear") {
       chat.reset();
       std::fputs("[conversation cleared]\n", stdout);
       continue;
@@ -246,6 +279,7 @@ int run_chat(const CliOptions& o) {
       continue;
     }
     chat.turn(msg);
+    if (o.single_turn) break;
   }
   std::fflush(stdout);
   chat.write_stats();

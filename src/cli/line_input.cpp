@@ -19,6 +19,9 @@ namespace {
 
 // Process-wide by nature: a signal handler can reach nothing else.
 std::atomic<bool> g_sigint{false};
+// Whether the byte read_code_point() returns next is the first of a line:
+// libedit's character source takes no context argument.
+std::atomic<bool> g_line_start{true};
 
 extern "C" void on_sigint(int) { g_sigint.store(true); }
 
@@ -45,6 +48,11 @@ int read_code_point(FILE* f) {
     }
   };
   const int b0 = next_byte(true);
+  const bool line_start = g_line_start.exchange(false);
+  // A Ctrl-D typed while the answer streamed reached the terminal in its
+  // cooked mode, and Linux hands it over as a NUL once libedit switches to
+  // raw mode: at the start of a line it is still the end of input.
+  if (b0 == 0 && line_start) return EOF;
   if (b0 < 0x80) return b0;  // ASCII or EOF
   const int extra = b0 >= 0xF0 ? 3 : b0 >= 0xE0 ? 2 : b0 >= 0xC0 ? 1 : 0;
   if (extra == 0) return 0xFFFD;  // a stray continuation byte
@@ -90,6 +98,7 @@ LineInput::Status LineInput::read(const char* prompt, std::string& line) {
     if (std::getline(std::cin, line)) return Status::line;
     return sigint_pending() ? Status::interrupt : Status::eof;
   }
+  g_line_start.store(true);
   char* s = readline(prompt);
   if (sigint_pending()) {
     std::free(s);
@@ -99,6 +108,12 @@ LineInput::Status LineInput::read(const char* prompt, std::string& line) {
   line = s;
   std::free(s);
   return Status::line;
+}
+
+bool LineInput::more_pending(int ms) const {
+  if (!interactive_) return false;
+  pollfd p = {STDIN_FILENO, POLLIN, 0};
+  return poll(&p, 1, ms) > 0 && (p.revents & POLLIN);
 }
 
 void LineInput::add_history(const std::string& entry) {

@@ -27,6 +27,10 @@ class LineInput {
   // One line without its newline. eof: Ctrl-D / end of input; interrupt: Ctrl-C.
   Status read(const char* prompt, std::string& line);
   void add_history(const std::string& entry);
+  // True when more input arrives within `ms` milliseconds of a line's end:
+  // the rest of a multi-line paste (nobody types a newline and the next key
+  // that fast), so the lines belong to one message.
+  bool more_pending(int ms) const;
   bool interactive() const { return interactive_; }
 
  private:

@@ -30,20 +30,34 @@ void prefetch_with_progress(const GgufFile& f) {
 
 LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto model = Deepseek2Model::load(o.model);
-  if (!o.quiet) prefetch_with_progress(model->file());
+  auto model = Deepseek2Model::load(o.model, /*map=*/!o.no_mmap);
+  if (o.mlock && model->file().mapping()) {
+    const std::string why = model->file().mapping()->lock();
+    if (!why.empty()) std::fprintf(stderr, "moe: warning: --mlock: cannot lock the model in RAM: %s\n", why.c_str());
+  }
+  if (!o.quiet && !o.no_mmap) prefetch_with_progress(model->file());
   Tokenizer tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.model_given && !o.quiet)
     std::fprintf(stderr, "moe: no model given (-m): using the built-in default model %s\n", o.model.c_str());
+  // -c 0: the model's training context. A larger -c is allowed, as in
+  // llama.cpp, with a warning; the default (4096) is cut to a smaller model's.
   const int64_t model_ctx = model->config().max_position_embeddings;
-  const int64_t n_ctx = o.n_ctx > 0 ? std::min<int64_t>(o.n_ctx, model_ctx) : model_ctx;
+  int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : model_ctx;
+  if (!o.n_ctx_given) n_ctx = std::min(n_ctx, model_ctx);
+  else if (n_ctx > model_ctx && !o.quiet)
+    std::fprintf(stderr, "moe: warning: -c %lld is more than the model was trained for (%lld tokens): text past "
+                 "%lld tokens may degrade\n", static_cast<long long>(n_ctx), static_cast<long long>(model_ctx),
+                 static_cast<long long>(model_ctx));
   return LoadedModel{std::move(model), std::move(tok), n_ctx, load_s};
 }
 
 std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
   auto s = std::make_unique<Deepseek2Session>(*m.model, o.run.session(m.n_ctx, o.n_batch, o.n_threads));
   if (!o.quiet) print_placement(*s, "moe");
+  if (o.verbose)
+    std::fprintf(stderr, "moe: %s | context %lld | batch %d | model %s\n", s->backends_description().c_str(),
+                 static_cast<long long>(m.n_ctx), o.n_batch, m.model->config().describe().c_str());
   return s;
 }
 

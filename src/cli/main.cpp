@@ -1,34 +1,71 @@
 // moe: run a DeepSeek-architecture GGUF model.
 //
 //   moe -m model.gguf -p "Explain MLA" -n 256     one prompt, tokens streamed to stdout
-//   moe -m model.gguf                             interactive chat (also -i / --chat)
+//   moe -m model.gguf                             interactive chat (also -i / -cnv)
 //   moe -m model.gguf --batch prompts.jsonl       one JSON answer per input line
 //
-// Flags follow llama.cpp where the meaning is the same. Timings go to stderr.
-// This file only parses options and dispatches; each mode has its own file
-// (one_shot.cpp, chat_repl.cpp, batch.cpp) over one generation loop
-// (generate.cpp).
+// Flags follow llama.cpp (llama-cli) where the meaning is the same, single-
+// dash long names included (-ngl, -sys, -cnv, -st, -ot, ...; see
+// command_line.h). Timings go to stderr. This file only parses options and
+// dispatches; each mode has its own file (one_shot.cpp, chat_repl.cpp,
+// batch.cpp) over one generation loop (runtime/generate.h).
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 
+#include "chat/escapes.h"
+#include "cli/command_line.h"
 #include "cli/options.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 
 using namespace moe;
+
+namespace {
+
+// -s: -1 (or nothing) draws a random seed; anything else must be a whole
+// number that fits in 64 bits below the random marker.
+uint64_t parse_seed(const std::string& s) {
+  if (s == "-1") return kRandomSeed;
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || s[0] == '-' || s[0] == '+' || *end != '\0' || errno == ERANGE || v == kRandomSeed)
+    throw_error("-s '%s': the seed must be -1 (random) or a whole number from 0 to %llu", s.c_str(),
+                static_cast<unsigned long long>(kRandomSeed - 1));
+  return v;
+}
+
+std::string version_text() {
+  return strfmt("moe %s (commit %s)\nbuilt with %s for %s\n", MOE_VERSION, MOE_BUILD_COMMIT, MOE_COMPILER,
+                MOE_SYSTEM_PROCESSOR);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"moe: run DeepSeek-architecture MoE models from a GGUF file"};
   CliOptions o;
-  uint64_t seed = kRandomSeed;
+  std::string seed = "-1";
+  bool cnv = false, no_cnv = false, interactive = false, escape = true, show_version = false;
   auto* m = app.add_option("-m,--model", o.model, "GGUF model file (default: the built-in model)");
-  app.add_option("-p,--prompt", o.prompt, "prompt text (one-shot mode; without -p/-f/--batch: chat)");
-  app.add_option("-f,--file", o.prompt_file, "read the prompt from a file");
-  app.add_option("-n,--n-predict", o.n_predict, "tokens to generate (-1: until end of text or full context)");
-  app.add_option("-c,--ctx-size", o.n_ctx, "context size in tokens (0: the model's)")->check(CLI::Range(0, 1 << 24));
-  app.add_option("-b,--batch-size", o.n_batch, "tokens per batch when evaluating the prompt")->check(CLI::Range(1, 1 << 16));
-  app.add_option("-t,--threads", o.n_threads, "threads")->check(CLI::Range(1, 1024));
-  app.add_option("-s,--seed", seed, "random seed (default: random)");
+  auto* p = app.add_option("-p,--prompt", o.prompt, "prompt text (one-shot mode; with -cnv/-i the first message)");
+  app.add_option("-f,--file", o.prompt_file, "read the prompt from a file (taken as written: no escapes)");
+  app.add_option("-n,--n-predict", o.n_predict, "tokens to generate (-1 or -2: until end of text or full context)")
+      ->check(CLI::Range(-2, INT_MAX));
+  auto* c = app.add_option("-c,--ctx-size", o.n_ctx, "context size in tokens (0: the model's)")
+                ->check(CLI::Range(0, 1 << 24));
+  app.add_option("-b,--batch-size", o.n_batch, "tokens per step when evaluating a prompt")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--ubatch-size", o.n_ubatch, "-ub: tokens per step (the smaller of -b and -ub is used)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("-t,--threads", o.n_threads, "threads (default: the physical cores this process may use)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--threads-batch", o.n_threads_batch, "-tb: accepted; one thread pool serves prompts and generation")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("-s,--seed", seed, "random seed (-1: random)");
   app.add_option("--temp", o.sampling.temp, "temperature (<= 0: greedy)");
   app.add_option("--top-k", o.sampling.top_k, "top-k sampling (<= 0: off)");
   app.add_option("--top-p", o.sampling.top_p, "top-p sampling (1: off)");
@@ -37,39 +74,78 @@ int main(int argc, char** argv) {
   app.add_option("--repeat-last-n", o.sampling.repeat_last_n, "tokens considered for the penalties");
   app.add_option("--presence-penalty", o.sampling.presence_penalty, "presence penalty (0: off)");
   app.add_option("--frequency-penalty", o.sampling.frequency_penalty, "frequency penalty (0: off)");
+  app.add_flag("--ignore-eos", o.ignore_eos, "never sample end-of-generation tokens");
   app.add_flag("!--no-display-prompt", o.display_prompt, "do not echo the prompt");
-  app.add_option("--stop", o.stop, "stop when the answer contains this text (not printed); repeatable")
+  app.add_option("--stop,-r,--reverse-prompt", o.stop,
+                 "stop when the answer contains this text (not printed); repeatable")
       ->allow_extra_args(false);
+  app.add_flag("-e,--escape,!--no-escape", escape, "process \\n \\t \\\\ \\' \\\" \\xHH in -p, -sys and --stop (default: on)");
   app.add_flag("--json", o.json, "one-shot: print one JSON object (text, token counts, finish reason, timings)");
   app.add_flag("-q,--quiet", o.quiet, "no timing lines or progress bar on stderr");
-  app.add_flag("-i,--chat", o.chat, "interactive chat (the default without -p, -f or --batch)");
+  app.add_flag("-v,--verbose", o.verbose, "more about the run on stderr (backends, threads)");
+  app.add_flag("-i,--interactive", interactive, "interactive chat (the default without -p, -f or --batch)");
+  app.add_flag("--chat", interactive, "the same as -i");
+  app.add_flag("--conversation", cnv, "-cnv: chat (the default without -p or -f)");
+  app.add_flag("--no-conversation", no_cnv, "-no-cnv: one-shot, never chat")->excludes("--conversation");
+  app.add_flag("--single-turn", o.single_turn, "-st: chat for one turn (the -p text, or one read message), then exit");
   app.add_option("--chat-template", o.chat_template,
                  "chat template instead of the model's: " + chat_family_names());
-  app.add_option("--system", o.system, "chat: system prompt");
+  app.add_option("--system,--system-prompt", o.system, "chat: system prompt (-sys)");
   app.add_flag("--hide-reasoning", o.hide_reasoning, "chat: do not show <think> reasoning");
   app.add_flag("--context-shift", o.context_shift,
                "chat: when the context is full, drop the oldest turns (after the system prompt) instead of stopping");
   app.add_option("--batch", o.batch_file, "answer every line of FILE (JSONL or text; - for stdin), JSONL on stdout");
   app.add_option("--batch-format", o.batch_format, "auto, jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}));
+  app.add_option("--parallel", o.n_parallel, "-np: sequences decoded together in --batch mode")
+      ->check(CLI::Range(1, 4096));
+  app.add_flag("--mlock", o.mlock, "keep the model's pages in RAM (mlock)");
+  app.add_flag("--no-mmap", o.no_mmap, "read the model into memory instead of mapping it");
+  app.add_flag("--version", show_version, "print the version and exit");
   add_run_flags(app, o.run);
-  LlamaFlagArgs args(argc, argv);
-  CLI11_PARSE(app, args.argc(), args.argv());
-  o.model_given = m->count() > 0;
-  o.sampling.seed = seed;
-  for (const auto& s : o.stop)
-    if (s.empty()) {
-      std::fprintf(stderr, "moe: error: --stop needs a non-empty string\n");
-      return 1;
-    }
-  const bool one_shot = !o.prompt.empty() || !o.prompt_file.empty();
-  if (!o.batch_file.empty() && (one_shot || o.chat)) {
-    std::fprintf(stderr, "moe: error: --batch cannot be combined with -p, -f or --chat\n");
-    return 1;
+
+  FlagTable flags = llama_common_flags();
+  flags.aliases.insert({{"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
+                        {"-st", "--single-turn"}, {"-np", "--parallel"}});
+  const int parsed = parse_command_line(app, argc, argv, "moe", flags);
+  if (parsed >= 0) return parsed;
+  if (show_version) {
+    std::fputs(version_text().c_str(), stdout);
+    return 0;
   }
+  o.model_given = m->count() > 0;
+  o.n_ctx_given = c->count() > 0;
+  o.prompt_given = p->count() > 0;
+  o.n_batch = std::min(o.n_batch, o.n_ubatch);
+
   try {
-    if (!o.batch_file.empty()) return run_batch(o);
-    if (o.chat || !one_shot) return run_chat(o);
+    o.sampling.seed = parse_seed(seed);
+    check_run_flags(o.run, "moe");
+    if (escape) {
+      o.prompt = process_escapes(o.prompt);
+      o.system = process_escapes(o.system);
+      for (std::string& s : o.stop) s = process_escapes(s);
+    }
+    for (const auto& s : o.stop)
+      if (s.empty()) throw_error("--stop needs a non-empty string");
+    if (o.prompt_given && o.prompt.empty()) throw_error("the prompt (-p) is empty");
+    if (o.n_threads_batch > 0 && o.n_threads_batch != o.n_threads && !o.quiet)
+      std::fprintf(stderr, "moe: note: one thread pool serves prompts and generation: -tb %d is not used, -t %d is\n",
+                   o.n_threads_batch, o.n_threads);
+
+    const bool has_prompt = o.prompt_given || !o.prompt_file.empty();
+    const bool chat = cnv || interactive || o.single_turn;
+    if (no_cnv && chat) throw_error("-no-cnv cannot be combined with -cnv, -i or -st");
+    if (!o.batch_file.empty()) {
+      if (has_prompt || chat) throw_error("--batch cannot be combined with -p, -f, -i, -cnv or -st");
+      return run_batch(o);
+    }
+    if (o.n_parallel > 1) throw_error("-np %d: parallel sequences are for --batch mode", o.n_parallel);
+    if (no_cnv && !has_prompt) throw_error("-no-cnv needs a prompt: give one with -p or -f");
+    if (chat || (!no_cnv && !has_prompt)) return run_chat(o);
+    if (!o.quiet && (!o.system.empty() || !o.chat_template.empty()))
+      std::fprintf(stderr, "moe: warning: --system and --chat-template apply to chat mode (-cnv); one-shot -p text is "
+                           "continued as written\n");
     return run_one_shot(o);
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -1,13 +1,18 @@
 // One-shot mode: `moe -p TEXT` (or -f FILE) continues the prompt as raw text
 // (no chat template), streaming tokens to stdout, or with --json prints one
-// JSON object at the end.
+// JSON object at the end. Ctrl-C stops the answer: what was generated, the
+// timing line and the JSON object are still written, and the exit status is
+// 130 as for any program stopped by SIGINT.
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
 #include "cli/options.h"
+#include "cli/output.h"
 #include "cli/result_json.h"
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "runtime/generate.h"
 
 namespace moe {
@@ -19,6 +24,7 @@ std::string read_text_file(const std::string& path) {
   if (!f) throw_error("cannot read prompt file '%s'", path.c_str());
   std::stringstream ss;
   ss << f.rdbuf();
+  if (f.bad()) throw_error("cannot read prompt file '%s' (is it a directory?)", path.c_str());
   return ss.str();
 }
 
@@ -32,9 +38,7 @@ int run_one_shot(const CliOptions& o) {
 
   const std::vector<int32_t> tokens = m.tok.encode(prompt, /*add_special=*/true, /*parse_special=*/true);
   if (tokens.empty()) throw_error("the prompt tokenizes to nothing");
-  if (static_cast<int64_t>(tokens.size()) >= m.n_ctx)
-    throw_error("the prompt is %zu tokens, longer than the context of %lld tokens (raise -c, or shorten the prompt)",
-                tokens.size(), static_cast<long long>(m.n_ctx));
+  require_prompt_fits(tokens.size(), static_cast<long long>(m.n_ctx), " (raise -c, or shorten the prompt)");
 
   const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
   Deepseek2Session& session = *session_ptr;
@@ -43,27 +47,23 @@ int run_one_shot(const CliOptions& o) {
   g.n_predict = o.n_predict;
   g.stop = o.stop;
   g.prompt_chunk = o.n_batch;
+  g.ignore_eos = o.ignore_eos;
 
-  if (o.display_prompt && !o.json) {
-    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-    std::fflush(stdout);
-  }
+  if (o.display_prompt && !o.json) write_stdout(prompt);
   auto stream = [&](std::string_view text) {
-    if (o.json) return;
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
+    if (!o.json) write_stdout(text);
   };
-  const GenerateResult r = generate(session, m.tok, sampler, tokens, g, stream, [] { return false; });
+  install_interrupt_handler();
+  const GenerateResult r = generate(session, m.tok, sampler, tokens, g, stream, [] { return interrupt_signal() != 0; });
 
   if (o.json) {
     nlohmann::json j = generate_result_json(r, sampler.seed());
     j["timings"]["load_s"] = m.load_s;
     j["placement"] = session.placement().to_json();
-    std::fputs(json_line(j).c_str(), stdout);
+    write_stdout(json_line(j));
   } else {
-    std::fputc('\n', stdout);
+    write_stdout("\n");
   }
-  std::fflush(stdout);
 
   write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
@@ -75,7 +75,7 @@ int run_one_shot(const CliOptions& o) {
                  r.gen_s, static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9),
                  finish_reason_text(r.finish),
                  static_cast<unsigned long long>(sampler.seed()), o.n_threads);
-  return 0;
+  return r.finish == FinishReason::interrupted ? 128 + SIGINT : 0;
 }
 
 }  // namespace moe

@@ -4,11 +4,11 @@
 
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "chat/chat_template.h"
 #include "cli/run_flags.h"
+#include "core/thread_pool.h"
 #include "model/deepseek2.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -19,11 +19,18 @@ struct CliOptions {
   std::string model = MOE_DEFAULT_MODEL;
   bool model_given = false;
   std::string prompt;
+  bool prompt_given = false;  // -p was given (possibly empty)
   std::string prompt_file;
   int n_predict = -1;
   int n_ctx = 4096;
+  bool n_ctx_given = false;
   int n_batch = 512;
-  int n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int n_ubatch = 512;
+  int n_threads = default_thread_count();
+  int n_threads_batch = 0;
+  bool ignore_eos = false;
+  bool verbose = false;
+  bool mlock = false, no_mmap = false;
   SamplerParams sampling;
   RunFlags run;  // backends, placement, expert statistics
   bool display_prompt = true;
@@ -31,7 +38,7 @@ struct CliOptions {
   bool json = false;   // one-shot: one JSON object on stdout
   bool quiet = false;  // no timing lines, no progress bar
   // chat
-  bool chat = false;
+  bool single_turn = false;   // -st: one chat turn, then exit
   std::string chat_template;  // family name; "" = detect from the model
   std::string system;
   bool hide_reasoning = false;
@@ -39,6 +46,7 @@ struct CliOptions {
   // batch
   std::string batch_file;  // "-" = stdin
   std::string batch_format = "auto";
+  int n_parallel = 1;  // -np
 };
 
 // A loaded model with what every mode needs next to it.

@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <utility>
+
 #include <cstdio>
 #include <map>
 #include <string>
@@ -20,6 +22,9 @@ namespace moe {
 
 struct RunFlags {
   std::string device = "cpu";
+  int n_gpu_layers = -1;            // -ngl; -1: not given
+  std::string flash_attn;           // -fa [on|off|auto]: accepted, MLA attention is fused either way
+  std::string cache_type_k = "f32", cache_type_v = "f32";  // -ctk, -ctv
   std::string gpu_mem;  // --gpu-mem SIZE, "" for the device's default
   int device_threads = 0;
   PlacementOptions placement;
@@ -30,18 +35,42 @@ struct RunFlags {
     SessionOptions o;
     o.n_ctx = n_ctx;
     o.n_batch = n_batch;
-    o.backends.device = device;
+    o.backends.device = device == "none" ? "cpu" : device.rfind("cuda", 0) == 0 ? "cuda" : device;
     o.backends.n_threads = n_threads;
     o.backends.device_threads = device_threads;
     o.backends.device_mem = gpu_mem.empty() ? -1 : parse_byte_size(gpu_mem);
     o.placement = placement;
+    o.placement.n_gpu_layers = n_gpu_layers;
     return o;
   }
 };
 
+// After parsing: refuses what cannot run and warns about what changes
+// nothing here (llama.cpp habits). Throws naming the flag.
+inline void check_run_flags(const RunFlags& f, const char* program) {
+  for (const auto& [flag, type] : {std::pair{"-ctk", f.cache_type_k}, std::pair{"-ctv", f.cache_type_v}})
+    if (type != "f32")
+      throw_error("%s %s: the latent cache is f32 in this version; other cache types are not supported yet", flag,
+                  type.c_str());
+  if (!f.flash_attn.empty() && f.flash_attn != "on" && f.flash_attn != "off" && f.flash_attn != "auto" &&
+      f.flash_attn != "1" && f.flash_attn != "0")
+    throw_error("-fa '%s': expected on, off or auto", f.flash_attn.c_str());
+  if (f.n_gpu_layers > 0 && (f.device == "cpu" || f.device == "none"))
+    std::fprintf(stderr, "%s: warning: no GPU backend in this run: -ngl %d is ignored, everything runs on the CPU\n",
+                 program, f.n_gpu_layers);
+}
+
 inline void add_run_flags(CLI::App& app, RunFlags& f) {
-  app.add_option("--device", f.device, "where the model runs: cpu (cuda: not built yet)")
-      ->check(CLI::IsMember({"cpu", "cuda", "cpu-device"}));
+  app.add_option("--device", f.device, "where the model runs: cpu (cuda: not built yet; also -dev, none = cpu)")
+      ->check(CLI::IsMember({"cpu", "none", "cuda", "cuda0", "CUDA0", "cpu-device"}));
+  app.add_option("--n-gpu-layers", f.n_gpu_layers,
+                 "-ngl N: 0 runs everything on the CPU; N below the layer count keeps the routed experts of the "
+                 "first layers on the CPU")
+      ->check(CLI::Range(-1, 1 << 20));
+  app.add_option("--flash-attn", f.flash_attn, "-fa [on|off|auto]: accepted; MLA attention is computed fused either way")
+      ->expected(0, 1);
+  app.add_option("--cache-type-k", f.cache_type_k, "-ctk: latent cache type (f32)");
+  app.add_option("--cache-type-v", f.cache_type_v, "-ctv: latent cache type (f32)");
   app.add_option("--gpu-mem", f.gpu_mem, "device memory the weights and KV cache may use (e.g. 20G); the rest of "
                                          "the routed experts stay on the CPU");
   app.add_option("--n-cpu-moe", f.placement.n_cpu_moe, "keep the routed experts of the first N layers on the CPU (-ncmoe)")
@@ -57,34 +86,6 @@ inline void add_run_flags(CLI::App& app, RunFlags& f) {
   // The stand-in device's threads (tests of the hybrid path).
   app.add_option("--device-threads", f.device_threads, "threads of --device cpu-device")->group("");
 }
-
-// llama.cpp's single-dash long flags, rewritten to their double-dash names
-// before CLI11 (which reads "-ot" as "-o t"). `extra` adds a program's own.
-class LlamaFlagArgs {
- public:
-  LlamaFlagArgs(int argc, char** argv, const std::map<std::string, std::string>& extra = {}) {
-    std::map<std::string, std::string> aliases = {
-        {"-ncmoe", "--n-cpu-moe"}, {"-cmoe", "--cpu-moe"}, {"-ot", "--override-tensor"}};
-    aliases.insert(extra.begin(), extra.end());
-    for (int i = 0; i < argc; ++i) {
-      std::string a = argv[i];
-      if (i > 0) {
-        const size_t eq = a.find('=');
-        const auto it = aliases.find(a.substr(0, eq));
-        if (it != aliases.end()) a = it->second + (eq == std::string::npos ? "" : a.substr(eq));
-      }
-      args_.push_back(std::move(a));
-    }
-    for (std::string& a : args_) ptrs_.push_back(a.data());
-    ptrs_.push_back(nullptr);
-  }
-  int argc() const { return static_cast<int>(args_.size()); }
-  char** argv() { return ptrs_.data(); }
-
- private:
-  std::vector<std::string> args_;
-  std::vector<char*> ptrs_;
-};
 
 // The placement plan on stderr, a line each, prefixed "program: ".
 inline void print_placement(const Deepseek2Session& s, const char* program) {

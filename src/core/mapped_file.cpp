@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/error.h"
@@ -45,7 +46,7 @@ void* map_aligned(int fd, size_t size) {
 
 }  // namespace
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
+MappedFile::MappedFile(const std::string& path, bool map) : path_(path), mapped_(map) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw_error("cannot open '%s': %s", path.c_str(), std::strerror(errno));
   struct stat st {};
@@ -59,7 +60,31 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     throw_error("'%s' is not a regular file", path.c_str());
   }
   size_ = static_cast<size_t>(st.st_size);
-  if (size_ > 0) {
+  if (size_ > 0 && !map) {
+    // Huge-page aligned, so the kernel may back it with 2 MiB pages.
+    void* p = nullptr;
+    if (::posix_memalign(&p, kHugePage, size_) != 0) {
+      ::close(fd);
+      throw_error("cannot read '%s' into memory: %zu bytes are not available (use the mapping: drop --no-mmap)",
+                  path.c_str(), size_);
+    }
+#ifdef MADV_HUGEPAGE
+    ::madvise(p, size_, MADV_HUGEPAGE);
+#endif
+    size_t done = 0;
+    while (done < size_) {
+      const ssize_t r = ::read(fd, static_cast<uint8_t*>(p) + done, size_ - done);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        const int e = r < 0 ? errno : EIO;
+        std::free(p);
+        ::close(fd);
+        throw_error("cannot read '%s': %s", path.c_str(), std::strerror(e));
+      }
+      done += static_cast<size_t>(r);
+    }
+    data_ = static_cast<const uint8_t*>(p);
+  } else if (size_ > 0) {
     void* p = map_aligned(fd, size_);
     if (p == MAP_FAILED) {
       const int e = errno;
@@ -85,7 +110,15 @@ void MappedFile::prefetch(const uint8_t* data, size_t size, const std::function<
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (!data_) return;
+  if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  else std::free(const_cast<uint8_t*>(data_));
+}
+
+std::string MappedFile::lock() const {
+  if (data_ && ::mlock(data_, size_) != 0)
+    return strfmt("%s (RLIMIT_MEMLOCK may be too low: ulimit -l)", std::strerror(errno));
+  return "";
 }
 
 }  // namespace moe

@@ -11,8 +11,11 @@ namespace moe {
 
 class MappedFile {
  public:
-  // Throws moe::Error naming the path and the system's reason.
-  explicit MappedFile(const std::string& path);
+  // Throws moe::Error naming the path and the system's reason. With
+  // map = false the file is read into memory this object owns instead
+  // (llama.cpp's --no-mmap: no page faults later, no sharing with the page
+  // cache's copy either).
+  explicit MappedFile(const std::string& path, bool map = true);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -20,6 +23,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  bool mapped() const { return mapped_; }
+
+  // Locks the pages in RAM (--mlock). Returns "" or the system's reason.
+  std::string lock() const;
 
   // Reads one byte of every page of [data, data + size) so the page cache
   // holds it before the first forward pass touches it (a mapping is read
@@ -31,6 +38,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  bool mapped_ = true;
 };
 
 }  // namespace moe

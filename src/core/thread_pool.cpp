@@ -1,6 +1,11 @@
 #include "core/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <fstream>
+#include <set>
+#include <string>
 
 namespace moe {
 
@@ -15,8 +20,26 @@ inline void cpu_relax() {
 // About 50 microseconds of pause instructions: longer than the gap between
 // two products of a forward pass, short enough not to matter when idle.
 constexpr int kSpinIters = 20000;
+// Spinning threads yield the core this often, so that on a machine busier
+// than its cores they do not starve the thread they wait for.
+constexpr int kYieldEvery = 256;
 
 }  // namespace
+
+int default_thread_count() {
+  std::set<std::string> cores;  // one thread_siblings mask per physical core
+  for (int cpu = 0;; ++cpu) {
+    std::ifstream f("/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings");
+    if (!f) break;
+    std::string mask;
+    if (std::getline(f, mask)) cores.insert(mask);
+  }
+  int n = cores.empty() ? static_cast<int>(std::thread::hardware_concurrency()) : static_cast<int>(cores.size());
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = std::min(n, CPU_COUNT(&set));
+  return std::max(1, n);
+}
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
@@ -31,17 +54,30 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::run_chunk(int index) {
-  const int64_t per = (job_n_ + n_threads_ - 1) / n_threads_;
-  const int64_t begin = std::min<int64_t>(job_n_, per * index);
+void ThreadPool::run_chunk(int64_t chunk, int thread) {
+  const int64_t per = (job_n_ + n_chunks_ - 1) / n_chunks_;
+  const int64_t begin = std::min<int64_t>(job_n_, per * chunk);
   const int64_t end = std::min<int64_t>(job_n_, begin + per);
   if (begin >= end) return;
   try {
-    (*job_)(begin, end, index);
+    (*job_)(begin, end, thread);
   } catch (...) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!error_) error_ = std::current_exception();
   }
+}
+
+bool ThreadPool::run_one(uint32_t gen, int thread) {
+  uint64_t s = claim_.load(std::memory_order_acquire);
+  for (;;) {
+    if (static_cast<uint32_t>(s >> 32) != gen || static_cast<int64_t>(s & 0xFFFFFFFFu) >= n_chunks_) return false;
+    if (claim_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) break;
+  }
+  // The chunk is ours and its generation cannot end before it is done, so
+  // job_ and job_n_ are this generation's.
+  run_chunk(static_cast<int64_t>(s & 0xFFFFFFFFu), thread);
+  done_.fetch_add(1, std::memory_order_acq_rel);
+  return true;
 }
 
 void ThreadPool::worker(int index) {
@@ -51,6 +87,8 @@ void ThreadPool::worker(int index) {
     for (int spins = 0; g == seen && !stop_.load(std::memory_order_acquire); ++spins) {
       if (spins < kSpinIters) {
         cpu_relax();
+        // On a machine with more runnable threads than cores, let them run.
+        if (spins % kYieldEvery == kYieldEvery - 1) std::this_thread::yield();
       } else {
         // The generation is incremented under mu_, so no wake-up is lost.
         std::unique_lock<std::mutex> lock(mu_);
@@ -62,8 +100,8 @@ void ThreadPool::worker(int index) {
     }
     if (stop_.load(std::memory_order_acquire)) return;
     seen = g;
-    run_chunk(index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    while (run_one(static_cast<uint32_t>(g), index)) {
+    }
   }
 }
 
@@ -75,17 +113,26 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   }
   job_ = &fn;
   job_n_ = n;
+  n_chunks_ = std::min<int64_t>(n_threads_, n);
   error_ = nullptr;
-  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  uint64_t g;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    g = generation_.load(std::memory_order_relaxed) + 1;
+    // Chunks become claimable before the workers are told.
+    claim_.store(static_cast<uint64_t>(static_cast<uint32_t>(g)) << 32, std::memory_order_release);
+    generation_.store(g, std::memory_order_release);
   }
   cv_start_.notify_all();
-  run_chunk(0);
-  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-    if (spins < kSpinIters) cpu_relax();
-    else std::this_thread::yield();  // a worker was descheduled (more threads than cores)
+  // The caller takes chunks too, and any chunk a worker has not started yet
+  // (it may be descheduled on a busy machine): it waits only for chunks
+  // already running.
+  while (run_one(static_cast<uint32_t>(g), 0)) {
+  }
+  for (int spins = 0; done_.load(std::memory_order_acquire) != n_chunks_; ++spins) {
+    if (spins < kSpinIters && spins % kYieldEvery != kYieldEvery - 1) cpu_relax();
+    else std::this_thread::yield();  // a worker holding a chunk was descheduled
   }
   job_ = nullptr;
   std::lock_guard<std::mutex> lock(mu_);

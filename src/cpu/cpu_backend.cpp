@@ -21,6 +21,10 @@ inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
 // Heads attending together: they share each loaded cache row (cpu/attention.h).
 constexpr int64_t kAttnHeadGroup = 8;
 
+// Below about this many multiply-adds a step runs on the calling thread:
+// waking the others costs more (tiny models, one token).
+constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
+
 void require_dense(const Act& a, const char* what) {
   MOE_DASSERT(a.stride == a.cols);
   (void)a, (void)what;
@@ -134,7 +138,7 @@ void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const Tensor
   const size_t act_bytes = (matmul_scratch_bytes(wk_b.matrix(0), n) + 63) / 64 * 64;
   uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
   // Heads are independent: one thread per group of heads, each with its own buffers.
-  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
+  const auto heads = [&](int64_t h0, int64_t h1, int thread) {
     float* in = in_all + thread * n * dim;
     float* out = out_all + thread * n * dim;
     for (int64_t h = h0; h < h1; ++h) {
@@ -147,7 +151,9 @@ void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const Tensor
         rope_pairs_apply(qa + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
       }
     }
-  });
+  };
+  if (H * n * NOPE * R < kMinParallelMacs) heads(0, H, 0);
+  else pool_.parallel_for(H, heads);
 }
 
 void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
@@ -159,7 +165,7 @@ void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const Laten
   const Act layer = cache.layer(il);
   // A token's cost grows with its position: jobs are taken from the last
   // token down, so the threads finish together.
-  pool_.parallel_jobs(n * groups, [&](int64_t j, int thread) {
+  const auto job = [&](int64_t j, int thread) {
     const int64_t i = n * groups - 1 - j;
     const int64_t t = i / groups, h0 = (i % groups) * kAttnHeadGroup;
     MlaAttendArgs a;
@@ -176,7 +182,12 @@ void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const Laten
     a.out = o_lat.row(t) + h0 * R;
     a.out_stride = R;
     mla_attend_heads(a);
-  });
+  };
+  if (n * H * n_ctx_max * L < kMinParallelMacs) {
+    for (int64_t j = 0; j < n * groups; ++j) job(j, 0);
+  } else {
+    pool_.parallel_jobs(n * groups, job);
+  }
 }
 
 void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) {
@@ -186,7 +197,7 @@ void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const Ten
   float* out_all = scratch(head_out_, sz(pool_.size() * n * dim));
   const size_t act_bytes = (matmul_scratch_bytes(wv_b.matrix(0), n) + 63) / 64 * 64;
   uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
-  pool_.parallel_for(H, [&](int64_t h0, int64_t h1, int thread) {
+  const auto heads = [&](int64_t h0, int64_t h1, int thread) {
     float* in = in_all + thread * n * dim;
     float* out = out_all + thread * n * dim;
     for (int64_t h = h0; h < h1; ++h) {
@@ -194,7 +205,9 @@ void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const Ten
       matmul_serial(wv_b.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][V]
       for (int64_t t = 0; t < n; ++t) std::memcpy(v.row(t) + h * V, &out[t * V], sz(V) * sizeof(float));
     }
-  });
+  };
+  if (H * n * R * V < kMinParallelMacs) heads(0, H, 0);
+  else pool_.parallel_for(H, heads);
 }
 
 void CpuBackend::moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) {

@@ -24,6 +24,17 @@ int64_t job_rows(int64_t total_rows, int n_threads) {
 
 inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
 
+// Jobs on the pool when there is enough work (multiply-adds) to pay for
+// waking it, else on the calling thread.
+template <typename Fn>
+void for_jobs(ThreadPool& pool, int64_t n_jobs, int64_t macs, const Fn& fn) {
+  if (macs < (int64_t{1} << 18)) {
+    for (int64_t j = 0; j < n_jobs; ++j) fn(j, 0);
+  } else {
+    pool.parallel_jobs(n_jobs, fn);
+  }
+}
+
 // Row-wise work over n rows, on the pool when there is enough of it.
 template <typename Fn>
 void for_rows(ThreadPool& pool, int64_t n, int64_t cost_per_row, const Fn& fn) {
@@ -66,7 +77,7 @@ void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_strid
   const int64_t n_groups = static_cast<int64_t>(d.groups.size());
   const int64_t rows_f = job_rows(n_groups * 2 * F, pool.size());
   const int64_t blocks_f = (F + rows_f - 1) / rows_f;
-  pool.parallel_jobs(n_groups * 2 * blocks_f, [&](int64_t j, int) {
+  for_jobs(pool, n_groups * 2 * blocks_f, 2 * S * F * D, [&](int64_t j, int) {
     const ExpertGroup& g = d.groups[sz(j / (2 * blocks_f))];
     const bool is_up = (j / blocks_f) % 2 == 1;
     const int64_t r0 = (j % blocks_f) * rows_f, r1 = std::min(F, r0 + rows_f);
@@ -83,7 +94,7 @@ void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_strid
   y_.resize(sz(S * D));
   const int64_t rows_d = job_rows(n_groups * D, pool.size());
   const int64_t blocks_d = (D + rows_d - 1) / rows_d;
-  pool.parallel_jobs(n_groups * blocks_d, [&](int64_t j, int) {
+  for_jobs(pool, n_groups * blocks_d, S * F * D, [&](int64_t j, int) {
     const ExpertGroup& g = d.groups[sz(j / blocks_d)];
     const int64_t r0 = (j % blocks_d) * rows_d, r1 = std::min(D, r0 + rows_d);
     matmul_rows(down.matrix(g.expert), r0, r1, &act_down_[rb_down * sz(g.first)], g.count, &y_[sz(g.first * D)], D);

@@ -299,8 +299,8 @@ GgufFile GgufFile::parse(const uint8_t* data, size_t size, const std::string& na
   return f;
 }
 
-GgufFile GgufFile::open(const std::string& path) {
-  auto m = std::make_shared<const MappedFile>(path);
+GgufFile GgufFile::open(const std::string& path, bool map) {
+  auto m = std::make_shared<const MappedFile>(path, map);
   GgufFile f = parse(m->data(), m->size(), path);
   f.mapping_ = std::move(m);
   return f;

@@ -70,8 +70,9 @@ struct GgufKv {
 
 class GgufFile {
  public:
-  // Maps and parses a file. Throws GgufError (bad content) or moe::Error (I/O).
-  static GgufFile open(const std::string& path);
+  // Maps and parses a file (reads it into memory with map = false). Throws
+  // GgufError (bad content) or moe::Error (I/O).
+  static GgufFile open(const std::string& path, bool map = true);
   // Parses bytes already in memory (tests, fuzzing). `name` is used in errors.
   // The bytes must outlive the returned object.
   static GgufFile parse(const uint8_t* data, size_t size, const std::string& name = "<memory>");
@@ -82,6 +83,8 @@ class GgufFile {
   uint64_t data_offset() const { return data_offset_; }  // start of the tensor data section
   uint64_t file_size() const { return size_; }
   const uint8_t* file_data() const { return base_; }
+  // The file's memory (null when parsing caller-owned memory).
+  const MappedFile* mapping() const { return mapping_.get(); }
 
   // ---- metadata ----------------------------------------------------------------
   const std::vector<GgufKv>& metadata() const { return kv_; }  // in file order

@@ -46,8 +46,8 @@ size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
 }  // namespace
 
-std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path) {
-  std::unique_ptr<Deepseek2Model> m(new Deepseek2Model(GgufFile::open(path)));
+std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, bool map) {
+  std::unique_ptr<Deepseek2Model> m(new Deepseek2Model(GgufFile::open(path, map)));
   m->config_ = Deepseek2Config::from_gguf(m->file_);
   m->weights_ = Deepseek2Weights::bind(m->file_, m->config_);
   m->rope_freqs_ = rope_frequencies(m->config_);

@@ -20,8 +20,9 @@ namespace moe {
 
 class Deepseek2Model {
  public:
-  // Maps the file, reads the hyper-parameters, binds and checks every tensor.
-  static std::unique_ptr<Deepseek2Model> load(const std::string& path);
+  // Maps the file (reads it into memory with map = false), reads the
+  // hyper-parameters, binds and checks every tensor.
+  static std::unique_ptr<Deepseek2Model> load(const std::string& path, bool map = true);
 
   const GgufFile& file() const { return file_; }
   const Deepseek2Config& config() const { return config_; }

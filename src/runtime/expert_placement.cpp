@@ -175,6 +175,10 @@ ExpertPlacement plan_expert_placement(const std::vector<TensorFootprint>& tensor
     return p;
   };
   if (in.device_name.empty()) return host_only();
+  if (in.options.n_gpu_layers == 0) {
+    p.note = "-ngl 0: everything runs on the " + in.host_name;
+    return host_only();
+  }
 
   // Tensors every token uses stay with the device: -ot may not send them to the CPU.
   for (const TensorFootprint& t : tensors) {
@@ -200,7 +204,8 @@ ExpertPlacement plan_expert_placement(const std::vector<TensorFootprint>& tensor
   for (int64_t l = 0; l < n_layers; ++l) {
     if (p.device_slot[static_cast<size_t>(l)].empty()) continue;
     Forced& f = forced[static_cast<size_t>(l)];
-    if (in.options.cpu_moe || l < in.options.n_cpu_moe) f = Forced::kHost;
+    const bool outside_ngl = in.options.n_gpu_layers > 0 && l < n_layers - in.options.n_gpu_layers;
+    if (in.options.cpu_moe || l < in.options.n_cpu_moe || outside_ngl) f = Forced::kHost;
     const OverrideRule* rule = nullptr;
     for (const TensorFootprint* t : expert_tensors[static_cast<size_t>(l)]) {
       const OverrideRule* r = first_match(rules, t->name);

@@ -7,7 +7,9 @@
 // and the host CPU computes them for the tokens routed to them.
 //
 // The flags are llama.cpp's: --cpu-moe (every routed expert on the host),
-// --n-cpu-moe N (those of layers 0..N-1), -ot REGEX=BACKEND (tensors whose
+// --n-cpu-moe N (those of layers 0..N-1), -ngl N (the last N layers on the
+// device: here their routed experts, since the device computes every
+// layer's attention anyway; 0 = the CPU alone), -ot REGEX=BACKEND (tensors whose
 // name matches; routed expert tensors only may go to the CPU here, since the
 // device computes everything else), plus --gpu-mem SIZE for the budget.
 #pragma once
@@ -35,6 +37,8 @@ struct TensorFootprint {
 struct PlacementOptions {
   bool cpu_moe = false;                // --cpu-moe
   int64_t n_cpu_moe = 0;               // --n-cpu-moe N
+  int64_t n_gpu_layers = -1;           // -ngl N: 0 = the CPU alone; N < layers = the routed experts of
+                                       // the first layers - N layers on the CPU; -1 or >= layers: no limit
   std::vector<std::string> overrides;  // -ot, each "REGEX=BACKEND[,REGEX=BACKEND...]"
   std::string expert_stats_file;       // --expert-stats
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -17,7 +18,7 @@ const char* finish_reason_json(FinishReason r) {
     case FinishReason::stop: return "stop";
     case FinishReason::length: return "length";
     case FinishReason::eos: return "eos";
-    case FinishReason::context_full: return "length";
+    case FinishReason::context_full: return "context";
     case FinishReason::interrupted: return "interrupted";
   }
   return "?";
@@ -72,6 +73,11 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
     r.text += out;
     on_text(out);
   };
+  // --ignore-eos: the end-of-generation tokens get no probability.
+  std::vector<int32_t> eog;
+  if (opt.ignore_eos)
+    for (int32_t t = 0; t < static_cast<int32_t>(logits.size()); ++t)
+      if (tok.is_eog(t)) eog.push_back(t);
   const auto t_gen = Clock::now();
   for (;;) {
     if (opt.n_predict >= 0 && r.n_generated >= opt.n_predict) {
@@ -82,6 +88,7 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
       r.finish = FinishReason::interrupted;
       break;
     }
+    for (int32_t t : eog) logits[static_cast<size_t>(t)] = -INFINITY;
     const int32_t next = sampler.sample(logits.data());
     ++r.n_generated;
     if (tok.is_eog(next)) {

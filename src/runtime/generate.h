@@ -18,15 +18,16 @@
 namespace moe {
 
 enum class FinishReason { stop, length, eos, context_full, interrupted };
-// "stop", "length", "eos", "length" (context full counts as length), "interrupted".
+// "stop", "length", "eos", "context", "interrupted".
 const char* finish_reason_json(FinishReason r);
 // For timing lines: "stop string", "length", "eos", "context full", "interrupted".
 const char* finish_reason_text(FinishReason r);
 
 struct GenerateOptions {
-  int64_t n_predict = -1;          // sampled tokens at most (EOS included); -1: no limit
+  int64_t n_predict = -1;          // sampled tokens at most (EOS included); negative: no limit
   std::vector<std::string> stop;   // stop strings (not part of the returned text)
   int64_t prompt_chunk = 512;      // prompt tokens per forward() between cancel checks
+  bool ignore_eos = false;         // end-of-generation tokens are never sampled
 };
 
 struct GenerateResult {
