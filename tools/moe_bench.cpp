@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
                      static_cast<unsigned long long>(total));
       }
     }
-    const double size_gib = static_cast<double>(model->file().file_size()) / (1024.0 * 1024.0 * 1024.0);
+    const double size_gib = static_cast<double>(model->file().total_size()) / (1024.0 * 1024.0 * 1024.0);
     const char* isa = cpu_isa_name(cpu_isa_active());
     // llama-bench's backend column: "CPU AVX512-VNNI", or "CPU-device+CPU" when split.
     const ExpertPlacement& plan = session ? session->placement() : ExpertPlacement{};
@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
         plan.device_active ? plan.device_name + "+" + plan.host_name : std::string("CPU ") + isa;
     const std::string name = path.substr(path.find_last_of('/') + 1);
     auto record = [&](const Test& t) {
-      return nlohmann::json{{"model", path}, {"size_bytes", model->file().file_size()}, {"backend", backend},
+      return nlohmann::json{{"model", path}, {"size_bytes", model->file().total_size()}, {"backend", backend},
                             {"threads", t.threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen},
                             {"n_depth", t.n_depth}, {"test", t.name()}, {"avg_ts", t.mean()},
                             {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
@@ -201,7 +201,7 @@ int main(int argc, char** argv) {
       std::printf("model,size_bytes,backend,threads,n_prompt,n_gen,n_depth,test,avg_ts,stddev_ts\n");
       for (const Test& t : tests)
         std::printf("\"%s\",%llu,\"%s\",%d,%lld,%lld,%lld,\"%s\",%.6f,%.6f\n", path.c_str(),
-                    static_cast<unsigned long long>(model->file().file_size()), backend.c_str(), t.threads,
+                    static_cast<unsigned long long>(model->file().total_size()), backend.c_str(), t.threads,
                     static_cast<long long>(t.n_prompt), static_cast<long long>(t.n_gen),
                     static_cast<long long>(t.n_depth), t.name().c_str(), t.mean(), t.stddev());
     } else {

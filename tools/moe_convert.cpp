@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "convert/convert_checkpoint.h"
+#include "core/error.h"
 #include "core/interrupt.h"
 #include "core/output_guard.h"
 
@@ -27,6 +28,12 @@ int main(int argc, char** argv) {
   app.add_flag("--no-mtp", no_mtp, "drop the multi-token-prediction layers (num_nextn_predict_layers)");
   app.add_option("--name", name, "general.name (default: the checkpoint directory's name)");
   app.add_option("-t,--threads", threads, "threads")->check(CLI::Range(1, 1024))->capture_default_str();
+  std::string split_size;
+  moe::SplitOptions split;
+  app.add_option("--split-max-tensors", split.max_tensors,
+                 "write a gguf-split set (OUT-00001-of-0000N.gguf ...) of at most N tensors per file")
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--split-max-size", split_size, "write a gguf-split set of files of at most N(M|G) bytes each");
   if (const int rc = moe::parse_command_line(app, argc, argv, "moe-convert", moe::FlagTable{}); rc >= 0) return rc;
 
   try {
@@ -38,11 +45,16 @@ int main(int argc, char** argv) {
     o.keep_mtp = !no_mtp;
     o.n_threads = threads;
     o.model_name = name;
+    o.split = split;
+    if (!split_size.empty()) o.split.max_bytes = moe::parse_split_size(split_size);
     const auto t0 = std::chrono::steady_clock::now();
     const moe::ConvertSummary s = moe::convert_hf_checkpoint(dir, out, o);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "moe-convert: wrote %s: %zu tensors, %.2f MiB of tensor data, %s, in %.2f s\n", out.c_str(),
-                 s.n_tensors, s.tensor_bytes / (1024.0 * 1024.0), outtype.c_str(), secs);
+    std::string written = s.paths.size() > 1 ? moe::strfmt("%zu files %s ... %s", s.paths.size(), s.paths.front().c_str(),
+                                                        s.paths.back().c_str())
+                                             : out;
+    std::fprintf(stderr, "moe-convert: wrote %s: %zu tensors, %.2f MiB of tensor data, %s, in %.2f s\n",
+                 written.c_str(), s.n_tensors, s.tensor_bytes / (1024.0 * 1024.0), outtype.c_str(), secs);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "moe-convert: error: %s\n", e.what());

@@ -191,6 +191,14 @@ Json file_json(const GgufFile& f, const Summary& s) {
   j["alignment"] = f.alignment();
   j["data_offset"] = f.data_offset();
   j["file_size"] = f.file_size();
+  if (f.shards().size() > 1) {
+    Json shards = Json::array();
+    for (const moe::GgufShard& sh : f.shards())
+      shards.push_back({{"path", sh.path}, {"file_size", sh.size}, {"data_offset", sh.data_offset},
+                        {"n_tensors", sh.n_tensors}});
+    j["shards"] = std::move(shards);
+    j["total_size"] = f.total_size();
+  }
   Json meta = Json::object();
   for (const moe::GgufKv& kv : f.metadata()) {
     Json e;
@@ -212,7 +220,8 @@ Json file_json(const GgufFile& f, const Summary& s) {
                        {"n_elements", t.n_elements},
                        {"nbytes", t.nbytes},
                        {"offset", t.offset},
-                       {"file_offset", f.data_offset() + t.offset}});
+                       {"shard", t.shard},
+                       {"file_offset", f.shards().at(t.shard).data_offset + t.offset}});
   }
   j["tensors"] = std::move(tensors);
   Json by_type = Json::object();
@@ -236,6 +245,18 @@ void print_text(const GgufFile& f, const Summary& s, bool all) {
   std::printf("  alignment        %" PRIu32 "\n", f.alignment());
   std::printf("  data offset      %s (0x%" PRIx64 ")\n", with_commas(f.data_offset()).c_str(), f.data_offset());
   std::printf("  file size        %s bytes (%.2f MiB)\n", with_commas(f.file_size()).c_str(), mib(f.file_size()));
+  if (f.shards().size() > 1) {
+    std::printf("  gguf-split set   %zu files, %s bytes (%.2f MiB) in all:\n", f.shards().size(),
+                with_commas(f.total_size()).c_str(), mib(f.total_size()));
+    for (size_t i = 0; i < f.shards().size(); ++i)
+      std::printf("    %zu  %s  %s bytes, %zu tensors\n", i, f.shards()[i].path.c_str(),
+                  with_commas(f.shards()[i].size).c_str(), f.shards()[i].n_tensors);
+  }
+  if (f.is_lone_shard())
+    std::printf("  note             shard %llu of %llu of a gguf-split set, described alone (the first shard "
+                "describes the whole set)\n",
+                static_cast<unsigned long long>(f.get_u64("split.no") + 1),
+                static_cast<unsigned long long>(f.get_u64("split.count")));
 
   std::printf("\nmetadata: %zu keys\n", f.metadata().size());
   size_t key_w = 0;
@@ -253,14 +274,16 @@ void print_text(const GgufFile& f, const Summary& s, bool all) {
     shape_w = std::max(shape_w, t.shape_string().size());
   }
   name_w = std::min<size_t>(name_w, 60);
+  const bool set = f.shards().size() > 1;
   if (!f.tensors().empty())
-    std::printf("  %5s  %-*s  %-7s  %-*s  %15s  %10s  %15s\n", "#", static_cast<int>(name_w), "name", "type",
-                static_cast<int>(shape_w), "shape", "bytes", "MiB", "offset");
+    std::printf("  %5s  %-*s  %-7s  %-*s  %15s  %10s  %15s%s\n", "#", static_cast<int>(name_w), "name", "type",
+                static_cast<int>(shape_w), "shape", "bytes", "MiB", "offset", set ? "  shard" : "");
   for (size_t i = 0; i < f.tensors().size(); ++i) {
     const GgufTensorInfo& t = f.tensors()[i];
-    std::printf("  %5zu  %-*s  %-7s  %-*s  %15s  %10.3f  %15s\n", i, static_cast<int>(name_w), t.name.c_str(),
+    std::printf("  %5zu  %-*s  %-7s  %-*s  %15s  %10.3f  %15s%s\n", i, static_cast<int>(name_w), t.name.c_str(),
                 moe::ggml_type_name(t.type), static_cast<int>(shape_w), t.shape_string().c_str(),
-                with_commas(t.nbytes).c_str(), mib(t.nbytes), with_commas(t.offset).c_str());
+                with_commas(t.nbytes).c_str(), mib(t.nbytes), with_commas(t.offset).c_str(),
+                set ? strfmt("  %5u", t.shard).c_str() : "");
   }
 
   std::printf("\nsummary\n");
@@ -290,8 +313,16 @@ std::string unsupported_warning(const Summary& s, bool all) {
                 names.c_str());
 }
 
+// The first file of a gguf-split set is described with the whole set; a later
+// shard alone (with a note), since an inspector should open any file.
+GgufFile open_for_description(const std::string& path) {
+  GgufFile f = GgufFile::open(path, /*map=*/true, /*whole_set=*/false);
+  if (f.has("split.count") && !f.is_lone_shard()) return GgufFile::open(path);
+  return f;
+}
+
 int run(const std::string& path, bool json, bool all) {
-  const GgufFile f = GgufFile::open(path);
+  const GgufFile f = open_for_description(path);
   const Summary s = summarize(f);
   if (json) {
     // Token strings need not be valid UTF-8: replace bad bytes rather than throw.

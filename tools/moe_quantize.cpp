@@ -36,7 +36,8 @@ double mib(uint64_t bytes) { return static_cast<double>(bytes) / 1024.0 / 1024.0
 double bits_per_weight(uint64_t bytes, uint64_t n) { return n == 0 ? 0.0 : 8.0 * static_cast<double>(bytes) / n; }
 
 int run(const std::string& in, const std::string& out, const std::string& type_arg,
-        const std::vector<std::string>& tensor_types, bool pure, bool allow_requantize, int threads, bool verbose) {
+        const std::vector<std::string>& tensor_types, bool pure, bool allow_requantize, int threads, bool verbose,
+        const moe::SplitOptions& split) {
   const std::optional<moe::FileType> ft = moe::parse_file_type(type_arg);
   MOE_ASSERT(ft.has_value(), "unknown quantization type '%s' (expected one of: %s; or a llama.cpp ftype id)",
              type_arg.c_str(), moe::supported_file_type_names().c_str());
@@ -53,6 +54,7 @@ int run(const std::string& in, const std::string& out, const std::string& type_a
   for (const std::string& tt : tensor_types) opts.plan.overrides.push_back(moe::parse_type_override(tt));
   opts.n_threads = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   opts.allow_requantize = allow_requantize;
+  opts.split = split;
   opts.verbose = verbose;
   opts.progress = !verbose;  // the per-tensor lines would tear the bar apart
   if (const char* slow = std::getenv("MOE_TEST_SLOW_MS")) {
@@ -71,6 +73,8 @@ int run(const std::string& in, const std::string& out, const std::string& type_a
     std::printf("warning: %d of %zu tensor(s) required fallback quantization (rows not a whole number of blocks)\n",
                 r.n_fallback, r.n_tensors);
   std::printf("%zu tensors in %.2f s\n", r.n_tensors, r.seconds);
+  if (r.paths.size() > 1)
+    for (const std::string& p : r.paths) std::printf("wrote %s\n", p.c_str());
   return 0;
 }
 
@@ -95,6 +99,12 @@ int main(int argc, char** argv) {
   app.add_option("nthreads", trailing_threads, "threads, as llama-quantize's trailing argument")
       ->check(CLI::Range(1, 1024));
   app.add_flag("-v,--verbose", verbose, "print one line per tensor");
+  std::string split_size;
+  moe::SplitOptions split;
+  app.add_option("--split-max-tensors", split.max_tensors,
+                 "write a gguf-split set (OUT-00001-of-0000N.gguf ...) of at most N tensors per file")
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--split-max-size", split_size, "write a gguf-split set of files of at most N(M|G) bytes each");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -104,7 +114,8 @@ int main(int argc, char** argv) {
   }
   if (trailing_threads > 0) threads = trailing_threads;
   try {
-    return run(in, out, type, tensor_types, pure, allow_requantize, threads, verbose);
+    if (!split_size.empty()) split.max_bytes = moe::parse_split_size(split_size);
+    return run(in, out, type, tensor_types, pure, allow_requantize, threads, verbose, split);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "moe-quantize: error: %s\n", e.what());

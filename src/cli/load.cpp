@@ -20,9 +20,10 @@ namespace {
 // small files (and scripts, logs) skip this.
 void prefetch_with_progress(const GgufFile& f) {
   constexpr uint64_t kMinBytes = uint64_t(256) << 20;
-  if (f.file_size() < kMinBytes || !isatty(fileno(stderr))) return;
-  ProgressBar bar("loading", f.file_size());
-  MappedFile::prefetch(f.file_data(), f.file_size(), [&](uint64_t bytes) { bar.advance(bytes); });
+  if (f.total_size() < kMinBytes || !isatty(fileno(stderr))) return;
+  ProgressBar bar("loading", f.total_size());
+  for (const GgufShard& s : f.shards())  // every file of a gguf-split set
+    MappedFile::prefetch(s.data, s.size, [&](uint64_t bytes) { bar.advance(bytes); });
   bar.finish();
 }
 
@@ -31,10 +32,11 @@ void prefetch_with_progress(const GgufFile& f) {
 LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   auto model = Deepseek2Model::load(o.model, /*map=*/!o.no_mmap);
-  if (o.mlock && model->file().mapping()) {
-    const std::string why = model->file().mapping()->lock();
-    if (!why.empty()) std::fprintf(stderr, "moe: warning: --mlock: cannot lock the model in RAM: %s\n", why.c_str());
-  }
+  if (o.mlock)
+    for (const MappedFile* m : model->file().mappings()) {
+      const std::string why = m->lock();
+      if (!why.empty()) std::fprintf(stderr, "moe: warning: --mlock: cannot lock %s in RAM: %s\n", m->path().c_str(), why.c_str());
+    }
   if (!o.quiet && !o.no_mmap) prefetch_with_progress(model->file());
   Tokenizer tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

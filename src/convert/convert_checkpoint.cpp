@@ -13,7 +13,8 @@
 #include "core/interrupt.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
-#include "gguf/gguf_writer.h"
+#include "gguf/gguf_set_writer.h"
+#include "core/output_guard.h"
 #include "quant/quantize.h"
 
 namespace moe {
@@ -251,7 +252,7 @@ namespace {
 // Converts `n_rows` float32 rows of `ne0` to `type` in parallel and appends them to the output.
 class RowWriter {
  public:
-  RowWriter(GgufWriter& w, ThreadPool& pool, ProgressBar& bar) : w_(w), pool_(pool), bar_(bar) {}
+  RowWriter(GgufSetWriter& w, ThreadPool& pool, ProgressBar& bar) : w_(w), pool_(pool), bar_(bar) {}
 
   void write(const PlannedTensor& p, const float* x, int64_t n_rows) {
     const int64_t ne0 = p.ne[0];
@@ -266,7 +267,7 @@ class RowWriter {
   }
 
  private:
-  GgufWriter& w_;
+  GgufSetWriter& w_;
   ThreadPool& pool_;
   ProgressBar& bar_;
   std::vector<uint8_t> bytes_;
@@ -298,11 +299,12 @@ ConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::strin
   deepseek2_model_metadata(config, lo, kv);
   hf_tokenizer_metadata(hf_dir, config, kv);
 
-  GgufWriter w(out_path);
+  GgufSetWriter w(out_path, o.split);
   for (const auto& [key, value] : kv.items()) w.set(key, value);
   uint64_t total = 0;
   for (const PlannedTensor& p : plan) total += w.tensor_nbytes(w.add_tensor(p.name, p.type, p.ne));
   w.begin();
+  for (const std::string& out : w.paths()) refuse_output_in_checkpoint(out, hf_dir);
 
   ThreadPool pool(std::max(1, o.n_threads));
   ProgressBar bar("converting", total, o.progress);
@@ -358,7 +360,7 @@ ConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::strin
   throw_if_interrupted();
   w.finish();
   bar.finish();
-  return {plan.size(), total};
+  return {plan.size(), total, w.paths()};
 }
 
 }  // namespace moe

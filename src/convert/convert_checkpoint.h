@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "convert/deepseek2_gguf_layout.h"
+#include "gguf/gguf_set_writer.h"
 #include "convert/safetensors.h"
 #include "core/ggml_type.h"
 
@@ -21,6 +22,7 @@ struct ConvertOptions {
   int n_threads = 1;       // converting rows in parallel
   std::string model_name;  // general.name; "" = the checkpoint directory's name, as the converter
   bool progress = true;    // a progress bar when stderr is a terminal
+  SplitOptions split;      // --split-max-tensors / --split-max-size: write a gguf-split set
 };
 
 // How one output tensor is made from the checkpoint.
@@ -48,6 +50,7 @@ std::vector<PlannedTensor> plan_deepseek2_tensors(const SafetensorsCheckpoint& c
 struct ConvertSummary {
   size_t n_tensors = 0;
   uint64_t tensor_bytes = 0;
+  std::vector<std::string> paths;  // the file, or the shards of the set
 };
 
 // Converts `hf_dir` into `out_path` (written to a temporary name, renamed at

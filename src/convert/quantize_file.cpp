@@ -13,7 +13,8 @@
 #include "core/progress.h"
 #include "core/thread_pool.h"
 #include "gguf/gguf_reader.h"
-#include "gguf/gguf_writer.h"
+#include "gguf/gguf_set_writer.h"
+#include "core/output_guard.h"
 #include "quant/dequantize.h"
 #include "quant/quantize.h"
 
@@ -49,10 +50,10 @@ std::string llama_shape_string(const std::vector<int64_t>& shape) {
 // bigger than RAM streams through instead of filling memory with mapped
 // pages (llama-quantize unmaps each tensor for the same reason). Rounding
 // out to whole pages may drop a neighbour's page too: it is just read again.
-void release_pages(const GgufFile& in, const uint8_t* p, size_t n) {
+void release_pages(const GgufFile& in, const GgufTensorInfo& t, const uint8_t* p, size_t n) {
   static const long page = ::sysconf(_SC_PAGESIZE);
   if (n == 0 || page <= 0) return;
-  const uintptr_t base = reinterpret_cast<uintptr_t>(in.file_data());
+  const uintptr_t base = reinterpret_cast<uintptr_t>(in.shards().at(t.shard).data);
   const uintptr_t begin = reinterpret_cast<uintptr_t>(p);
   const uintptr_t first = base + (begin - base) / page * page;
   ::madvise(reinterpret_cast<void*>(first), begin + n - first, MADV_DONTNEED);  // advisory: failure is harmless
@@ -61,7 +62,7 @@ void release_pages(const GgufFile& in, const uint8_t* p, size_t n) {
 // Copies the metadata the way llama-quantize does (gguf_set_kv, then
 // gguf_set_val_u32, which removes a key and appends it): every key in file
 // order, split keys dropped, quantization_version and file_type last.
-void copy_metadata(const GgufFile& in, GgufWriter& w, FileType ft) {
+void copy_metadata(const GgufFile& in, GgufSetWriter& w, FileType ft) {
   for (const GgufKv& kv : in.metadata()) w.set(kv.key, kv.value);
   for (const char* key : {"general.quantization_version", "general.file_type", "split.no", "split.count",
                           "split.tensors.count"})
@@ -87,7 +88,7 @@ void check_convertible(const GgufFile& in, const GgufTensorInfo& t, GgmlType to,
 // Converts one tensor chunk by chunk, appending to the writer.
 class TensorConverter {
  public:
-  TensorConverter(const GgufFile& in, ThreadPool& pool, GgufWriter& w, ProgressBar& bar)
+  TensorConverter(const GgufFile& in, ThreadPool& pool, GgufSetWriter& w, ProgressBar& bar)
       : in_(in), pool_(pool), w_(w), bar_(bar) {}
 
   void copy(const GgufTensorInfo& t) {
@@ -95,7 +96,7 @@ class TensorConverter {
       throw_if_interrupted();
       const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, t.nbytes - off));
       w_.write_tensor_part(t.data + off, n);
-      release_pages(in_, t.data + off, n);
+      release_pages(in_, t, t.data + off, n);
       bar_.advance(n, t.name);
     }
   }
@@ -129,7 +130,7 @@ class TensorConverter {
       });
       const size_t bytes = static_cast<size_t>(nr) * row_out;
       w_.write_tensor_part(out_.data(), bytes);
-      release_pages(in_, src, static_cast<size_t>(nr) * row_in);
+      release_pages(in_, t, src, static_cast<size_t>(nr) * row_in);
       written += bytes;
       bar_.advance(static_cast<uint64_t>(nr) * row_in, t.name);
     }
@@ -139,7 +140,7 @@ class TensorConverter {
  private:
   const GgufFile& in_;
   ThreadPool& pool_;
-  GgufWriter& w_;
+  GgufSetWriter& w_;
   ProgressBar& bar_;
   std::vector<float> f32_;    // dequantized rows of a non-F32 source
   std::vector<uint8_t> out_;  // converted rows
@@ -164,7 +165,7 @@ QuantizeFileResult quantize_gguf_file(const std::string& in_path, const std::str
   for (size_t i = 0; i < in.tensors().size(); ++i)
     check_convertible(in, in.tensors()[i], plan.types[i], opts.allow_requantize);
 
-  GgufWriter w(out_path);
+  GgufSetWriter w(out_path, opts.split);
   copy_metadata(in, w, opts.plan.file_type);
   QuantizeFileResult res;
   for (size_t i : order) {
@@ -176,6 +177,9 @@ QuantizeFileResult quantize_gguf_file(const std::string& in_path, const std::str
   res.n_tensors = order.size();
   res.n_fallback = plan.n_fallback;
   w.begin();
+  // The shards' names are known now, before anything is renamed into place.
+  for (const std::string& out : w.paths())
+    for (const GgufShard& s : in.shards()) refuse_output_over_input(out, s.path);
 
   ThreadPool pool(std::max(1, opts.n_threads));
   ProgressBar bar("quantize", res.bytes_in, opts.progress);
@@ -199,6 +203,7 @@ QuantizeFileResult quantize_gguf_file(const std::string& in_path, const std::str
   throw_if_interrupted();
   bar.finish();
   w.finish();
+  res.paths = w.paths();
   res.seconds = now_s() - t0;
   return res;
 }

@@ -17,8 +17,10 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "convert/quantize_plan.h"
+#include "gguf/gguf_set_writer.h"
 
 namespace moe {
 
@@ -32,6 +34,7 @@ struct QuantizeFileOptions {
   // Called after each tensor is written (index in output order); tests use
   // it to slow a run down so that it can be interrupted halfway.
   std::function<void(size_t)> after_tensor;
+  SplitOptions split;             // --split-max-tensors / --split-max-size: write a gguf-split set
 };
 
 struct QuantizeFileResult {
@@ -41,6 +44,7 @@ struct QuantizeFileResult {
   uint64_t bytes_out = 0;  // tensor data, after
   int n_fallback = 0;      // tensors whose rows did not fit the planned type
   double seconds = 0;
+  std::vector<std::string> paths;  // the file, or the shards of the set
 };
 
 // Quantizes in_path into out_path. Throws moe::Error naming the file and

@@ -296,14 +296,31 @@ GgufFile GgufFile::parse(const uint8_t* data, size_t size, const std::string& na
   } catch (const std::bad_alloc&) {
     throw GgufError(name + ": out of memory while reading the GGUF header (metadata or tensor list too large)");
   }
+  f.shards_.push_back({f.path_, f.base_, f.size_, f.data_offset_, f.tensors_.size()});
   return f;
 }
 
-GgufFile GgufFile::open(const std::string& path, bool map) {
+GgufFile GgufFile::open(const std::string& path, bool map, bool whole_set) {
   auto m = std::make_shared<const MappedFile>(path, map);
   GgufFile f = parse(m->data(), m->size(), path);
   f.mapping_ = std::move(m);
+  if (!f.has("split.count")) return f;
+  if (whole_set) f.open_split_set(map);
+  else f.split_member_ = f.get_u64_opt("split.no").value_or(0) > 0;
   return f;
+}
+
+uint64_t GgufFile::total_size() const {
+  uint64_t n = 0;
+  for (const GgufShard& s : shards_) n += s.size;
+  return n;
+}
+
+std::vector<const MappedFile*> GgufFile::mappings() const {
+  std::vector<const MappedFile*> out;
+  if (mapping_) out.push_back(mapping_.get());
+  for (const auto& m : shard_mappings_) out.push_back(m.get());
+  return out;
 }
 
 std::string GgufTensorInfo::shape_string() const {

@@ -50,6 +50,7 @@ struct GgufTensorInfo {
   uint64_t nbytes = 0;
   int64_t n_elements = 0;
   const uint8_t* data = nullptr;  // into the mapping
+  uint32_t shard = 0;             // the file of a gguf-split set it lives in (0: the first)
 
   int64_t ne(int i) const { return i < static_cast<int>(shape.size()) ? shape[i] : 1; }
   // The product of the dimensions after the first; not n_elements / shape[0],
@@ -63,16 +64,36 @@ struct GgufTensorInfo {
   std::string shape_string() const;  // "[256, 2060]"
 };
 
+// One file of a gguf-split set (a whole file is a set of one).
+struct GgufShard {
+  std::string path;
+  const uint8_t* data = nullptr;
+  uint64_t size = 0;
+  uint64_t data_offset = 0;
+  size_t n_tensors = 0;
+};
+
 struct GgufKv {
   std::string key;
   GgufValue value;
 };
 
+// The name of shard `no` (1-based) of `count`: PREFIX-%05d-of-%05d.gguf.
+std::string gguf_split_path(const std::string& prefix, int no, int count);
+
 class GgufFile {
  public:
   // Maps and parses a file (reads it into memory with map = false). Throws
   // GgufError (bad content) or moe::Error (I/O).
-  static GgufFile open(const std::string& path, bool map = true);
+  //
+  // The first file of a gguf-split set (keys split.no = 0, split.count,
+  // split.tensors.count) opens the whole set, as llama.cpp does: the other
+  // shards are PREFIX-%05d-of-%05d.gguf beside it, each mapped; metadata
+  // comes from the first, tensors from all. A missing, foreign (another
+  // set's) or truncated shard, or a later shard given first, is an error
+  // naming the file. With whole_set = false a shard is opened alone (an
+  // inspector describing one file).
+  static GgufFile open(const std::string& path, bool map = true, bool whole_set = true);
   // Parses bytes already in memory (tests, fuzzing). `name` is used in errors.
   // The bytes must outlive the returned object.
   static GgufFile parse(const uint8_t* data, size_t size, const std::string& name = "<memory>");
@@ -85,6 +106,11 @@ class GgufFile {
   const uint8_t* file_data() const { return base_; }
   // The file's memory (null when parsing caller-owned memory).
   const MappedFile* mapping() const { return mapping_.get(); }
+  // The files of the set, first one first (one entry for a plain file).
+  const std::vector<GgufShard>& shards() const { return shards_; }
+  uint64_t total_size() const;  // bytes of every shard
+  // Every shard's memory (prefetch, mlock).
+  std::vector<const MappedFile*> mappings() const;
 
   // ---- metadata ----------------------------------------------------------------
   const std::vector<GgufKv>& metadata() const { return kv_; }  // in file order
@@ -123,7 +149,16 @@ class GgufFile {
   const GgufValue& require(std::string_view key) const;
   [[noreturn]] void type_error(std::string_view key, const char* expected, const GgufValue& v) const;
 
+  void open_split_set(bool map);
+  bool split_member_ = false;  // a shard of a set opened alone
+ public:
+  // A later shard of a gguf-split set opened alone (whole_set = false).
+  bool is_lone_shard() const { return split_member_; }
+ private:
+
   std::shared_ptr<const MappedFile> mapping_;  // null when parsing caller-owned memory
+  std::vector<GgufShard> shards_;
+  std::vector<std::shared_ptr<const MappedFile>> shard_mappings_;  // shards after the first
   std::string path_;
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
