@@ -74,8 +74,10 @@ void check_isa(CpuIsa isa) {
 // the packed scales, mins and high bits, which a quantizer's output may never
 // produce, must be unpacked as the reference does.
 void check_isa_random_blocks(CpuIsa isa) {
-  const GgmlType types[] = {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1,
-                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+  const GgmlType types[] = {GgmlType::Q8_0,    GgmlType::Q4_0,   GgmlType::Q5_0,    GgmlType::Q4_1,   GgmlType::Q5_1,
+                            GgmlType::Q2_K,    GgmlType::Q3_K,   GgmlType::Q4_K,    GgmlType::Q5_K,   GgmlType::Q6_K,
+                            GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,   GgmlType::IQ3_XXS, GgmlType::IQ3_S,
+                            GgmlType::IQ1_S,   GgmlType::IQ1_M,  GgmlType::IQ4_NL,  GgmlType::IQ4_XS};
   std::mt19937 rng(99);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   int checked = 0;
@@ -85,7 +87,7 @@ void check_isa_random_blocks(CpuIsa isa) {
     const GgmlType at = vec_dot_type(type);
     const int64_t n = 3 * ggml_type_traits(type).block_size, rows = 23;
     const size_t wrow = ggml_row_size(type, n), arow = ggml_row_size(at, n);
-    for (int64_t toks : {1, 3, 8}) {
+    for (int64_t toks : {1, 2, 3, 5, 8, 9}) {
       const std::vector<uint8_t> w = test::random_weights(type, rows * n, rng);
       std::vector<uint8_t> a(arow * static_cast<size_t>(toks));
       std::vector<float> af(static_cast<size_t>(n));

@@ -161,6 +161,30 @@ TEST_CASE("conformance: quantized models agree with llama.cpp (top-1 >= 95%, mea
   }
 }
 
+// The trained model in llama.cpp's IQ types, made with an importance matrix
+// (../shared/fixtures/iq): every IQ type but iq1_s and iq2_xs appears in
+// these files (iq4_nl as the fallback of rows that are not whole super-blocks).
+TEST_CASE("conformance: IQ-quantized files agree with llama.cpp (top-1 >= 95%, mean KL <= 0.01)") {
+  for (const char* stem : {"kjv.IQ1_M", "kjv.IQ2_XXS", "kjv.IQ2_M", "kjv.IQ3_XXS", "kjv.IQ4_XS"}) {
+    const std::string gguf = test::shared_fixture(std::string("iq/") + stem + ".gguf");
+    if (gguf.empty()) {
+      test::skip(std::string(stem) + " fixture not found");
+      continue;
+    }
+    CAPTURE(stem);
+    const std::string base = gguf.substr(0, gguf.size() - 5);
+    const RunResult r = run_fixture(gguf, base + ".json", base + ".prefill.f32", base + ".decode.f32");
+    Comparison all = r.prefill;
+    all.top1_agree += r.decode.top1_agree;
+    all.rows += r.decode.rows;
+    all.kl_sum += r.decode.kl_sum;
+    MESSAGE(stem << ": top-1 " << all.top1() << ", mean KL " << all.mean_kl() << ", max |d| "
+                 << std::max(r.prefill.max_abs, r.decode.max_abs));
+    CHECK(all.top1() >= 0.95);
+    CHECK(all.mean_kl() <= 0.01);
+  }
+}
+
 // Old GGUF files keep MLA's kv_b_proj unsplit (attn_kv_b); rebuilding one from
 // the split fixture must give the same logits.
 TEST_CASE("conformance: legacy files with an unsplit attn_kv_b give the same logits") {

@@ -697,17 +697,17 @@ TEST_CASE("moe-gguf: a missing file, a directory and bad arguments exit 1 with a
   CHECK(contains(r.err, empty));
 }
 
-TEST_CASE("moe-gguf describes IQ tensors and warns that they cannot be computed with") {
-  const std::string path = moe::test::temp_dir() + "/iq.gguf";
+TEST_CASE("moe-gguf describes ternary and MXFP4 tensors and warns that they cannot be computed with yet") {
+  const std::string path = moe::test::temp_dir() + "/tq.gguf";
   {
     moe::GgufWriter w(path);
     w.set("general.architecture", moe::GgufValue::string("deepseek2"));
     w.set("test.nested", moe::GgufValue::array_of_arrays(
                              {moe::GgufValue::array(moe::GgufType::INT32, std::vector<int32_t>{1, -2, 3}),
                               moe::GgufValue::array_of_strings({"a", "b"})}));
-    w.add_tensor("blk.0.ffn_down_exps.weight", moe::GgmlType::IQ2_XXS, {256, 2});
+    w.add_tensor("blk.0.ffn_down_exps.weight", moe::GgmlType::TQ2_0, {256, 2});
     w.add_tensor("output_norm.weight", moe::GgmlType::F32, {256});
-    w.add_tensor("blk.0.ffn_up_exps.weight", moe::GgmlType::IQ3_S, {256, 3});
+    w.add_tensor("blk.0.ffn_up_exps.weight", moe::GgmlType::MXFP4, {256, 3});
     w.begin();
     for (size_t i = 0; i < w.n_tensors(); ++i) {
       const std::vector<uint8_t> zeros(w.tensor_nbytes(i));
@@ -723,9 +723,9 @@ TEST_CASE("moe-gguf describes IQ tensors and warns that they cannot be computed 
   REQUIRE_MESSAGE(j.exit_code == 0, j.err);
   const Json doc = Json::parse(j.out);
   check_json_against_walk(doc, walked, path, bytes.size());
-  CHECK(doc["tensors"][0]["type"] == "iq2_xxs");
-  CHECK(doc["tensors"][0]["type_id"] == 16);
-  CHECK(doc["tensors"][2]["type"] == "iq3_s");
+  CHECK(doc["tensors"][0]["type"] == "tq2_0");
+  CHECK(doc["tensors"][0]["type_id"] == 35);
+  CHECK(doc["tensors"][2]["type"] == "mxfp4");
   CHECK(doc["metadata"]["test.nested"]["value"] == Json::parse(R"([[1, -2, 3], ["a", "b"]])"));
   CHECK(doc["summary"]["unsupported"] == Json::parse(R"(["blk.0.ffn_down_exps.weight", "blk.0.ffn_up_exps.weight"])"));
   CHECK(contains(j.err, "warning"));
@@ -734,14 +734,14 @@ TEST_CASE("moe-gguf describes IQ tensors and warns that they cannot be computed 
   REQUIRE(t.signal == 0);
   REQUIRE_MESSAGE(t.exit_code == 0, t.err);
   CHECK(contains(t.out, "blk.0.ffn_down_exps.weight"));
-  CHECK(contains(t.out, "iq2_xxs"));
+  CHECK(contains(t.out, "tq2_0"));
   const size_t at = t.out.find("warning:");
   REQUIRE(at != std::string::npos);
   const std::string warning = t.out.substr(at, t.out.find('\n', at) - at);
   INFO("warning: " << warning);
   CHECK(contains(warning, "cannot compute"));
-  CHECK(contains(warning, "iq2_xxs"));
-  CHECK(contains(warning, "iq3_s"));
+  CHECK(contains(warning, "tq2_0"));
+  CHECK(contains(warning, "mxfp4"));
   CHECK(contains(warning, "blk.0.ffn_down_exps.weight"));
   CHECK(contains(warning, "blk.0.ffn_up_exps.weight"));
   CHECK_FALSE(contains(warning, "output_norm"));

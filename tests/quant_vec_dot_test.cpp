@@ -79,5 +79,5 @@ TEST_CASE("activation quantizers: scale from the largest magnitude, round half t
   quantize_activation_row(GgmlType::Q8_K, zeros.data(), &qk, 256);
   CHECK(qk.d == 0.0f);
   CHECK_THROWS(quantize_activation_row(GgmlType::Q8_0, x.data(), &q0, 31));
-  CHECK_THROWS(vec_dot_type(GgmlType::IQ2_XXS));
+  CHECK_THROWS(vec_dot_type(GgmlType::TQ2_0));
 }

@@ -27,20 +27,20 @@ constexpr GgmlTypeTraits kTraits[kGgmlTypeIdLimit] = {
     /* 13 Q5_K   */ {"q5_K", QK_K, 2 + 2 + 12 + 32 + 128, true},
     /* 14 Q6_K   */ {"q6_K", QK_K, 128 + 64 + 16 + 2, true},
     /* 15 Q8_K   */ {"q8_K", QK_K, 4 + 256 + 16 * 2, true},
-    /* 16 IQ2_XXS*/ {"iq2_xxs", QK_K, 2 + 64, false},
-    /* 17 IQ2_XS */ {"iq2_xs", QK_K, 2 + 64 + 8, false},
-    /* 18 IQ3_XXS*/ {"iq3_xxs", QK_K, 2 + 96, false},
-    /* 19 IQ1_S  */ {"iq1_s", QK_K, 2 + 32 + 16, false},
-    /* 20 IQ4_NL */ {"iq4_nl", 32, 2 + 16, false},
-    /* 21 IQ3_S  */ {"iq3_s", QK_K, 2 + 64 + 8 + 32 + 4, false},
-    /* 22 IQ2_S  */ {"iq2_s", QK_K, 2 + 64 + 16, false},
-    /* 23 IQ4_XS */ {"iq4_xs", QK_K, 2 + 2 + 4 + 128, false},
+    /* 16 IQ2_XXS*/ {"iq2_xxs", QK_K, 2 + 64, true},
+    /* 17 IQ2_XS */ {"iq2_xs", QK_K, 2 + 64 + 8, true},
+    /* 18 IQ3_XXS*/ {"iq3_xxs", QK_K, 2 + 96, true},
+    /* 19 IQ1_S  */ {"iq1_s", QK_K, 2 + 32 + 16, true},
+    /* 20 IQ4_NL */ {"iq4_nl", 32, 2 + 16, true},
+    /* 21 IQ3_S  */ {"iq3_s", QK_K, 2 + 64 + 8 + 32 + 4, true},
+    /* 22 IQ2_S  */ {"iq2_s", QK_K, 2 + 64 + 16, true},
+    /* 23 IQ4_XS */ {"iq4_xs", QK_K, 2 + 2 + 4 + 128, true},
     /* 24 I8     */ {"i8", 1, 1, false},
     /* 25 I16    */ {"i16", 1, 2, false},
     /* 26 I32    */ {"i32", 1, 4, false},
     /* 27 I64    */ {"i64", 1, 8, false},
     /* 28 F64    */ {"f64", 1, 8, false},
-    /* 29 IQ1_M  */ {"iq1_m", QK_K, 32 + 16 + 8, false},
+    /* 29 IQ1_M  */ {"iq1_m", QK_K, 32 + 16 + 8, true},
     /* 30 BF16   */ {"bf16", 1, 2, true},
     /* 31        */ {nullptr, 0, 0, false},
     /* 32        */ {nullptr, 0, 0, false},
@@ -92,10 +92,12 @@ size_t ggml_row_size(GgmlType type, int64_t n) {
 
 void ggml_require_supported(GgmlType type, std::string_view what) {
   const GgmlTypeTraits& t = ggml_type_traits(type);
-  if (!t.can_dequantize)
-    throw_error("%.*s has type %s, which moe.cpp cannot compute with yet "
-                "(supported: f32 f16 bf16 q4_0 q4_1 q5_0 q5_1 q8_0 q8_1 q2_K q3_K q4_K q5_K q6_K q8_K)",
-                static_cast<int>(what.size()), what.data(), t.name);
+  if (t.can_dequantize) return;
+  std::string supported;
+  for (const GgmlTypeTraits& k : kTraits)
+    if (k.name && k.can_dequantize) supported += std::string(supported.empty() ? "" : " ") + k.name;
+  throw_error("%.*s has type %s, which moe.cpp cannot compute with yet (supported: %s)", static_cast<int>(what.size()),
+              what.data(), t.name, supported.c_str());
 }
 
 }  // namespace moe

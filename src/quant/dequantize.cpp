@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "quant/blocks.h"
+#include "quant/blocks_iq.h"
 
 namespace moe {
 
@@ -31,7 +32,11 @@ void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n) {
       Format::decode(b, dst + i * Format::kElements);
     }
   });
-  MOE_ASSERT(known, "dequantize_row_ref: no decoder for type %s", traits.name);
+  if (known) return;
+  MOE_ASSERT(is_iq_type(type), "dequantize_row_ref: no decoder for type %s", traits.name);
+  const auto* bytes = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < n / traits.block_size; ++i)
+    iq_dequantize_block(type, bytes + static_cast<size_t>(i) * traits.type_size, dst + i * traits.block_size);
 }
 
 std::vector<float> dequantize_tensor_ref(GgmlType type, const void* src, int64_t n_elements) {

@@ -13,12 +13,15 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "core/fp16.h"
 #include "quant/blocks.h"
 #include "quant/dot_f32.h"
 #include "quant/quantize.h"
+#include "quant/vec_dot_iq.h"
+#include "quant/blocks_iq.h"
 
 namespace moe {
 
@@ -31,6 +34,9 @@ GgmlType vec_dot_type(GgmlType t) {
     case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q8_1: return GgmlType::Q8_1;
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
     case GgmlType::Q6_K: case GgmlType::Q8_K: return GgmlType::Q8_K;
+    case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S: case GgmlType::IQ3_XXS:
+    case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ4_XS: return GgmlType::Q8_K;
+    case GgmlType::IQ4_NL: return GgmlType::Q8_0;
     default: throw_error("no dot product for weights of type %s", ggml_type_name(t));
   }
 }
@@ -369,6 +375,23 @@ float vec_dot_row(GgmlType wt, const void* w, const void* a, int64_t n) {
       return dot_q45_k<BlockQ5_K, true>(static_cast<const BlockQ5_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
     case GgmlType::Q6_K: return dot_q6_k(static_cast<const BlockQ6_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
     case GgmlType::Q8_K: return dot_q8_k(static_cast<const BlockQ8_K*>(w), static_cast<const BlockQ8_K*>(a), n / kQK);
+    case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S: case GgmlType::IQ3_XXS:
+    case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ4_XS:
+      return vec_dot_iq_row(wt, w, a, n);
+    case GgmlType::IQ4_NL: {
+      // Its blocks are Q8_0's with values from a table: decoded to Q8_0 they
+      // take Q8_0's arithmetic (and its SIMD kernel's order).
+      std::vector<BlockQ8_0> q(static_cast<size_t>(n / 32));
+      const auto* x = static_cast<const BlockIQ4_NL*>(w);
+      for (size_t i = 0; i < q.size(); ++i) {
+        q[i].d = x[i].d;
+        for (int j = 0; j < 16; ++j) {
+          q[i].qs[j] = kIq4nlValues[x[i].qs[j] & 0xf];
+          q[i].qs[j + 16] = kIq4nlValues[x[i].qs[j] >> 4];
+        }
+      }
+      return dot_q8_0(q.data(), static_cast<const BlockQ8_0*>(a), n / 32);
+    }
     default: throw_error("no dot product for weights of type %s", ggml_type_name(wt));
   }
 }

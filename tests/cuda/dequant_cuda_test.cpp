@@ -83,6 +83,10 @@ TEST_CASE("dequantize kernels equal dequantize_row_ref for every type") {
     const moe::GgmlTypeTraits* t = moe::ggml_type_traits(id);
     if (t == nullptr || !t->can_dequantize) continue;
     const GgmlType type = static_cast<GgmlType>(id);
+    if (!moe::visit_block_format(type, []<GgmlType>() {})) {
+      MESSAGE(t->name << ": no CUDA dequantization kernel yet (IQ types come with the CUDA backend)");
+      continue;
+    }
     for (const int64_t n_blocks : {1, 7, 1000, 4099}) {
       CAPTURE(t->name);
       CAPTURE(n_blocks);
