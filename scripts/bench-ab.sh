@@ -22,6 +22,7 @@ done
 shift $((OPTIND - 1))
 [[ ${1:-} == -- ]] && shift
 [[ -f $model ]] || { echo "bench-ab: model '$model' not found (scripts/bench-vs-llamacpp.sh makes it)" >&2; exit 1; }
+scripts/recache.sh "$model"  # the same page cache for every engine (see recache.sh)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 run() { "$1" -m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1 --json "${@:3}" 2>/dev/null >"$tmp/$2.json"; }
 for ((i = 1; i <= rounds; i++)); do

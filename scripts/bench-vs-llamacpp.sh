@@ -35,6 +35,7 @@ if [[ -z $model ]]; then
   fi
 fi
 [[ -f $model ]] || { echo "bench: model '$model' not found" >&2; exit 1; }
+scripts/recache.sh "$model"  # the same page cache for every engine (see recache.sh)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 run_llama() { "$peer_bin/llama-bench" -m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1 -o json 2>/dev/null >"$tmp/llama.$1.json"; }
 run_moe() { build/moe-bench -m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1 --json >"$tmp/moe.$1.json"; }

@@ -3,6 +3,7 @@
 //
 //   moe-synth --config v2-lite -o v2lite.Q4_K_M.gguf --type Q4_K_M
 //   moe-synth --config v3 --layers 5 -o v3-5l.gguf --type Q4_K_M --hot-experts zipf:1.1
+//   moe-synth --config v2-lite -o v2lite-iq2.gguf --tensor-type exps=iq2_xxs   (IQ experts: random blocks)
 #include <CLI/CLI.hpp>
 
 #include "cli/command_line.h"
@@ -30,12 +31,17 @@ int main(int argc, char** argv) {
   app.add_option("--hot-experts", hot, "skew expert popularity: zipf:S (e.g. zipf:1.1)");
   app.add_option("--vocab", o.vocab, "GGUF file whose tokenizer to use (default: models/deepseek-v3-vocab.gguf)");
   app.add_option("--models-dir", o.models_dir, "where the built-in configs and vocabulary are");
+  std::vector<std::string> tensor_types;
+  app.add_option("--tensor-type", tensor_types,
+                 "REGEX=TYPE: tensors whose name matches get TYPE (as llama-quantize); IQ types get random blocks")
+      ->allow_extra_args(false);
   if (const int rc = moe::parse_command_line(app, argc, argv, "moe-synth", moe::FlagTable{}); rc >= 0) return rc;
   try {
     const auto ft = parse_file_type(type);
     if (!ft || !file_type_supported(*ft))
       throw_error("--type '%s' is not a file type moe-synth can write (%s)", type.c_str(), supported_file_type_names().c_str());
     o.file_type = *ft;
+    for (const std::string& tt : tensor_types) o.overrides.push_back(parse_type_override(tt, /*any_computable=*/true));
     if (!hot.empty()) {
       if (hot.rfind("zipf:", 0) != 0) throw_error("--hot-experts '%s': expected zipf:S", hot.c_str());
       char* end = nullptr;

@@ -210,6 +210,8 @@ GgmlType fallback_type(const PlanTensor& t, GgmlType target, bool* fell_back) {
   *fell_back = true;
   GgmlType out = target;
   switch (target) {
+    case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S:
+    case GgmlType::IQ3_XXS: case GgmlType::IQ3_S: case GgmlType::IQ4_XS: out = GgmlType::IQ4_NL; break;
     case GgmlType::Q2_K: case GgmlType::Q3_K: out = GgmlType::Q4_0; break;
     case GgmlType::Q4_K: out = GgmlType::Q5_0; break;
     case GgmlType::Q5_K: out = GgmlType::Q5_1; break;
@@ -328,7 +330,7 @@ PlanModel plan_model_from_gguf(const GgufFile& f) {
   return m;
 }
 
-TypeOverride parse_type_override(std::string_view arg) {
+TypeOverride parse_type_override(std::string_view arg, bool any_computable) {
   const size_t eq = arg.find('=');
   MOE_ASSERT(eq != std::string_view::npos, "--tensor-type '%.*s': expected REGEX=TYPE", static_cast<int>(arg.size()),
              arg.data());
@@ -339,8 +341,9 @@ TypeOverride parse_type_override(std::string_view arg) {
   const std::optional<GgmlType> type = ggml_type_from_name(type_name);
   MOE_ASSERT(type.has_value(), "--tensor-type '%.*s': unknown type '%.*s' (expected a ggml type such as q4_K, q8_0, f16)",
              static_cast<int>(arg.size()), arg.data(), static_cast<int>(type_name.size()), type_name.data());
-  MOE_ASSERT(quantize_supported(*type), "--tensor-type '%.*s': moe.cpp cannot quantize to %s",
-             static_cast<int>(arg.size()), arg.data(), ggml_type_name(*type));
+  MOE_ASSERT(any_computable ? ggml_type_traits(*type).can_dequantize : quantize_supported(*type),
+             "--tensor-type '%.*s': moe.cpp cannot %s %s", static_cast<int>(arg.size()), arg.data(),
+             any_computable ? "compute with" : "quantize to", ggml_type_name(*type));
   TypeOverride o;
   o.pattern.assign(arg.substr(0, eq));
   for (char& c : o.pattern) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

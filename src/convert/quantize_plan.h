@@ -114,8 +114,10 @@ struct TypeOverride {
   GgmlType type = GgmlType::F32;
 };
 // Parses "REGEX=TYPE" (type name as ggml prints it, any case); throws with
-// the reason (no '=', empty pattern, unknown type).
-TypeOverride parse_type_override(std::string_view arg);
+// the reason (no '=', empty pattern, unknown type, a type moe.cpp cannot
+// quantize to; with any_computable, one it cannot compute with: moe-synth
+// writes random blocks of types it has no quantizer for).
+TypeOverride parse_type_override(std::string_view arg, bool any_computable = false);
 
 struct PlanOptions {
   FileType file_type = FileType::MOSTLY_Q8_0;

@@ -18,6 +18,8 @@
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
 #include "quant/quantize.h"
+#include "quant/blocks_iq.h"
+#include "core/fp16.h"
 
 namespace moe {
 
@@ -123,6 +125,36 @@ HotExperts make_hot_experts(int64_t D, int64_t E, double s, uint64_t seed) {
   return h;
 }
 
+// A row of an IQ type (which needs an importance matrix to quantize to) as
+// random valid blocks: random grid indices, signs and block scales, and a
+// super-block scale d that keeps the largest weight near 4 / sqrt(n), the
+// spread of the quantized rows of the other types. For speed measurements:
+// the arithmetic per block is what a real file's is.
+void random_iq_row(GgmlType type, int64_t n, std::mt19937_64& rng, uint8_t* row) {
+  const GgmlTypeTraits& tr = ggml_type_traits(type);
+  MOE_ASSERT(is_iq_type(type), "moe-synth cannot make rows of type %s", tr.name);
+  // Largest |value * scale| of the integer form (blocks_iq.h), times its fraction.
+  double biggest = 0;
+  switch (type) {
+    case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S: biggest = 31.0 * 43 / 8; break;
+    case GgmlType::IQ3_XXS: biggest = 31.0 * 62 / 4; break;
+    case GgmlType::IQ3_S: biggest = 31.0 * 15; break;
+    case GgmlType::IQ1_S: case GgmlType::IQ1_M: biggest = 15.0 * 9 / 8; break;
+    case GgmlType::IQ4_XS: biggest = 32.0 * 127; break;
+    default: biggest = 127; break;  // IQ4_NL
+  }
+  const uint16_t d = fp32_to_fp16(static_cast<float>(4.0 / std::sqrt(static_cast<double>(n)) / biggest));
+  for (int64_t b = 0; b < n / tr.block_size; ++b) {
+    uint8_t* blk = row + static_cast<size_t>(b) * tr.type_size;
+    for (size_t i = 0; i < tr.type_size; ++i) blk[i] = static_cast<uint8_t>(rng());
+    if (type == GgmlType::IQ1_M) {
+      for (int k = 0; k < 4; ++k) blk[48 + 2 * k + 1] = static_cast<uint8_t>((blk[48 + 2 * k + 1] & 0x0f) | (((d >> (4 * k)) & 0xf) << 4));
+    } else {
+      std::memcpy(blk, &d, 2);
+    }
+  }
+}
+
 // A pool of quantized random rows for one (type, row length, role).
 class RowPool {
  public:
@@ -138,7 +170,9 @@ class RowPool {
       for (float& v : x) v = normal(rng);
       if (embed && static_cast<int64_t>(hot.u.size()) == n)
         for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] += hot.u[static_cast<size_t>(i)] * std::sqrt(static_cast<float>(n));
-      quantize_row_ref(type, x.data(), &bytes_[row_bytes_ * static_cast<size_t>(r)], n);
+      uint8_t* row = &bytes_[row_bytes_ * static_cast<size_t>(r)];
+      if (quantize_supported(type)) quantize_row_ref(type, x.data(), row, n);
+      else random_iq_row(type, n, rng, row);
     }
   }
   const uint8_t* row(uint64_t h) const { return &bytes_[row_bytes_ * (h % kRows)]; }
@@ -216,6 +250,7 @@ SynthReport synthesize_model(const SynthOptions& o) {
   for (const SynthTensor& t : tensors) pt.push_back({t.name, gguf_trimmed_shape(t.shape), GgmlType::F32});
   PlanOptions popt;
   popt.file_type = o.file_type;
+  popt.overrides = o.overrides;
   const QuantPlan plan = plan_tensor_types(pm, pt, popt);
 
   GgufWriter w(o.out);

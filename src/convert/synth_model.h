@@ -27,6 +27,7 @@ struct SynthOptions {
   int64_t layers = 0;      // 0: the config's num_hidden_layers
   uint64_t seed = 1;
   double hot_zipf = 0.0;   // > 0: expert popularity follows Zipf(s) (see synth_model.cpp)
+  std::vector<TypeOverride> overrides;  // --tensor-type REGEX=TYPE (IQ types: random blocks)
   int threads = 1;
   bool progress = true;
 };

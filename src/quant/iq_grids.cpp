@@ -363,6 +363,7 @@ const IqGrids& iq_grids() {
       for (int j = 0; j < 8; ++j)
         if (t.ksigns[i] >> j & 1) bytes |= uint64_t{0xff} << (8 * j);
       t.ksigns64[i] = bytes;
+      t.ksigns_pm1[i] = bytes | 0x0101010101010101ull;
     }
     return t;
   }();

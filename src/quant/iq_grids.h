@@ -21,6 +21,7 @@ struct IqGrids {
   // mask byte and as 8 bytes of 0x00 / 0xff (0xff: negative).
   std::array<uint8_t, 128> ksigns;
   std::array<uint64_t, 128> ksigns64;
+  std::array<uint64_t, 128> ksigns_pm1;  // the same as +-1 bytes (0x01, 0xff)
 };
 
 const IqGrids& iq_grids();
