@@ -44,7 +44,11 @@ TEST_CASE("chat template: detection from the official Jinja sources") {
   CHECK(chat_family_detect(jinja("mistral-instruct.jinja")) == ChatFamily::mistral);
   CHECK_FALSE(chat_family_detect("{{ messages[0]['content'] }}").has_value());
   CHECK_THROWS_WITH_AS(ChatTemplate::for_source("{{ nothing }}", "", ""), doctest::Contains("--chat-template"), Error);
-  for (const auto& n : {"deepseek2", "deepseek2.5", "deepseek3", "deepseek-r1", "chatml", "llama3", "mistral"})
+  // Kimi K2's and GLM-4's markers, as llama.cpp detects them.
+  CHECK(chat_family_detect("{{'<|im_assistant|>assistant<|im_middle|>'}}") == ChatFamily::kimi_k2);
+  CHECK(chat_family_detect("[gMASK]<sop>{% for m in messages %}<|{{ m.role }}|>{% endfor %}") == ChatFamily::glm4);
+  for (const auto& n : {"deepseek2", "deepseek2.5", "deepseek3", "deepseek-r1", "chatml", "llama3", "mistral", "kimi-k2",
+                        "chatglm4"})
     CHECK(std::string(chat_family_name(*chat_family_from_name(n))) == n);
   CHECK_FALSE(chat_family_from_name("vicuna").has_value());
 }
@@ -154,4 +158,17 @@ TEST_CASE("chat template: the tiny model's template, token for token") {
   REQUIRE(!got.empty());
   CHECK(got[0] == tok.bos());
   CHECK(got.size() < expected.size() / 4);
+}
+
+// As llama.cpp's llm_chat_apply_template renders them (LLM_CHAT_TEMPLATE_KIMI_K2, _CHATGLM_4).
+TEST_CASE("chat template: Kimi K2 and GLM-4") {
+  const ChatTemplate kimi(ChatFamily::kimi_k2, "", "");
+  CHECK(kimi.render(kTwoTurns, true) ==
+        "<|im_system|>system<|im_middle|>You are terse.<|im_end|><|im_user|>user<|im_middle|>Hi<|im_end|>"
+        "<|im_assistant|>assistant<|im_middle|>Hello!<|im_end|><|im_user|>user<|im_middle|>2+2?<|im_end|>"
+        "<|im_assistant|>assistant<|im_middle|>");
+  const ChatTemplate glm(ChatFamily::glm4, "", "");
+  CHECK(glm.render(kTwoTurns, true) ==
+        "[gMASK]<sop><|system|>\nYou are terse.<|user|>\nHi<|assistant|>\nHello!<|user|>\n2+2?<|assistant|>\n");
+  CHECK(glm.render(kOneUser, false) == "[gMASK]<sop><|user|>\nHi");
 }

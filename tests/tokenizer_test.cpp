@@ -375,3 +375,41 @@ TEST_CASE("tokenizer: moe-tokenize prints the ids as a JSON array") {
   CHECK(r.exit_code == 1);
   CHECK(r.err.rfind("moe-tokenize: error: ", 0) == 0);
 }
+
+// Kimi K2 and GLM-4.7-Flash run on the deepseek2 graph with their own
+// pre-tokenizers: the DeepSeek-V3 vocabulary with only tokenizer.ggml.pre
+// changed, against llama.cpp's ids for 120 strings each.
+TEST_CASE("tokenizer: the kimi-k2 and glm4 pre-tokenizers give llama.cpp's ids") {
+  const std::string vocab = test::shared_fixture(kVocabFixture);
+  if (vocab.empty()) return test::skip("shared fixtures tokenizer/ absent");
+  const GgufFile base = GgufFile::open(vocab);
+  for (const char* pre : {"kimi-k2", "glm4"}) {
+    CAPTURE(pre);
+    const std::string strings = test::shared_fixture(std::string("tokenizer/tokenizer-") + pre + ".visible.json");
+    if (strings.empty()) {
+      test::skip(std::string(pre) + " strings absent");
+      continue;
+    }
+    const std::string path = test::temp_dir() + "/" + pre + ".gguf";
+    {
+      GgufWriter w(path);
+      for (const GgufKv& kv : base.metadata()) w.set(kv.key, kv.value);
+      w.set("tokenizer.ggml.pre", GgufValue::string(pre));
+      w.begin();
+      w.finish();
+    }
+    const Tokenizer tok = Tokenizer::from_gguf(GgufFile::open(path));
+    const nlohmann::json cases = read_json(strings);
+    REQUIRE(cases.size() == 120);
+    int exact = 0;
+    for (const auto& c : cases) {
+      const std::string text = c["text"];
+      CAPTURE(text);
+      const Ids ids = c["ids"].get<Ids>();
+      const Ids got = tok.encode(text, false, false);
+      CHECK(got == ids);
+      exact += got == ids;
+    }
+    MESSAGE(std::string(pre) << ": " << exact << " of 120 strings exact");
+  }
+}

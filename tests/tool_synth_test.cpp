@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "convert/hf_config.h"
 #include "gguf/gguf_reader.h"
 #include "model/deepseek2.h"
 #include "test_util.h"
@@ -134,4 +135,35 @@ TEST_CASE("moe-synth: bad arguments are clear errors") {
   r = synth({"--config", "v2-lite", "--hot-experts", "pareto:2", "-o", out});
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("zipf") != std::string::npos);
+}
+
+// The shapes of two models that run on the deepseek2 graph.
+TEST_CASE("moe-synth: the built-in kimi-k2 and glm-4.7-flash configs") {
+  const auto read = [](const std::string& name) {
+    const std::string path = std::string(MOE_MODELS_DIR) + "/configs/" + name;
+    const std::vector<uint8_t> b = test::read_file(path);
+    return parse_hf_config(std::string(b.begin(), b.end()), path);
+  };
+  const HfConfig kimi = read("kimi-k2.json");
+  CHECK(kimi.n_routed_experts == 384);
+  CHECK(kimi.num_experts_per_tok == 8);
+  CHECK(kimi.n_group == 1);
+  CHECK(kimi.num_attention_heads == 64);
+  const HfConfig glm = read("glm-4.7-flash.json");
+  CHECK(glm.architecture == "Glm4MoeLiteForCausalLM");
+  CHECK(glm.n_routed_experts == 64);
+  CHECK(glm.num_experts_per_tok == 4);
+  CHECK(glm.qk_nope_head_dim == 192);
+  CHECK(glm.v_head_dim == 256);
+  // A GLM-4.7-Flash-shaped file with its first two layers loads and runs.
+  const std::string out = test::temp_dir() + "/glm.gguf";
+  const auto r = synth({"--config", "glm-4.7-flash", "--layers", "2", "--type", "Q4_0", "-o", out});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto model = Deepseek2Model::load(out);
+  CHECK(model->config().n_routed_experts == 64);
+  Deepseek2Session s(*model, 8, 8, 2);
+  const int32_t tokens[] = {1, 2, 3};
+  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
+  s.forward(tokens, 3, logits.data(), false);
+  CHECK(std::isfinite(logits[0]));
 }

@@ -16,7 +16,8 @@ constexpr NamedFamily kFamilies[] = {
     {ChatFamily::deepseek2, "deepseek2"}, {ChatFamily::deepseek25, "deepseek2.5"},
     {ChatFamily::deepseek3, "deepseek3"}, {ChatFamily::deepseek_r1, "deepseek-r1"},
     {ChatFamily::chatml, "chatml"},       {ChatFamily::llama3, "llama3"},
-    {ChatFamily::mistral, "mistral"},
+    {ChatFamily::mistral, "mistral"},     {ChatFamily::kimi_k2, "kimi-k2"},
+    {ChatFamily::glm4, "chatglm4"},
 };
 
 // Jinja's `trim` filter (Python str.strip()) on the ASCII whitespace it strips.
@@ -72,6 +73,9 @@ std::optional<ChatFamily> chat_family_detect(std::string_view t) {
   if (contains(t, "'Assistant: ' + message['content'] + eos_token") ||
       (contains(t, "'User: '") && contains(t, "'Assistant:'")))
     return ChatFamily::deepseek2;
+  // Kimi K2 and GLM-4 (on the deepseek2 graph), as llama.cpp detects them.
+  if (contains(t, "<|im_assistant|>assistant<|im_middle|>")) return ChatFamily::kimi_k2;
+  if (contains(t, "[gMASK]<sop>")) return ChatFamily::glm4;
   if (contains(t, "<|im_start|>")) return ChatFamily::chatml;
   if (contains(t, "<|start_header_id|>") && contains(t, "<|end_header_id|>")) return ChatFamily::llama3;
   if (contains(t, "[INST]")) return ChatFamily::mistral;
@@ -117,6 +121,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
     case ChatFamily::chatml: return render_chatml(messages, add_generation_prompt);
     case ChatFamily::llama3: return render_llama3(messages, add_generation_prompt);
     case ChatFamily::mistral: return render_mistral(messages);
+    case ChatFamily::kimi_k2: return render_kimi_k2(messages, add_generation_prompt);
+    case ChatFamily::glm4: return render_glm4(messages, add_generation_prompt);
   }
   return {};
 }
@@ -223,6 +229,32 @@ std::string ChatTemplate::render_mistral(const std::vector<ChatMessage>& message
     else
       out += " " + m.content + eos_;
   }
+  return out;
+}
+
+// Kimi K2 (moonshotai/Kimi-K2-Instruct, as llama.cpp renders it):
+// '<|im_' + role + '|>' + role + '<|im_middle|>' + content + '<|im_end|>'
+// (the system turn as '<|im_system|>system'); generation prompt
+// '<|im_assistant|>assistant<|im_middle|>'. No BOS.
+std::string ChatTemplate::render_kimi_k2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  std::string out;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    check_role(messages[i], i, "kimi-k2");
+    out += "<|im_" + messages[i].role + "|>" + messages[i].role + "<|im_middle|>" + messages[i].content + "<|im_end|>";
+  }
+  if (add_generation_prompt) out += "<|im_assistant|>assistant<|im_middle|>";
+  return out;
+}
+
+// GLM-4 (llama.cpp's CHATGLM_4): '[gMASK]<sop>', then per message
+// '<|' + role + '|>\n' + content; generation prompt '<|assistant|>\n'.
+std::string ChatTemplate::render_glm4(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  std::string out = "[gMASK]<sop>";
+  for (size_t i = 0; i < messages.size(); ++i) {
+    check_role(messages[i], i, "chatglm4");
+    out += "<|" + messages[i].role + "|>\n" + messages[i].content;
+  }
+  if (add_generation_prompt) out += "<|assistant|>\n";
   return out;
 }
 

@@ -35,7 +35,7 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFamily { deepseek2, deepseek25, deepseek3, deepseek_r1, chatml, llama3, mistral };
+enum class ChatFamily { deepseek2, deepseek25, deepseek3, deepseek_r1, chatml, llama3, mistral, kimi_k2, glm4 };
 
 // The family a template's Jinja source belongs to, or nullopt when none of
 // ours matches.
@@ -72,6 +72,8 @@ class ChatTemplate {
   std::string render_chatml(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_llama3(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_mistral(const std::vector<ChatMessage>& messages) const;
+  std::string render_kimi_k2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_glm4(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
   ChatFamily family_;
   std::string bos_, eos_;

@@ -103,8 +103,12 @@ HfConfig parse_hf_config(const std::string& text, const std::string& path) {
       !j.at("architectures")[0].is_string())
     throw_error("%s: key \"architectures\" must be a non-empty array of strings", path.c_str());
   c.architecture = j.at("architectures")[0].get<std::string>();
-  if (c.architecture != "DeepseekV2ForCausalLM" && c.architecture != "DeepseekV3ForCausalLM")
-    throw_error("%s: unsupported architecture \"%s\" (supported: DeepseekV2ForCausalLM, DeepseekV3ForCausalLM)",
+  // GLM-4.7-Flash shares the DeepSeek-V3 layout (MLA, experts with a
+  // selection bias); llama.cpp's converter writes it as deepseek2 too.
+  if (c.architecture != "DeepseekV2ForCausalLM" && c.architecture != "DeepseekV3ForCausalLM" &&
+      c.architecture != "Glm4MoeLiteForCausalLM")
+    throw_error("%s: unsupported architecture \"%s\" (supported: DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, "
+                "Glm4MoeLiteForCausalLM)",
                 path.c_str(), c.architecture.c_str());
 
   c.vocab_size = r.int_req("vocab_size");

@@ -195,11 +195,13 @@ std::string read_text(const std::string& path) {
 
 std::string synth_config_path(const std::string& name_or_path, const std::string& models_dir) {
   static const std::map<std::string, std::string> kBuiltIn = {
-      {"v2-lite", "deepseek-v2-lite.json"}, {"v2", "deepseek-v2.json"}, {"v3", "deepseek-v3.json"}};
+      {"v2-lite", "deepseek-v2-lite.json"}, {"v2", "deepseek-v2.json"}, {"v3", "deepseek-v3.json"},
+      {"kimi-k2", "kimi-k2.json"}, {"glm-4.7-flash", "glm-4.7-flash.json"}};
   auto it = kBuiltIn.find(name_or_path);
   if (it != kBuiltIn.end()) return models_dir + "/configs/" + it->second;
   if (!std::filesystem::exists(name_or_path))
-    throw_error("--config '%s': neither a built-in config (v2-lite, v2, v3) nor an existing file", name_or_path.c_str());
+    throw_error("--config '%s': neither a built-in config (v2-lite, v2, v3, kimi-k2, glm-4.7-flash) nor an existing file",
+                name_or_path.c_str());
   if (std::filesystem::is_directory(name_or_path)) return name_or_path + "/config.json";
   return name_or_path;
 }

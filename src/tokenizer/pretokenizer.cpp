@@ -17,6 +17,12 @@ struct PretokenizerDef {
 // (https://github.com/ggml-org/llama.cpp/pull/6920#issuecomment-2080233989).
 #define MOE_CONTRACTIONS R"re((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]))re"
 
+// The Han ranges of llama.cpp's unicode_cpt_is_han: CJK Unified Ideographs
+// and Extensions A-F, and the Compatibility Ideographs and their Supplement.
+#define MOE_KIMI_HAN                                                                                    \
+  "[\\x{4E00}-\\x{9FFF}\\x{3400}-\\x{4DBF}\\x{20000}-\\x{2A6DF}\\x{2A700}-\\x{2EBEF}\\x{F900}-\\x{FAFF}" \
+  "\\x{2F800}-\\x{2FA1F}]"
+
 // The regexes come from each model's tokenizer.json (pre_tokenizer "Split"
 // steps), in the forms llama.cpp uses (src/llama-vocab.cpp, llm_tokenizer_bpe).
 const std::vector<PretokenizerDef>& pretokenizer_defs() {
@@ -78,6 +84,25 @@ const std::vector<PretokenizerDef>& pretokenizer_defs() {
            MOE_CONTRACTIONS
            R"re(|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re",
        }},
+      // GLM-4 / GLM-4.7-Flash (on the deepseek2 graph): Llama 3's split, but
+      // merges are always applied (llama.cpp's CHATGLM4).
+      {{"glm4", "chatglm-bpe"},
+       false,
+       {
+           MOE_CONTRACTIONS
+           R"re(|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re",
+       }},
+      // Kimi K2 (tokenization_kimi.py): runs of Han ideographs apart, then a
+      // GPT-4-like split whose letter runs exclude them. llama.cpp implements
+      // it by hand (unicode.cpp, unicode_regex_split_custom_kimi_k2), with
+      // one letter class (no upper/lower split) and its own Han ranges
+      // (unicode_cpt_is_han); this regex is that behaviour.
+      {{"kimi-k2"},
+       false,
+       {
+           MOE_KIMI_HAN R"re(+|[^\r\n\p{L}\p{N}]?(?:(?!)re" MOE_KIMI_HAN R"re()\p{L})+)re" MOE_CONTRACTIONS
+           R"re(?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)re",
+       }},
       // Qwen2 and the DeepSeek-R1 distills built on it: single digits.
       {{"qwen2", "deepseek-r1-qwen"},
        false,
@@ -104,6 +129,7 @@ const std::vector<PretokenizerDef>& pretokenizer_defs() {
 }
 
 #undef MOE_CONTRACTIONS
+#undef MOE_KIMI_HAN
 
 }  // namespace
 

@@ -131,6 +131,9 @@ Vocab Vocab::from_gguf(const GgufFile& f) {
   // vocabularies add nothing unless the pre-tokenizer is llama3's.
   const bool llama3 = v.pre == "llama3" || v.pre == "llama-v3" || v.pre == "llama-bpe";
   v.add_bos = f.get_bool_opt("tokenizer.ggml.add_bos_token").value_or(spm || llama3);
+  // llama.cpp adds no BOS for GLM-4's vocabulary (it unsets special_bos_id),
+  // whatever the file says.
+  if (v.pre == "glm4" || v.pre == "chatglm-bpe") v.add_bos = false;
   v.add_eos = f.get_bool_opt("tokenizer.ggml.add_eos_token").value_or(false);
   v.add_space_prefix = f.get_bool_opt("tokenizer.ggml.add_space_prefix").value_or(spm);
   MOE_ASSERT(!v.add_bos || v.bos >= 0, "%s: tokenizer.ggml.add_bos_token is true but there is no BOS token", src);
