@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "cpu/gemm_q8.h"
 #include "cpu/qdot.h"
 #include "quant/vec_dot.h"
 
@@ -25,8 +26,17 @@ CpuIsa cpu_isa_active() {
   return isa;
 }
 
+namespace {
+// Many tokens against a type the repacked GEMM takes: that path (gemm_q8.h).
+bool use_gemm(const TensorView& W, int64_t n_tokens) {
+  return n_tokens >= kGemmMinTokens && gemm_available(W.type) && W.ne[0] % 32 == 0;
+}
+}  // namespace
+
 size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens) {
-  return ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
+  const size_t act = ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
+  if (!use_gemm(W, n_tokens)) return act;
+  return std::max(act, gemm_act_row_bytes(W.ne[0]) * static_cast<size_t>(n_tokens) + 64);
 }
 
 size_t activation_row_bytes(const TensorView& W) { return ggml_row_size(vec_dot_type(W.type), W.ne[0]); }
@@ -56,9 +66,32 @@ void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act
 
 namespace {
 
+// The repacked GEMM: activations quantized for it (in parallel), then the
+// rows in tiles of kGemmRows, each repacked once for every token.
+void matmul_gemm(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool) {
+  const int64_t n_in = W.ne[0], n_out = W.ne[1];
+  const size_t stride = gemm_act_row_bytes(n_in);
+  uint8_t* act = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
+  auto quantize = [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) gemm_quantize_row(W.type, x + t * n_in, n_in, act + static_cast<size_t>(t) * stride);
+  };
+  const int64_t tiles = (n_out + kGemmRows - 1) / kGemmRows;
+  auto rows = [&](int64_t i0, int64_t i1, int) {
+    gemm_rows(W, i0 * kGemmRows, std::min(n_out, i1 * kGemmRows), act, stride, n_tokens, y, n_out);
+  };
+  if (pool == nullptr) {
+    quantize(0, n_tokens, 0);
+    rows(0, tiles, 0);
+  } else {
+    pool->parallel_for(n_tokens, quantize);
+    pool->parallel_for(tiles, rows);
+  }
+}
+
 // pool == nullptr: everything on the calling thread.
 void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool) {
   MOE_DASSERT(W.ne[2] == 1 && W.ne[3] == 1);
+  if (use_gemm(W, n_tokens)) return matmul_gemm(W, x, n_tokens, y, scratch, pool);
   const int64_t n_in = W.ne[0], n_out = W.ne[1];
   uint8_t* act = static_cast<uint8_t*>(scratch);
   quantize_activations(W, x, n_tokens, act);

@@ -5,11 +5,14 @@
 #if defined(__x86_64__) && defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
 #define MOE_QDOT_VNNI 1
 #include "cpu/qdot_x86.inc"
+#include "cpu/gemm_x86.inc"
 namespace moe {
 QdotFn qdot_kernel_avx512vnni(GgmlType type) { return qdot_x86_kernel(type); }
 }  // namespace moe
 #else
+#include "cpu/gemm_q8.h"
 namespace moe {
 QdotFn qdot_kernel_avx512vnni(GgmlType) { return nullptr; }
+GemmTileFn gemm_tile_kernel_avx512vnni() { return nullptr; }
 }  // namespace moe
 #endif

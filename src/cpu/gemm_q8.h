@@ -1,0 +1,83 @@
+// Products of a weight matrix with many tokens at once (prompt processing,
+// experts that many tokens of a batch chose): the weights are repacked, 8
+// rows at a time, into unsigned bytes interleaved so that one 32-byte vector
+// holds 4 consecutive elements of each of the 8 rows, with the integer
+// scales of each block and the float scales of each super-block. A token's
+// 4 activation bytes are broadcast to all lanes and one dpbusd adds 32
+// products into the 8 rows' sums: no horizontal sums, and every repacked
+// tile is reused by every token. The technique is ik_llama.cpp's (its _R8
+// layouts and iqk_convert_repack); the code is ours.
+//
+// The integers are ggml's: activations are quantized to the weight type's
+// vec_dot_type (Q8_0, Q8_1 or Q8_K) with ggml's rounding, and per super-block
+// (256 elements for K and IQ quants, 32 for the legacy types) the sum
+// sum_b scale_b * sum_i (w_i - zero) * q_i is exact in int32, as in ggml's
+// x86 kernels. Only the float steps after it (one or two per super-block)
+// are ordered differently from ggml's lanes, so random models, where a
+// last-bit change flips a routing choice, stay close to llama.cpp's logits.
+// gemm_tile_ref is the scalar reference; the SIMD kernel equals it to the bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace moe {
+
+inline constexpr int64_t kGemmRows = 8;         // rows per repacked tile (one int32 lane each)
+inline constexpr int64_t kGemmMinTokens = 16;   // fewer tokens: the per-row kernels are faster
+
+// ---- activations --------------------------------------------------------------
+// Per token, for n elements (a multiple of 32): n int8 values q, then n/32
+// float scales d (one value repeated across a Q8_K block), n/32 floats s
+// (Q8_1's stored d * sum(q); zero otherwise), n/32 int32 sum(q) per 32 and
+// n/16 int32 sum(q) per 16. Rows are padded to 64 bytes.
+size_t gemm_act_row_bytes(int64_t n);
+void gemm_quantize_row(GgmlType weight_type, const float* x, int64_t n, uint8_t* row);
+
+// ---- weights --------------------------------------------------------------------
+// How a format's block minimum enters: none (a constant zero point, taken
+// off the integer sums), an integer min per block times a float per
+// super-block (K quants, as ggml's bsums), or a float per block times the
+// activations' Q8_1 sum (Q4_1, Q5_1).
+enum class GemmMin : uint8_t { kNone, kInt, kFloat };
+
+struct GemmFormat {
+  int block = 0;   // elements per integer scale (16 or 32); 0: no repacking
+  int super = 0;   // elements per float scale (32 or 256)
+  int zero = 0;    // stored value = unsigned value - zero (GemmMin::kNone)
+  GemmMin min = GemmMin::kNone;
+};
+GemmFormat gemm_format(GgmlType t);
+// A type the GEMM takes on this CPU (it needs AVX-512 VNNI).
+bool gemm_available(GgmlType t);
+
+// kGemmRows rows of n elements: vals[(g * 8 + r) * 4 + k] = byte 4g + k of
+// row r; per block b, sc[b * 8 + r] and mn[b * 8 + r]; per super-block s,
+// d[s * 8 + r] and dm[s * 8 + r]. Element i of row r, in block b of
+// super-block s, is d * sc * (vals - zero) + dm * mn (kInt) or d * (vals -
+// zero) + dm (kFloat, where sc = 1). Rows past the matrix are zero.
+struct GemmTile {
+  int64_t n = 0;
+  GemmFormat fmt;
+  std::vector<uint8_t> vals;
+  std::vector<int32_t> sc, mn;
+  std::vector<float> d, dm;
+};
+void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
+
+// y[t * y_stride + i] for tile rows i < n_rows and n_tok tokens (activation
+// rows act_stride bytes apart).
+void gemm_tile_ref(const GemmTile& tile, int64_t n_rows, const uint8_t* act, size_t act_stride, int64_t n_tok,
+                   float* y, int64_t y_stride);
+using GemmTileFn = void (*)(const GemmTile& tile, int64_t n_rows, const uint8_t* act, size_t act_stride,
+                            int64_t n_tok, float* y, int64_t y_stride);
+GemmTileFn gemm_tile_kernel();  // the VNNI kernel, or null
+
+// Rows [r0, r1) of W against n_tok activation rows: y[t * y_stride + r].
+void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, size_t act_stride, int64_t n_tok,
+               float* y, int64_t y_stride);
+
+}  // namespace moe
