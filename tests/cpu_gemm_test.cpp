@@ -67,6 +67,30 @@ TEST_CASE("gemm: the VNNI kernel equals the scalar reference bit for bit") {
   MESSAGE(checked << " outputs equal the reference");
 }
 
+TEST_CASE("gemm: the fast repack writes the scalar repack's bytes") {
+  std::mt19937 rng(19);
+  for (GgmlType t : kTypes) {
+    CAPTURE(ggml_type_name(t));
+    // 352 elements: a transpose's 64 and a tail of 32 (types with 32-element blocks).
+    const int64_t n = gemm_format(t).super == 32 ? 352 : 768, rows = 21;
+    const std::vector<uint8_t> w = test::random_weights(t, rows * n, rng);
+    const TensorView W = TensorView::contiguous("w", t, {n, rows, 1, 1}, w.data());
+    GemmTile want, got;
+    for (int64_t r0 = 0; r0 < rows; r0 += kGemmRows) {
+      const int64_t nr = std::min<int64_t>(kGemmRows, rows - r0);
+      gemm_repack_ref(W, r0, nr, want);
+      gemm_repack(W, r0, nr, got);
+      CHECK(got.vals == want.vals);
+      CHECK(got.sc == want.sc);
+      CHECK(got.mn == want.mn);
+      CHECK(std::memcmp(got.d.data(), want.d.data(), want.d.size() * 4) == 0);
+      CHECK(std::memcmp(got.dm.data(), want.dm.data(), want.dm.size() * 4) == 0);
+      CHECK(got.d.size() == want.d.size());
+      CHECK(got.dm.size() == want.dm.size());
+    }
+  }
+}
+
 TEST_CASE("gemm: the product is the dequantized weights times the activations") {
   std::mt19937 rng(23);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -83,7 +107,8 @@ TEST_CASE("gemm: the product is the dequantized weights times the activations") 
     for (float& v : x) v = normal(rng);
     for (int64_t k = 0; k < toks; ++k) gemm_quantize_row(t, &x[static_cast<size_t>(k * n)], n, act.data() + stride * k);
     std::vector<float> y(static_cast<size_t>(toks * rows));
-    gemm_rows(W, 0, rows, act.data(), stride, toks, y.data(), rows);
+    GemmTile tile;
+    gemm_rows(W, 0, rows, act.data(), stride, toks, y.data(), rows, tile);
     for (int64_t k = 0; k < toks; ++k)
       for (int64_t r = 0; r < rows; ++r) {
         double exact = 0, mag = 0;

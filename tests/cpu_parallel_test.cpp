@@ -4,6 +4,7 @@
 // parallel paths (the tiny fixtures mostly stay on one thread).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -72,7 +73,7 @@ TEST_CASE("grouped experts: thread count and uneven expert loads do not change t
   const int64_t D = 256, F = 320, E = 8, K = 3;
   RandomWeights gate(GgmlType::Q4_K, D, F, E, rng), up(GgmlType::Q4_K, D, F, E, rng);
   RandomWeights down(GgmlType::Q8_0, F, D, E, rng);
-  for (int64_t n : {1, 2, 23}) {
+  for (int64_t n : {1, 2, 23, 40}) {
     const std::vector<float> h = random_floats(static_cast<size_t>(n * D), rng);
     // Distinct experts per token, unevenly used: token t takes base, base+3,
     // base+5 (mod 8) with base = t*t mod 3, so experts 5 and 0 differ in load.
@@ -82,18 +83,28 @@ TEST_CASE("grouped experts: thread count and uneven expert loads do not change t
       for (int64_t k = 0; k < K; ++k) ids[static_cast<size_t>(t * K + k)] = static_cast<int32_t>((base + offset[k]) % E);
     }
 
-    // Reference: each (token, slot) on its own through matmul_serial.
+    // Reference: each expert's tokens gathered and put through matmul_serial,
+    // which takes the repacked GEMM from kGemmMinTokens tokens on, as the
+    // grouped product must for an expert that many tokens chose.
     std::vector<float> ref(static_cast<size_t>(n * K * D));
-    std::vector<uint8_t> scratch(64 * 1024);
-    std::vector<float> g(F), u(F);
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t k = 0; k < K; ++k) {
-        const int32_t e = ids[static_cast<size_t>(t * K + k)];
-        matmul_serial(gate.view.matrix(e), &h[static_cast<size_t>(t * D)], 1, g.data(), scratch.data());
-        matmul_serial(up.view.matrix(e), &h[static_cast<size_t>(t * D)], 1, u.data(), scratch.data());
-        swiglu(g.data(), u.data(), F, g.data());
-        matmul_serial(down.view.matrix(e), g.data(), 1, &ref[static_cast<size_t>((t * K + k) * D)], scratch.data());
-      }
+    for (int32_t e = 0; e < E; ++e) {
+      std::vector<int64_t> slots;  // t * K + k
+      for (int64_t i = 0; i < n * K; ++i)
+        if (ids[static_cast<size_t>(i)] == e) slots.push_back(i);
+      const int64_t m = static_cast<int64_t>(slots.size());
+      if (m == 0) continue;
+      std::vector<float> x(static_cast<size_t>(m * D)), g(static_cast<size_t>(m * F)), u(g.size()), y(x.size());
+      for (int64_t i = 0; i < m; ++i)
+        std::copy_n(&h[static_cast<size_t>(slots[static_cast<size_t>(i)] / K * D)], D, &x[static_cast<size_t>(i * D)]);
+      std::vector<uint8_t> scratch(std::max(matmul_scratch_bytes(gate.view.matrix(e), m),
+                                            matmul_scratch_bytes(down.view.matrix(e), m)));
+      matmul_serial(gate.view.matrix(e), x.data(), m, g.data(), scratch.data());
+      matmul_serial(up.view.matrix(e), x.data(), m, u.data(), scratch.data());
+      swiglu(g.data(), u.data(), m * F, g.data());
+      matmul_serial(down.view.matrix(e), g.data(), m, y.data(), scratch.data());
+      for (int64_t i = 0; i < m; ++i)
+        std::copy_n(&y[static_cast<size_t>(i * D)], D, &ref[static_cast<size_t>(slots[static_cast<size_t>(i)] * D)]);
+    }
     for (int threads : {1, 2, 3}) {
       ThreadPool pool(threads);
       GroupedExperts experts;

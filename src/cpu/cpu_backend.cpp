@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "cpu/attention.h"
+#include "cpu/attention_block.h"
 #include "cpu/matmul.h"
 #include "cpu/moe_route.h"
 #include "cpu/ops.h"
@@ -20,6 +21,10 @@ inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
 
 // Heads attending together: they share each loaded cache row (cpu/attention.h).
 constexpr int64_t kAttnHeadGroup = 8;
+// From this many tokens on, attention runs in blocks of tokens and heads
+// (cpu/attention_block.h): 8 tokens x 16 heads = 128 query rows per block.
+constexpr int64_t kAttnBlockMinTokens = 4;
+constexpr int64_t kAttnBlockTokens = 8, kAttnBlockHeads = 16;
 
 // Below about this many multiply-adds a step runs on the calling thread:
 // waking the others costs more (tiny models, one token).
@@ -159,6 +164,10 @@ void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const Tensor
 void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
                                int64_t pos0, int64_t n, Act o_lat) {
   const int64_t H = p.n_heads, R = p.kv_lora_rank, L = p.latent_dim();
+  if (n >= kAttnBlockMinTokens) {
+    if (const MlaAttendBlockFn block = mla_attend_block_kernel())
+      return mla_attention_blocks(p, q_abs, cache, il, pos0, n, o_lat, block);
+  }
   const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
   const int64_t n_ctx_max = pos0 + n;
   float* scores_all = scratch(scores_, sz(pool_.size() * kAttnHeadGroup * n_ctx_max));
@@ -188,6 +197,39 @@ void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const Laten
   } else {
     pool_.parallel_jobs(n * groups, job);
   }
+}
+
+void CpuBackend::mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
+                                      int64_t pos0, int64_t n, Act o_lat, MlaAttendBlockFn block) {
+  const int64_t H = p.n_heads, R = p.kv_lora_rank, L = p.latent_dim();
+  const int64_t t_blocks = (n + kAttnBlockTokens - 1) / kAttnBlockTokens;
+  const int64_t h_blocks = (H + kAttnBlockHeads - 1) / kAttnBlockHeads;
+  const size_t per_thread = mla_attend_block_scratch_floats(kAttnBlockTokens, kAttnBlockHeads, pos0 + n, L);
+  float* scratch_all = scratch(scores_, sz(pool_.size()) * per_thread);
+  const Act layer = cache.layer(il);
+  // Later tokens cost more: jobs are taken from the last block down.
+  const auto job = [&](int64_t j, int thread) {
+    const int64_t i = t_blocks * h_blocks - 1 - j;
+    const int64_t t0 = (i / h_blocks) * kAttnBlockTokens, h0 = (i % h_blocks) * kAttnBlockHeads;
+    MlaAttendBlockArgs a;
+    a.q = q_abs.row(t0) + h0 * L;
+    a.n_tok = std::min(kAttnBlockTokens, n - t0);
+    a.n_heads = std::min(kAttnBlockHeads, H - h0);
+    a.q_tok_stride = q_abs.stride;
+    a.q_head_stride = L;
+    a.kv = layer.row(0);
+    a.kv_stride = layer.stride;
+    a.n_kv0 = pos0 + t0 + 1;
+    a.dim_qk = L;
+    a.dim_v = R;
+    a.scale = p.softmax_scale;
+    a.scratch = scratch_all + sz(thread) * per_thread;
+    a.out = o_lat.row(t0) + h0 * R;
+    a.out_tok_stride = o_lat.stride;
+    a.out_head_stride = R;
+    block(a);
+  };
+  pool_.parallel_jobs(t_blocks * h_blocks, job);
 }
 
 void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "cpu/attention_block.h"
 #include "cpu/moe_experts.h"
 #include "runtime/backend.h"
 
@@ -58,6 +59,9 @@ class CpuBackend final : public Backend {
 
  private:
   void* alloc_bytes(size_t bytes);
+  // Prompts: attention in blocks of tokens and heads (cpu/attention_block.h).
+  void mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                            int64_t n, Act o_lat, MlaAttendBlockFn block);
   // Scratch grows to the largest request once (the first batch of each
   // size); later calls allocate nothing.
   template <typename T>

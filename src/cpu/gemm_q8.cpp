@@ -14,32 +14,22 @@
 
 namespace moe {
 
-GemmTileFn gemm_tile_kernel_avx512vnni();  // gemm_x86.inc, in qdot_avx512.cpp
+GemmTileFn gemm_tile_kernel_avx512vnni();     // gemm_x86.inc, in qdot_avx512.cpp
+GemmRepackFn gemm_repack_avx512vnni();      // gemm_repack_x86.inc, there too
 
 namespace {
 
 inline size_t sz(int64_t v) { return static_cast<size_t>(v); }
 inline size_t pad64(size_t n) { return (n + 63) / 64 * 64; }
 
-// One row decoded for the tile: unsigned values, per block the integer
-// scale and min, per super-block the float scale and min scale.
-struct RowParts {
-  uint8_t* u;
-  int32_t* sc;
-  int32_t* mn;
-  float* d;
-  float* dm;
-};
-
 template <typename B>
 const B* blocks_of(const uint8_t* row) {
   return reinterpret_cast<const B*>(row);
 }
 
-// The stored integers of each format, offset by its zero point to be
-// unsigned; scales as the format defines them. sc, mn, dm stay as the caller
-// set them (1, 0, 0) where a format has none.
-void decode_row(GgmlType t, const uint8_t* row, int64_t n, const RowParts& p) {
+}  // namespace
+
+void gemm_decode_row_ref(GgmlType t, const uint8_t* row, int64_t n, const GemmRowParts& p) {
   switch (t) {
     case GgmlType::Q4_0:
     case GgmlType::Q4_1: {
@@ -174,6 +164,8 @@ void decode_row(GgmlType t, const uint8_t* row, int64_t n, const RowParts& p) {
   }
 }
 
+namespace {
+
 // Offsets of the parts of an activation row of n elements.
 struct ActRow {
   const int8_t* q;
@@ -260,7 +252,7 @@ GemmTileFn gemm_tile_kernel() {
   return cpu_isa_active() == CpuIsa::kAvx512Vnni ? gemm_tile_kernel_avx512vnni() : nullptr;
 }
 
-void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile) {
+void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile) {
   const int64_t n = W.ne[0];
   const GemmFormat f = gemm_format(W.type);
   MOE_ASSERT(f.block != 0 && n % f.super == 0, "gemm: cannot repack %s rows of %lld", ggml_type_name(W.type),
@@ -281,7 +273,7 @@ void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile
     std::fill(mn.begin(), mn.end(), 0);
     std::fill(dm.begin(), dm.end(), 0.0f);
     if (r < n_rows) {
-      decode_row(W.type, W.row(r0 + r), n, RowParts{u.data(), sc.data(), mn.data(), d.data(), dm.data()});
+      gemm_decode_row_ref(W.type, W.row(r0 + r), n, GemmRowParts{u.data(), sc.data(), mn.data(), d.data(), dm.data()});
     } else {
       std::fill(u.begin(), u.end(), 0);
       std::fill(d.begin(), d.end(), 0.0f);
@@ -296,6 +288,13 @@ void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile
       tile.dm[sz(b * kGemmRows + r)] = dm[sz(b)];
     }
   }
+}
+
+void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile) {
+  if (cpu_isa_active() == CpuIsa::kAvx512Vnni) {
+    if (const GemmRepackFn fast = gemm_repack_avx512vnni()) return fast(W, r0, n_rows, tile);
+  }
+  gemm_repack_ref(W, r0, n_rows, tile);
 }
 
 void gemm_tile_ref(const GemmTile& tile, int64_t n_rows, const uint8_t* act, size_t act_stride, int64_t n_tok,
@@ -329,9 +328,8 @@ void gemm_tile_ref(const GemmTile& tile, int64_t n_rows, const uint8_t* act, siz
 }
 
 void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, size_t act_stride, int64_t n_tok,
-               float* y, int64_t y_stride) {
+               float* y, int64_t y_stride, GemmTile& tile) {
   const GemmTileFn kernel = gemm_tile_kernel();
-  GemmTile tile;
   for (int64_t r = r0; r < r1; r += kGemmRows) {
     const int64_t nr = std::min(kGemmRows, r1 - r);
     gemm_repack(W, r, nr, tile);

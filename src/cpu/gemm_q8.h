@@ -1,10 +1,10 @@
 // Products of a weight matrix with many tokens at once (prompt processing,
-// experts that many tokens of a batch chose): the weights are repacked, 8
-// rows at a time, into unsigned bytes interleaved so that one 32-byte vector
-// holds 4 consecutive elements of each of the 8 rows, with the integer
+// experts that many tokens of a batch chose): the weights are repacked, 16
+// rows at a time, into unsigned bytes interleaved so that one 64-byte vector
+// holds 4 consecutive elements of each of the 16 rows, with the integer
 // scales of each block and the float scales of each super-block. A token's
-// 4 activation bytes are broadcast to all lanes and one dpbusd adds 32
-// products into the 8 rows' sums: no horizontal sums, and every repacked
+// 4 activation bytes are broadcast to all lanes and one dpbusd adds 64
+// products into the 16 rows' sums: no horizontal sums, and every repacked
 // tile is reused by every token. The technique is ik_llama.cpp's (its _R8
 // layouts and iqk_convert_repack); the code is ours.
 //
@@ -26,7 +26,7 @@
 
 namespace moe {
 
-inline constexpr int64_t kGemmRows = 8;         // rows per repacked tile (one int32 lane each)
+inline constexpr int64_t kGemmRows = 16;        // rows per repacked tile (one int32 lane of a zmm each)
 inline constexpr int64_t kGemmMinTokens = 16;   // fewer tokens: the per-row kernels are faster
 
 // ---- activations --------------------------------------------------------------
@@ -54,19 +54,42 @@ GemmFormat gemm_format(GgmlType t);
 // A type the GEMM takes on this CPU (it needs AVX-512 VNNI).
 bool gemm_available(GgmlType t);
 
-// kGemmRows rows of n elements: vals[(g * 8 + r) * 4 + k] = byte 4g + k of
-// row r; per block b, sc[b * 8 + r] and mn[b * 8 + r]; per super-block s,
-// d[s * 8 + r] and dm[s * 8 + r]. Element i of row r, in block b of
+// kGemmRows rows of n elements: vals[(g * 16 + r) * 4 + k] = byte 4g + k of
+// row r; per block b, sc[b * 16 + r] and mn[b * 16 + r]; per super-block s,
+// d[s * 16 + r] and dm[s * 16 + r]. Element i of row r, in block b of
 // super-block s, is d * sc * (vals - zero) + dm * mn (kInt) or d * (vals -
 // zero) + dm (kFloat, where sc = 1). Rows past the matrix are zero.
+struct GemmTileScratch {  // the rows decoded before interleaving, kept to allocate once
+  std::vector<uint8_t> u;
+  std::vector<int32_t> sc, mn;
+  std::vector<float> d, dm;
+};
 struct GemmTile {
   int64_t n = 0;
   GemmFormat fmt;
   std::vector<uint8_t> vals;
   std::vector<int32_t> sc, mn;
   std::vector<float> d, dm;
+  GemmTileScratch scratch;
 };
+// Rows [r0, r0 + n_rows) of W, n_rows <= kGemmRows: the scalar definition
+// and the fast version (the same bytes).
+void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
 void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
+using GemmRepackFn = void (*)(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
+
+// One row decoded for a tile: unsigned values (stored integer + zero), per
+// block the integer scale and min, per super-block the float scale and min
+// scale. sc, mn, dm stay as the caller set them (1, 0, 0) where a format has
+// none. The scalar decoder of every type (the fast repack falls back on it).
+struct GemmRowParts {
+  uint8_t* u;
+  int32_t* sc;
+  int32_t* mn;
+  float* d;
+  float* dm;
+};
+void gemm_decode_row_ref(GgmlType t, const uint8_t* row, int64_t n, const GemmRowParts& p);
 
 // y[t * y_stride + i] for tile rows i < n_rows and n_tok tokens (activation
 // rows act_stride bytes apart).
@@ -76,8 +99,9 @@ using GemmTileFn = void (*)(const GemmTile& tile, int64_t n_rows, const uint8_t*
                             int64_t n_tok, float* y, int64_t y_stride);
 GemmTileFn gemm_tile_kernel();  // the VNNI kernel, or null
 
-// Rows [r0, r1) of W against n_tok activation rows: y[t * y_stride + r].
+// Rows [r0, r1) of W against n_tok activation rows: y[t * y_stride + r],
+// repacking into `tile` (a caller's buffer, reused so nothing is allocated).
 void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, size_t act_stride, int64_t n_tok,
-               float* y, int64_t y_stride);
+               float* y, int64_t y_stride, GemmTile& tile);
 
 }  // namespace moe

@@ -48,10 +48,11 @@ void quantize_activations(const TensorView& W, const float* x, int64_t n_tokens,
   for (int64_t t = 0; t < n_tokens; ++t) quantize_activation_row(act_type, x + t * n_in, act + t * act_row, n_in);
 }
 
-void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, int64_t n_tokens, float* y,
-                 int64_t y_stride) {
+namespace {
+// The per-row kernels, activation rows act_row bytes apart.
+void matmul_rows_strided(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, size_t act_row,
+                         int64_t n_tokens, float* y, int64_t y_stride) {
   const int64_t n_in = W.ne[0];
-  const size_t act_row = activation_row_bytes(W);
   if (const QdotFn kernel = qdot_kernel(W.type, cpu_isa_active())) {
     const size_t w_row = ggml_row_size(W.type, n_in);
     kernel(QdotArgs{W.data + static_cast<size_t>(r0) * w_row, w_row, r1 - r0, act, act_row, n_tokens, n_in, y + r0,
@@ -62,6 +63,33 @@ void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act
     const uint8_t* w = W.row(r);
     for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = vec_dot_row(W.type, w, act + t * act_row, n_in);
   }
+}
+}  // namespace
+
+void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, int64_t n_tokens, float* y,
+                 int64_t y_stride) {
+  matmul_rows_strided(W, r0, r1, act, activation_row_bytes(W), n_tokens, y, y_stride);
+}
+
+ActLayout activation_layout(const TensorView& W, int64_t n_tokens) {
+  if (use_gemm(W, n_tokens)) return {true, gemm_act_row_bytes(W.ne[0])};
+  return {false, activation_row_bytes(W)};
+}
+
+size_t activation_row_bytes_max(const TensorView& W) {
+  const size_t row = activation_row_bytes(W);
+  return use_gemm(W, kGemmMinTokens) ? std::max(row, gemm_act_row_bytes(W.ne[0])) : row;
+}
+
+void quantize_activations(const TensorView& W, ActLayout layout, const float* x, uint8_t* act) {
+  if (layout.gemm) gemm_quantize_row(W.type, x, W.ne[0], act);
+  else quantize_activation_row(vec_dot_type(W.type), x, act, W.ne[0]);
+}
+
+void matmul_rows(const TensorView& W, ActLayout layout, int64_t r0, int64_t r1, const uint8_t* act, size_t act_stride,
+                 int64_t n_tokens, float* y, int64_t y_stride, GemmTile& tile) {
+  if (layout.gemm) gemm_rows(W, r0, r1, act, act_stride, n_tokens, y, y_stride, tile);
+  else matmul_rows_strided(W, r0, r1, act, act_stride, n_tokens, y, y_stride);
 }
 
 namespace {
@@ -77,7 +105,8 @@ void matmul_gemm(const TensorView& W, const float* x, int64_t n_tokens, float* y
   };
   const int64_t tiles = (n_out + kGemmRows - 1) / kGemmRows;
   auto rows = [&](int64_t i0, int64_t i1, int) {
-    gemm_rows(W, i0 * kGemmRows, std::min(n_out, i1 * kGemmRows), act, stride, n_tokens, y, n_out);
+    GemmTile tile;
+    gemm_rows(W, i0 * kGemmRows, std::min(n_out, i1 * kGemmRows), act, stride, n_tokens, y, n_out, tile);
   };
   if (pool == nullptr) {
     quantize(0, n_tokens, 0);

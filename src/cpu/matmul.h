@@ -13,6 +13,7 @@
 namespace moe {
 
 class ThreadPool;
+struct GemmTile;
 enum class CpuIsa;
 
 // The instruction set the matmuls use: the best detected, unless the
@@ -32,6 +33,21 @@ size_t activation_row_bytes(const TensorView& W);
 void quantize_activations(const TensorView& W, const float* x, int64_t n_tokens, uint8_t* act);
 void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, int64_t n_tokens, float* y,
                  int64_t y_stride);
+
+// The same halves where the caller also picks between the per-row kernels
+// and the repacked GEMM (gemm_q8.h) for each group of tokens: the layout of
+// the activation rows for n_tokens tokens, their quantization (rows
+// row_bytes apart) and the product over them.
+struct ActLayout {
+  bool gemm = false;
+  size_t row_bytes = 0;
+};
+ActLayout activation_layout(const TensorView& W, int64_t n_tokens);
+size_t activation_row_bytes_max(const TensorView& W);  // either layout fits
+void quantize_activations(const TensorView& W, ActLayout layout, const float* x, uint8_t* act);  // one row
+// `tile` is the repacking buffer of the calling thread (gemm_q8.h).
+void matmul_rows(const TensorView& W, ActLayout layout, int64_t r0, int64_t r1, const uint8_t* act, size_t act_stride,
+                 int64_t n_tokens, float* y, int64_t y_stride, GemmTile& tile);
 
 // The same on the calling thread alone, for callers that already run one
 // product per thread (MLA's per-head projections).

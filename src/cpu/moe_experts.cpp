@@ -54,50 +54,73 @@ void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_strid
              static_cast<long long>(up.ne[1]), static_cast<long long>(down.ne[0]), static_cast<long long>(down.ne[1]));
   if (S == 0) return;
 
-  // Activations in sorted order: each position's row quantized for gate
-  // (and copied for up when both take the same partner type).
-  const size_t rb_gate = activation_row_bytes(gate.matrix(0)), rb_up = activation_row_bytes(up.matrix(0));
-  const size_t rb_down = activation_row_bytes(down.matrix(0));
-  act_gate_.resize(rb_gate * sz(S));
-  act_up_.resize(rb_up * sz(S));
-  act_down_.resize(rb_down * sz(S));
+  // Each group's activation rows in the layout its token count calls for
+  // (the repacked GEMM for experts many tokens chose, the per-row kernels
+  // otherwise), one row per sorted position, stride_* bytes apart.
+  const int64_t n_groups = static_cast<int64_t>(d.groups.size());
+  gate_layout_.resize(sz(n_groups));
+  up_layout_.resize(sz(n_groups));
+  down_layout_.resize(sz(n_groups));
+  pos_group_.resize(sz(S));
+  for (int64_t gi = 0; gi < n_groups; ++gi) {
+    const ExpertGroup& g = d.groups[sz(gi)];
+    gate_layout_[sz(gi)] = activation_layout(gate.matrix(g.expert), g.count);
+    up_layout_[sz(gi)] = activation_layout(up.matrix(g.expert), g.count);
+    down_layout_[sz(gi)] = activation_layout(down.matrix(g.expert), g.count);
+    std::fill_n(pos_group_.begin() + g.first, g.count, static_cast<int32_t>(gi));
+  }
+  const size_t stride_gate = activation_row_bytes_max(gate.matrix(0)), stride_up = activation_row_bytes_max(up.matrix(0));
+  const size_t stride_down = activation_row_bytes_max(down.matrix(0));
+  act_gate_.resize(stride_gate * sz(S));
+  act_up_.resize(stride_up * sz(S));
+  act_down_.resize(stride_down * sz(S));
   const bool same_act = gate.type == up.type;
   for_rows(pool, S, D, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       const float* x = h + d.in_row[sz(p)] * h_stride;
-      quantize_activations(gate.matrix(0), x, 1, &act_gate_[rb_gate * sz(p)]);
-      if (same_act) std::memcpy(&act_up_[rb_up * sz(p)], &act_gate_[rb_gate * sz(p)], rb_up);
-      else quantize_activations(up.matrix(0), x, 1, &act_up_[rb_up * sz(p)]);
+      const size_t gi = sz(pos_group_[sz(p)]);
+      quantize_activations(gate.matrix(0), gate_layout_[gi], x, &act_gate_[stride_gate * sz(p)]);
+      if (same_act) std::memcpy(&act_up_[stride_up * sz(p)], &act_gate_[stride_gate * sz(p)], up_layout_[gi].row_bytes);
+      else quantize_activations(up.matrix(0), up_layout_[gi], x, &act_up_[stride_up * sz(p)]);
     }
   });
 
   // gate and up: jobs of rows_f rows of one matrix of one expert.
   g_.resize(sz(S * F));
   u_.resize(sz(S * F));
-  const int64_t n_groups = static_cast<int64_t>(d.groups.size());
   const int64_t rows_f = job_rows(n_groups * 2 * F, pool.size());
   const int64_t blocks_f = (F + rows_f - 1) / rows_f;
-  for_jobs(pool, n_groups * 2 * blocks_f, 2 * S * F * D, [&](int64_t j, int) {
-    const ExpertGroup& g = d.groups[sz(j / (2 * blocks_f))];
+  tiles_.resize(sz(pool.size()));
+  for_jobs(pool, n_groups * 2 * blocks_f, 2 * S * F * D, [&](int64_t j, int thread) {
+    const int64_t gi = j / (2 * blocks_f);
+    const ExpertGroup& g = d.groups[sz(gi)];
     const bool is_up = (j / blocks_f) % 2 == 1;
     const int64_t r0 = (j % blocks_f) * rows_f, r1 = std::min(F, r0 + rows_f);
-    if (is_up) matmul_rows(up.matrix(g.expert), r0, r1, &act_up_[rb_up * sz(g.first)], g.count, &u_[sz(g.first * F)], F);
-    else matmul_rows(gate.matrix(g.expert), r0, r1, &act_gate_[rb_gate * sz(g.first)], g.count, &g_[sz(g.first * F)], F);
+    if (is_up)
+      matmul_rows(up.matrix(g.expert), up_layout_[sz(gi)], r0, r1, &act_up_[stride_up * sz(g.first)], stride_up,
+                  g.count, &u_[sz(g.first * F)], F, tiles_[sz(thread)]);
+    else
+      matmul_rows(gate.matrix(g.expert), gate_layout_[sz(gi)], r0, r1, &act_gate_[stride_gate * sz(g.first)],
+                  stride_gate, g.count, &g_[sz(g.first * F)], F, tiles_[sz(thread)]);
   });
 
   // silu(gate) * up, then the down projection's activations.
   for_rows(pool, S, F, [&](int64_t p0, int64_t p1) {
     swiglu(&g_[sz(p0 * F)], &u_[sz(p0 * F)], (p1 - p0) * F, &g_[sz(p0 * F)]);
-    quantize_activations(down.matrix(0), &g_[sz(p0 * F)], p1 - p0, &act_down_[rb_down * sz(p0)]);
+    for (int64_t p = p0; p < p1; ++p)
+      quantize_activations(down.matrix(0), down_layout_[sz(pos_group_[sz(p)])], &g_[sz(p * F)],
+                           &act_down_[stride_down * sz(p)]);
   });
 
   y_.resize(sz(S * D));
   const int64_t rows_d = job_rows(n_groups * D, pool.size());
   const int64_t blocks_d = (D + rows_d - 1) / rows_d;
-  for_jobs(pool, n_groups * blocks_d, S * F * D, [&](int64_t j, int) {
-    const ExpertGroup& g = d.groups[sz(j / blocks_d)];
+  for_jobs(pool, n_groups * blocks_d, S * F * D, [&](int64_t j, int thread) {
+    const int64_t gi = j / blocks_d;
+    const ExpertGroup& g = d.groups[sz(gi)];
     const int64_t r0 = (j % blocks_d) * rows_d, r1 = std::min(D, r0 + rows_d);
-    matmul_rows(down.matrix(g.expert), r0, r1, &act_down_[rb_down * sz(g.first)], g.count, &y_[sz(g.first * D)], D);
+    matmul_rows(down.matrix(g.expert), down_layout_[sz(gi)], r0, r1, &act_down_[stride_down * sz(g.first)],
+                stride_down, g.count, &y_[sz(g.first * D)], D, tiles_[sz(thread)]);
   });
 
   for (int64_t p = 0; p < S; ++p) std::memcpy(out + d.out_row[sz(p)] * out_stride, &y_[sz(p * D)], sz(D) * sizeof(float));

@@ -7,14 +7,17 @@
 // shared counter: in generation (one token, top-k experts) all threads share
 // the k experts' rows with two synchronisations per layer instead of three
 // per expert, and in prompts experts with very different token counts still
-// keep every thread busy. The arithmetic per (row, token) is exactly
-// matmul's, so results do not depend on the grouping.
+// keep every thread busy. An expert that kGemmMinTokens or more tokens
+// chose runs through the repacked GEMM (gemm_q8.h), as matmul does for as
+// many tokens; the others through the per-row kernels.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
+#include "cpu/gemm_q8.h"
+#include "cpu/matmul.h"
 #include "runtime/backend.h"
 
 namespace moe {
@@ -38,7 +41,10 @@ class GroupedExperts {
   // Buffers grow to the largest batch once; later calls allocate nothing.
   ExpertDispatch dispatch_;
   std::vector<int64_t> sort_scratch_;
+  std::vector<ActLayout> gate_layout_, up_layout_, down_layout_;  // per group
+  std::vector<int32_t> pos_group_;                                 // [sorted position] -> group
   std::vector<uint8_t> act_gate_, act_up_, act_down_;  // quantized activation rows, sorted order
+  std::vector<GemmTile> tiles_;  // repacking buffers, one per thread
   std::vector<float> g_, u_, y_;     // [sorted][ffn], [sorted][ffn], [sorted][hidden]
 };
 

@@ -6,6 +6,7 @@
 #define MOE_QDOT_VNNI 1
 #include "cpu/qdot_x86.inc"
 #include "cpu/gemm_x86.inc"
+#include "cpu/gemm_repack_x86.inc"
 namespace moe {
 QdotFn qdot_kernel_avx512vnni(GgmlType type) { return qdot_x86_kernel(type); }
 }  // namespace moe
@@ -14,5 +15,6 @@ QdotFn qdot_kernel_avx512vnni(GgmlType type) { return qdot_x86_kernel(type); }
 namespace moe {
 QdotFn qdot_kernel_avx512vnni(GgmlType) { return nullptr; }
 GemmTileFn gemm_tile_kernel_avx512vnni() { return nullptr; }
+GemmRepackFn gemm_repack_avx512vnni() { return nullptr; }
 }  // namespace moe
 #endif

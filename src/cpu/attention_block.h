@@ -1,0 +1,43 @@
+// MLA attention for many query tokens at once (prompts): the same sums as
+// mla_attend_heads (attention.h, the scalar reference), computed as two
+// small f32 matrix products per block of query rows, so every cached row
+// is loaded once for the whole block instead of once per head and token.
+//
+// Rows are (token, head) pairs, token-major. Token t attends to cache rows
+// [0, n_kv0 + t) (causal). Per block of 32 cached rows, the keys are
+// transposed once and an 8-row by 32-key tile of scores is built from
+// broadcasts of q against key vectors (16 FMAs per 2 loads); after a
+// softmax per row, the output tiles of 8 rows by 32 latent columns sum the
+// value rows straight from the cache.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace moe {
+
+struct MlaAttendBlockArgs {
+  const float* q;         // row (t, h) at q + t * q_tok_stride + h * q_head_stride
+  int64_t n_tok;
+  int64_t n_heads;
+  int64_t q_tok_stride;
+  int64_t q_head_stride;
+  const float* kv;        // cache rows, kv_stride floats apart
+  int64_t kv_stride;
+  int64_t n_kv0;          // rows token 0 attends to (its position + 1)
+  int64_t dim_qk;         // elements of a row scored against q
+  int64_t dim_v;          // elements of a row summed into out
+  float scale;
+  float* scratch;         // mla_attend_block_scratch_floats() floats
+  float* out;             // row (t, h) at out + t * out_tok_stride + h * out_head_stride
+  int64_t out_tok_stride;
+  int64_t out_head_stride;
+};
+
+size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t n_kv0, int64_t dim_qk);
+
+using MlaAttendBlockFn = void (*)(const MlaAttendBlockArgs& a);
+// The AVX-512 kernel, or null (then callers take mla_attend_heads per token).
+MlaAttendBlockFn mla_attend_block_kernel();
+
+}  // namespace moe
