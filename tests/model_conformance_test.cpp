@@ -123,15 +123,14 @@ TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with ide
   }
 }
 
-// Bug catchers (issue 20): top-1 >= 90% and mean KL <= 0.1 on every file.
+// Bug catchers (issue 20): top-1 >= 90% and mean KL <= 0.05 on every file.
 // These random-weight models are chaotic: a last-bit difference flips a
 // routing near-tie or an activation's int8 rounding, and the error grows
 // through the layers. Prompt products (cpu/gemm_q8.h) keep ggml's integers
 // but not the order of its float sums, so the files that match llama.cpp to
-// ~1e-4 in KL on the single-token path drift to ~0.01-0.05 here (worst
-// measured: tiny-dsv3.Q6_K, 0.054, all of it in the decode after a prompt
-// whose cache was built by the blocked attention; its prefill top-1 is 1.0).
-// A wrong scale, layout or type gives KL of 1 or more. Quantized
+// ~1e-4 in KL on the single-token path drift to ~0.01-0.04 here (worst
+// measured: tiny-dsv3.Q6_K, 0.035). Attention is no source of drift: the
+// blocked prompt attention sums exactly as the per-token one. Quantized
 // inference is judged on the trained default model instead
 // (model_llama_agreement_test.cpp: PPL, top token and KL against llama.cpp).
 struct QuantTarget {
@@ -140,12 +139,12 @@ struct QuantTarget {
   double max_kl;
 };
 
-TEST_CASE("conformance: quantized models agree with llama.cpp (top-1 >= 90%, mean KL <= 0.1)") {
+TEST_CASE("conformance: quantized models agree with llama.cpp (top-1 >= 90%, mean KL <= 0.05)") {
   const QuantTarget targets[] = {
-      {"tiny-dsv3.Q8_0", 0.90, 0.1},     {"tiny-dsv3.Q4_0", 0.90, 0.1},
-      {"tiny-dsv2lite.F16", 0.90, 0.1},  {"tiny-dsv2lite.Q4_K_M", 0.90, 0.1},
-      {"tiny-dsv3.Q6_K", 0.90, 0.1},     {"tiny-dsv3.Q4_K_M", 0.90, 0.1},
-      {"tiny-dsv2lite.Q8_0", 0.90, 0.1},
+      {"tiny-dsv3.Q8_0", 0.90, 0.05},     {"tiny-dsv3.Q4_0", 0.90, 0.05},
+      {"tiny-dsv2lite.F16", 0.90, 0.05},  {"tiny-dsv2lite.Q4_K_M", 0.90, 0.05},
+      {"tiny-dsv3.Q6_K", 0.90, 0.05},     {"tiny-dsv3.Q4_K_M", 0.90, 0.05},
+      {"tiny-dsv2lite.Q8_0", 0.90, 0.05},
   };
   for (const QuantTarget& q : targets) {
     const std::string gguf = models(std::string(q.stem) + ".gguf");

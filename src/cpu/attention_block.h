@@ -1,14 +1,14 @@
-// MLA attention for many query tokens at once (prompts): the same sums as
-// mla_attend_heads (attention.h, the scalar reference), computed as two
-// small f32 matrix products per block of query rows, so every cached row
-// is loaded once for the whole block instead of once per head and token.
+// MLA attention for many query tokens at once (prompts): the same sums in
+// the same order as mla_attend_heads (attention.h, the scalar reference),
+// so the results are equal to the bit, computed as two small f32 matrix
+// products per block of query rows: every cached row is loaded once for a
+// tile of rows instead of once per head and token.
 //
 // Rows are (token, head) pairs, token-major. Token t attends to cache rows
-// [0, n_kv0 + t) (causal). Per block of 32 cached rows, the keys are
-// transposed once and an 8-row by 32-key tile of scores is built from
-// broadcasts of q against key vectors (16 FMAs per 2 loads); after a
-// softmax per row, the output tiles of 8 rows by 32 latent columns sum the
-// value rows straight from the cache.
+// [0, n_kv0 + t) (causal). Scores come in tiles of 4 rows by 4 cached rows
+// (16 partial-sum vectors, 8 loads per 16 products); after a softmax per
+// row, output tiles of 8 rows by 32 latent columns sum the value rows
+// straight from the cache.
 #pragma once
 
 #include <cstddef>
