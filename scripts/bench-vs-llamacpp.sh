@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
-# bench-vs-llamacpp.sh - moe.cpp against llama.cpp on the same file, same
+# bench-vs-llamacpp.sh - moe.cpp against llama.cpp (and optionally another
+# llama-bench-compatible engine, e.g. ik_llama.cpp) on the same file, same
 # threads, same run: prompt (ppN) and generation (tgN) tokens/s and ratios.
 #
 # Usage: scripts/bench-vs-llamacpp.sh [options]
 #   -m FILE       model (default: a V2-Lite-shaped Q4_K_M made by moe-synth,
 #                 cached in $MOE_PEER_CACHE/synth/)
-#   -t N          threads for both engines (default: nproc)
+#   -t N          threads for every engine (default: nproc)
 #   -p N          prompt tokens (default 512)
 #   -n N          generated tokens (default 128)
-#   -r N          rounds (default 3); each round runs llama-bench, then
-#                 moe-bench (order alternating between rounds), one
-#                 repetition each, so drift in the machine hits both alike
+#   -d N          tokens already in the cache when each test starts (llama-bench -d; default 0)
+#   -r N          rounds (default 3); each round runs every engine once, one
+#                 repetition each, the order rotating between rounds, so drift
+#                 in the machine hits all alike
+#   -P DIR        another peer: the directory of its llama-bench (any build
+#                 that takes llama-bench's flags and -o json); repeatable
+#   -N NAME       the last -P peer's name in the table (default: the
+#                 directory's parent)
+#   -A "ARGS"     extra llama-bench arguments for the last -P peer only
+#                 (e.g. -P ik/bin -P ik/bin -A "-rtr 1": its defaults and run-time repacking)
 #
-# The peer is llama.cpp from the node-llama-cpp npm bundle, built (once, cached)
-# by scripts/build-llamacpp.sh. moe.cpp is built with `make build`.
+# The first peer is llama.cpp from the node-llama-cpp npm bundle, built (once,
+# cached) by scripts/build-llamacpp.sh. moe.cpp is built with `make build`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-threads=$(nproc); n_prompt=512; n_gen=128; rounds=3; model=""
-while getopts "m:t:p:n:r:h" opt; do
+threads=$(nproc); n_prompt=512; n_gen=128; depth=0; rounds=3; model=""
+peers=(); peer_names=(); peer_args=()
+while getopts "m:t:p:n:d:r:P:N:A:h" opt; do
   case $opt in
-    m) model=$OPTARG ;; t) threads=$OPTARG ;; p) n_prompt=$OPTARG ;; n) n_gen=$OPTARG ;; r) rounds=$OPTARG ;;
-    *) sed -n '2,16p' "$0"; exit 2 ;;
+    m) model=$OPTARG ;; t) threads=$OPTARG ;; p) n_prompt=$OPTARG ;; n) n_gen=$OPTARG ;; d) depth=$OPTARG ;;
+    r) rounds=$OPTARG ;;
+    P) [[ -x $OPTARG/llama-bench ]] || { echo "bench: no llama-bench in '$OPTARG'" >&2; exit 1; }
+       peers+=("$OPTARG"); peer_names+=("$(basename "$(dirname "$(cd "$OPTARG" && pwd)")")"); peer_args+=("") ;;
+    N|A) ((${#peers[@]})) || { echo "bench: -$opt comes after the -P it applies to" >&2; exit 2; }
+       last=$((${#peers[@]} - 1))
+       if [[ $opt == N ]]; then peer_names[last]=$OPTARG; else peer_args[last]=$OPTARG; fi ;;
+    *) sed -n '2,23p' "$0"; exit 2 ;;
   esac
 done
 cache=${MOE_PEER_CACHE:-$HOME/.cache/moe.cpp}
@@ -37,30 +52,48 @@ fi
 [[ -f $model ]] || { echo "bench: model '$model' not found" >&2; exit 1; }
 scripts/recache.sh "$model"  # the same page cache for every engine (see recache.sh)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-run_llama() { "$peer_bin/llama-bench" -m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1 -o json 2>/dev/null >"$tmp/llama.$1.json"; }
-run_moe() { build/moe-bench -m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1 --json >"$tmp/moe.$1.json"; }
+common=(-m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1)
+((depth > 0)) && common+=(-d "$depth")
+run_engine() {  # engine round
+  case $1 in
+    llama) "$peer_bin/llama-bench" "${common[@]}" -o json 2>/dev/null >"$tmp/llama.$2.json" ;;
+    moe) build/moe-bench "${common[@]}" --json >"$tmp/moe.$2.json" ;;
+    peer*) local k=${1#peer}  # shellcheck disable=SC2086
+      "${peers[k]}/llama-bench" "${common[@]}" ${peer_args[k]} -o json 2>/dev/null >"$tmp/$1.$2.json" ;;
+  esac
+}
+engines=(llama)
+for k in "${!peers[@]}"; do engines+=("peer$k"); done
+engines+=(moe)
 for ((i = 1; i <= rounds; i++)); do
   echo "bench: round $i/$rounds" >&2
-  if ((i % 2)); then run_llama "$i"; run_moe "$i"; else run_moe "$i"; run_llama "$i"; fi
+  n=${#engines[@]}
+  for ((k = 0; k < n; k++)); do run_engine "${engines[$(((k + i - 1) % n))]}" "$i"; done
 done
-python3 - "$tmp" "$rounds" "$model" "$threads" <<'PY'
+labels=()
+for k in "${!peers[@]}"; do labels+=("${peer_names[k]}${peer_args[k]:+ ${peer_args[k]}}"); done
+python3 - "$tmp" "$rounds" "$model" "$threads" "$depth" "${labels[@]}" <<'PY'
 import json, statistics, sys, os
-tmp, rounds, model, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+tmp, rounds, model, threads, depth, labels = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6], sys.argv[6:]
 def collect(engine):
     out = {}
     for i in range(1, rounds + 1):
-        for r in json.load(open(os.path.join(tmp, f"{engine}.{i}.json"))):
+        path = os.path.join(tmp, f"{engine}.{i}.json")
+        if not os.path.exists(path): return {}
+        for r in json.load(open(path)):
             test = f"pp{r['n_prompt']}" if r["n_gen"] == 0 else f"tg{r['n_gen']}"
             out.setdefault(test, []).append(r["avg_ts"])
     return out
-llama, moe = collect("llama"), collect("moe")
-print(f"model: {model}\nthreads: {threads}, rounds: {rounds} (alternating)\n")
-print(f"| test   | llama.cpp t/s      | moe.cpp t/s        | moe / llama |")
-print(f"| ------ | ------------------ | ------------------ | ----------- |")
-for test in sorted(llama, key=lambda t: t[:2] != "pp"):
-    a, b = llama[test], moe.get(test, [])
-    if not b: continue
-    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
-    ma, mb = statistics.mean(a), statistics.mean(b)
-    print(f"| {test:6} | {ma:8.2f} ± {sd(a):6.2f} | {mb:8.2f} ± {sd(b):6.2f} | {mb / ma:10.2f}x |")
+cols = [("llama.cpp", collect("llama"))] + [(name, collect(f"peer{k}")) for k, name in enumerate(labels)]
+moe = collect("moe")
+print(f"model: {model}\nthreads: {threads}, depth: {depth}, rounds: {rounds} (engines rotating)\n")
+sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
+head = "| test   | " + " | ".join(f"{n} t/s" for n, _ in cols) + " | moe.cpp t/s | " + " | ".join(f"moe / {n}" for n, _ in cols) + " |"
+print(head)
+print("|" + "|".join("---" for _ in range(2 + 2 * len(cols))) + "|")
+for test in sorted(moe, key=lambda t: t[:2] != "pp"):
+    m = moe[test]
+    cells = [f"{statistics.mean(c[test]):.2f} ± {sd(c[test]):.2f}" if test in c else "-" for _, c in cols]
+    ratios = [f"{statistics.mean(m) / statistics.mean(c[test]):.2f}x" if test in c else "-" for _, c in cols]
+    print(f"| {test:6} | " + " | ".join(cells) + f" | {statistics.mean(m):.2f} ± {sd(m):.2f} | " + " | ".join(ratios) + " |")
 PY
