@@ -67,6 +67,25 @@ TEST_CASE("gemm: the VNNI kernel equals the scalar reference bit for bit") {
   MESSAGE(checked << " outputs equal the reference");
 }
 
+TEST_CASE("gemm: the fast activation quantizer writes the scalar one's bytes") {
+  std::mt19937 rng(29);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (GgmlType t : kTypes) {  // their partners: Q8_0, Q8_1 and Q8_K
+    CAPTURE(ggml_type_name(t));
+    const int64_t n = 1024;
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = normal(rng) * (rng() % 8 == 0 ? 30.0f : 1.0f);
+    std::fill(x.begin(), x.begin() + 256, 0.0f);  // an all-zero block
+    x[300] = 40.0f, x[301] = -40.0f;               // a tie in magnitude: the first one's sign wins
+    x[600] = -50.0f, x[700] = 50.0f;
+    for (int64_t i = 800; i < 832; ++i) x[static_cast<size_t>(i)] = 0.5f * static_cast<float>(i - 816);  // halves
+    std::vector<uint8_t> want(gemm_act_row_bytes(n)), got(want.size());
+    gemm_quantize_row_ref(t, x.data(), n, want.data());
+    gemm_quantize_row(t, x.data(), n, got.data());
+    CHECK(want == got);
+  }
+}
+
 TEST_CASE("gemm: the fast repack writes the scalar repack's bytes") {
   std::mt19937 rng(19);
   for (GgmlType t : kTypes) {

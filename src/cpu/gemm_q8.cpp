@@ -15,7 +15,8 @@
 namespace moe {
 
 GemmTileFn gemm_tile_kernel_avx512vnni();     // gemm_x86.inc, in qdot_avx512.cpp
-GemmRepackFn gemm_repack_avx512vnni();      // gemm_repack_x86.inc, there too
+GemmRepackFn gemm_repack_avx512vnni();        // gemm_repack_x86.inc, there too
+GemmQuantizeFn gemm_quantize_avx512vnni();    // gemm_quantize_x86.inc, there too
 
 namespace {
 
@@ -185,7 +186,7 @@ struct ActRow {
 
 size_t gemm_act_row_bytes(int64_t n) { return pad64(sz(n) + 4 * sz(3 * (n / 32) + n / 16)); }
 
-void gemm_quantize_row(GgmlType weight_type, const float* x, int64_t n, uint8_t* row) {
+void gemm_quantize_row_ref(GgmlType weight_type, const float* x, int64_t n, uint8_t* row) {
   auto* q = reinterpret_cast<int8_t*>(row);
   float* d = reinterpret_cast<float*>(row + n);
   float* s = d + n / 32;
@@ -222,6 +223,13 @@ void gemm_quantize_row(GgmlType weight_type, const float* x, int64_t n, uint8_t*
       c16[2 * b + 1] = h[1];
     }
   }
+}
+
+void gemm_quantize_row(GgmlType weight_type, const float* x, int64_t n, uint8_t* row) {
+  if (cpu_isa_active() == CpuIsa::kAvx512Vnni) {
+    if (const GemmQuantizeFn fast = gemm_quantize_avx512vnni()) return fast(weight_type, x, n, row);
+  }
+  gemm_quantize_row_ref(weight_type, x, n, row);
 }
 
 GemmFormat gemm_format(GgmlType t) {

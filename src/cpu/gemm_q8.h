@@ -35,7 +35,10 @@ inline constexpr int64_t kGemmMinTokens = 16;   // fewer tokens: the per-row ker
 // (Q8_1's stored d * sum(q); zero otherwise), n/32 int32 sum(q) per 32 and
 // n/16 int32 sum(q) per 16. Rows are padded to 64 bytes.
 size_t gemm_act_row_bytes(int64_t n);
+// The scalar definition and the fast version (the same bytes).
+void gemm_quantize_row_ref(GgmlType weight_type, const float* x, int64_t n, uint8_t* row);
 void gemm_quantize_row(GgmlType weight_type, const float* x, int64_t n, uint8_t* row);
+using GemmQuantizeFn = void (*)(GgmlType weight_type, const float* x, int64_t n, uint8_t* row);
 
 // ---- weights --------------------------------------------------------------------
 // How a format's block minimum enters: none (a constant zero point, taken

@@ -7,6 +7,7 @@
 #include "cpu/qdot_x86.inc"
 #include "cpu/gemm_x86.inc"
 #include "cpu/gemm_repack_x86.inc"
+#include "cpu/gemm_quantize_x86.inc"
 namespace moe {
 QdotFn qdot_kernel_avx512vnni(GgmlType type) { return qdot_x86_kernel(type); }
 }  // namespace moe
@@ -16,5 +17,6 @@ namespace moe {
 QdotFn qdot_kernel_avx512vnni(GgmlType) { return nullptr; }
 GemmTileFn gemm_tile_kernel_avx512vnni() { return nullptr; }
 GemmRepackFn gemm_repack_avx512vnni() { return nullptr; }
+GemmQuantizeFn gemm_quantize_avx512vnni() { return nullptr; }
 }  // namespace moe
 #endif
