@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
   std::string path, prompts = "512", gens = "128", threads_arg = std::to_string(default_thread_count()), depths = "0";
   std::vector<std::string> pgs;
   std::string output = "md";
-  int reps = 3, n_batch = 2048, n_ubatch = 512, mmap = 1;
+  int reps = 3, n_batch = 2048, n_ubatch = 512, mmap = -1;
   bool json = false, expert_load = false, verbose = false, progress = false;
   RunFlags run;
   app.add_option("-m,--model", path, "GGUF model file")->required();
@@ -120,7 +120,10 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", output, "output format: md, json, jsonl or csv")
       ->check(CLI::IsMember({"md", "json", "jsonl", "csv"}));
   app.add_flag("--json", json, "the same as -o json");
-  app.add_option("--mmap", mmap, "-mmp 0|1: map the model (1) or read it into memory (0)")->check(CLI::Range(0, 1));
+  app.add_option("--mmap", mmap,
+                 "-mmp 0|1: map the model (1) or read it into memory (0); default: as moe does (read it when twice "
+                 "its size fits in the available memory)")
+      ->check(CLI::Range(0, 1));
   app.add_flag("-v,--verbose", verbose, "the backends and placement on stderr");
   app.add_flag("--progress", progress, "a line on stderr as each test starts");
   app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
@@ -144,7 +147,7 @@ int main(int argc, char** argv) {
           tests.push_back({v[0], v[1], d, th, {}});
         }
       }
-    auto model = Deepseek2Model::load(path, mmap != 0);
+    auto model = Deepseek2Model::load(path, mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead);
     const Deepseek2Config& c = model->config();
     int64_t n_ctx = 1;
     for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);

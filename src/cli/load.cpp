@@ -31,13 +31,13 @@ void prefetch_with_progress(const GgufFile& f) {
 
 LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  auto model = Deepseek2Model::load(o.model, /*map=*/!o.no_mmap);
+  auto model = Deepseek2Model::load(o.model, o.weight_memory);
   if (o.mlock)
     for (const MappedFile* m : model->file().mappings()) {
       const std::string why = m->lock();
       if (!why.empty()) std::fprintf(stderr, "moe: warning: --mlock: cannot lock %s in RAM: %s\n", m->path().c_str(), why.c_str());
     }
-  if (!o.quiet && !o.no_mmap) prefetch_with_progress(model->file());
+  if (!o.quiet && !model->weights_read()) prefetch_with_progress(model->file());
   Tokenizer tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.model_given && !o.quiet)

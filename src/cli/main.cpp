@@ -100,7 +100,11 @@ int main(int argc, char** argv) {
   app.add_option("--parallel", o.n_parallel, "-np: sequences decoded together in --batch mode")
       ->check(CLI::Range(1, 4096));
   app.add_flag("--mlock", o.mlock, "keep the model's pages in RAM (mlock)");
-  app.add_flag("--no-mmap", o.no_mmap, "read the model into memory instead of mapping it");
+  app.add_flag_callback("--mmap", [&] { o.weight_memory = WeightMemory::kMap; },
+                        "map the model from the file (default: read it into memory when twice its size fits in the "
+                        "available memory, which generates faster; map it otherwise)");
+  app.add_flag_callback("--no-mmap", [&] { o.weight_memory = WeightMemory::kRead; },
+                        "read the model into memory instead of mapping it");
   app.add_flag("--version", show_version, "print the version and exit");
   add_run_flags(app, o.run);
 

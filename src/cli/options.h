@@ -9,6 +9,7 @@
 #include "chat/chat_template.h"
 #include "cli/run_flags.h"
 #include "core/thread_pool.h"
+#include "core/weight_memory.h"
 #include "model/deepseek2.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -30,7 +31,8 @@ struct CliOptions {
   int n_threads_batch = 0;
   bool ignore_eos = false;
   bool verbose = false;
-  bool mlock = false, no_mmap = false;
+  bool mlock = false;
+  WeightMemory weight_memory = WeightMemory::kAuto;  // --mmap / --no-mmap; default: core/weight_memory.h
   SamplerParams sampling;
   RunFlags run;  // backends, placement, expert statistics
   bool display_prompt = true;

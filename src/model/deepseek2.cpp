@@ -9,6 +9,8 @@
 #include <cmath>
 #include <map>
 
+#include "core/mapped_file.h"
+
 namespace moe {
 
 namespace {
@@ -54,6 +56,21 @@ std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, bo
   return m;
 }
 
+std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, WeightMemory memory) {
+  if (memory != WeightMemory::kAuto) return load(path, memory == WeightMemory::kMap);
+  // Mapped first: that reads only the metadata, and gives the set's size.
+  auto mapped = load(path, true);
+  if (!read_weights_into_memory(memory, mapped->file().total_size(), mem_available_bytes())) return mapped;
+  mapped.reset();
+  return load(path, false);
+}
+
+bool Deepseek2Model::weights_read() const {
+  for (const MappedFile* m : file_.mappings())
+    if (m->mapped()) return false;
+  return true;
+}
+
 std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   std::vector<TensorFootprint> out;
   weights_.for_each_tensor([&](const TensorView& t, TensorRole role, int64_t il) {
@@ -86,6 +103,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   ExpertStats stats;
   PlacementInputs in;
   in.host_name = backends_.host->name();
+  in.host_memory = model.weights_read() ? "memory read from the file" : "the file mapping";
   if (backends_.device) in.device_name = backends_.device->name();
   in.budget = backends_.device_budget;
   in.kv_bytes = model.kv_cache_bytes(o.n_ctx);

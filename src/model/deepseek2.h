@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/weight_memory.h"
 #include "gguf/gguf_reader.h"
 #include "model/deepseek2_config.h"
 #include "model/deepseek2_weights.h"
@@ -23,6 +24,11 @@ class Deepseek2Model {
   // Maps the file (reads it into memory with map = false), reads the
   // hyper-parameters, binds and checks every tensor.
   static std::unique_ptr<Deepseek2Model> load(const std::string& path, bool map = true);
+  // WeightMemory::kAuto reads the weights into memory when twice the file
+  // fits in the available memory, else maps them (core/weight_memory.h).
+  static std::unique_ptr<Deepseek2Model> load(const std::string& path, WeightMemory memory);
+  // The weights were read into memory rather than mapped.
+  bool weights_read() const;
 
   const GgufFile& file() const { return file_; }
   const Deepseek2Config& config() const { return config_; }

@@ -125,6 +125,7 @@ ExpertPlacement plan_expert_placement(const std::vector<TensorFootprint>& tensor
                                       const PlacementInputs& in) {
   ExpertPlacement p;
   p.host_name = in.host_name;
+  p.host_memory = in.host_memory;
   p.device_name = in.device_name;
   p.budget = in.budget;
   p.device_slot.assign(static_cast<size_t>(n_layers), {});
@@ -266,9 +267,10 @@ ExpertPlacement plan_expert_placement(const std::vector<TensorFootprint>& tensor
 
 std::string ExpertPlacement::describe() const {
   if (!device_active) {
-    std::string s = strfmt("placement: everything on the %s: weights %s in the file mapping (%lld routed experts), "
+    std::string s = strfmt("placement: everything on the %s: weights %s in %s (%lld routed experts), "
                            "KV cache %s\n",
                            host_name.c_str(), format_bytes(static_cast<double>(host.every_token + host.experts)).c_str(),
+                           host_memory.c_str(),
                            static_cast<long long>(total_experts), format_bytes(static_cast<double>(host.kv)).c_str());
     if (!note.empty()) s = "placement: " + note + "\n" + s;
     return s;
@@ -282,8 +284,9 @@ std::string ExpertPlacement::describe() const {
       format_bytes(static_cast<double>(device.kv)).c_str(),
       budget < 0 ? "unlimited" : format_bytes(static_cast<double>(budget)).c_str(),
       from_stats ? "; experts ranked by --expert-stats" : "");
-  s += strfmt("placement: %s computes %lld routed experts (%s) from the file mapping\n", host_name.c_str(),
-              static_cast<long long>(host.n_experts), format_bytes(static_cast<double>(host.experts)).c_str());
+  s += strfmt("placement: %s computes %lld routed experts (%s) from %s\n", host_name.c_str(),
+              static_cast<long long>(host.n_experts), format_bytes(static_cast<double>(host.experts)).c_str(),
+              host_memory.c_str());
   // Per layer, in runs of equal counts: "layers 1-12 64/64, layer 13 20/64, layers 14-26 0/64".
   std::string runs;
   for (size_t l = 0; l < device_slot.size();) {

@@ -45,6 +45,7 @@ struct PlacementOptions {
 
 struct PlacementInputs {
   std::string host_name = "CPU";
+  std::string host_memory = "the file mapping";  // where the host reads its weights
   std::string device_name;    // empty: no device backend
   int64_t budget = -1;        // device bytes the plan may use; -1: no limit
   size_t kv_bytes = 0;        // the latent cache, on the device when there is one
@@ -60,7 +61,7 @@ struct ExpertPlacement {
     int64_t n_experts = 0;
     size_t total() const { return every_token + experts + kv; }
   };
-  std::string host_name, device_name;
+  std::string host_name, device_name, host_memory = "the file mapping";
   bool device_active = false;  // false: the host backend computes everything
   int64_t budget = -1;
   Usage device, host;
