@@ -54,13 +54,21 @@ scripts/recache.sh "$model"  # the same page cache for every engine (see recache
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 common=(-m "$model" -t "$threads" -p "$n_prompt" -n "$n_gen" -r 1)
 ((depth > 0)) && common+=(-d "$depth")
-run_engine() {  # engine round
+run_engine() {  # engine round: its stderr kept, and a failure named
+  local log=$tmp/$1.$2.log status=0
   case $1 in
-    llama) "$peer_bin/llama-bench" "${common[@]}" -o json 2>/dev/null >"$tmp/llama.$2.json" ;;
-    moe) build/moe-bench "${common[@]}" --json >"$tmp/moe.$2.json" ;;
+    llama) "$peer_bin/llama-bench" "${common[@]}" -o json 2>"$log" >"$tmp/llama.$2.json" || status=$? ;;
+    moe) build/moe-bench "${common[@]}" --json 2>"$log" >"$tmp/moe.$2.json" || status=$? ;;
     peer*) local k=${1#peer}  # shellcheck disable=SC2086
-      "${peers[k]}/llama-bench" "${common[@]}" ${peer_args[k]} -o json 2>/dev/null >"$tmp/$1.$2.json" ;;
+      "${peers[k]}/llama-bench" "${common[@]}" ${peer_args[k]} -o json 2>"$log" >"$tmp/$1.$2.json" || status=$? ;;
   esac
+  if ((status != 0)); then
+    local name=$1
+    [[ $1 == peer* ]] && name="${peer_names[${1#peer}]} (${peers[${1#peer}]})"
+    echo "bench: $name failed (exit $status); its last words:" >&2
+    tail -n 5 "$log" >&2
+    exit 1
+  fi
 }
 engines=(llama)
 for k in "${!peers[@]}"; do engines+=("peer$k"); done
