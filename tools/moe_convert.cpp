@@ -30,10 +30,7 @@ int main(int argc, char** argv) {
   app.add_option("-t,--threads", threads, "threads")->check(CLI::Range(1, 1024))->capture_default_str();
   std::string split_size;
   moe::SplitOptions split;
-  app.add_option("--split-max-tensors", split.max_tensors,
-                 "write a gguf-split set (OUT-00001-of-0000N.gguf ...) of at most N tensors per file")
-      ->check(CLI::Range(1, 1 << 30));
-  app.add_option("--split-max-size", split_size, "write a gguf-split set of files of at most N(M|G) bytes each");
+  moe::add_split_flags(app, split, split_size);
   if (const int rc = moe::parse_command_line(app, argc, argv, "moe-convert", moe::FlagTable{}); rc >= 0) return rc;
 
   try {

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli/command_line.h"
 #include "convert/quantize_file.h"
 #include "convert/quantize_plan.h"
 #include "core/error.h"
@@ -101,10 +102,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "print one line per tensor");
   std::string split_size;
   moe::SplitOptions split;
-  app.add_option("--split-max-tensors", split.max_tensors,
-                 "write a gguf-split set (OUT-00001-of-0000N.gguf ...) of at most N tensors per file")
-      ->check(CLI::Range(1, 1 << 30));
-  app.add_option("--split-max-size", split_size, "write a gguf-split set of files of at most N(M|G) bytes each");
+  moe::add_split_flags(app, split, split_size);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "gguf/gguf_set_writer.h"
+
 namespace moe {
 
 struct FlagTable {
@@ -57,6 +59,16 @@ inline FlagTable llama_common_flags() {
   t.takes_text = {"-p", "--prompt", "--stop", "-r", "--reverse-prompt", "--system", "-sys", "--system-prompt",
                   "-f", "--file", "-m", "--model"};
   return t;
+}
+
+// llama-gguf-split's flags on the tools that write sets: --split-max-tensors
+// into split, --split-max-size's text into size_text (parse_split_size
+// after parsing, so a bad size is the tool's error, not CLI11's).
+inline void add_split_flags(CLI::App& app, SplitOptions& split, std::string& size_text) {
+  app.add_option("--split-max-tensors", split.max_tensors,
+                 "write a gguf-split set (OUT-00001-of-0000N.gguf ...) of at most N tensors per file")
+      ->check(CLI::Range(1, 1 << 30));
+  app.add_option("--split-max-size", size_text, "write a gguf-split set of files of at most N(M|G) bytes each");
 }
 
 // Parses argc/argv into app. Returns -1 to go on, or the exit code: 0 after

@@ -132,33 +132,45 @@ void CpuBackend::mla_kv_append(const MlaParams& p, const Act& kv_a, const Tensor
   }
 }
 
-void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const TensorView& wk_b, int64_t pos0, int64_t n,
-                                  Act q_abs) {
-  const int64_t H = p.n_heads, R = p.kv_lora_rank, P = p.qk_rope_head_dim, NOPE = p.qk_nope_head_dim;
-  const int64_t QK = p.qk_head_dim(), L = p.latent_dim();
-  const float* freqs = p.rope_freqs.f32();
-  const int64_t dim = std::max(NOPE, R);
+// One product per head: for h < n_heads, in[t] = gather(h, t) (in_dim
+// floats), out = W_h in over n tokens (matmul_serial), then scatter(h, t,
+// out[t]) (out_dim floats). Heads are independent: a thread per group of
+// heads, each with its own buffers.
+template <typename Gather, typename Scatter>
+void CpuBackend::per_head_products(const TensorView& W, int64_t n_heads, int64_t n, int64_t in_dim, int64_t out_dim,
+                                   const Gather& gather, const Scatter& scatter) {
+  const int64_t dim = std::max(in_dim, out_dim);
   float* in_all = scratch(head_in_, sz(pool_.size() * n * dim));
   float* out_all = scratch(head_out_, sz(pool_.size() * n * dim));
-  const size_t act_bytes = (matmul_scratch_bytes(wk_b.matrix(0), n) + 63) / 64 * 64;
+  const size_t act_bytes = (matmul_scratch_bytes(W.matrix(0), n) + 63) / 64 * 64;
   uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
-  // Heads are independent: one thread per group of heads, each with its own buffers.
   const auto heads = [&](int64_t h0, int64_t h1, int thread) {
     float* in = in_all + thread * n * dim;
     float* out = out_all + thread * n * dim;
     for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < n; ++t) std::memcpy(&in[t * NOPE], q.row(t) + h * QK, sz(NOPE) * sizeof(float));
-      matmul_serial(wk_b.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][R]
-      for (int64_t t = 0; t < n; ++t) {
-        float* qa = q_abs.row(t) + h * L;
-        std::memcpy(qa, &out[t * R], sz(R) * sizeof(float));
-        std::memcpy(qa + R, q.row(t) + h * QK + NOPE, sz(P) * sizeof(float));
-        rope_pairs_apply(qa + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
-      }
+      for (int64_t t = 0; t < n; ++t) gather(h, t, &in[t * in_dim]);
+      matmul_serial(W.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][out_dim]
+      for (int64_t t = 0; t < n; ++t) scatter(h, t, &out[t * out_dim]);
     }
   };
-  if (H * n * NOPE * R < kMinParallelMacs) heads(0, H, 0);
-  else pool_.parallel_for(H, heads);
+  if (n_heads * n * in_dim * out_dim < kMinParallelMacs) heads(0, n_heads, 0);
+  else pool_.parallel_for(n_heads, heads);
+}
+
+void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const TensorView& wk_b, int64_t pos0, int64_t n,
+                                  Act q_abs) {
+  const int64_t R = p.kv_lora_rank, P = p.qk_rope_head_dim, NOPE = p.qk_nope_head_dim;
+  const int64_t QK = p.qk_head_dim(), L = p.latent_dim();
+  const float* freqs = p.rope_freqs.f32();
+  per_head_products(
+      wk_b, p.n_heads, n, NOPE, R,
+      [&](int64_t h, int64_t t, float* in) { std::memcpy(in, q.row(t) + h * QK, sz(NOPE) * sizeof(float)); },
+      [&](int64_t h, int64_t t, const float* out) {
+        float* qa = q_abs.row(t) + h * L;
+        std::memcpy(qa, out, sz(R) * sizeof(float));
+        std::memcpy(qa + R, q.row(t) + h * QK + NOPE, sz(P) * sizeof(float));
+        rope_pairs_apply(qa + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
+      });
 }
 
 void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
@@ -233,23 +245,11 @@ void CpuBackend::mla_attention_blocks(const MlaParams& p, const Act& q_abs, cons
 }
 
 void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) {
-  const int64_t H = p.n_heads, R = p.kv_lora_rank, V = p.v_head_dim;
-  const int64_t dim = std::max(R, V);
-  float* in_all = scratch(head_in_, sz(pool_.size() * n * dim));
-  float* out_all = scratch(head_out_, sz(pool_.size() * n * dim));
-  const size_t act_bytes = (matmul_scratch_bytes(wv_b.matrix(0), n) + 63) / 64 * 64;
-  uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
-  const auto heads = [&](int64_t h0, int64_t h1, int thread) {
-    float* in = in_all + thread * n * dim;
-    float* out = out_all + thread * n * dim;
-    for (int64_t h = h0; h < h1; ++h) {
-      for (int64_t t = 0; t < n; ++t) std::memcpy(&in[t * R], o_lat.row(t) + h * R, sz(R) * sizeof(float));
-      matmul_serial(wv_b.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][V]
-      for (int64_t t = 0; t < n; ++t) std::memcpy(v.row(t) + h * V, &out[t * V], sz(V) * sizeof(float));
-    }
-  };
-  if (H * n * R * V < kMinParallelMacs) heads(0, H, 0);
-  else pool_.parallel_for(H, heads);
+  const int64_t R = p.kv_lora_rank, V = p.v_head_dim;
+  per_head_products(
+      wv_b, p.n_heads, n, R, V,
+      [&](int64_t h, int64_t t, float* in) { std::memcpy(in, o_lat.row(t) + h * R, sz(R) * sizeof(float)); },
+      [&](int64_t h, int64_t t, const float* out) { std::memcpy(v.row(t) + h * V, out, sz(V) * sizeof(float)); });
 }
 
 void CpuBackend::moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) {

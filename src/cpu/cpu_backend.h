@@ -59,6 +59,9 @@ class CpuBackend final : public Backend {
 
  private:
   void* alloc_bytes(size_t bytes);
+  template <typename Gather, typename Scatter>
+  void per_head_products(const TensorView& W, int64_t n_heads, int64_t n, int64_t in_dim, int64_t out_dim,
+                         const Gather& gather, const Scatter& scatter);
   // Prompts: attention in blocks of tokens and heads (cpu/attention_block.h).
   void mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                             int64_t n, Act o_lat, MlaAttendBlockFn block);
