@@ -33,6 +33,4 @@ bool read_weights_into_memory(WeightMemory m, uint64_t model_bytes, uint64_t ava
   return available_bytes > kSpare && model_bytes <= (available_bytes - kSpare) / 2;
 }
 
-const char* weight_memory_name(bool read) { return read ? "read into memory" : "mapped"; }
-
 }  // namespace moe

@@ -29,7 +29,4 @@ uint64_t parse_mem_available(const std::string& meminfo);
 // available memory (0) maps.
 bool read_weights_into_memory(WeightMemory m, uint64_t model_bytes, uint64_t available_bytes);
 
-// "auto", "mmap" or "read", for messages.
-const char* weight_memory_name(bool read);
-
 }  // namespace moe

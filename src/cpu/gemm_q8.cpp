@@ -260,7 +260,7 @@ GemmTileFn gemm_tile_kernel() {
   return cpu_isa_active() == CpuIsa::kAvx512Vnni ? gemm_tile_kernel_avx512vnni() : nullptr;
 }
 
-void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile) {
+void gemm_tile_shape(const TensorView& W, GemmTile& tile) {
   const int64_t n = W.ne[0];
   const GemmFormat f = gemm_format(W.type);
   MOE_ASSERT(f.block != 0 && n % f.super == 0, "gemm: cannot repack %s rows of %lld", ggml_type_name(W.type),
@@ -273,6 +273,11 @@ void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& 
   tile.mn.resize(sz(kGemmRows * nb));
   tile.d.resize(sz(kGemmRows * ns));
   tile.dm.resize(sz(kGemmRows * ns));
+}
+
+void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile) {
+  gemm_tile_shape(W, tile);
+  const int64_t n = tile.n, nb = n / tile.fmt.block, ns = n / tile.fmt.super;
   std::vector<uint8_t> u(sz(n));
   std::vector<int32_t> sc(sz(nb)), mn(sz(nb));
   std::vector<float> d(sz(ns)), dm(sz(ns));

@@ -78,6 +78,9 @@ struct GemmTile {
 // Rows [r0, r0 + n_rows) of W, n_rows <= kGemmRows: the scalar definition
 // and the fast version (the same bytes).
 void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
+// What both repacks do first: check that W's type and row length can be
+// repacked, and size the tile's arrays for its rows.
+void gemm_tile_shape(const TensorView& W, GemmTile& tile);
 void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
 using GemmRepackFn = void (*)(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
 
