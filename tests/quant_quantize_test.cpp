@@ -1,9 +1,11 @@
 // quantize_row_ref: byte identity with llama-quantize's output (every tensor
 // of the quantized fixture models, re-quantized from the f32 fixture), round
-// trips through dequantize_row_ref on random data, and bad inputs.
+// trips through dequantize_row_ref on random data, and bad inputs; and the
+// importance-weighted row quantizers against hashes of ggml's output.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -14,6 +16,7 @@
 #include "core/error.h"
 #include "core/ggml_type.h"
 #include "gguf/gguf_reader.h"
+#include "quant/blocks.h"
 #include "quant/dequantize.h"
 #include "quant/quantize.h"
 #include "test_util.h"
@@ -194,4 +197,96 @@ TEST_CASE("quantize_row_ref rejects bad inputs") {
     CHECK(std::string(e.what()).find("iq2_xxs") != std::string::npos);
   }
   CHECK_NOTHROW(moe::quantize_row_ref(GgmlType::Q4_0, x.data(), y.data(), 0));
+}
+
+namespace {
+
+// xorshift64* on integers and float sums of its 24-bit uniforms: the same
+// numbers on every platform (std:: distributions may differ by library).
+struct XorShift64 {
+  uint64_t s;
+  uint32_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return static_cast<uint32_t>((s * 0x2545F4914F6CDD1Dull) >> 32);
+  }
+  float uniform() { return static_cast<float>(next() >> 8) * (1.0f / 16777216.0f); }  // [0, 1), exact
+  float centered() { return uniform() + uniform() + uniform() + uniform() - 2.0f; }   // bell-shaped, (-2, 2)
+};
+
+// Rows with the cases that steer ggml's searches into their corners: plain
+// data, one large outlier, an all-zero super-block next to zero groups, and
+// values near GROUP_MAX_EPS (1e-15), where groups count as all zero.
+std::vector<float> weighted_test_rows(int64_t n, int nrows) {
+  XorShift64 rng{0x9E3779B97F4A7C15ull};
+  std::vector<float> x(static_cast<size_t>(n * nrows));
+  for (int r = 0; r < nrows; ++r) {
+    float* row = x.data() + r * n;
+    const float scale = r % 4 == 3 ? 3e-15f : 0.05f / static_cast<float>(1 + r);
+    for (int64_t i = 0; i < n; ++i) row[i] = rng.centered() * scale;
+    if (r % 4 == 1) row[37 % n] = 9.5f;
+    if (r % 4 == 2) {
+      for (int64_t i = 0; i < n / 2; ++i) row[i] = 0.0f;
+      for (int64_t i = n - 48; i < n - 16; ++i) row[i] = 0.0f;
+    }
+  }
+  return x;
+}
+
+// Importance weights: dense (with zero entries and one zero 16-group), or
+// sparse (one non-zero weight per 32 columns). With a single weight the
+// group fit is degenerate and can return a negative scale, which ggml's
+// make_qp_quants wraps into a uint8_t code that Q4_K then stores unclamped.
+std::vector<float> weighted_test_imatrix(int64_t n, bool sparse) {
+  // Seed 28 makes that happen in two Q4_K super-blocks and one Q5_K one.
+  XorShift64 rng{sparse ? 28u : 0xD1B54A32D192ED03ull};
+  std::vector<float> w(static_cast<size_t>(n), 0.0f);
+  for (int64_t i = 0; i < n; ++i) {
+    if (sparse) {
+      if (i % 32 == 0) w[i + static_cast<int64_t>(rng.next() % 32)] = rng.uniform() * 100.0f;
+    } else {
+      w[i] = i % 7 == 3 || (i >= 16 && i < 32) ? 0.0f : rng.uniform() * 4.0f;
+    }
+  }
+  return w;
+}
+
+template <typename Block>
+using WeightedRow = void (*)(const float*, Block*, int64_t, const float*);
+
+// FNV-1a of the rows quantized with the dense, then the sparse imatrix.
+template <typename Block>
+uint64_t weighted_hash(WeightedRow<Block> quantize, int64_t n) {
+  constexpr int kRows = 4;
+  const std::vector<float> x = weighted_test_rows(n, kRows);
+  const int64_t blocks = n / Block::kElements;
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (bool sparse : {false, true}) {
+    const std::vector<float> w = weighted_test_imatrix(n, sparse);
+    std::vector<Block> y(static_cast<size_t>(blocks * kRows));
+    for (int r = 0; r < kRows; ++r) quantize(x.data() + r * n, y.data() + r * blocks, n, w.data());
+    h = moe::test::fnv1a64(y.data(), y.size() * sizeof(Block), h);
+  }
+  return h;
+}
+
+}  // namespace
+
+// The expected values are FNV-1a hashes of what ggml_quantize_chunk (so
+// ggml's static quantize_row_*_impl) wrote for the same rows and imatrix, in
+// llama.cpp 3.22.1 as bundled in node-llama-cpp (libggml-base built -O3,
+// x86-64 without FMA); four rows per type, 256 columns for the legacy types
+// and 512 for the K types.
+TEST_CASE("weighted (imatrix) quantizers are byte-identical to ggml's quantize_row_*_impl") {
+  using namespace moe::quant_detail;
+  CHECK(weighted_hash<moe::BlockQ4_0>(quantize_row_q4_0_weighted, 256) == 0x6375d6142042d897ull);
+  CHECK(weighted_hash<moe::BlockQ4_1>(quantize_row_q4_1_weighted, 256) == 0xc2320c6caff15752ull);
+  CHECK(weighted_hash<moe::BlockQ5_0>(quantize_row_q5_0_weighted, 256) == 0xdaf4e2e58d15b21full);
+  CHECK(weighted_hash<moe::BlockQ5_1>(quantize_row_q5_1_weighted, 256) == 0x92ec3393395a7f63ull);
+  CHECK(weighted_hash<moe::BlockQ2_K>(quantize_row_q2_k_weighted, 512) == 0x805db98f8bcea43full);
+  CHECK(weighted_hash<moe::BlockQ3_K>(quantize_row_q3_k_weighted, 512) == 0xf6e4b4b4412d2c4dull);
+  CHECK(weighted_hash<moe::BlockQ4_K>(quantize_row_q4_k_weighted, 512) == 0x89d9b30bbd4c0d83ull);
+  CHECK(weighted_hash<moe::BlockQ5_K>(quantize_row_q5_k_weighted, 512) == 0xee6d17a29755f663ull);
+  CHECK(weighted_hash<moe::BlockQ6_K>(quantize_row_q6_k_weighted, 512) == 0x1839907b578bd5b4ull);
 }

@@ -63,4 +63,12 @@ std::string shell_quote(const std::string& s);
 // finite value; F32/F16/BF16 get normal samples.
 std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng);
 
+// FNV-1a 64 of n bytes, continuing from h (the offset basis by default):
+// the hash the quantizer tests compare with ggml's output.
+inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
 }  // namespace moe::test

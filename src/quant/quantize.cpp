@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/fp16.h"
 #include "quant/blocks.h"
+#include "quant/blocks_iq.h"
 #include "quant/quantize_util.h"
 
 namespace moe {
@@ -194,6 +195,73 @@ void quantize_row_ref(GgmlType type, const float* x, void* y, int64_t n) {
     case GgmlType::Q5_K: return quant_detail::quantize_rows_q5_k(x, static_cast<BlockQ5_K*>(y), nb);
     case GgmlType::Q6_K: return quant_detail::quantize_rows_q6_k(x, static_cast<BlockQ6_K*>(y), nb);
     case GgmlType::Q8_K: return quant_detail::quantize_rows_q8_k(x, static_cast<BlockQ8_K*>(y), nb);
+    default: break;
+  }
+  throw_error("quantize: type %s is not supported", ggml_type_name(type));
+}
+
+namespace {
+
+// One row of a type with a per-row quantizer.
+template <typename Block>
+using RowQuantizer = void (*)(const float*, Block*, int64_t, const float*);
+
+template <typename Block>
+void each_row(RowQuantizer<Block> f, const float* x, void* y, int64_t nrows, int64_t n_per_row, const float* w) {
+  auto* out = static_cast<Block*>(y);
+  const int64_t blocks_per_row = n_per_row / Block::kElements;
+  for (int64_t r = 0; r < nrows; ++r) f(x + r * n_per_row, out + r * blocks_per_row, n_per_row, w);
+}
+
+}  // namespace
+
+bool quantize_rows_supported(GgmlType type) {
+  switch (type) {
+    case GgmlType::IQ4_NL: case GgmlType::IQ4_XS: case GgmlType::IQ3_XXS: case GgmlType::IQ3_S:
+    case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M:
+      return true;
+    default:
+      return quantize_supported(type);
+  }
+}
+
+bool quantize_requires_imatrix(GgmlType type) {
+  return type == GgmlType::IQ2_XXS || type == GgmlType::IQ2_XS || type == GgmlType::IQ1_S || type == GgmlType::IQ1_M;
+}
+
+void quantize_rows(GgmlType type, const float* x, void* y, int64_t nrows, int64_t n_per_row, const float* imatrix) {
+  MOE_ASSERT(quantize_rows_supported(type), "quantize: type %s is not supported", ggml_type_name(type));
+  check_blocks(type, n_per_row, ggml_type_traits(type).block_size);
+  MOE_ASSERT(imatrix || !quantize_requires_imatrix(type), "quantize %s: an importance matrix is required",
+             ggml_type_name(type));
+  using namespace quant_detail;
+  switch (type) {
+    case GgmlType::IQ4_NL: return each_row<BlockIQ4_NL>(quantize_row_iq4_nl, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ4_XS: return each_row<BlockIQ4_XS>(quantize_row_iq4_xs, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ3_XXS: return each_row<BlockIQ3_XXS>(quantize_row_iq3_xxs, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ3_S: return each_row<BlockIQ3_S>(quantize_row_iq3_s, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ2_XXS: return each_row<BlockIQ2_XXS>(quantize_row_iq2_xxs, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ2_XS: return each_row<BlockIQ2_XS>(quantize_row_iq2_xs, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ2_S: return each_row<BlockIQ2_S>(quantize_row_iq2_s, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ1_S: return each_row<BlockIQ1_S>(quantize_row_iq1_s, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::IQ1_M: return each_row<BlockIQ1_M>(quantize_row_iq1_m, x, y, nrows, n_per_row, imatrix);
+    default: break;
+  }
+  // ggml quantizes the K and legacy types without weights by the reference
+  // code, and Q8_0 and the float types ignore them.
+  if (!imatrix || type == GgmlType::Q8_0 || type == GgmlType::Q8_K || type == GgmlType::F32 || type == GgmlType::F16 ||
+      type == GgmlType::BF16)
+    return quantize_row_ref(type, x, y, nrows * n_per_row);
+  switch (type) {
+    case GgmlType::Q4_0: return each_row<BlockQ4_0>(quantize_row_q4_0_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q4_1: return each_row<BlockQ4_1>(quantize_row_q4_1_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q5_0: return each_row<BlockQ5_0>(quantize_row_q5_0_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q5_1: return each_row<BlockQ5_1>(quantize_row_q5_1_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q2_K: return each_row<BlockQ2_K>(quantize_row_q2_k_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q3_K: return each_row<BlockQ3_K>(quantize_row_q3_k_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q4_K: return each_row<BlockQ4_K>(quantize_row_q4_k_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q5_K: return each_row<BlockQ5_K>(quantize_row_q5_k_weighted, x, y, nrows, n_per_row, imatrix);
+    case GgmlType::Q6_K: return each_row<BlockQ6_K>(quantize_row_q6_k_weighted, x, y, nrows, n_per_row, imatrix);
     default: break;
   }
   throw_error("quantize: type %s is not supported", ggml_type_name(type));
