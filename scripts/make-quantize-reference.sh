@@ -15,7 +15,9 @@
 # For each input (tiny-dsv3, tiny-dsv2lite, tiny-dsv2 in F32: every file type
 # moe-quantize supports, plus a few --pure / --tensor-type runs; an F16 and a
 # Q4_K_M input and a BF16 one made from tiny-dsv3: a few runs; two synthetic
-# inputs with old-layout attn_kv_b tensors over 16 layers: the k-quant types)
+# inputs with old-layout attn_kv_b tensors over 16 layers: the k-quant types;
+# the trained model in F32 with the fixtures' importance matrix: every IQ
+# file type, Q2_K_S and some k-quants, with and without it)
 # it records: the model's hyper-parameters and input tensors (name,
 # shape, type), the output's general.file_type, and per output tensor (in
 # file order) its type and the 64-bit FNV-1a hash of its data bytes; and the
@@ -33,10 +35,10 @@ FIXTURES=${MOE_FIXTURES_DIR:-$ROOT/../shared/fixtures}/models
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-python3 - "$LLAMA_QUANTIZE" "$FIXTURES" "$WORK" "$OUT" <<'PY'
+python3 - "$LLAMA_QUANTIZE" "$FIXTURES" "$WORK" "$OUT" "$ROOT" <<'PY'
 import json, os, struct, subprocess, sys
 
-llama_quantize, fixtures, work, out_path = sys.argv[1:5]
+llama_quantize, fixtures, work, out_path, root = sys.argv[1:6]
 
 TYPES = ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M",
          "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K"]
@@ -66,6 +68,9 @@ GGML_TYPES = {
     6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 10: ("q2_K", 256, 84),
     11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176),
     14: ("q6_K", 256, 210), 30: ("bf16", 1, 2),
+    16: ("iq2_xxs", 256, 66), 17: ("iq2_xs", 256, 74), 18: ("iq3_xxs", 256, 98), 19: ("iq1_s", 256, 50),
+    20: ("iq4_nl", 32, 18), 21: ("iq3_s", 256, 110), 22: ("iq2_s", 256, 82), 23: ("iq4_xs", 256, 136),
+    29: ("iq1_m", 256, 56),
 }
 
 def fnv1a64(data):
@@ -186,11 +191,29 @@ subprocess.run([llama_quantize, os.path.join(fixtures, "tiny-dsv3.f32.gguf"), os
                 "BF16", "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 INPUTS += [("derived-tiny-dsv3.BF16.gguf", [([], "Q4_K_M"), ([], "Q8_0"), ([], "F16")])]
 
+# The trained model with the importance matrix llama-imatrix made for it
+# (fixtures iq/): every file type that takes one. llama-quantize runs in the
+# work directory, so the file records the bare name "kjv.imatrix.gguf". The
+# very-low-bit types need importance data for every tensor they touch, and
+# blk.4 (the MTP layer) has none: it keeps q4_K, as in the fixtures' commands.
+subprocess.run([llama_quantize, "--allow-requantize", os.path.join(root, "models", "tiny-kjv-dsv3.Q4_K_M.gguf"),
+                os.path.join(work, "derived-kjv.f32.gguf"), "F32"],
+               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+import shutil
+shutil.copy(os.path.join(fixtures, "..", "iq", "kjv.imatrix.gguf"), os.path.join(work, "kjv.imatrix.gguf"))
+IM = ["--imatrix", "kjv.imatrix.gguf"]
+LOW = IM + ["--tensor-type", "blk\\.4\\.=q4_K"]
+KJV_RUNS = [(LOW, t) for t in ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "Q2_K_S"]]
+KJV_RUNS += [(IM, t) for t in ["IQ3_XS", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS", "Q4_0", "Q5_0", "Q3_K_M", "Q4_K_M", "Q6_K"]]
+KJV_RUNS += [([], t) for t in ["IQ4_XS", "IQ4_NL", "IQ3_S", "IQ3_M"]]  # the types that do without one
+KJV_RUNS += [(IM + ["--include-weights", "ffn_"], "IQ4_XS"), (IM + ["--exclude-weights", "exps"], "IQ3_S")]
+INPUTS += [("derived-kjv.f32.gguf", KJV_RUNS)]
+
 def input_path(name):
     return os.path.join(work if name.startswith(("synthetic-", "derived-")) else fixtures, name)
 
 result = {
-    "generator": "scripts/make-quantize-reference.sh: llama.cpp's llama-quantize (node-llama-cpp 3.22.1 CPU build), no imatrix",
+    "generator": "scripts/make-quantize-reference.sh: llama.cpp's llama-quantize (node-llama-cpp 3.22.1 CPU build); the derived-kjv runs with the fixtures' iq/kjv.imatrix.gguf",
     "hash": "FNV-1a 64-bit of the tensor's data bytes (no padding); file_fnv1a64 of the whole output file",
     "models": {},
 }
@@ -211,7 +234,7 @@ for inp, runs in INPUTS:
     for opts, ftype in runs:
         out = os.path.join(work, "out.gguf")
         cmd = [llama_quantize] + opts + [input_path(inp), out, ftype, "2"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
         okv, otensors, obuf = read_gguf(out)
         order = [t["name"] for t in otensors]
         # The output order is the same for every run: stored once per model.

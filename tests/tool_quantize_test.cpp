@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "convert/imatrix_file.h"
 #include "convert/quantize_file.h"
 #include "convert/quantize_plan.h"
 #include "core/error.h"
@@ -44,13 +45,8 @@ using moe::GgmlType;
 constexpr bool kSanitized = moe::test::kAddressSanitizer;
 
 std::string fnv1a64(const uint8_t* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(moe::test::fnv1a64(p, n)));
   return buf;
 }
 
@@ -68,6 +64,16 @@ const Json& reference() {
 // input is made here the way the script made it with llama-quantize
 // (derived-STEM.BF16.gguf from STEM.f32.gguf), in `dir`.
 std::string input_path(const std::string& name, const std::string& dir) {
+  if (name == "derived-kjv.f32.gguf") {  // the trained model in F32, as the script makes it
+    const std::string out = dir + "/" + name;
+    if (fs::exists(out)) return out;
+    moe::QuantizeFileOptions o;
+    o.progress = false;
+    o.allow_requantize = true;
+    o.plan.file_type = FileType::ALL_F32;
+    moe::quantize_gguf_file(std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", out, o);
+    return out;
+  }
   if (name.rfind("derived-", 0) == 0) {
     const std::string stem = name.substr(8, name.find('.') - 8);
     const std::string f32 = moe::test::shared_fixture("models/" + stem + ".f32.gguf");
@@ -83,27 +89,54 @@ std::string input_path(const std::string& name, const std::string& dir) {
   return p;
 }
 
-// llama-quantize's command line (options..., TYPE) as our options.
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+// The fixtures' importance matrix (iq/NAME), filtered as --include-weights /
+// --exclude-weights say; null when the shared fixtures are absent.
+const moe::ImportanceMatrix* fixture_imatrix(const std::string& name, const std::vector<std::string>& include,
+                                             const std::vector<std::string>& exclude) {
+  static std::map<std::string, moe::ImportanceMatrix> cache;
+  const std::string path = moe::test::shared_fixture("iq/" + name);
+  if (path.empty()) return nullptr;
+  const std::string key = name + "|" + joined(include) + "|" + joined(exclude);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    moe::ImportanceMatrix im = moe::load_importance_matrix(path);
+    moe::filter_importance_matrix(im, include, exclude);
+    it = cache.emplace(key, std::move(im)).first;
+  }
+  return &it->second;
+}
+
+// llama-quantize's command line (options..., TYPE) as our options. With
+// --imatrix, o.imatrix is null when the shared fixtures are absent (the plan
+// still knows one was given).
 moe::QuantizeFileOptions options_from_args(const std::vector<std::string>& args) {
   moe::QuantizeFileOptions o;
   o.progress = false;
   o.n_threads = 2;
+  std::vector<std::string> include, exclude;
   for (size_t i = 0; i + 1 < args.size(); ++i) {
     if (args[i] == "--pure") o.plan.pure = true;
     else if (args[i] == "--allow-requantize") o.allow_requantize = true;
     else if (args[i] == "--tensor-type") o.plan.overrides.push_back(moe::parse_type_override(args.at(++i)));
+    else if (args[i] == "--imatrix") o.imatrix_path = args.at(++i);  // the name the file records
+    else if (args[i] == "--include-weights") include.push_back(args.at(++i));
+    else if (args[i] == "--exclude-weights") exclude.push_back(args.at(++i));
     else FAIL("unexpected option in the reference: " << args[i]);
+  }
+  if (!o.imatrix_path.empty()) {
+    o.plan.has_imatrix = true;
+    o.imatrix = fixture_imatrix(o.imatrix_path, include, exclude);
   }
   const auto ft = moe::parse_file_type(args.back());
   REQUIRE(ft.has_value());
   o.plan.file_type = *ft;
   return o;
-}
-
-std::string joined(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : " ") + x;
-  return s;
 }
 
 // Checks a file we wrote against one reference run: same size and hash as a
@@ -176,9 +209,15 @@ TEST_CASE("quantize plan: file type names and ids are parsed like llama-quantize
   CHECK_FALSE(moe::parse_file_type("").has_value());
   CHECK(std::string(moe::file_type_name(FileType::MOSTLY_Q4_K_M)) == "Q4_K_M");
   CHECK(moe::file_type_default_tensor_type(FileType::MOSTLY_Q3_K_L) == GgmlType::Q3_K);
-  CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_IQ2_XXS));
-  CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_Q2_K_S));  // needs an importance matrix
-  CHECK(moe::file_type_supported(FileType::MOSTLY_Q5_K_S));
+  // Every IQ file type has its quantizers (some need --imatrix); the ternary
+  // and MXFP4 types do not.
+  for (FileType ft : {FileType::MOSTLY_IQ1_S, FileType::MOSTLY_IQ1_M, FileType::MOSTLY_IQ2_XXS, FileType::MOSTLY_IQ2_XS,
+                      FileType::MOSTLY_IQ2_S, FileType::MOSTLY_IQ2_M, FileType::MOSTLY_IQ3_XXS, FileType::MOSTLY_IQ3_XS,
+                      FileType::MOSTLY_IQ3_S, FileType::MOSTLY_IQ3_M, FileType::MOSTLY_IQ4_NL, FileType::MOSTLY_IQ4_XS,
+                      FileType::MOSTLY_Q2_K_S, FileType::MOSTLY_Q5_K_S})
+    CHECK_MESSAGE(moe::file_type_supported(ft), moe::file_type_name(ft));
+  CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_TQ1_0));
+  CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_MXFP4_MOE));
 }
 
 TEST_CASE("quantize plan: order and types match llama-quantize's for every reference run") {
@@ -268,7 +307,12 @@ TEST_CASE("moe-quantize: tensor data matches llama-quantize's reference hashes")
       const auto args = run["args"].get<std::vector<std::string>>();
       INFO(input << ": " << joined(args));
       const std::string out = dir + "/out.gguf";
-      moe::quantize_gguf_file(in, out, options_from_args(args));
+      const moe::QuantizeFileOptions o = options_from_args(args);
+      if (!o.imatrix_path.empty() && !o.imatrix) {
+        missing.push_back("iq/" + o.imatrix_path);
+        continue;
+      }
+      moe::quantize_gguf_file(in, out, o);
       check_against_run(out, model, run);
       ++n_checked;
     }
@@ -339,7 +383,7 @@ TEST_CASE("moe-quantize: refuses bad input with a clear error and writes nothing
     CHECK(r.err.find("Q4_K_M") != std::string::npos);  // lists what is accepted
   }
   SUBCASE("type without a quantizer") {
-    const auto r = moe::test::run_command({quantize_bin(), in, out, "IQ2_XXS"});
+    const auto r = moe::test::run_command({quantize_bin(), in, out, "TQ1_0"});
     CHECK(r.exit_code == 1);
     CHECK(r.err.find("not supported") != std::string::npos);
   }

@@ -30,6 +30,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/chunk_evaluator.h"
 #include "cli/run_flags.h"
 #include "core/error.h"
 #include "core/interrupt.h"
@@ -55,65 +56,6 @@ struct Options {
 };
 
 // The whole file, less one trailing newline (as llama.cpp's -f).
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_error("cannot open the text file '%s'", path.c_str());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  if (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
-}
-
-// Runs chunks through a session and keeps the logits of the scored half.
-class ChunkEvaluator {
- public:
-  ChunkEvaluator(const Deepseek2Model& model, const Tokenizer& tok, int n_ctx, int n_batch, int threads,
-                 const RunFlags& run)
-      : session_(model, run.session(n_ctx, std::min(n_batch, n_ctx), threads)),
-        n_ctx_(n_ctx), first_(n_ctx / 2), n_batch_(std::min(n_batch, n_ctx)),
-        vocab_(model.config().vocab_size),
-        bos_(tok.vocab().add_bos ? tok.bos() : -1),
-        chunk_(static_cast<size_t>(n_ctx)),
-        last_(static_cast<size_t>(vocab_)),
-        logits_(static_cast<size_t>((n_ctx - first_) * vocab_)) {}
-
-  int64_t vocab() const { return vocab_; }
-  int first() const { return first_; }
-
-  // Evaluates tokens[0..n_ctx) (the first replaced by BOS when the
-  // vocabulary adds one). Afterwards row(j) holds the logits after position j,
-  // for first() <= j < n_ctx.
-  void eval(const int32_t* tokens) {
-    std::copy(tokens, tokens + n_ctx_, chunk_.begin());
-    if (bos_ >= 0) chunk_[0] = bos_;
-    session_.reset();
-    // Batches of n_batch, cut at `first` too so the unscored half asks for
-    // the last row only.
-    for (int pos = 0; pos < n_ctx_;) {
-      int end = std::min(pos + n_batch_, n_ctx_);
-      if (pos < first_ && end > first_) end = first_;
-      if (end <= first_) {
-        session_.forward(&chunk_[static_cast<size_t>(pos)], end - pos, last_.data(), /*all_logits=*/false);
-      } else {
-        float* out = &logits_[static_cast<size_t>((pos - first_) * vocab_)];
-        session_.forward(&chunk_[static_cast<size_t>(pos)], end - pos, out, /*all_logits=*/true);
-      }
-      pos = end;
-    }
-  }
-  const float* row(int j) const { return &logits_[static_cast<size_t>((j - first_) * vocab_)]; }
-  const Deepseek2Session& session() const { return session_; }
-
- private:
-  Deepseek2Session session_;
-  int n_ctx_, first_, n_batch_;
-  int64_t vocab_;
-  int32_t bos_;
-  std::vector<int32_t> chunk_;
-  std::vector<float> last_, logits_;
-};
-
 void print_eta(double seconds_per_chunk, int n_chunk) {
   std::fprintf(stderr, "perplexity: %.2f seconds per pass - ETA ", seconds_per_chunk);
   int total = static_cast<int>(seconds_per_chunk * n_chunk);
@@ -129,7 +71,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 int run_perplexity(const Options& o) {
-  const std::string text = read_text(o.text_file);
+  const std::string text = read_text_file(o.text_file);
   auto model = Deepseek2Model::load(o.model);
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   // As llama.cpp: an EOS appended to the text would be scored as text.
@@ -148,7 +90,7 @@ int run_perplexity(const Options& o) {
   std::fprintf(stderr, "perplexity: calculating perplexity over %d chunks, n_ctx=%d, batch_size=%d\n", n_chunk, n_ctx,
                std::min(o.n_batch, n_ctx));
 
-  ChunkEvaluator ev(*model, tok, n_ctx, o.n_batch, o.threads, o.run);
+  ChunkEvaluator ev(*model, tok, n_ctx, o.run.session(n_ctx, std::min(o.n_batch, n_ctx), o.threads));
   print_placement(ev.session(), "perplexity");
   const int64_t V = ev.vocab();
   const int first = ev.first();
@@ -261,7 +203,7 @@ int run_kl_divergence(const Options& o) {
   std::fprintf(stderr, "kl_divergence: computing over %d chunks, n_ctx=%d, batch_size=%d\n", n_chunk, n_ctx,
                std::min(o.n_batch, n_ctx));
 
-  ChunkEvaluator ev(*model, tok, n_ctx, o.n_batch, o.threads, o.run);
+  ChunkEvaluator ev(*model, tok, n_ctx, o.run.session(n_ctx, std::min(o.n_batch, n_ctx), o.threads));
   print_placement(ev.session(), "perplexity");
   const int64_t V = ev.vocab();
   const int first = ev.first();

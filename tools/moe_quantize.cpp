@@ -1,9 +1,10 @@
 // moe-quantize: quantizes a GGUF model the way llama.cpp's llama-quantize
-// does without an importance matrix: the same per-tensor types, the same
-// bytes, the same metadata.
+// does, with or without an importance matrix: the same per-tensor types, the
+// same bytes, the same metadata.
 //
 //   moe-quantize model.f32.gguf model.Q4_K_M.gguf Q4_K_M -t 8
 //   moe-quantize in.gguf out.gguf q8_0 --tensor-type 'ffn_down=q6_k' --pure
+//   moe-quantize --imatrix model.imatrix.gguf model.f32.gguf model.IQ4_XS.gguf IQ4_XS
 //
 // TYPE is a llama-quantize file type name (any case; Q4_K is Q4_K_M) or its
 // numeric id (15). The output appears only when complete: it is written to
@@ -38,7 +39,8 @@ double bits_per_weight(uint64_t bytes, uint64_t n) { return n == 0 ? 0.0 : 8.0 *
 
 int run(const std::string& in, const std::string& out, const std::string& type_arg,
         const std::vector<std::string>& tensor_types, bool pure, bool allow_requantize, int threads, bool verbose,
-        const moe::SplitOptions& split) {
+        const moe::SplitOptions& split, const std::string& imatrix_path, const std::vector<std::string>& include,
+        const std::vector<std::string>& exclude) {
   const std::optional<moe::FileType> ft = moe::parse_file_type(type_arg);
   MOE_ASSERT(ft.has_value(), "unknown quantization type '%s' (expected one of: %s; or a llama.cpp ftype id)",
              type_arg.c_str(), moe::supported_file_type_names().c_str());
@@ -49,7 +51,26 @@ int run(const std::string& in, const std::string& out, const std::string& type_a
   moe::refuse_output_over_input(out, in);
   moe::require_writable_output(out);
 
+  MOE_ASSERT(include.empty() || exclude.empty(), "--include-weights and --exclude-weights cannot be used together");
+  MOE_ASSERT(!imatrix_path.empty() || (include.empty() && exclude.empty()),
+             "--include-weights / --exclude-weights select importance matrix entries: pass --imatrix FILE too");
+  moe::ImportanceMatrix imatrix;
+  if (!imatrix_path.empty()) {
+    imatrix = moe::load_importance_matrix(imatrix_path);
+    const size_t n_loaded = imatrix.weights.size();
+    moe::filter_importance_matrix(imatrix, include, exclude);
+    std::printf("moe-quantize: importance matrix %s: %zu entries%s, %d chunks%s%s\n", imatrix_path.c_str(),
+                imatrix.weights.size(),
+                n_loaded != imatrix.weights.size() ? moe::strfmt(" of %zu", n_loaded).c_str() : "",
+                imatrix.chunk_count, imatrix.datasets.empty() ? "" : " of ",
+                imatrix.datasets.empty() ? "" : imatrix.datasets[0].c_str());
+  }
+
   moe::QuantizeFileOptions opts;
+  if (!imatrix_path.empty()) {
+    opts.imatrix = &imatrix;
+    opts.imatrix_path = imatrix_path;
+  }
   opts.plan.file_type = *ft;
   opts.plan.pure = pure;
   for (const std::string& tt : tensor_types) opts.plan.overrides.push_back(moe::parse_type_override(tt));
@@ -82,7 +103,7 @@ int run(const std::string& in, const std::string& out, const std::string& type_a
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-quantize: quantize a GGUF model like llama.cpp's llama-quantize (no importance matrix)"};
+  CLI::App app{"moe-quantize: quantize a GGUF model like llama.cpp's llama-quantize"};
   std::string in, out, type;
   std::vector<std::string> tensor_types;
   bool pure = false, allow_requantize = false, verbose = false;
@@ -92,6 +113,16 @@ int main(int argc, char** argv) {
   app.add_option("type", type, "file type: Q4_K_M, Q8_0, F16, ... (any case) or a llama.cpp ftype id")->required();
   app.add_option("--tensor-type", tensor_types, "REGEX=TYPE: tensors whose name matches get TYPE (first match wins)")
       ->allow_extra_args(false);  // one REGEX=TYPE per --tensor-type, repeatable
+  std::string imatrix_path;
+  std::vector<std::string> include_weights, exclude_weights;
+  app.add_option("--imatrix", imatrix_path,
+                 "importance matrix (llama-imatrix's GGUF or legacy .dat) weighting each column's rounding error; "
+                 "required for IQ1_*, IQ2_*, IQ3_XXS")
+      ->check(CLI::ExistingFile);
+  app.add_option("--include-weights", include_weights, "use importance data only for tensors whose name contains this")
+      ->allow_extra_args(false);
+  app.add_option("--exclude-weights", exclude_weights, "use no importance data for tensors whose name contains this")
+      ->allow_extra_args(false);
   app.add_flag("--pure", pure, "no k-quant mixture: every quantizable tensor gets the type's default tensor type");
   app.add_flag("--allow-requantize", allow_requantize, "allow converting tensors that are already quantized");
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
@@ -113,7 +144,8 @@ int main(int argc, char** argv) {
   if (trailing_threads > 0) threads = trailing_threads;
   try {
     if (!split_size.empty()) split.max_bytes = moe::parse_split_size(split_size);
-    return run(in, out, type, tensor_types, pure, allow_requantize, threads, verbose, split);
+    return run(in, out, type, tensor_types, pure, allow_requantize, threads, verbose, split, imatrix_path,
+               include_weights, exclude_weights);
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "moe-quantize: error: %s\n", e.what());

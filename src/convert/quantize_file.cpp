@@ -62,13 +62,52 @@ void release_pages(const GgufFile& in, const GgufTensorInfo& t, const uint8_t* p
 // Copies the metadata the way llama-quantize does (gguf_set_kv, then
 // gguf_set_val_u32, which removes a key and appends it): every key in file
 // order, split keys dropped, quantization_version and file_type last.
-void copy_metadata(const GgufFile& in, GgufSetWriter& w, FileType ft) {
+// With an importance matrix, llama-quantize then records where it came from
+// (its kv overrides: strings cut to 127 bytes, counts as u32).
+void copy_metadata(const GgufFile& in, GgufSetWriter& w, const QuantizeFileOptions& opts) {
   for (const GgufKv& kv : in.metadata()) w.set(kv.key, kv.value);
   for (const char* key : {"general.quantization_version", "general.file_type", "split.no", "split.count",
                           "split.tensors.count"})
     w.remove(key);
   w.set("general.quantization_version", GgufValue::u32(kQuantizationVersion));
-  w.set("general.file_type", GgufValue::u32(static_cast<uint32_t>(ft)));
+  w.set("general.file_type", GgufValue::u32(static_cast<uint32_t>(opts.plan.file_type)));
+  const ImportanceMatrix* im = opts.imatrix;
+  if (!im || im->weights.empty()) return;
+  w.remove("quantize.imatrix.file");
+  w.set("quantize.imatrix.file", GgufValue::string(opts.imatrix_path.substr(0, 127)));
+  if (!im->datasets.empty()) {
+    w.remove("quantize.imatrix.dataset");
+    w.set("quantize.imatrix.dataset", GgufValue::string(im->datasets[0].substr(0, 127)));
+  }
+  w.remove("quantize.imatrix.entries_count");
+  w.set("quantize.imatrix.entries_count", GgufValue::u32(static_cast<uint32_t>(im->weights.size())));
+  if (im->chunk_count > 0) {
+    w.remove("quantize.imatrix.chunks_count");
+    w.set("quantize.imatrix.chunks_count", GgufValue::u32(static_cast<uint32_t>(im->chunk_count)));
+  }
+}
+
+// The importance of tensor t's input columns, one row of n_per_row per
+// expert, or null. A very-low-bit type without one is refused, as
+// llama-quantize does ("the result will be garbage").
+const float* tensor_imatrix(const QuantizeFileOptions& opts, const GgufTensorInfo& t, bool required) {
+  const float* w = nullptr;
+  if (opts.imatrix) {
+    const auto it = opts.imatrix->weights.find(t.name);
+    if (it != opts.imatrix->weights.end()) {
+      const size_t expected = static_cast<size_t>(t.ne(0) * t.ne(2));
+      if (it->second.size() == expected) w = it->second.data();
+      else if (t.name != "token_embd.weight" && t.name != "per_layer_token_embd.weight")
+        throw_error("importance matrix %s: %zu values for tensor '%s', which has %zu input columns (ne0 x ne2); "
+                    "was it made for another model?",
+                    opts.imatrix_path.c_str(), it->second.size(), t.name.c_str(), expected);
+    }
+  }
+  MOE_ASSERT(w || !required,
+             "tensor '%s': %s needs an importance matrix, and %s (a very-low-bit type quantized blind is garbage)",
+             t.name.c_str(), opts.imatrix ? "this type" : "this quantization",
+             opts.imatrix ? "the importance matrix has no entry for it" : "none was given (pass --imatrix FILE)");
+  return w;
 }
 
 // Refuses, before anything is written, what the main loop could not do.
@@ -81,7 +120,7 @@ void check_convertible(const GgufFile& in, const GgufTensorInfo& t, GgmlType to,
   if (!is_float_type(t.type) && !ggml_type_traits(t.type).can_dequantize)
     throw_error("%s: tensor '%s' has type %s, which moe.cpp cannot decode", in.path().c_str(), t.name.c_str(),
                 ggml_type_name(t.type));
-  MOE_ASSERT(quantize_supported(to), "%s: tensor '%s': moe.cpp cannot quantize to %s", in.path().c_str(),
+  MOE_ASSERT(quantize_rows_supported(to), "%s: tensor '%s': moe.cpp cannot quantize to %s", in.path().c_str(),
              t.name.c_str(), ggml_type_name(to));
 }
 
@@ -101,12 +140,14 @@ class TensorConverter {
     }
   }
 
-  uint64_t convert(const GgufTensorInfo& t, GgmlType to) {
+  // imatrix: n_per_row weights per expert (rows of expert e use slice e), or null.
+  uint64_t convert(const GgufTensorInfo& t, GgmlType to, const float* imatrix) {
     if (t.n_elements == 0) return 0;  // an empty tensor has no rows (and shape[0] may be 0)
     const int64_t n_per_row = t.shape.at(0);
     const int64_t n_rows = t.n_rows();
     const size_t row_in = ggml_row_size(t.type, n_per_row);
     const size_t row_out = ggml_row_size(to, n_per_row);
+    const int64_t rows_per_expert = std::max<int64_t>(1, t.ne(1));
     const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, n_per_row));
     const int64_t chunk_rows = std::min(rows_per_chunk, n_rows);
     out_.resize(static_cast<size_t>(chunk_rows) * row_out);
@@ -126,7 +167,14 @@ class TensorConverter {
           dequantize_row_ref(t.type, src + static_cast<size_t>(b) * row_in, dst, n);
           x = dst;
         }
-        quantize_row_ref(to, x, out_.data() + static_cast<size_t>(b) * row_out, n);
+        // A slice of rows never crosses an expert: each has its own weights.
+        for (int64_t r = b; r < e;) {
+          const int64_t expert = (r0 + r) / rows_per_expert;
+          const int64_t end = std::min(e, (expert + 1) * rows_per_expert - r0);
+          quantize_rows(to, x + (r - b) * n_per_row, out_.data() + static_cast<size_t>(r) * row_out, end - r,
+                        n_per_row, imatrix ? imatrix + expert * n_per_row : nullptr);
+          r = end;
+        }
       });
       const size_t bytes = static_cast<size_t>(nr) * row_out;
       w_.write_tensor_part(out_.data(), bytes);
@@ -160,13 +208,19 @@ QuantizeFileResult quantize_gguf_file(const std::string& in_path, const std::str
     plan_in.push_back({t.name, t.shape, t.type});
     names.push_back(t.name);
   }
-  const QuantPlan plan = plan_tensor_types(model, plan_in, opts.plan);
+  PlanOptions plan_opts = opts.plan;
+  plan_opts.has_imatrix = opts.imatrix && !opts.imatrix->weights.empty();
+  const QuantPlan plan = plan_tensor_types(model, plan_in, plan_opts);
   const std::vector<size_t> order = llama_tensor_order(names);
-  for (size_t i = 0; i < in.tensors().size(); ++i)
+  for (size_t i = 0; i < in.tensors().size(); ++i) {
     check_convertible(in, in.tensors()[i], plan.types[i], opts.allow_requantize);
+    // Before anything is written: a missing imatrix, or one for another model.
+    if (plan.types[i] != in.tensors()[i].type || !opts.imatrix)
+      tensor_imatrix(opts, in.tensors()[i], plan.requires_imatrix[i]);
+  }
 
   GgufSetWriter w(out_path, opts.split);
-  copy_metadata(in, w, opts.plan.file_type);
+  copy_metadata(in, w, opts);
   QuantizeFileResult res;
   for (size_t i : order) {
     const GgufTensorInfo& t = in.tensors()[i];
@@ -189,7 +243,7 @@ QuantizeFileResult quantize_gguf_file(const std::string& in_path, const std::str
     const GgmlType to = plan.types[order[k]];
     uint64_t new_size = t.nbytes;
     if (to == t.type) conv.copy(t);
-    else new_size = conv.convert(t, to);
+    else new_size = conv.convert(t, to, tensor_imatrix(opts, t, plan.requires_imatrix[order[k]]));
     res.bytes_out += new_size;
     if (opts.verbose && opts.log) {
       std::fprintf(opts.log, "[%4zu/%4zu] %-36s - [%s], type = %6s, ", k + 1, order.size(), t.name.c_str(),

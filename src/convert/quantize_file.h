@@ -1,5 +1,5 @@
 // Streaming quantization of a GGUF file, as llama.cpp's llama-quantize does
-// it without an importance matrix: the same tensor types (quantize_plan.h),
+// it with or without an importance matrix: the same tensor types (quantize_plan.h),
 // byte-identical tensor data, the same metadata (every key copied,
 // general.quantization_version and general.file_type set last), tensors in
 // the same order with the same alignment.
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "convert/imatrix_file.h"
 #include "convert/quantize_plan.h"
 #include "gguf/gguf_set_writer.h"
 
@@ -35,6 +36,10 @@ struct QuantizeFileOptions {
   // it to slow a run down so that it can be interrupted halfway.
   std::function<void(size_t)> after_tensor;
   SplitOptions split;             // --split-max-tensors / --split-max-size: write a gguf-split set
+  // --imatrix: the importance matrix (already filtered by --include-weights /
+  // --exclude-weights) and the path as given, which the output records.
+  const ImportanceMatrix* imatrix = nullptr;
+  std::string imatrix_path;
 };
 
 struct QuantizeFileResult {

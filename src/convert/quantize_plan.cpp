@@ -108,6 +108,8 @@ struct RuleState {
   int i_ffn_down = 0, i_ffn_gate = 0, i_ffn_up = 0;
   bool tied_embeddings = true;  // until output.weight is seen
 
+  bool has_imatrix = false;  // a few rules differ when an importance matrix is given
+
   bool falcon() const { return model.arch == "falcon"; }
   uint32_t n_gqa() const { return model.n_head_kv == 0 ? 0 : model.n_head / model.n_head_kv; }
 
@@ -130,74 +132,128 @@ bool use_more_bits(int i_layer, int n_layers) {
   return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
-// llama_tensor_get_type_impl for the file types moe.cpp supports (the IQ
-// and ternary branches are unreachable here: those file types are refused).
+bool is_one_of(FileType ft, std::initializer_list<FileType> set) {
+  for (FileType f : set)
+    if (f == ft) return true;
+  return false;
+}
+
+// llama_tensor_get_type_impl, branch for branch in llama.cpp's order (the
+// ternary, Q1_0/Q2_0 and MXFP4 branches are unreachable: those file types
+// are refused).
 GgmlType mixture_type(RuleState& qs, GgmlType new_type, const PlanTensor& t, Category cat) {
+  using F = FileType;
+  using G = GgmlType;
   const FileType ft = qs.ft;
   const std::string& name = t.name;
+  // The very-low-bit IQ file types share one set of rules.
+  const bool iq_low = is_one_of(ft, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ2_S,
+                                     F::MOSTLY_IQ2_M, F::MOSTLY_IQ1_M});
+  const bool iq2_s_or_m = ft == F::MOSTLY_IQ2_S || ft == F::MOSTLY_IQ2_M;
   if (cat == Category::Output || (qs.tied_embeddings && cat == Category::TokenEmbd)) {
     const int64_t nx = t.shape.at(0);
-    if (qs.falcon() || nx % ggml_type_traits(new_type).block_size != 0) new_type = GgmlType::Q8_0;
-    else if (new_type != GgmlType::Q8_0) new_type = GgmlType::Q6_K;
+    if (qs.falcon() || nx % ggml_type_traits(new_type).block_size != 0) new_type = G::Q8_0;
+    else if (is_one_of(ft, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ3_XXS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ2_S,
+                            F::MOSTLY_IQ2_M, F::MOSTLY_IQ1_M}))
+      new_type = G::Q5_K;
+    else if (new_type != G::Q8_0) new_type = G::Q6_K;
   } else if (cat == Category::TokenEmbd) {
-    // untied token embeddings keep the default type
+    if (is_one_of(ft, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ1_M})) new_type = G::Q2_K;
+    else if (iq2_s_or_m || ft == F::MOSTLY_IQ3_XXS) new_type = G::IQ3_S;
+  } else if (iq_low) {
+    if (is_attn_v_like(cat)) {
+      if (qs.n_gqa() >= 4 || qs.model.n_expert >= 4) new_type = G::Q4_K;
+      else new_type = iq2_s_or_m ? G::IQ3_S : G::Q2_K;
+      ++qs.i_attention_wv;
+    } else if (qs.model.n_expert == 8 && cat == Category::AttnK) {
+      new_type = G::Q4_K;
+    } else if (cat == Category::FfnDown) {
+      // This branch reads the raw counter, not the layer from the name.
+      if (qs.i_ffn_down < qs.n_ffn / 8) new_type = iq2_s_or_m ? G::IQ3_S : G::Q2_K;
+      ++qs.i_ffn_down;
+    } else if (cat == Category::AttnOutput) {
+      if (qs.model.n_expert == 8) new_type = G::Q5_K;
+      else if (ft == F::MOSTLY_IQ1_S || ft == F::MOSTLY_IQ1_M) new_type = G::IQ2_XXS;
+      else if (iq2_s_or_m) new_type = G::IQ3_S;
+    }
   } else if (is_attn_v_like(cat)) {
-    if (ft == FileType::MOSTLY_Q2_K) new_type = qs.n_gqa() >= 4 ? GgmlType::Q4_K : GgmlType::Q3_K;
-    else if (ft == FileType::MOSTLY_Q3_K_M) new_type = qs.i_attention_wv < 2 ? GgmlType::Q5_K : GgmlType::Q4_K;
-    else if (ft == FileType::MOSTLY_Q3_K_L) new_type = GgmlType::Q5_K;
-    else if ((ft == FileType::MOSTLY_Q4_K_M || ft == FileType::MOSTLY_Q5_K_M) &&
-             use_more_bits(qs.i_attention_wv, qs.n_attention_wv))
-      new_type = GgmlType::Q6_K;
-    else if (ft == FileType::MOSTLY_Q4_K_S && qs.i_attention_wv < 4) new_type = GgmlType::Q5_K;
+    if (ft == F::MOSTLY_Q2_K) new_type = qs.n_gqa() >= 4 ? G::Q4_K : G::Q3_K;
+    else if (ft == F::MOSTLY_Q2_K_S && qs.n_gqa() >= 4) new_type = G::Q4_K;
+    else if (ft == F::MOSTLY_IQ3_XXS) new_type = qs.n_gqa() >= 4 ? G::Q4_K : !qs.has_imatrix ? G::IQ3_S : G::IQ3_XXS;
+    else if ((ft == F::MOSTLY_IQ3_XS || ft == F::MOSTLY_IQ3_S) && qs.n_gqa() >= 4) new_type = G::Q4_K;
+    else if (ft == F::MOSTLY_IQ3_M) new_type = G::Q4_K;
+    else if (ft == F::MOSTLY_Q3_K_M) new_type = qs.i_attention_wv < 2 ? G::Q5_K : G::Q4_K;
+    else if (ft == F::MOSTLY_Q3_K_L) new_type = G::Q5_K;
+    else if ((ft == F::MOSTLY_IQ4_NL || ft == F::MOSTLY_IQ4_XS) && qs.n_gqa() >= 4) new_type = G::Q5_K;
+    else if ((ft == F::MOSTLY_Q4_K_M || ft == F::MOSTLY_Q5_K_M) && use_more_bits(qs.i_attention_wv, qs.n_attention_wv))
+      new_type = G::Q6_K;
+    else if (ft == F::MOSTLY_Q4_K_S && qs.i_attention_wv < 4) new_type = G::Q5_K;
     // (llama.cpp also bumps Q3_K/Q4_K to Q5_K for LLaMA-70B, which shares attn_v across 8 heads.)
-    if (qs.model.n_expert == 8) new_type = GgmlType::Q8_0;  // Mixtral: costs ~128 MB
+    if (qs.model.n_expert == 8) new_type = G::Q8_0;  // Mixtral: costs ~128 MB
     ++qs.i_attention_wv;
   } else if (cat == Category::AttnK) {
-    if (qs.model.n_expert == 8) new_type = GgmlType::Q8_0;
+    if (qs.model.n_expert == 8) new_type = G::Q8_0;
+    else if (ft == F::MOSTLY_IQ3_XS) new_type = G::IQ3_XXS;
+    else if (ft == F::MOSTLY_IQ3_XXS) new_type = G::IQ2_S;
+  } else if (cat == Category::AttnQ) {
+    if (ft == F::MOSTLY_IQ3_XS) new_type = G::IQ3_XXS;
+    else if (ft == F::MOSTLY_IQ3_XXS) new_type = G::IQ2_S;
   } else if (cat == Category::FfnDown) {
     auto [i_layer, n_layer] = qs.layer_info(qs.i_ffn_down, name);
-    if (ft == FileType::MOSTLY_Q2_K) {
-      new_type = GgmlType::Q3_K;
-    } else if (ft == FileType::MOSTLY_Q3_K_M) {
-      new_type = i_layer < n_layer / 16                        ? GgmlType::Q5_K
-                 : !qs.falcon() || use_more_bits(i_layer, n_layer) ? GgmlType::Q4_K
-                                                                 : GgmlType::Q3_K;
-    } else if (ft == FileType::MOSTLY_Q3_K_L) {
-      new_type = qs.falcon() ? GgmlType::Q4_K : GgmlType::Q5_K;
-    } else if (ft == FileType::MOSTLY_Q4_K_M) {
+    if (ft == F::MOSTLY_Q2_K) {
+      new_type = G::Q3_K;
+    } else if (ft == F::MOSTLY_Q2_K_S) {
+      if (i_layer < n_layer / 8) new_type = G::Q4_K;
+    } else if (ft == F::MOSTLY_IQ3_XXS && !qs.has_imatrix) {
+      new_type = i_layer < n_layer / 8 ? G::Q4_K : G::Q3_K;
+    } else if (ft == F::MOSTLY_Q3_K_M) {
+      new_type = i_layer < n_layer / 16                        ? G::Q5_K
+                 : !qs.falcon() || use_more_bits(i_layer, n_layer) ? G::Q4_K
+                                                                 : G::Q3_K;
+    } else if (ft == F::MOSTLY_IQ3_M &&
+               (i_layer < n_layer / 8 || (qs.model.n_expert == 8 && use_more_bits(i_layer, n_layer)))) {
+      new_type = G::Q4_K;
+    } else if (ft == F::MOSTLY_Q3_K_L) {
+      new_type = qs.falcon() ? G::Q4_K : G::Q5_K;
+    } else if (ft == F::MOSTLY_Q4_K_M) {
       if (qs.falcon()) {
-        new_type = i_layer < n_layer / 16 ? GgmlType::Q6_K
-                   : use_more_bits(i_layer, n_layer) ? GgmlType::Q5_K
-                                                     : GgmlType::Q4_K;
+        new_type = i_layer < n_layer / 16 ? G::Q6_K : use_more_bits(i_layer, n_layer) ? G::Q5_K : G::Q4_K;
       } else if (use_more_bits(i_layer, n_layer)) {
-        new_type = GgmlType::Q6_K;
+        new_type = G::Q6_K;
       }
-    } else if (ft == FileType::MOSTLY_Q5_K_M && use_more_bits(i_layer, n_layer)) {
-      new_type = GgmlType::Q6_K;
-    } else if (ft == FileType::MOSTLY_Q4_K_S && !qs.falcon() && i_layer < n_layer / 8) {
-      new_type = GgmlType::Q5_K;
+    } else if (i_layer < n_layer / 8 && (ft == F::MOSTLY_IQ4_NL || ft == F::MOSTLY_IQ4_XS) && !qs.has_imatrix) {
+      new_type = G::Q5_K;
+    } else if (ft == F::MOSTLY_Q5_K_M && use_more_bits(i_layer, n_layer)) {
+      new_type = G::Q6_K;
+    } else if (ft == F::MOSTLY_Q4_K_S && !qs.falcon() && i_layer < n_layer / 8) {
+      new_type = G::Q5_K;
+    } else if ((ft == F::MOSTLY_Q4_0 || ft == F::MOSTLY_Q5_0) && qs.has_imatrix && i_layer < n_layer / 8) {
+      // llama.cpp guards the first ffn_down layers of Q4_0/Q5_0, only with an imatrix.
+      new_type = ft == F::MOSTLY_Q4_0 ? G::Q4_1 : G::Q5_1;
     }
     ++qs.i_ffn_down;
   } else if (cat == Category::AttnOutput) {
     if (!qs.falcon()) {
       if (qs.model.n_expert == 8) {
-        if (ft == FileType::MOSTLY_Q2_K || ft == FileType::MOSTLY_Q3_K_S || ft == FileType::MOSTLY_Q3_K_M ||
-            ft == FileType::MOSTLY_Q4_K_S || ft == FileType::MOSTLY_Q4_K_M)
-          new_type = GgmlType::Q5_K;
+        if (is_one_of(ft, {F::MOSTLY_Q2_K, F::MOSTLY_IQ3_XS, F::MOSTLY_IQ3_XXS, F::MOSTLY_Q3_K_S, F::MOSTLY_Q3_K_M,
+                           F::MOSTLY_IQ4_NL, F::MOSTLY_Q4_K_S, F::MOSTLY_Q4_K_M, F::MOSTLY_IQ3_S, F::MOSTLY_IQ3_M,
+                           F::MOSTLY_IQ4_XS}))
+          new_type = G::Q5_K;
       } else {
-        if (ft == FileType::MOSTLY_Q2_K) new_type = GgmlType::Q3_K;
-        else if (ft == FileType::MOSTLY_Q3_K_M) new_type = GgmlType::Q4_K;
-        else if (ft == FileType::MOSTLY_Q3_K_L) new_type = GgmlType::Q5_K;
+        if (ft == F::MOSTLY_Q2_K) new_type = G::Q3_K;
+        else if (ft == F::MOSTLY_IQ3_XXS) new_type = G::IQ3_S;
+        else if (ft == F::MOSTLY_Q3_K_M) new_type = G::Q4_K;
+        else if (ft == F::MOSTLY_Q3_K_L) new_type = G::Q5_K;
+        else if (ft == F::MOSTLY_IQ3_M) new_type = G::Q4_K;
       }
-    } else if (ft == FileType::MOSTLY_Q3_K_L) {
-      new_type = GgmlType::Q4_K;
+    } else if (ft == F::MOSTLY_Q3_K_L) {
+      new_type = G::Q4_K;
     }
-  } else if (cat == Category::FfnGate) {
-    qs.layer_info(qs.i_ffn_gate, name);  // only validates the name for these file types
-    ++qs.i_ffn_gate;
-  } else if (cat == Category::FfnUp) {
-    qs.layer_info(qs.i_ffn_up, name);
-    ++qs.i_ffn_up;
+  } else if (cat == Category::FfnGate || cat == Category::FfnUp) {
+    int& counter = cat == Category::FfnGate ? qs.i_ffn_gate : qs.i_ffn_up;
+    auto [i_layer, n_layer] = qs.layer_info(counter, name);
+    if (ft == F::MOSTLY_IQ3_XS && i_layer >= n_layer / 8 && i_layer < 7 * n_layer / 8) new_type = G::IQ3_XXS;
+    ++counter;
   }
   return new_type;
 }
@@ -303,10 +359,22 @@ GgmlType file_type_default_tensor_type(FileType ft) {
 }
 
 bool file_type_supported(FileType ft) {
-  // Q2_K_S needs an importance matrix; IQ*, TQ*, MXFP4, Q1_0, Q2_0 need
-  // quantizers moe.cpp does not have.
-  if (ft == FileType::MOSTLY_Q2_K_S) return false;
-  return quantize_supported(file_type_default_tensor_type(ft));
+  // TQ*, MXFP4, Q1_0, Q2_0 and some IQ types need quantizers moe.cpp does
+  // not have.
+  return quantize_rows_supported(file_type_default_tensor_type(ft));
+}
+
+bool type_requires_imatrix(std::string_view name, GgmlType type, FileType ft) {
+  if (name == "token_embd.weight" || name == "per_layer_token_embd.weight" || name == "output.weight") return false;
+  switch (type) {
+    case GgmlType::IQ3_XXS: case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S:
+    case GgmlType::IQ1_M: case GgmlType::IQ1_S:
+      return true;
+    case GgmlType::Q2_K:
+      return ft == FileType::MOSTLY_Q2_K_S;  // the one K-quant llama.cpp will not make blind
+    default:
+      return false;
+  }
 }
 
 std::string supported_file_type_names() {
@@ -411,6 +479,7 @@ QuantPlan plan_tensor_types(const PlanModel& model, const std::vector<PlanTensor
   }
 
   RuleState qs{model, opts.file_type};
+  qs.has_imatrix = opts.has_imatrix;
   qs.n_ffn = static_cast<int>(model.n_layer);
   std::vector<std::string> names;
   names.reserve(tensors.size());
@@ -426,6 +495,7 @@ QuantPlan plan_tensor_types(const PlanModel& model, const std::vector<PlanTensor
   QuantPlan plan;
   plan.types.resize(tensors.size());
   plan.fell_back.assign(tensors.size(), false);
+  plan.requires_imatrix.assign(tensors.size(), false);
   for (size_t i : llama_tensor_order(names)) {
     const PlanTensor& t = tensors[i];
     GgmlType type = t.type;
@@ -451,6 +521,8 @@ QuantPlan plan_tensor_types(const PlanModel& model, const std::vector<PlanTensor
       }
     }
     plan.types[i] = type;
+    plan.requires_imatrix[i] = tensor_allows_quantization(t.name, t.shape) &&
+                               type_requires_imatrix(t.name, type, opts.file_type);
   }
   return plan;
 }

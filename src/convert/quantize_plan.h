@@ -1,6 +1,6 @@
 // Which ggml type each tensor gets when a model is quantized to a file type:
 // the same choices llama.cpp's llama-quantize makes (src/llama-quant.cpp,
-// llama_tensor_get_type) when it runs without an importance matrix.
+// llama_tensor_get_type), with or without an importance matrix.
 //
 // The plan needs only tensor names, shapes and source types plus a few
 // hyper-parameters, never tensor data, so a tool can size a quantized file
@@ -18,8 +18,8 @@
 //   - --pure (no mixture: every quantizable tensor gets the default type,
 //     output.weight and token_embd included) and --tensor-type REGEX=TYPE
 //     overrides (first matching pattern wins, searched anywhere in the name).
-// The IQ*, TQ*, MXFP4 and Q2_K_S file types need kernels or an importance
-// matrix moe.cpp does not have: they parse, but plan_tensor_types refuses them.
+// The TQ*, MXFP4, Q1_0/Q2_0 file types and IQ types without a quantizer
+// parse, but plan_tensor_types refuses them.
 #pragma once
 
 #include <cstdint>
@@ -86,6 +86,10 @@ GgmlType file_type_default_tensor_type(FileType ft);
 
 // True when plan_tensor_types and quantize_gguf_file can produce this file type.
 bool file_type_supported(FileType ft);
+// tensor_requires_imatrix: the very-low-bit types (iq1_*, iq2_*, iq3_xxs)
+// and Q2_K in a Q2_K_S file, except the token embeddings and output.weight,
+// which llama-imatrix never sees as a matmul input.
+bool type_requires_imatrix(std::string_view name, GgmlType type, FileType ft);
 // "F16, BF16, Q8_0, ..." for error messages.
 std::string supported_file_type_names();
 
@@ -123,11 +127,13 @@ struct PlanOptions {
   FileType file_type = FileType::MOSTLY_Q8_0;
   bool pure = false;                    // --pure
   std::vector<TypeOverride> overrides;  // --tensor-type, first match wins
+  bool has_imatrix = false;             // --imatrix: a few mixtures differ with one
 };
 
 struct QuantPlan {
   std::vector<GgmlType> types;      // one per input tensor, in input order
   std::vector<bool> fell_back;      // the row did not fit the chosen type
+  std::vector<bool> requires_imatrix;  // llama.cpp refuses it without importance data
   int n_fallback = 0;
 };
 

@@ -2,12 +2,19 @@
 
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
+#include "runtime/imatrix_collector.h"
 
 namespace moe {
 
 BackendSet make_backends(const BackendOptions& o) {
   BackendSet s;
   s.host = std::make_unique<CpuBackend>("CPU", o.n_threads);
+  if (o.collect_imatrix) {
+    // The collector sees the ops the host runs; a device would run them unseen.
+    MOE_ASSERT(o.device == "cpu", "collecting an importance matrix runs on the CPU only (not --device %s)",
+               o.device.c_str());
+    s.host = std::make_unique<ImatrixCollector>(std::move(s.host), *o.collect_imatrix, o.imatrix_process_output);
+  }
   if (o.device == "cpu") return s;
   if (o.device == "cpu-device") {
     s.device = std::make_unique<CpuBackend>("CPU-device", o.device_threads > 0 ? o.device_threads : o.n_threads);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "convert/imatrix_file.h"
 #include "runtime/backend.h"
 
 namespace moe {
@@ -20,6 +21,10 @@ struct BackendOptions {
   int n_threads = 1;       // the host backend's threads
   int device_threads = 0;  // the stand-in device's threads; 0: n_threads
   int64_t device_mem = -1;  // --gpu-mem bytes for the device; -1: its default
+  // moe-imatrix: the host backend adds up the squared activations entering
+  // each weight matrix into these sums (runtime/imatrix_collector.h).
+  ImatrixSums* collect_imatrix = nullptr;
+  bool imatrix_process_output = false;  // output.weight too
 };
 
 struct BackendSet {
