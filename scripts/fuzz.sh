@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a while from a corpus seeded with fixtures.
 #   scripts/fuzz.sh TARGET SECONDS [libFuzzer args...]
-#   TARGET: gguf_reader | safetensors | tokenizer | chat_template | batch_line
+#   TARGET: gguf_reader | gguf_set | safetensors | tokenizer | chat_template | batch_line
 #           (with or without the fuzz_ prefix)
 # Configures and builds the fuzz build (clang, -DMOE_FUZZ=ON) in build-fuzz/
 # (MOE_FUZZ_BUILD overrides), keeps a growing corpus in
@@ -26,6 +26,7 @@ jobs=${JOBS:-2}
 
 case "$target" in
   fuzz_gguf_reader) max_len=65536 ;;
+  fuzz_gguf_set) max_len=262144 ;;
   fuzz_safetensors) max_len=65536 ;;
   fuzz_tokenizer) max_len=2048 ;;
   fuzz_chat_template) max_len=8192 ;;
@@ -62,6 +63,16 @@ case "$target" in
   fuzz_gguf_reader)
     cp "$made"/gguf/*.gguf "$seeds"/
     seed_heads "$root"/tests/fixtures/*.gguf "$fixtures"/tokenizer/*.gguf "$fixtures"/models/tiny-dsv3.Q4_K_M.gguf ;;
+  fuzz_gguf_set)
+    # A real set (its shards joined by the target's separator), a set of one,
+    # and both importance matrix formats.
+    sep() { printf '\0SHARD\0'; }
+    if compgen -G "$fixtures/split/*-00001-of-*.gguf" >/dev/null; then
+      first=$(ls "$fixtures"/split/*-00001-of-*.gguf | head -1)
+      { n=0; for f in "${first%-00001-of-*}"-0000?-of-*.gguf; do ((n++)) && sep; cat "$f"; done; } >"$seeds/set"
+    fi
+    cp "$made"/gguf/seed-tensors.gguf "$seeds"/
+    seed_heads "$fixtures"/iq/kjv.imatrix.gguf "$fixtures"/iq/kjv.imatrix.dat ;;
   fuzz_safetensors)
     cp "$made"/safetensors/*.safetensors "$seeds"/
     seed_heads "$fixtures"/hf/*/*.safetensors ;;
