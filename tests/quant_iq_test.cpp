@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -99,4 +100,49 @@ TEST_CASE("IQ perplexity: the book of Ruth with each IQ fixture is llama-perplex
     ++n;
   }
   CHECK(n == 5);
+}
+
+// The IQ file types no fixture file has (iq1_s and iq2_xs among their
+// types), made here by moe-quantize from the trained model and the fixtures'
+// importance matrix: the files are llama-quantize's byte for byte (the
+// reference hashes of tool_quantize_test), and their Ruth perplexity is
+// llama-perplexity's on the same files (tests/fixtures/llama-perplexity-ruth-iq-more.csv:
+// llama-quantize --imatrix kjv.imatrix.gguf --tensor-type 'blk\.4\.=q4_K' kjv.f32.gguf OUT TYPE 2, then
+// llama-perplexity -f kjv-ruth.txt -c 128 -t 2 -ctk f32 -ctv f32 -fa off, llama.cpp 3.22.1).
+TEST_CASE("IQ perplexity: the IQ file types without a fixture file, made here, are llama-perplexity's within 0.5%") {
+  const std::string imatrix = test::shared_fixture("iq/kjv.imatrix.gguf");
+  if (imatrix.empty()) return test::skip("iq fixtures absent (iq/kjv.imatrix.gguf)");
+  const std::string dir = test::temp_dir();
+  const std::string f32 = dir + "/kjv.f32.gguf";
+  const auto made = test::run_command({test::bin_dir() + "/moe-quantize", "--allow-requantize",
+                                       std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", f32, "F32"});
+  REQUIRE_MESSAGE(made.exit_code == 0, made.err);
+  std::ifstream in(test::local_fixture("llama-perplexity-ruth-iq-more.csv"));
+  std::string line;
+  std::getline(in, line);  // type,bytes,ppl
+  int n = 0;
+  while (std::getline(in, line)) {
+    const std::string type = line.substr(0, line.find(','));
+    const auto bytes = std::stoull(line.substr(line.find(',') + 1));
+    const double want = std::stod(line.substr(line.rfind(',') + 1));
+    CAPTURE(type);
+    const std::string out = dir + "/kjv." + type + ".gguf";
+    const auto q = test::run_command({test::bin_dir() + "/moe-quantize", "--imatrix", imatrix, "--tensor-type",
+                                      "blk\\.4\\.=q4_K", f32, out, type, "2"});
+    REQUIRE_MESSAGE(q.exit_code == 0, q.err);
+    // Tensor for tensor llama-quantize's file (within the 32-byte alignment:
+    // the metadata records the importance matrix by the longer path given here).
+    CHECK(std::filesystem::file_size(out) >= bytes);
+    CHECK(std::filesystem::file_size(out) <= bytes + imatrix.size() + 32);
+    const auto r = test::run_command({test::bin_dir() + "/moe-perplexity", "-m", out, "-f",
+                                      test::local_fixture("kjv-ruth.txt"), "-c", "128", "-t", "2"});
+    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    const size_t at = r.out.find("Final estimate: PPL = ");
+    REQUIRE(at != std::string::npos);
+    const double got = std::stod(r.out.substr(at + 22));
+    MESSAGE(type << ": PPL " << got << " (llama.cpp " << want << ")");
+    CHECK(std::fabs(got - want) <= 0.005 * want);
+    ++n;
+  }
+  CHECK(n == 6);
 }
