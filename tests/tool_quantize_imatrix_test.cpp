@@ -88,6 +88,14 @@ TEST_CASE("imatrix: a damaged importance matrix is a clear error naming the file
   moe::test::write_file(cut, bytes);
   CHECK_THROWS_WITH_AS(moe::load_importance_matrix(cut), doctest::Contains("cut.dat: truncated legacy importance matrix"),
                        moe::Error);
+  // An entry claiming ~2^31 values in a small file fails before allocating
+  // them (found by fuzz_gguf_set).
+  {
+    std::vector<uint8_t> b = {1, 0, 0, 0, 1, 0, 0, 0, 'w', 1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0};
+    moe::test::write_file(dir + "/huge.dat", b);
+    CHECK_THROWS_WITH_AS(moe::load_importance_matrix(dir + "/huge.dat"),
+                         doctest::Contains("entry 'w' claims 2147483647 values"), moe::Error);
+  }
   const std::string empty = dir + "/empty.dat";
   moe::test::write_file(empty, std::vector<uint8_t>(4, 0));
   CHECK_THROWS_WITH_AS(moe::load_importance_matrix(empty), doctest::Contains("empty.dat: not an importance matrix"),

@@ -82,6 +82,7 @@ class DatReader {
     bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   bool at_end() const { return pos_ == bytes_.size(); }
+  size_t remaining() const { return bytes_.size() - pos_; }
   int32_t i32(const char* what) {
     int32_t v;
     take(&v, sizeof v, what);
@@ -121,6 +122,10 @@ StoredImatrix read_dat(const std::string& path) {
     const int32_t ncall = r.i32("a call count");
     const int32_t nval = r.i32("a value count");
     MOE_ASSERT(nval >= 1, "%s: entry '%s' has %d values", path.c_str(), name.c_str(), nval);
+    // Checked before allocating: a count is not trusted beyond the file.
+    MOE_ASSERT(static_cast<size_t>(nval) <= r.remaining() / sizeof(float),
+               "%s: truncated legacy importance matrix (entry '%s' claims %d values, %zu bytes are left)",
+               path.c_str(), name.c_str(), nval, r.remaining());
     ImatrixEntry& e = im.entries[name];
     e.sums.resize(static_cast<size_t>(nval));
     r.take(e.sums.data(), e.sums.size() * sizeof(float), "values");
