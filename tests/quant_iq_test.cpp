@@ -88,13 +88,7 @@ TEST_CASE("IQ perplexity: the book of Ruth with each IQ fixture is llama-perplex
     const double want = std::stod(line.substr(line.rfind(',') + 1));
     if (type == "f32") continue;  // that file is not shipped (the README says how to remake it)
     CAPTURE(type);
-    const auto r = test::run_command({test::bin_dir() + "/moe-perplexity", "-m",
-                                      test::shared_fixture("iq/kjv." + type + ".gguf"), "-f",
-                                      test::local_fixture("kjv-ruth.txt"), "-c", "128", "-t", "2"});
-    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-    const size_t at = r.out.find("Final estimate: PPL = ");
-    REQUIRE(at != std::string::npos);
-    const double got = std::stod(r.out.substr(at + 22));
+    const double got = test::ruth_perplexity(test::shared_fixture("iq/kjv." + type + ".gguf"));
     MESSAGE(type << ": PPL " << got << " (llama.cpp " << want << ")");
     CHECK(std::fabs(got - want) <= 0.005 * want);
     ++n;
@@ -134,12 +128,7 @@ TEST_CASE("IQ perplexity: the IQ file types without a fixture file, made here, a
     // the metadata records the importance matrix by the longer path given here).
     CHECK(std::filesystem::file_size(out) >= bytes);
     CHECK(std::filesystem::file_size(out) <= bytes + imatrix.size() + 32);
-    const auto r = test::run_command({test::bin_dir() + "/moe-perplexity", "-m", out, "-f",
-                                      test::local_fixture("kjv-ruth.txt"), "-c", "128", "-t", "2"});
-    REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-    const size_t at = r.out.find("Final estimate: PPL = ");
-    REQUIRE(at != std::string::npos);
-    const double got = std::stod(r.out.substr(at + 22));
+    const double got = test::ruth_perplexity(out);
     MESSAGE(type << ": PPL " << got << " (llama.cpp " << want << ")");
     CHECK(std::fabs(got - want) <= 0.005 * want);
     ++n;

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include <doctest/doctest.h>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -173,6 +175,15 @@ std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng) {
     }
   }
   return w;
+}
+
+double ruth_perplexity(const std::string& model) {
+  const CommandResult r = run_command({bin_dir() + "/moe-perplexity", "-m", model, "-f", local_fixture("kjv-ruth.txt"),
+                                       "-c", "128", "-t", "2"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const size_t at = r.out.find("Final estimate: PPL = ");
+  REQUIRE_MESSAGE(at != std::string::npos, r.out);
+  return std::stod(r.out.substr(at + 22));
 }
 
 }  // namespace moe::test

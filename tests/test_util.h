@@ -63,6 +63,11 @@ std::string shell_quote(const std::string& s);
 // finite value; F32/F16/BF16 get normal samples.
 std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng);
 
+// moe-perplexity's final estimate for a model on tests/fixtures/kjv-ruth.txt
+// (-c 128, 2 threads): the held-out text the IQ and imatrix tests score.
+// Fails the test when the tool fails or prints no estimate.
+double ruth_perplexity(const std::string& model);
+
 // FNV-1a 64 of n bytes, continuing from h (the offset basis by default):
 // the hash the quantizer tests compare with ggml's output.
 inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {

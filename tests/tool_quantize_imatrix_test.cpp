@@ -213,15 +213,6 @@ double mean_relative_difference(const std::vector<float>& a, const std::vector<f
   return a.empty() ? 0 : sum / double(a.size());
 }
 
-double ruth_perplexity(const std::string& model) {
-  const auto r = moe::test::run_command({bin("moe-perplexity"), "-m", model, "-f",
-                                         moe::test::local_fixture("kjv-ruth.txt"), "-c", "128", "-t", "2"});
-  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  const size_t p = r.out.find("Final estimate: PPL = ");
-  REQUIRE(p != std::string::npos);
-  return std::stod(r.out.substr(p + 22));
-}
-
 }  // namespace
 
 TEST_CASE("moe-imatrix: the importance matrix of llama-imatrix's run, and files as good as its") {
@@ -270,8 +261,8 @@ TEST_CASE("moe-imatrix: the importance matrix of llama-imatrix's run, and files 
                                            f32, out, "IQ2_XXS", "2"});
     REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   }
-  const double ppl_ours = ruth_perplexity(dir + "/ours.IQ2_XXS.gguf");
-  const double ppl_theirs = ruth_perplexity(dir + "/theirs.IQ2_XXS.gguf");
+  const double ppl_ours = moe::test::ruth_perplexity(dir + "/ours.IQ2_XXS.gguf");
+  const double ppl_theirs = moe::test::ruth_perplexity(dir + "/theirs.IQ2_XXS.gguf");
   MESSAGE("Ruth perplexity of IQ2_XXS: with moe-imatrix's matrix " << ppl_ours << ", with llama-imatrix's "
                                                                     << ppl_theirs);
   CHECK(std::fabs(ppl_ours / ppl_theirs - 1) < 0.005);
