@@ -1,14 +1,24 @@
-// MLA attention for many query tokens at once (prompts): the same sums in
-// the same order as mla_attend_heads (attention.h, the scalar reference),
-// so the results are equal to the bit, computed as two small f32 matrix
-// products per block of query rows: every cached row is loaded once for a
-// tile of rows instead of once per head and token.
+// MLA attention for many query rows at once, computed in chunks of cached
+// rows with a running softmax (FlashAttention, Dao et al. 2022): each chunk's
+// scores are taken against the running maximum, the partial output is
+// rescaled when the maximum grows, and the sums are divided out at the end.
+// No score row spans the whole context, so the work per query row stays in
+// cache however long the context grows.
 //
 // Rows are (token, head) pairs, token-major. Token t attends to cache rows
 // [0, n_kv0 + t) (causal). Scores come in tiles of 4 rows by 4 cached rows
-// (16 partial-sum vectors, 8 loads per 16 products); after a softmax per
-// row, output tiles of 8 rows by 32 latent columns sum the value rows
-// straight from the cache.
+// (16 accumulators, 8 loads per 16 fused multiply-adds); output tiles of 8
+// rows by 32 latent columns sum the value rows straight from the cache.
+//
+// Prompts run a block of tokens x heads through every chunk in turn
+// (MlaAttendBlockFn). Generation has one token: its cached rows are split
+// into parts, the threads compute the parts (MlaAttendRangeFn) and the parts'
+// states are merged by their maxima and sums (flash-decoding), so the threads
+// share the reading of the cache instead of each reading all of it.
+//
+// The sums are in another order than the scalar reference, mla_attend_heads
+// (attention.h), and products are fused: the results agree with it to about
+// 1e-6 relative (tests/cpu_attention_block_test.cpp states the bound).
 #pragma once
 
 #include <cstddef>
@@ -34,10 +44,32 @@ struct MlaAttendBlockArgs {
   int64_t out_head_stride;
 };
 
-size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t n_kv0, int64_t dim_qk);
+// The running softmax of every query row over the cached rows seen so far:
+// max[m] the largest score, sum[m] = sum_s exp(score - max[m]) and
+// o[m] = sum_s exp(score - max[m]) * kv[s][0 .. dim_v).
+struct MlaAttendState {
+  float* max;  // [rows]
+  float* sum;  // [rows]
+  float* o;    // [rows][dim_v]
+};
 
+// Floats of scratch one call needs: chunk scores, plus (whole blocks) a state.
+size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t dim_v);
+// Floats of one state: 2 * rows + rows * dim_v; carve() lays it out.
+size_t mla_attend_state_floats(int64_t rows, int64_t dim_v);
+MlaAttendState mla_attend_state_carve(float* p, int64_t rows, int64_t dim_v);
+void mla_attend_state_init(const MlaAttendState& st, int64_t rows, int64_t dim_v);
+// out[m] = (sum_j w_j o_j[m]) / (sum_j w_j sum_j[m]), w_j = exp(max_j[m] - max),
+// the parts in order; a part that saw no row of m has max -inf and weight 0.
+void mla_attend_merge(const MlaAttendBlockArgs& a, const MlaAttendState* parts, int n_parts);
+
+// Attention of every row of a (all n_tok x n_heads) over all its cached rows.
 using MlaAttendBlockFn = void (*)(const MlaAttendBlockArgs& a);
-// The AVX-512 kernel, or null (then callers take mla_attend_heads per token).
+// Adds cached rows [s0, s1) to st (a row whose keys end before s0 keeps its
+// state); a.scratch needs mla_attend_block_scratch_floats() floats.
+using MlaAttendRangeFn = void (*)(const MlaAttendBlockArgs& a, int64_t s0, int64_t s1, const MlaAttendState& st);
+// The AVX-512 kernels, or null (then callers take mla_attend_heads per token).
 MlaAttendBlockFn mla_attend_block_kernel();
+MlaAttendRangeFn mla_attend_range_kernel();
 
 }  // namespace moe

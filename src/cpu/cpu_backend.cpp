@@ -25,6 +25,9 @@ constexpr int64_t kAttnHeadGroup = 8;
 // (cpu/attention_block.h): 8 tokens x 16 heads = 128 query rows per block.
 constexpr int64_t kAttnBlockMinTokens = 4;
 constexpr int64_t kAttnBlockTokens = 8, kAttnBlockHeads = 16;
+// Fewer tokens (generation) split the cached rows into parts of about this
+// many rows, computed by the threads and merged (cpu/attention_block.h).
+constexpr int64_t kAttnSplitKeys = 256, kAttnMaxParts = 32;
 
 // Below about this many multiply-adds a step runs on the calling thread:
 // waking the others costs more (tiny models, one token).
@@ -179,6 +182,8 @@ void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const Laten
   if (n >= kAttnBlockMinTokens) {
     if (const MlaAttendBlockFn block = mla_attend_block_kernel())
       return mla_attention_blocks(p, q_abs, cache, il, pos0, n, o_lat, block);
+  } else if (const MlaAttendRangeFn range = mla_attend_range_kernel()) {
+    return mla_attention_split(p, q_abs, cache, il, pos0, n, o_lat, range);
   }
   const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
   const int64_t n_ctx_max = pos0 + n;
@@ -211,37 +216,75 @@ void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const Laten
   }
 }
 
+namespace {
+MlaAttendBlockArgs attend_args(const MlaParams& p, const Act& q_abs, const Act& layer, int64_t t0, int64_t n_tok,
+                               int64_t h0, int64_t n_heads, int64_t pos0, Act o_lat) {
+  const int64_t R = p.kv_lora_rank, L = p.latent_dim();
+  MlaAttendBlockArgs a;
+  a.q = q_abs.row(t0) + h0 * L;
+  a.n_tok = n_tok;
+  a.n_heads = n_heads;
+  a.q_tok_stride = q_abs.stride;
+  a.q_head_stride = L;
+  a.kv = layer.row(0);
+  a.kv_stride = layer.stride;
+  a.n_kv0 = pos0 + t0 + 1;
+  a.dim_qk = L;
+  a.dim_v = R;
+  a.scale = p.softmax_scale;
+  a.scratch = nullptr;
+  a.out = o_lat.row(t0) + h0 * R;
+  a.out_tok_stride = o_lat.stride;
+  a.out_head_stride = R;
+  return a;
+}
+}  // namespace
+
 void CpuBackend::mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
                                       int64_t pos0, int64_t n, Act o_lat, MlaAttendBlockFn block) {
-  const int64_t H = p.n_heads, R = p.kv_lora_rank, L = p.latent_dim();
+  const int64_t H = p.n_heads;
   const int64_t t_blocks = (n + kAttnBlockTokens - 1) / kAttnBlockTokens;
   const int64_t h_blocks = (H + kAttnBlockHeads - 1) / kAttnBlockHeads;
-  const size_t per_thread = mla_attend_block_scratch_floats(kAttnBlockTokens, kAttnBlockHeads, pos0 + n, L);
+  const size_t per_thread = mla_attend_block_scratch_floats(kAttnBlockTokens, kAttnBlockHeads, p.kv_lora_rank);
   float* scratch_all = scratch(scores_, sz(pool_.size()) * per_thread);
   const Act layer = cache.layer(il);
   // Later tokens cost more: jobs are taken from the last block down.
   const auto job = [&](int64_t j, int thread) {
     const int64_t i = t_blocks * h_blocks - 1 - j;
     const int64_t t0 = (i / h_blocks) * kAttnBlockTokens, h0 = (i % h_blocks) * kAttnBlockHeads;
-    MlaAttendBlockArgs a;
-    a.q = q_abs.row(t0) + h0 * L;
-    a.n_tok = std::min(kAttnBlockTokens, n - t0);
-    a.n_heads = std::min(kAttnBlockHeads, H - h0);
-    a.q_tok_stride = q_abs.stride;
-    a.q_head_stride = L;
-    a.kv = layer.row(0);
-    a.kv_stride = layer.stride;
-    a.n_kv0 = pos0 + t0 + 1;
-    a.dim_qk = L;
-    a.dim_v = R;
-    a.scale = p.softmax_scale;
+    MlaAttendBlockArgs a = attend_args(p, q_abs, layer, t0, std::min(kAttnBlockTokens, n - t0), h0,
+                                       std::min(kAttnBlockHeads, H - h0), pos0, o_lat);
     a.scratch = scratch_all + sz(thread) * per_thread;
-    a.out = o_lat.row(t0) + h0 * R;
-    a.out_tok_stride = o_lat.stride;
-    a.out_head_stride = R;
     block(a);
   };
   pool_.parallel_jobs(t_blocks * h_blocks, job);
+}
+
+void CpuBackend::mla_attention_split(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
+                                     int64_t pos0, int64_t n, Act o_lat, MlaAttendRangeFn range) {
+  const int64_t H = p.n_heads, R = p.kv_lora_rank, rows = n * H;
+  const int64_t n_kv = pos0 + n;  // the last token's keys; the others see fewer
+  const int64_t n_parts = std::clamp<int64_t>((n_kv + kAttnSplitKeys - 1) / kAttnSplitKeys, 1, kAttnMaxParts);
+  const int64_t part_keys = (n_kv + n_parts - 1) / n_parts;
+  const size_t state_floats = mla_attend_state_floats(rows, R);
+  const size_t scores_floats = mla_attend_block_scratch_floats(n, H, R);
+  float* all = scratch(scores_, sz(n_parts) * state_floats + sz(pool_.size()) * scores_floats);
+  MlaAttendState parts[kAttnMaxParts];
+  for (int64_t j = 0; j < n_parts; ++j) parts[j] = mla_attend_state_carve(all + sz(j) * state_floats, rows, R);
+  float* scores_all = all + sz(n_parts) * state_floats;
+  const MlaAttendBlockArgs base = attend_args(p, q_abs, cache.layer(il), 0, n, 0, H, pos0, o_lat);
+  const auto job = [&](int64_t j, int thread) {
+    MlaAttendBlockArgs a = base;
+    a.scratch = scores_all + sz(thread) * scores_floats;
+    mla_attend_state_init(parts[j], rows, R);
+    range(a, j * part_keys, std::min(n_kv, (j + 1) * part_keys), parts[j]);
+  };
+  if (rows * n_kv * p.latent_dim() < kMinParallelMacs) {
+    for (int64_t j = 0; j < n_parts; ++j) job(j, 0);
+  } else {
+    pool_.parallel_jobs(n_parts, job);
+  }
+  mla_attend_merge(base, parts, static_cast<int>(n_parts));
 }
 
 void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) {

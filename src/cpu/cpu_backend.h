@@ -65,6 +65,9 @@ class CpuBackend final : public Backend {
   // Prompts: attention in blocks of tokens and heads (cpu/attention_block.h).
   void mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                             int64_t n, Act o_lat, MlaAttendBlockFn block);
+  // Generation: the cached rows in parts, one per job, merged at the end.
+  void mla_attention_split(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                           int64_t n, Act o_lat, MlaAttendRangeFn range);
   // Scratch grows to the largest request once (the first batch of each
   // size); later calls allocate nothing.
   template <typename T>
@@ -79,7 +82,7 @@ class CpuBackend final : public Backend {
   std::vector<uint8_t> mm_scratch_;    // quantized activations of a product
   std::vector<float> head_in_, head_out_;  // [threads][n][dim]
   std::vector<uint8_t> head_act_;      // [threads][quantized activations]
-  std::vector<float> scores_;          // [threads][heads per group][n_kv]
+  std::vector<float> scores_;          // attention: scores and running states
   std::vector<float> route_scratch_;   // [2 * n_experts]
   GroupedExperts experts_;
 };
