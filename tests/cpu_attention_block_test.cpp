@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/attention.h"
+#include "core/fp16.h"
 #include "cpu/attention_block.h"
 #include "test_util.h"
 
@@ -26,8 +27,11 @@ struct Shape {
 // kernels writing into `got`.
 struct Case {
   std::vector<float> kv, q, want, got;
+  std::vector<uint16_t> kv_bf16;
   MlaAttendBlockArgs args;
-  Case(const Shape& sh, std::mt19937& rng, float spread) {
+  // bf16: the cache rows and queries are rounded to bf16 first (the kernels
+  // read such rows and round queries so), the reference sums the rounded values.
+  Case(const Shape& sh, std::mt19937& rng, float spread, bool bf16 = false) {
     std::normal_distribution<float> normal(0.0f, spread);
     const int64_t n_kv = sh.n_kv0 + sh.n_tok - 1, kv_stride = sh.dim_qk + 3;
     const int64_t q_head = sh.dim_qk + 1, q_tok = q_head * sh.n_heads + 5;
@@ -36,6 +40,11 @@ struct Case {
     q.resize(static_cast<size_t>(sh.n_tok * q_tok));
     for (float& v : kv) v = normal(rng);
     for (float& v : q) v = normal(rng);
+    if (bf16) {
+      for (float& v : kv) v = bf16_to_fp32(fp32_to_bf16(v));
+      for (float& v : q) v = bf16_to_fp32(fp32_to_bf16(v));
+      for (const float v : kv) kv_bf16.push_back(fp32_to_bf16(v));
+    }
     const float scale = 1.0f / std::sqrt(static_cast<float>(sh.dim_qk));
     want.assign(static_cast<size_t>(sh.n_tok * o_tok), 0.0f);
     got = want;
@@ -50,7 +59,7 @@ struct Case {
     }
     MlaAttendBlockArgs& b = args;
     b.q = q.data(), b.n_tok = sh.n_tok, b.n_heads = sh.n_heads, b.q_tok_stride = q_tok, b.q_head_stride = q_head;
-    b.kv = kv.data(), b.kv_stride = kv_stride, b.n_kv0 = sh.n_kv0, b.dim_qk = sh.dim_qk, b.dim_v = sh.dim_v;
+    b.kv = bf16 ? static_cast<const void*>(kv_bf16.data()) : kv.data(), b.kv_stride = kv_stride, b.n_kv0 = sh.n_kv0, b.dim_qk = sh.dim_qk, b.dim_v = sh.dim_v;
     b.scale = scale, b.scratch = nullptr;
     b.out = got.data(), b.out_tok_stride = o_tok, b.out_head_stride = o_head;
   }
@@ -58,12 +67,13 @@ struct Case {
   // differ by a few roundings of their size: outputs of unit-scale inputs
   // agree to 1.5e-5 (measured up to 8e-6); inputs 4x as large make scores
   // 16x as large, and their roundings with them (measured up to 3.3e-5).
-  void check(float tol) const {
+  double check(float tol) const {
     double worst = 0.0;
     for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
     CHECK(worst < tol);
     // Padding between rows untouched (the kernel writes only dim_v per row).
     CHECK(got[static_cast<size_t>(args.dim_v)] == 0.0f);
+    return worst;
   }
 };
 
@@ -81,7 +91,7 @@ TEST_CASE("attention blocks: agree with the per-token reference") {
       INFO("n_tok=" << sh.n_tok << " heads=" << sh.n_heads << " n_kv0=" << sh.n_kv0 << " qk=" << sh.dim_qk
                     << " v=" << sh.dim_v << " spread=" << spread);
       Case c(sh, rng, spread);
-      std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_v), NAN);
+      std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_qk, sh.dim_v), NAN);
       c.args.scratch = scratch.data();
       block(c.args);
       c.check(spread == 1.0f ? 1.5e-5f : 1e-4f);
@@ -101,7 +111,7 @@ TEST_CASE("attention parts: any split of the cached rows merges to the reference
       INFO("n_tok=" << sh.n_tok << " heads=" << sh.n_heads << " n_kv0=" << sh.n_kv0 << " part=" << part);
       Case c(sh, rng, 1.0f);
       const int64_t n_parts = (n_kv + part - 1) / part;
-      std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_v), NAN);
+      std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_qk, sh.dim_v), NAN);
       std::vector<float> states(mla_attend_state_floats(rows, sh.dim_v) * static_cast<size_t>(n_parts), NAN);
       std::vector<MlaAttendState> parts;
       c.args.scratch = scratch.data();
@@ -115,4 +125,41 @@ TEST_CASE("attention parts: any split of the cached rows merges to the reference
       c.check(1.5e-5f);
     }
   }
+}
+
+// bf16 cache rows: on top of the order of the sums, each probability is
+// rounded to bf16 (8 bits) before it weights a value row, so an output
+// (a weighted mean of unit-scale values) moves by up to ~2^-9 of the values
+// it averages; measured up to 2.7e-3 here (two keys of similar weight).
+TEST_CASE("attention over bf16 cache rows: blocks and parts agree with the reference on the rounded rows") {
+  const MlaAttendBlockFn block = mla_attend_block_kernel_bf16();
+  const MlaAttendRangeFn range = mla_attend_range_kernel_bf16();
+  if (!block || !range) return test::skip("this CPU or build has no AVX512-BF16");
+  std::mt19937 rng(11);
+  double worst = 0.0;
+  for (const Shape& sh : kShapes) {
+    INFO("n_tok=" << sh.n_tok << " heads=" << sh.n_heads << " n_kv0=" << sh.n_kv0 << " qk=" << sh.dim_qk
+                  << " v=" << sh.dim_v);
+    Case c(sh, rng, 1.0f, true);
+    std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_qk, sh.dim_v), NAN);
+    c.args.scratch = scratch.data();
+    block(c.args);
+    worst = std::max(worst, c.check(5e-3f));
+
+    // Generation's way: parts of 5 cached rows, merged.
+    std::fill(c.got.begin(), c.got.end(), 0.0f);
+    const int64_t n_kv = sh.n_kv0 + sh.n_tok - 1, rows = sh.n_tok * sh.n_heads, part = 5;
+    const int64_t n_parts = (n_kv + part - 1) / part;
+    const size_t per_state = mla_attend_state_floats(rows, sh.dim_v);
+    std::vector<float> states(per_state * static_cast<size_t>(n_parts), NAN);
+    std::vector<MlaAttendState> parts;
+    for (int64_t j = 0; j < n_parts; ++j) {
+      parts.push_back(mla_attend_state_carve(states.data() + j * per_state, rows, sh.dim_v));
+      mla_attend_state_init(parts.back(), rows, sh.dim_v);
+      range(c.args, j * part, std::min(n_kv, (j + 1) * part), parts.back());
+    }
+    mla_attend_merge(c.args, parts.data(), static_cast<int>(n_parts));
+    worst = std::max(worst, c.check(5e-3f));
+  }
+  MESSAGE("bf16 attention: worst |difference| " << worst);
 }

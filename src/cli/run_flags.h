@@ -24,7 +24,9 @@ struct RunFlags {
   std::string device = "cpu";
   int n_gpu_layers = -1;            // -ngl; -1: not given
   std::string flash_attn;           // -fa [on|off|auto]: accepted, MLA attention is fused either way
-  std::string cache_type_k = "f32", cache_type_v = "f32";  // -ctk, -ctv
+  // -ctk: the latent cache's type. -ctv: MLA caches no separate values (they
+  // are read from the latent), so it may only repeat -ctk.
+  std::string cache_type_k = "f32", cache_type_v;
   std::string gpu_mem;  // --gpu-mem SIZE, "" for the device's default
   int device_threads = 0;
   PlacementOptions placement;
@@ -35,6 +37,7 @@ struct RunFlags {
     SessionOptions o;
     o.n_ctx = n_ctx;
     o.n_batch = n_batch;
+    o.cache_type = parse_latent_type(cache_type_k, "-ctk");
     o.backends.device = device == "none" ? "cpu" : device.rfind("cuda", 0) == 0 ? "cuda" : device;
     o.backends.n_threads = n_threads;
     o.backends.device_threads = device_threads;
@@ -48,10 +51,10 @@ struct RunFlags {
 // After parsing: refuses what cannot run and warns about what changes
 // nothing here (llama.cpp habits). Throws naming the flag.
 inline void check_run_flags(const RunFlags& f, const char* program) {
-  for (const auto& [flag, type] : {std::pair{"-ctk", f.cache_type_k}, std::pair{"-ctv", f.cache_type_v}})
-    if (type != "f32")
-      throw_error("%s %s: the latent cache is f32 in this version; other cache types are not supported yet", flag,
-                  type.c_str());
+  parse_latent_type(f.cache_type_k, "-ctk");
+  if (!f.cache_type_v.empty() && f.cache_type_v != f.cache_type_k)
+    throw_error("-ctv %s: MLA keeps one latent cache, whose type is -ctk (%s); give -ctk alone",
+                f.cache_type_v.c_str(), f.cache_type_k.c_str());
   if (!f.flash_attn.empty() && f.flash_attn != "on" && f.flash_attn != "off" && f.flash_attn != "auto" &&
       f.flash_attn != "1" && f.flash_attn != "0")
     throw_error("-fa '%s': expected on, off or auto", f.flash_attn.c_str());
@@ -69,8 +72,9 @@ inline void add_run_flags(CLI::App& app, RunFlags& f) {
       ->check(CLI::Range(-1, 1 << 20));
   app.add_option("--flash-attn", f.flash_attn, "-fa [on|off|auto]: accepted; MLA attention is computed fused either way")
       ->expected(0, 1);
-  app.add_option("--cache-type-k", f.cache_type_k, "-ctk: latent cache type (f32)");
-  app.add_option("--cache-type-v", f.cache_type_v, "-ctv: latent cache type (f32)");
+  app.add_option("--cache-type-k", f.cache_type_k,
+                 "-ctk: latent cache type: f32 (default) or bf16 (half the memory, faster attention; needs AVX512-BF16)");
+  app.add_option("--cache-type-v", f.cache_type_v, "-ctv: accepted when it equals -ctk (MLA has one latent cache)");
   app.add_option("--gpu-mem", f.gpu_mem, "device memory the weights and KV cache may use (e.g. 20G); the rest of "
                                          "the routed experts stay on the CPU");
   app.add_option("--n-cpu-moe", f.placement.n_cpu_moe, "keep the routed experts of the first N layers on the CPU (-ncmoe)")

@@ -32,7 +32,7 @@ struct MlaAttendBlockArgs {
   int64_t n_heads;
   int64_t q_tok_stride;
   int64_t q_head_stride;
-  const float* kv;        // cache rows, kv_stride floats apart
+  const void* kv;         // cache rows (f32, or bf16 for the bf16 kernels), kv_stride elements apart
   int64_t kv_stride;
   int64_t n_kv0;          // rows token 0 attends to (its position + 1)
   int64_t dim_qk;         // elements of a row scored against q
@@ -53,8 +53,15 @@ struct MlaAttendState {
   float* o;    // [rows][dim_v]
 };
 
-// Floats of scratch one call needs: chunk scores, plus (whole blocks) a state.
-size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t dim_v);
+// Cached rows per chunk: 128 query rows' scores of one chunk are 32 KiB
+// (L1), and the running output is rescaled once per chunk (64 rows of
+// 1088 multiply-adds per query row against 512 to rescale: under 1%).
+constexpr int64_t kMlaAttendKeyChunk = 64;
+
+// Floats of scratch one call needs: a chunk's scores (and for bf16 rows the
+// queries and probabilities in bf16), plus for whole blocks a state.
+size_t mla_attend_chunk_scratch_floats(int64_t rows, int64_t dim_qk);
+size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t dim_qk, int64_t dim_v);
 // Floats of one state: 2 * rows + rows * dim_v; carve() lays it out.
 size_t mla_attend_state_floats(int64_t rows, int64_t dim_v);
 MlaAttendState mla_attend_state_carve(float* p, int64_t rows, int64_t dim_v);
@@ -68,8 +75,14 @@ using MlaAttendBlockFn = void (*)(const MlaAttendBlockArgs& a);
 // Adds cached rows [s0, s1) to st (a row whose keys end before s0 keeps its
 // state); a.scratch needs mla_attend_block_scratch_floats() floats.
 using MlaAttendRangeFn = void (*)(const MlaAttendBlockArgs& a, int64_t s0, int64_t s1, const MlaAttendState& st);
-// The AVX-512 kernels, or null (then callers take mla_attend_heads per token).
+// The AVX-512 kernels over f32 cache rows, or null (then callers take
+// mla_attend_heads per token).
 MlaAttendBlockFn mla_attend_block_kernel();
 MlaAttendRangeFn mla_attend_range_kernel();
+// Over bf16 cache rows: queries and probabilities are rounded to bf16 and
+// multiplied in pairs with f32 sums (AVX512-BF16's dot product, twice the
+// multiply-adds of f32 per instruction); null without AVX512-BF16.
+MlaAttendBlockFn mla_attend_block_kernel_bf16();
+MlaAttendRangeFn mla_attend_range_kernel_bf16();
 
 }  // namespace moe

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/fp16.h"
 #include "cpu/attention.h"
 #include "cpu/attention_block.h"
 #include "cpu/matmul.h"
@@ -121,17 +122,27 @@ void CpuBackend::output_head(const TensorView& W, const Act& x, int64_t n, float
   moe::matmul(W, x.data, n, logits, scratch(mm_scratch_, matmul_scratch_bytes(W, n)), pool_);
 }
 
+bool CpuBackend::supports_latent_type(LatentType t) const {
+  return t == LatentType::kF32 || (mla_attend_block_kernel_bf16() && mla_attend_range_kernel_bf16());
+}
+
 void CpuBackend::mla_kv_append(const MlaParams& p, const Act& kv_a, const TensorView& kv_norm, LatentCache& cache,
                                int64_t il, int64_t pos0, int64_t n) {
   const int64_t R = p.kv_lora_rank, P = p.qk_rope_head_dim;
   const float* freqs = p.rope_freqs.f32();
   const Act layer = cache.layer(il);
+  const bool bf16 = cache.type == LatentType::kBf16;
+  float* row = bf16 ? scratch(kv_row_, sz(R + P)) : nullptr;  // the f32 row before rounding
   for (int64_t t = 0; t < n; ++t) {
     const float* kv = kv_a.row(t);
-    float* cached = layer.row(pos0 + t);
+    float* cached = bf16 ? row : layer.row(pos0 + t);
     moe::rms_norm(kv, kv_norm.f32(), R, p.rms_norm_eps, cached);
     std::memcpy(cached + R, kv + R, sz(P) * sizeof(float));
     rope_pairs_apply(cached + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
+    if (bf16) {
+      uint16_t* out = reinterpret_cast<uint16_t*>(layer.row(pos0 + t));
+      for (int64_t i = 0; i < R + P; ++i) out[i] = fp32_to_bf16(row[i]);
+    }
   }
 }
 
@@ -178,13 +189,20 @@ void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const Tensor
 
 void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
                                int64_t pos0, int64_t n, Act o_lat) {
-  const int64_t H = p.n_heads, R = p.kv_lora_rank, L = p.latent_dim();
+  const bool bf16 = cache.type == LatentType::kBf16;
   if (n >= kAttnBlockMinTokens) {
-    if (const MlaAttendBlockFn block = mla_attend_block_kernel())
+    if (const MlaAttendBlockFn block = bf16 ? mla_attend_block_kernel_bf16() : mla_attend_block_kernel())
       return mla_attention_blocks(p, q_abs, cache, il, pos0, n, o_lat, block);
-  } else if (const MlaAttendRangeFn range = mla_attend_range_kernel()) {
+  } else if (const MlaAttendRangeFn range = bf16 ? mla_attend_range_kernel_bf16() : mla_attend_range_kernel()) {
     return mla_attention_split(p, q_abs, cache, il, pos0, n, o_lat, range);
   }
+  MOE_ASSERT(!bf16, "%s: no kernel for a bf16 latent cache (checked at load)", name_.c_str());
+  mla_attention_heads(p, q_abs, cache, il, pos0, n, o_lat);
+}
+
+void CpuBackend::mla_attention_heads(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
+                                     int64_t pos0, int64_t n, Act o_lat) {
+  const int64_t H = p.n_heads, R = p.kv_lora_rank, L = p.latent_dim();
   const int64_t groups = (H + kAttnHeadGroup - 1) / kAttnHeadGroup;
   const int64_t n_ctx_max = pos0 + n;
   float* scores_all = scratch(scores_, sz(pool_.size() * kAttnHeadGroup * n_ctx_max));
@@ -217,8 +235,8 @@ void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const Laten
 }
 
 namespace {
-MlaAttendBlockArgs attend_args(const MlaParams& p, const Act& q_abs, const Act& layer, int64_t t0, int64_t n_tok,
-                               int64_t h0, int64_t n_heads, int64_t pos0, Act o_lat) {
+MlaAttendBlockArgs attend_args(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t t0,
+                               int64_t n_tok, int64_t h0, int64_t n_heads, int64_t pos0, Act o_lat) {
   const int64_t R = p.kv_lora_rank, L = p.latent_dim();
   MlaAttendBlockArgs a;
   a.q = q_abs.row(t0) + h0 * L;
@@ -226,8 +244,8 @@ MlaAttendBlockArgs attend_args(const MlaParams& p, const Act& q_abs, const Act& 
   a.n_heads = n_heads;
   a.q_tok_stride = q_abs.stride;
   a.q_head_stride = L;
-  a.kv = layer.row(0);
-  a.kv_stride = layer.stride;
+  a.kv = cache.layer(il).row(0);
+  a.kv_stride = cache.row_elems();
   a.n_kv0 = pos0 + t0 + 1;
   a.dim_qk = L;
   a.dim_v = R;
@@ -245,14 +263,14 @@ void CpuBackend::mla_attention_blocks(const MlaParams& p, const Act& q_abs, cons
   const int64_t H = p.n_heads;
   const int64_t t_blocks = (n + kAttnBlockTokens - 1) / kAttnBlockTokens;
   const int64_t h_blocks = (H + kAttnBlockHeads - 1) / kAttnBlockHeads;
-  const size_t per_thread = mla_attend_block_scratch_floats(kAttnBlockTokens, kAttnBlockHeads, p.kv_lora_rank);
+  const size_t per_thread =
+      mla_attend_block_scratch_floats(kAttnBlockTokens, kAttnBlockHeads, p.latent_dim(), p.kv_lora_rank);
   float* scratch_all = scratch(scores_, sz(pool_.size()) * per_thread);
-  const Act layer = cache.layer(il);
   // Later tokens cost more: jobs are taken from the last block down.
   const auto job = [&](int64_t j, int thread) {
     const int64_t i = t_blocks * h_blocks - 1 - j;
     const int64_t t0 = (i / h_blocks) * kAttnBlockTokens, h0 = (i % h_blocks) * kAttnBlockHeads;
-    MlaAttendBlockArgs a = attend_args(p, q_abs, layer, t0, std::min(kAttnBlockTokens, n - t0), h0,
+    MlaAttendBlockArgs a = attend_args(p, q_abs, cache, il, t0, std::min(kAttnBlockTokens, n - t0), h0,
                                        std::min(kAttnBlockHeads, H - h0), pos0, o_lat);
     a.scratch = scratch_all + sz(thread) * per_thread;
     block(a);
@@ -267,12 +285,12 @@ void CpuBackend::mla_attention_split(const MlaParams& p, const Act& q_abs, const
   const int64_t n_parts = std::clamp<int64_t>((n_kv + kAttnSplitKeys - 1) / kAttnSplitKeys, 1, kAttnMaxParts);
   const int64_t part_keys = (n_kv + n_parts - 1) / n_parts;
   const size_t state_floats = mla_attend_state_floats(rows, R);
-  const size_t scores_floats = mla_attend_block_scratch_floats(n, H, R);
+  const size_t scores_floats = mla_attend_chunk_scratch_floats(rows, p.latent_dim());
   float* all = scratch(scores_, sz(n_parts) * state_floats + sz(pool_.size()) * scores_floats);
   MlaAttendState parts[kAttnMaxParts];
   for (int64_t j = 0; j < n_parts; ++j) parts[j] = mla_attend_state_carve(all + sz(j) * state_floats, rows, R);
   float* scores_all = all + sz(n_parts) * state_floats;
-  const MlaAttendBlockArgs base = attend_args(p, q_abs, cache.layer(il), 0, n, 0, H, pos0, o_lat);
+  const MlaAttendBlockArgs base = attend_args(p, q_abs, cache, il, 0, n, 0, H, pos0, o_lat);
   const auto job = [&](int64_t j, int thread) {
     MlaAttendBlockArgs a = base;
     a.scratch = scores_all + sz(thread) * scores_floats;

@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   std::string describe() const override;
   ThreadPool& pool() { return pool_; }
 
+  bool supports_latent_type(LatentType t) const override;
   Act alloc(int64_t rows, int64_t cols) override;
   Ids alloc_ids(int64_t rows, int64_t cols) override;
   uint8_t* alloc_weight_bytes(size_t bytes) override;
@@ -65,6 +66,9 @@ class CpuBackend final : public Backend {
   // Prompts: attention in blocks of tokens and heads (cpu/attention_block.h).
   void mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                             int64_t n, Act o_lat, MlaAttendBlockFn block);
+  // The per-token reference (f32 caches on CPUs without AVX-512).
+  void mla_attention_heads(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                           int64_t n, Act o_lat);
   // Generation: the cached rows in parts, one per job, merged at the end.
   void mla_attention_split(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                            int64_t n, Act o_lat, MlaAttendRangeFn range);
@@ -84,6 +88,7 @@ class CpuBackend final : public Backend {
   std::vector<uint8_t> head_act_;      // [threads][quantized activations]
   std::vector<float> scores_;          // attention: scores and running states
   std::vector<float> route_scratch_;   // [2 * n_experts]
+  std::vector<float> kv_row_;          // a latent row in f32 before it is stored as bf16
   GroupedExperts experts_;
 };
 

@@ -79,8 +79,9 @@ std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   return out;
 }
 
-size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx) const {
-  return sz(config_.num_hidden_layers * n_ctx * (config_.kv_lora_rank + config_.qk_rope_head_dim)) * sizeof(float);
+size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {
+  const int64_t cols = LatentCache::storage_cols(type, config_.kv_lora_rank + config_.qk_rope_head_dim);
+  return sz(config_.num_hidden_layers * n_ctx * cols) * sizeof(float);
 }
 
 Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, int64_t n_batch, int n_threads)
@@ -106,7 +107,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   in.host_memory = model.weights_read() ? "memory read from the file" : "the file mapping";
   if (backends_.device) in.device_name = backends_.device->name();
   in.budget = backends_.device_budget;
-  in.kv_bytes = model.kv_cache_bytes(o.n_ctx);
+  in.kv_bytes = model.kv_cache_bytes(o.n_ctx, o.cache_type);
   in.options = o.placement;
   if (!o.placement.expert_stats_file.empty()) {
     stats = ExpertStats::read(o.placement.expert_stats_file);
@@ -168,9 +169,13 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   mla_.rms_norm_eps = c_.rms_norm_eps;
   mla_.softmax_scale = c_.softmax_scale();
   mla_.rope_mscale = c_.rope_mscale();
+  if (!be_->supports_latent_type(o.cache_type))
+    throw_error("-ctk %s: %s cannot compute attention over a %s latent cache (bf16 needs a CPU with AVX512-BF16)",
+                latent_type_name(o.cache_type), be_->describe().c_str(), latent_type_name(o.cache_type));
+  cache_.type = o.cache_type;
   cache_.n_layers = L;
   cache_.n_ctx = o.n_ctx;
-  cache_.rows = be_->alloc(L * o.n_ctx, mla_.latent_dim());
+  cache_.rows = be_->alloc(L * o.n_ctx, LatentCache::storage_cols(o.cache_type, mla_.latent_dim()));
 
   const int64_t B = n_batch_, D = c_.hidden_size, H = c_.num_attention_heads;
   const int64_t ffn = std::max(c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts));

@@ -38,7 +38,7 @@ class Deepseek2Model {
   // The weights as the placement planner sees them.
   std::vector<TensorFootprint> tensor_footprints() const;
   // The bytes of a latent cache of n_ctx positions.
-  size_t kv_cache_bytes(int64_t n_ctx) const;
+  size_t kv_cache_bytes(int64_t n_ctx, LatentType type = LatentType::kF32) const;
 
  private:
   Deepseek2Model(GgufFile f) : file_(std::move(f)) {}
@@ -51,6 +51,7 @@ class Deepseek2Model {
 struct SessionOptions {
   int64_t n_ctx = 4096;    // cache positions
   int64_t n_batch = 512;   // most tokens per forward step
+  LatentType cache_type = LatentType::kF32;  // -ctk
   BackendOptions backends;
   PlacementOptions placement;
 };

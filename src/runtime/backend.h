@@ -82,12 +82,28 @@ struct MlaParams {
   int64_t latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }  // a cache row
 };
 
+// The element type of the latent cache (-ctk): f32, or bf16 (half the
+// memory and twice the multiply-adds per instruction, values rounded to 8
+// bits of mantissa).
+enum class LatentType { kF32, kBf16 };
+const char* latent_type_name(LatentType t);
+// "f32" or "bf16" (llama.cpp's -ctk spelling); throws naming the flag.
+LatentType parse_latent_type(const std::string& s, const char* flag);
+size_t latent_type_size(LatentType t);
+
 // The MLA latent cache: per layer and cell [RMSNorm(c_kv) | RoPE(k_rope)],
-// kv_lora_rank + qk_rope_head_dim values; rows = n_layers * n_ctx.
+// dim = kv_lora_rank + qk_rope_head_dim values of `type`; n_layers * n_ctx
+// rows. The storage is f32 rows of storage_cols() floats: a bf16 row packs
+// two values per float (its elements are layer(il).row(pos) read as
+// uint16_t, 2 * stride apart).
 struct LatentCache {
   Act rows;
+  LatentType type = LatentType::kF32;
   int64_t n_layers = 0, n_ctx = 0;
+  static int64_t storage_cols(LatentType t, int64_t dim) { return t == LatentType::kBf16 ? (dim + 1) / 2 : dim; }
   Act layer(int64_t il) const { return rows.rows_from(il * n_ctx, n_ctx); }
+  // Elements (of `type`) from one row to the next.
+  int64_t row_elems() const { return type == LatentType::kBf16 ? 2 * rows.stride : rows.stride; }
   size_t bytes() const { return static_cast<size_t>(rows.rows * rows.cols) * sizeof(float); }
 };
 
@@ -124,6 +140,10 @@ class Backend {
   virtual Device device() const = 0;
   // One line: the instruction set, threads, memory.
   virtual std::string describe() const = 0;
+
+  // Whether mla_attention can read a latent cache of this type (checked when
+  // a session starts, so an unsupported -ctk fails before any work).
+  virtual bool supports_latent_type(LatentType t) const = 0;
 
   // ---- memory ------------------------------------------------------------------
   // Buffers live as long as the backend. Allocation is for set-up (sessions
