@@ -78,6 +78,7 @@ void attend_chunk(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const Mla
   for (int64_t s = 0; s < cn; s += 4) {
     const float* k[4];
     for (int c = 0; c < 4; ++c) k[c] = kv + (c0 + std::min<int64_t>(s + c, cn - 1)) * a.kv_stride;
+    prefetch_rows(kv, a.kv_stride * 4, c0 + s + kPrefetchRows, std::min(c0 + s + kPrefetchRows + 4, c1), a.dim_qk * 4);
     for (int64_t m0 = m_first; m0 < M; m0 += 4) {
       const float* q[4];
       float spare[4][4];

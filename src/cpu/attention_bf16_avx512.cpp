@@ -82,6 +82,7 @@ void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, cons
   for (int64_t s = 0; s < cn; s += 4) {
     const uint16_t* k[4];
     for (int c = 0; c < 4; ++c) k[c] = kv + (c0 + std::min<int64_t>(s + c, cn - 1)) * a.kv_stride;
+    prefetch_rows(kv, a.kv_stride * 2, c0 + s + kPrefetchRows, std::min(c0 + s + kPrefetchRows + 4, c1), a.dim_qk * 2);
     for (int64_t m0 = m_first; m0 < M; m0 += 4) {
       const uint16_t* q[4];
       float spare[4][4];
