@@ -44,21 +44,16 @@ void score_tile(const float* const q[4], const float* const k[4], int64_t dim, f
   for (__m512& v : acc) v = _mm512_setzero_ps();
   // acc[bitrev4(r * 4 + c)] holds the pair (r, c), so that the reduction
   // leaves pair (r, c) in lane r * 4 + c.
-  constexpr int kSlot[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
   for (int64_t i = 0; i < dim; i += 16) {
     const __mmask16 m = lanes(dim - i);
     __m512 kv[4];
     for (int c = 0; c < 4; ++c) kv[c] = _mm512_maskz_loadu_ps(m, k[c] + i);
     for (int r = 0; r < 4; ++r) {
       const __m512 x = _mm512_maskz_loadu_ps(m, q[r] + i);
-      for (int c = 0; c < 4; ++c) acc[kSlot[r * 4 + c]] = _mm512_fmadd_ps(x, kv[c], acc[kSlot[r * 4 + c]]);
+      for (int c = 0; c < 4; ++c) acc[kTileSlot[r * 4 + c]] = _mm512_fmadd_ps(x, kv[c], acc[kTileSlot[r * 4 + c]]);
     }
   }
-  const __m512 s = _mm512_mul_ps(reduce16_bitrev(acc), _mm512_set1_ps(scale));
-  _mm_storeu_ps(out[0], _mm512_maskz_extractf32x4_ps(0xF, s, 0));
-  _mm_storeu_ps(out[1], _mm512_maskz_extractf32x4_ps(0xF, s, 1));
-  _mm_storeu_ps(out[2], _mm512_maskz_extractf32x4_ps(0xF, s, 2));
-  _mm_storeu_ps(out[3], _mm512_maskz_extractf32x4_ps(0xF, s, 3));
+  store_score_tile(acc, scale, out);
 }
 
 // Cached rows [c0, c1) (at most kKeyChunk) into the running state of every
@@ -73,23 +68,9 @@ void attend_chunk(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const Mla
   if (m_first >= M) return;
   const auto q_row = [&](int64_t m) { return a.q + (m / H) * a.q_tok_stride + (m % H) * a.q_head_stride; };
 
-  // Scores, keys outer so 4 cached rows stay in L1 while every row tile
-  // passes; rows past M and keys past c1 read valid rows and are dropped.
-  for (int64_t s = 0; s < cn; s += 4) {
-    const float* k[4];
-    for (int c = 0; c < 4; ++c) k[c] = kv + (c0 + std::min<int64_t>(s + c, cn - 1)) * a.kv_stride;
-    prefetch_rows(kv, a.kv_stride * 4, c0 + s + kPrefetchRows, std::min(c0 + s + kPrefetchRows + 4, c1), a.dim_qk * 4);
-    for (int64_t m0 = m_first; m0 < M; m0 += 4) {
-      const float* q[4];
-      float spare[4][4];
-      float* out[4];
-      for (int r = 0; r < 4; ++r) {
-        q[r] = q_row(std::min(m0 + r, M - 1));
-        out[r] = m0 + r < M ? S + (m0 + r) * C + s : spare[r];
-      }
-      score_tile(q, k, a.dim_qk, a.scale, out);
-    }
-  }
+  chunk_scores(a, kv, c0, cn, m_first, S, q_row, [&](const float* const q[4], const float* const k[4], float* const out[4]) {
+    score_tile(q, k, a.dim_qk, a.scale, out);
+  });
 
   softmax_rows(a, st, S, C, c0, cn, m_first, [](__m512 p) { return p; });
 

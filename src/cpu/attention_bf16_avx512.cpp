@@ -52,21 +52,16 @@ void score_tile(const uint16_t* const q[4], const uint16_t* const k[4], int64_t 
                 float* const out[4]) {
   __m512 acc[16];
   for (__m512& v : acc) v = _mm512_setzero_ps();
-  constexpr int kSlot[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};  // see attention_avx512.cpp
   for (int64_t i = 0; i < dq; i += 32) {
     const __mmask32 m = lanes32(dim - i);
     __m512bh kv[4];
     for (int c = 0; c < 4; ++c) kv[c] = as_bh(_mm512_maskz_loadu_epi16(m, k[c] + i));
     for (int r = 0; r < 4; ++r) {
       const __m512bh x = as_bh(_mm512_loadu_si512(q[r] + i));
-      for (int c = 0; c < 4; ++c) acc[kSlot[r * 4 + c]] = _mm512_dpbf16_ps(acc[kSlot[r * 4 + c]], x, kv[c]);
+      for (int c = 0; c < 4; ++c) acc[kTileSlot[r * 4 + c]] = _mm512_dpbf16_ps(acc[kTileSlot[r * 4 + c]], x, kv[c]);
     }
   }
-  const __m512 s = _mm512_mul_ps(reduce16_bitrev(acc), _mm512_set1_ps(scale));
-  _mm_storeu_ps(out[0], _mm512_maskz_extractf32x4_ps(0xF, s, 0));
-  _mm_storeu_ps(out[1], _mm512_maskz_extractf32x4_ps(0xF, s, 1));
-  _mm_storeu_ps(out[2], _mm512_maskz_extractf32x4_ps(0xF, s, 2));
-  _mm_storeu_ps(out[3], _mm512_maskz_extractf32x4_ps(0xF, s, 3));
+  store_score_tile(acc, scale, out);
 }
 
 void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const MlaAttendState& st) {
@@ -79,21 +74,11 @@ void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, cons
   const Bf16Scratch b = bf16_scratch(a);
   const uint16_t* kv = static_cast<const uint16_t*>(a.kv);
 
-  for (int64_t s = 0; s < cn; s += 4) {
-    const uint16_t* k[4];
-    for (int c = 0; c < 4; ++c) k[c] = kv + (c0 + std::min<int64_t>(s + c, cn - 1)) * a.kv_stride;
-    prefetch_rows(kv, a.kv_stride * 2, c0 + s + kPrefetchRows, std::min(c0 + s + kPrefetchRows + 4, c1), a.dim_qk * 2);
-    for (int64_t m0 = m_first; m0 < M; m0 += 4) {
-      const uint16_t* q[4];
-      float spare[4][4];
-      float* out[4];
-      for (int r = 0; r < 4; ++r) {
-        q[r] = b.q + std::min(m0 + r, M - 1) * b.dq;
-        out[r] = m0 + r < M ? S + (m0 + r) * C + s : spare[r];
-      }
-      score_tile(q, k, a.dim_qk, b.dq, a.scale, out);
-    }
-  }
+  const auto q_row = [&](int64_t m) { return b.q + m * b.dq; };
+  chunk_scores(a, kv, c0, cn, m_first, S, q_row,
+               [&](const uint16_t* const q[4], const uint16_t* const k[4], float* const out[4]) {
+                 score_tile(q, k, a.dim_qk, b.dq, a.scale, out);
+               });
 
   softmax_rows(a, st, S, C, c0, cn, m_first, round_bf16);
   for (int64_t m = m_first; m < M; ++m)  // exact: the values are bf16 already
