@@ -145,10 +145,7 @@ TEST_CASE("IQ1_S and IQ2_XS files: perplexity within 0.5%, top token >= 95%, KL 
   const std::string imatrix = test::shared_fixture("iq/kjv.imatrix.gguf");
   if (imatrix.empty()) return test::skip("iq fixtures absent (iq/kjv.imatrix.gguf)");
   const std::string dir = test::temp_dir();
-  const std::string f32 = dir + "/kjv.f32.gguf";
-  const auto made = test::run_command({test::bin_dir() + "/moe-quantize", "--allow-requantize",
-                                       std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", f32, "F32"});
-  REQUIRE_MESSAGE(made.exit_code == 0, made.err);
+  const std::string f32 = test::trained_model_f32(dir);
   for (const std::string type : {"IQ1_S", "IQ2_XS"}) {
     CAPTURE(type);
     const std::string out = dir + "/kjv." + type + ".gguf";

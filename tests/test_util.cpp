@@ -186,4 +186,13 @@ double ruth_perplexity(const std::string& model) {
   return std::stod(r.out.substr(at + 22));
 }
 
+std::string trained_model_f32(const std::string& dir) {
+  const std::string out = dir + "/kjv.f32.gguf";
+  if (fs::exists(out)) return out;
+  const CommandResult r = run_command({bin_dir() + "/moe-quantize", "--allow-requantize",
+                                       std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", out, "F32"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  return out;
+}
+
 }  // namespace moe::test

@@ -68,6 +68,11 @@ std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng);
 // Fails the test when the tool fails or prints no estimate.
 double ruth_perplexity(const std::string& model);
 
+// The trained default model dequantized to F32 (moe-quantize
+// --allow-requantize), dir/kjv.f32.gguf, made once per dir: the input the
+// IQ and imatrix tests quantize, as llama-quantize's references did.
+std::string trained_model_f32(const std::string& dir);
+
 // FNV-1a 64 of n bytes, continuing from h (the offset basis by default):
 // the hash the quantizer tests compare with ggml's output.
 inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {

@@ -26,16 +26,6 @@ namespace fs = std::filesystem;
 
 std::string bin(const char* tool) { return moe::test::bin_dir() + "/" + tool; }
 
-// kjv.f32.gguf (as the fixture README makes it), once per test run.
-std::string kjv_f32(const std::string& dir) {
-  const std::string out = dir + "/kjv.f32.gguf";
-  if (fs::exists(out)) return out;
-  const std::string q = std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf";
-  const auto r = moe::test::run_command({bin("moe-quantize"), "--allow-requantize", q, out, "F32"});
-  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  return out;
-}
-
 // Runs moe-quantize in `dir` (so that the importance matrix path recorded in
 // the file is the bare name, as in the fixtures' commands).
 moe::test::CommandResult quantize_in(const std::string& dir, const std::string& args) {
@@ -124,7 +114,7 @@ TEST_CASE("moe-quantize --imatrix: reproduces llama-quantize's IQ files byte for
   if (imatrix.empty()) return moe::test::skip("shared fixtures absent (iq/)");
   const std::string dir = moe::test::temp_dir();
   fs::copy_file(imatrix, dir + "/kjv.imatrix.gguf");
-  const std::string f32 = kjv_f32(dir);
+  const std::string f32 = moe::test::trained_model_f32(dir);
   // The README's commands; the very-low-bit types keep blk.4 (the MTP layer,
   // which the importance matrix has no rows for) at q4_K.
   const std::pair<const char*, const char*> cases[] = {
@@ -161,7 +151,7 @@ TEST_CASE("moe-quantize --imatrix: reproduces llama-quantize's IQ files byte for
 
 TEST_CASE("moe-quantize --imatrix: refusals name the tensor and write nothing") {
   const std::string dir = moe::test::temp_dir();
-  const std::string f32 = kjv_f32(dir);
+  const std::string f32 = moe::test::trained_model_f32(dir);
   for (const char* type : {"Q2_K_S", "IQ2_XXS", "IQ1_M", "IQ3_XXS"}) {
     SUBCASE((std::string("a type that needs an importance matrix, without one: ") + type).c_str()) {
       const auto r = quantize_in(dir, std::string("kjv.f32.gguf out.gguf ") + type);
@@ -220,7 +210,7 @@ TEST_CASE("moe-imatrix: the importance matrix of llama-imatrix's run, and files 
   const std::string theirs = moe::test::shared_fixture("iq/kjv.imatrix.gguf");
   if (text.empty() || theirs.empty()) return moe::test::skip("shared fixtures absent (iq/)");
   const std::string dir = moe::test::temp_dir();
-  const std::string f32 = kjv_f32(dir);
+  const std::string f32 = moe::test::trained_model_f32(dir);
   // The README's llama-imatrix command, and the same in the legacy format.
   for (const char* fmt : {"gguf", "dat"}) {
     const auto r = moe::test::run_command({bin("moe-imatrix"), "-m", f32, "-f", text, "-c", "128", "-t", "2", "-o",
@@ -272,7 +262,7 @@ TEST_CASE("moe-imatrix: --in-file adds to a previous matrix as if the text had r
   const std::string text = moe::test::shared_fixture("iq/genesis1-11.txt");
   if (text.empty()) return moe::test::skip("shared fixtures absent (iq/genesis1-11.txt)");
   const std::string dir = moe::test::temp_dir();
-  const std::string f32 = kjv_f32(dir);
+  const std::string f32 = moe::test::trained_model_f32(dir);
   auto imatrix = [&](std::vector<std::string> extra, const std::string& out) {
     std::vector<std::string> argv = {bin("moe-imatrix"), "-m", f32, "-f", text, "-c", "128", "-t", "2", "--no-ppl",
                                      "-o", out};
