@@ -116,8 +116,7 @@ TEST_CASE("attention parts: any split of the cached rows merges to the reference
       std::vector<MlaAttendState> parts;
       c.args.scratch = scratch.data();
       for (int64_t j = 0; j < n_parts; ++j) {
-        parts.push_back(mla_attend_state_carve(states.data() + j * mla_attend_state_floats(rows, sh.dim_v), rows,
-                                               sh.dim_v));
+        parts.push_back(mla_attend_state_carve(states.data() + j * mla_attend_state_floats(rows, sh.dim_v), rows));
         mla_attend_state_init(parts.back(), rows, sh.dim_v);
         range(c.args, j * part, std::min(n_kv, (j + 1) * part), parts.back());
       }
@@ -154,7 +153,7 @@ TEST_CASE("attention over bf16 cache rows: blocks and parts agree with the refer
     std::vector<float> states(per_state * static_cast<size_t>(n_parts), NAN);
     std::vector<MlaAttendState> parts;
     for (int64_t j = 0; j < n_parts; ++j) {
-      parts.push_back(mla_attend_state_carve(states.data() + j * per_state, rows, sh.dim_v));
+      parts.push_back(mla_attend_state_carve(states.data() + j * per_state, rows));
       mla_attend_state_init(parts.back(), rows, sh.dim_v);
       range(c.args, j * part, std::min(n_kv, (j + 1) * part), parts.back());
     }

@@ -46,8 +46,7 @@ namespace moe {
 
 size_t mla_attend_state_floats(int64_t rows, int64_t dim_v) { return static_cast<size_t>(rows * (2 + dim_v)); }
 
-MlaAttendState mla_attend_state_carve(float* p, int64_t rows, int64_t dim_v) {
-  (void)dim_v;
+MlaAttendState mla_attend_state_carve(float* p, int64_t rows) {
   return MlaAttendState{p, p + rows, p + 2 * rows};
 }
 

@@ -144,9 +144,13 @@ void attend_range_bf16(const MlaAttendBlockArgs& a, int64_t s0, int64_t s1, cons
 
 void attend_block_bf16(const MlaAttendBlockArgs& a) { attend_block_with(a, attend_range_bf16); }
 
+// Asked on every attention call: probed once.
 bool cpu_has_avx512_bf16() {
-  __builtin_cpu_init();
-  return cpu_isa_active() == CpuIsa::kAvx512Vnni && __builtin_cpu_supports("avx512bf16");
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_isa_active() == CpuIsa::kAvx512Vnni && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
 }
 
 }  // namespace

@@ -64,7 +64,7 @@ size_t mla_attend_chunk_scratch_floats(int64_t rows, int64_t dim_qk);
 size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t dim_qk, int64_t dim_v);
 // Floats of one state: 2 * rows + rows * dim_v; carve() lays it out.
 size_t mla_attend_state_floats(int64_t rows, int64_t dim_v);
-MlaAttendState mla_attend_state_carve(float* p, int64_t rows, int64_t dim_v);
+MlaAttendState mla_attend_state_carve(float* p, int64_t rows);
 void mla_attend_state_init(const MlaAttendState& st, int64_t rows, int64_t dim_v);
 // out[m] = (sum_j w_j o_j[m]) / (sum_j w_j sum_j[m]), w_j = exp(max_j[m] - max),
 // the parts in order; a part that saw no row of m has max -inf and weight 0.

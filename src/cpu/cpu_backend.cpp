@@ -288,7 +288,7 @@ void CpuBackend::mla_attention_split(const MlaParams& p, const Act& q_abs, const
   const size_t scores_floats = mla_attend_chunk_scratch_floats(rows, p.latent_dim());
   float* all = scratch(scores_, sz(n_parts) * state_floats + sz(pool_.size()) * scores_floats);
   MlaAttendState parts[kAttnMaxParts];
-  for (int64_t j = 0; j < n_parts; ++j) parts[j] = mla_attend_state_carve(all + sz(j) * state_floats, rows, R);
+  for (int64_t j = 0; j < n_parts; ++j) parts[j] = mla_attend_state_carve(all + sz(j) * state_floats, rows);
   float* scores_all = all + sz(n_parts) * state_floats;
   const MlaAttendBlockArgs base = attend_args(p, q_abs, cache, il, 0, n, 0, H, pos0, o_lat);
   const auto job = [&](int64_t j, int thread) {

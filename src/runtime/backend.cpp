@@ -12,8 +12,6 @@ LatentType parse_latent_type(const std::string& s, const char* flag) {
   throw_error("%s %s: the latent cache can be f32 or bf16 (f16 and q8_0 are not supported yet)", flag, s.c_str());
 }
 
-size_t latent_type_size(LatentType t) { return t == LatentType::kBf16 ? 2 : 4; }
-
 TensorView upload_tensor(Backend& be, const TensorView& host) {
   MOE_ASSERT(host.device.is_host() && host.is_contiguous(), "tensor '%s' is not a contiguous host tensor",
              host.name.c_str());

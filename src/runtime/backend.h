@@ -89,7 +89,6 @@ enum class LatentType { kF32, kBf16 };
 const char* latent_type_name(LatentType t);
 // "f32" or "bf16" (llama.cpp's -ctk spelling); throws naming the flag.
 LatentType parse_latent_type(const std::string& s, const char* flag);
-size_t latent_type_size(LatentType t);
 
 // The MLA latent cache: per layer and cell [RMSNorm(c_kv) | RoPE(k_rope)],
 // dim = kv_lora_rank + qk_rope_head_dim values of `type`; n_layers * n_ctx
