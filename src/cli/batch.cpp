@@ -6,12 +6,16 @@
 //   {"id":..., "line":N, "error":"...", "finish_reason":"error"}
 // The exit code is 1 when any line failed.
 //
-// Prompts run one after another: the CPU session holds one sequence, and a
-// batch of sequences would not make its matrix products cheaper per token
-// while it works token-row by token-row. A backend that gains from several
-// sequences at once can take the parsed requests in groups; nothing in the
-// parsing or the records assumes one at a time.
+// With -np N, up to N lines are answered at once (runtime/parallel_generate.h:
+// continuous batching); each line's answer is the same as with -np 1. The
+// records keep input order (a finished record waits for the lines before
+// it) unless --batch-unordered writes each as it finishes. Ctrl-C ends the
+// lines in flight as "interrupted", writes every finished record, and starts
+// no more.
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <optional>
 #include <filesystem>
 #include <set>
 #include <fstream>
@@ -26,7 +30,8 @@
 #include "cli/output.h"
 #include "cli/result_json.h"
 #include "core/error.h"
-#include "runtime/generate.h"
+#include "core/interrupt.h"
+#include "runtime/parallel_generate.h"
 
 namespace moe {
 
@@ -73,65 +78,109 @@ int run_batch(const CliOptions& o) {
   std::optional<ChatTemplate> tmpl;  // resolved on the first chat request
   const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
   Deepseek2Session& session = *session_ptr;
-  const auto n_vocab = static_cast<int32_t>(m.model->config().vocab_size);
-  if (o.n_parallel > 1) throw_error("-np %d: decoding several batch lines at once is not supported yet", o.n_parallel);
   std::set<std::string> warned_keys;  // unknown JSONL keys, each warned about once
-  int n_failed = 0, n_done = 0;
-  double total_s = 0;
-  int64_t total_gen = 0;
 
+  // Every line becomes a record slot; lines that cannot be answered get
+  // their error record now, the others a request.
+  std::vector<std::optional<json>> records;
+  std::vector<ParallelRequest> requests;
+  std::vector<size_t> request_record;  // [request] its record
+  std::vector<const BatchRequest*> request_line;
+  std::vector<BatchLine> parsed_lines;
+  parsed_lines.reserve(lines.size());
+  int n_failed = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
     const int64_t line_no = static_cast<int64_t>(i) + 1;
-    BatchLine parsed = batch_parse_line(lines[i], line_no, format);
+    parsed_lines.push_back(batch_parse_line(lines[i], line_no, format));
+    const BatchLine& parsed = parsed_lines.back();
     if (parsed.kind == BatchLine::blank) continue;
     const BatchRequest& q = parsed.req;
     for (const std::string& k : q.unknown_keys)
       if (warned_keys.insert(k).second && !o.quiet)
         std::fprintf(stderr, "moe: batch: warning: line %lld: unknown key \"%s\" is ignored (known: id, prompt, "
                      "messages, n_predict, temperature, seed, stop)\n", static_cast<long long>(line_no), k.c_str());
+    records.emplace_back();
     if (parsed.kind == BatchLine::invalid) {
-      print_record(error_record(q, parsed.error));
+      records.back() = error_record(q, parsed.error);
       ++n_failed;
       continue;
     }
     try {
-      std::vector<int32_t> tokens;
+      ParallelRequest r;
       if (q.is_chat()) {
         if (!tmpl) tmpl = chat_template_for(o, m);
-        tokens = m.tok.encode(tmpl->render(q.messages, true), /*add_special=*/false, /*parse_special=*/true);
+        r.prompt = m.tok.encode(tmpl->render(q.messages, true), /*add_special=*/false, /*parse_special=*/true);
       } else {
-        tokens = m.tok.encode(q.prompt, /*add_special=*/true, /*parse_special=*/true);
+        r.prompt = m.tok.encode(q.prompt, /*add_special=*/true, /*parse_special=*/true);
       }
-      if (tokens.empty()) throw_error("the prompt tokenizes to nothing");
-      require_prompt_fits(tokens.size(), static_cast<long long>(m.n_ctx), "");
-      SamplerParams sp = o.sampling;
-      sp.seed = q.seed ? *q.seed : base_seed + static_cast<uint64_t>(i);
-      if (q.temperature) sp.temp = *q.temperature;
-      Sampler sampler(sp, n_vocab);
-      GenerateOptions g;
-      g.n_predict = q.n_predict ? *q.n_predict : o.n_predict;
-      g.stop = o.stop;
-      g.stop.insert(g.stop.end(), q.stop.begin(), q.stop.end());
-      g.prompt_chunk = o.n_batch;
-      g.ignore_eos = o.ignore_eos;
-      session.reset();
-      const GenerateResult r = generate(session, m.tok, sampler, tokens, g, [](std::string_view) {}, [] { return false; });
-      json rec = generate_result_json(r, sampler.seed());
-      rec["id"] = q.id;
-      rec["line"] = q.line;
-      print_record(rec);
-      ++n_done;
-      total_s += r.prompt_s + r.gen_s;
-      total_gen += r.n_generated;
+      if (r.prompt.empty()) throw_error("the prompt tokenizes to nothing");
+      require_prompt_fits(r.prompt.size(), static_cast<long long>(m.n_ctx), "");
+      r.sampling = o.sampling;
+      r.sampling.seed = q.seed ? *q.seed : base_seed + static_cast<uint64_t>(i);
+      if (q.temperature) r.sampling.temp = *q.temperature;
+      sampler_params_validate(r.sampling, static_cast<int32_t>(m.model->config().vocab_size));
+      r.options.n_predict = q.n_predict ? *q.n_predict : o.n_predict;
+      r.options.stop = o.stop;
+      r.options.stop.insert(r.options.stop.end(), q.stop.begin(), q.stop.end());
+      r.options.prompt_chunk = o.n_batch;
+      r.options.ignore_eos = o.ignore_eos;
+      requests.push_back(std::move(r));
+      request_record.push_back(records.size() - 1);
+      request_line.push_back(&q);
     } catch (const std::exception& e) {
-      print_record(error_record(q, e.what()));
+      records.back() = error_record(q, e.what());
       ++n_failed;
     }
   }
+
+  // Records go out in input order as soon as every record before them is
+  // ready (or each at once with --batch-unordered).
+  size_t printed = 0;
+  std::vector<bool> done(records.size(), false);
+  auto flush_ready = [&] {
+    while (printed < records.size() && records[printed]) print_record(*records[printed++]);
+  };
+  auto publish = [&](size_t k) {
+    if (o.batch_unordered) {
+      if (!done[k]) print_record(*records[k]);
+      done[k] = true;
+    } else {
+      flush_ready();
+    }
+  };
+  for (size_t k = 0; k < records.size(); ++k)
+    if (records[k]) publish(k);
+
+  int n_done = 0;
+  double total_s = 0;
+  int64_t total_gen = 0;
+  install_interrupt_handler();
+  const auto t0 = std::chrono::steady_clock::now();
+  generate_parallel(
+      session, m.tok, requests,
+      [&](size_t i, GenerateResult& r, uint64_t seed) {
+        const BatchRequest& q = *request_line[i];
+        json rec = generate_result_json(r, seed);
+        rec["id"] = q.id;
+        rec["line"] = q.line;
+        records[request_record[i]] = std::move(rec);
+        publish(request_record[i]);
+        ++n_done;
+        total_gen += r.n_generated;
+      },
+      [] { return interrupt_signal() != 0; });
+  total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Interrupted: the finished records that still wait for an earlier line
+  // that never ran go out too, in order.
+  if (!o.batch_unordered)
+    for (; printed < records.size(); ++printed)
+      if (records[printed]) print_record(*records[printed]);
   write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
-    std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens\n", n_done,
-                 n_failed, m.load_s, total_s, static_cast<long long>(total_gen));
+    std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens%s\n", n_done,
+                 n_failed, m.load_s, total_s, static_cast<long long>(total_gen),
+                 o.n_parallel > 1 ? (" | -np " + std::to_string(o.n_parallel)).c_str() : "");
+  if (interrupt_signal() != 0) return 128 + interrupt_signal();
   return n_failed > 0 ? 1 : 0;
 }
 

@@ -55,7 +55,18 @@ LoadedModel load_model(const CliOptions& o) {
 }
 
 std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
-  auto s = std::make_unique<Deepseek2Session>(*m.model, o.run.session(m.n_ctx, o.n_batch, o.n_threads));
+  SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
+  so.n_seq = o.n_parallel;
+  // Every sequence has a cache of the whole context (Ollama's rule, not
+  // llama.cpp's split of -c), so an answer never depends on -np; refuse
+  // before allocating when the caches cannot fit.
+  const uint64_t kv = m.model->kv_cache_bytes(m.n_ctx, so.cache_type) * static_cast<uint64_t>(so.n_seq);
+  const uint64_t avail = mem_available_bytes();
+  if (avail > 0 && kv > avail)
+    throw_error("-c %lld -np %d: the latent caches need %.1f MiB (%d × %.1f MiB), and %.1f MiB of memory is available; "
+                "use a smaller -c or -np", static_cast<long long>(m.n_ctx), o.n_parallel, kv / 1048576.0, o.n_parallel,
+                kv / 1048576.0 / o.n_parallel, avail / 1048576.0);
+  auto s = std::make_unique<Deepseek2Session>(*m.model, so);
   if (!o.quiet) print_placement(*s, "moe");
   if (o.verbose)
     std::fprintf(stderr, "moe: %s | context %lld | batch %d | model %s\n", s->backends_description().c_str(),

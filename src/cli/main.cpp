@@ -97,8 +97,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch_file, "answer every line of FILE (JSONL or text; - for stdin), JSONL on stdout");
   app.add_option("--batch-format", o.batch_format, "auto, jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}));
-  app.add_option("--parallel", o.n_parallel, "-np: sequences decoded together in --batch mode")
+  app.add_option("--parallel", o.n_parallel, "-np: batch lines answered at once (continuous batching)")
       ->check(CLI::Range(1, 4096));
+  app.add_flag("--batch-unordered", o.batch_unordered,
+               "write each batch record as it finishes, not in input order");
   app.add_flag("--mlock", o.mlock, "keep the model's pages in RAM (mlock)");
   app.add_flag_callback("--mmap", [&] { o.weight_memory = WeightMemory::kMap; },
                         "map the model from the file (default: read it into memory when twice its size fits in the "

@@ -49,6 +49,7 @@ struct CliOptions {
   std::string batch_file;  // "-" = stdin
   std::string batch_format = "auto";
   int n_parallel = 1;  // -np
+  bool batch_unordered = false;  // records as they finish, not in input order
 };
 
 // A loaded model with what every mode needs next to it.

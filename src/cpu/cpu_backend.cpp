@@ -104,7 +104,8 @@ void CpuBackend::matmul(const TensorView& W, const Act& x, int64_t n, Act y) {
   require_dense(x, "matmul input");
   require_dense(y, "matmul output");
   MOE_DASSERT(x.cols == W.ne[0] && y.cols == W.ne[1]);
-  moe::matmul(W, x.data, n, y.data, scratch(mm_scratch_, matmul_scratch_bytes(W, n)), pool_);
+  moe::matmul(W, x.data, n, y.data, scratch(mm_scratch_, matmul_scratch_bytes(W, n, !batch_invariant_)), pool_,
+              !batch_invariant_);
 }
 
 void CpuBackend::add(Act x, const Act& y, int64_t n) {
@@ -119,7 +120,8 @@ void CpuBackend::swiglu(Act g, const Act& u, int64_t n) {
 
 void CpuBackend::output_head(const TensorView& W, const Act& x, int64_t n, float* logits) {
   require_dense(x, "output head");
-  moe::matmul(W, x.data, n, logits, scratch(mm_scratch_, matmul_scratch_bytes(W, n)), pool_);
+  moe::matmul(W, x.data, n, logits, scratch(mm_scratch_, matmul_scratch_bytes(W, n, !batch_invariant_)), pool_,
+              !batch_invariant_);
 }
 
 bool CpuBackend::supports_latent_type(LatentType t) const {
@@ -156,14 +158,14 @@ void CpuBackend::per_head_products(const TensorView& W, int64_t n_heads, int64_t
   const int64_t dim = std::max(in_dim, out_dim);
   float* in_all = scratch(head_in_, sz(pool_.size() * n * dim));
   float* out_all = scratch(head_out_, sz(pool_.size() * n * dim));
-  const size_t act_bytes = (matmul_scratch_bytes(W.matrix(0), n) + 63) / 64 * 64;
+  const size_t act_bytes = (matmul_scratch_bytes(W.matrix(0), n, !batch_invariant_) + 63) / 64 * 64;
   uint8_t* act_all = scratch(head_act_, act_bytes * sz(pool_.size()));
   const auto heads = [&](int64_t h0, int64_t h1, int thread) {
     float* in = in_all + thread * n * dim;
     float* out = out_all + thread * n * dim;
     for (int64_t h = h0; h < h1; ++h) {
       for (int64_t t = 0; t < n; ++t) gather(h, t, &in[t * in_dim]);
-      matmul_serial(W.matrix(h), in, n, out, act_all + sz(thread) * act_bytes);  // [n][out_dim]
+      matmul_serial(W.matrix(h), in, n, out, act_all + sz(thread) * act_bytes, !batch_invariant_);  // [n][out_dim]
       for (int64_t t = 0; t < n; ++t) scatter(h, t, &out[t * out_dim]);
     }
   };
@@ -319,7 +321,7 @@ void CpuBackend::moe_route(const MoeRouteParams& p, const Act& logits, int64_t n
 }
 
 void CpuBackend::grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) {
-  experts_.run(w, h.data, h.stride, d, out.data, out.stride, pool_);
+  experts_.run(w, h.data, h.stride, d, out.data, out.stride, pool_, !batch_invariant_);
 }
 
 // out[t] = sum_k w[t][k] * slot_out[t][k], per token in slot order, as

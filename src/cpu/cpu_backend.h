@@ -31,6 +31,7 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
 
   bool supports_latent_type(LatentType t) const override;
+  void set_batch_invariant(bool on) override { batch_invariant_ = on; }
   Act alloc(int64_t rows, int64_t cols) override;
   Ids alloc_ids(int64_t rows, int64_t cols) override;
   uint8_t* alloc_weight_bytes(size_t bytes) override;
@@ -81,6 +82,7 @@ class CpuBackend final : public Backend {
   }
   std::string name_;
   ThreadPool pool_;
+  bool batch_invariant_ = false;  // set_batch_invariant: products on the per-row kernels only
   std::vector<void*> blocks_;  // everything alloc'd, freed with the backend
   size_t weight_bytes_ = 0;
   std::vector<uint8_t> mm_scratch_;    // quantized activations of a product

@@ -33,9 +33,9 @@ bool use_gemm(const TensorView& W, int64_t n_tokens) {
 }
 }  // namespace
 
-size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens) {
+size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens, bool allow_gemm) {
   const size_t act = ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
-  if (!use_gemm(W, n_tokens)) return act;
+  if (!allow_gemm || !use_gemm(W, n_tokens)) return act;
   return std::max(act, gemm_act_row_bytes(W.ne[0]) * static_cast<size_t>(n_tokens) + 64);
 }
 
@@ -71,8 +71,8 @@ void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act
   matmul_rows_strided(W, r0, r1, act, activation_row_bytes(W), n_tokens, y, y_stride);
 }
 
-ActLayout activation_layout(const TensorView& W, int64_t n_tokens) {
-  if (use_gemm(W, n_tokens)) return {true, gemm_act_row_bytes(W.ne[0])};
+ActLayout activation_layout(const TensorView& W, int64_t n_tokens, bool allow_gemm) {
+  if (allow_gemm && use_gemm(W, n_tokens)) return {true, gemm_act_row_bytes(W.ne[0])};
   return {false, activation_row_bytes(W)};
 }
 
@@ -118,9 +118,10 @@ void matmul_gemm(const TensorView& W, const float* x, int64_t n_tokens, float* y
 }
 
 // pool == nullptr: everything on the calling thread.
-void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool) {
+void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool,
+                 bool allow_gemm) {
   MOE_DASSERT(W.ne[2] == 1 && W.ne[3] == 1);
-  if (use_gemm(W, n_tokens)) return matmul_gemm(W, x, n_tokens, y, scratch, pool);
+  if (allow_gemm && use_gemm(W, n_tokens)) return matmul_gemm(W, x, n_tokens, y, scratch, pool);
   const int64_t n_in = W.ne[0], n_out = W.ne[1];
   uint8_t* act = static_cast<uint8_t*>(scratch);
   quantize_activations(W, x, n_tokens, act);
@@ -138,12 +139,13 @@ void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y
 
 }  // namespace
 
-void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool) {
-  matmul_impl(W, x, n_tokens, y, scratch, &pool);
+void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool,
+            bool allow_gemm) {
+  matmul_impl(W, x, n_tokens, y, scratch, &pool, allow_gemm);
 }
 
-void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch) {
-  matmul_impl(W, x, n_tokens, y, scratch, nullptr);
+void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, bool allow_gemm) {
+  matmul_impl(W, x, n_tokens, y, scratch, nullptr, allow_gemm);
 }
 
 }  // namespace moe

@@ -20,11 +20,16 @@ enum class CpuIsa;
 // environment variable MOE_CPU_ISA=scalar|avx2 asks for less.
 CpuIsa cpu_isa_active();
 
+// allow_gemm = false keeps a product on the per-row kernels at any token
+// count, so each token's result is what it is alone (the repacked GEMM sums
+// in another float order): batch-invariant decoding of many sequences.
+
 // Scratch the caller provides: at least matmul_scratch_bytes(W, n_tokens).
-size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens);
+size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens, bool allow_gemm = true);
 
 // x: [n_tokens][W.ne[0]] floats; y: [n_tokens][W.ne[1]] floats.
-void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool);
+void matmul(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool& pool,
+            bool allow_gemm = true);
 
 // The two halves of a product, for callers that schedule their own work
 // (grouped experts): activations quantized once to W's partner type, then
@@ -42,7 +47,7 @@ struct ActLayout {
   bool gemm = false;
   size_t row_bytes = 0;
 };
-ActLayout activation_layout(const TensorView& W, int64_t n_tokens);
+ActLayout activation_layout(const TensorView& W, int64_t n_tokens, bool allow_gemm = true);
 size_t activation_row_bytes_max(const TensorView& W);  // either layout fits
 void quantize_activations(const TensorView& W, ActLayout layout, const float* x, uint8_t* act);  // one row
 // `tile` is the repacking buffer of the calling thread (gemm_q8.h).
@@ -51,6 +56,7 @@ void matmul_rows(const TensorView& W, ActLayout layout, int64_t r0, int64_t r1, 
 
 // The same on the calling thread alone, for callers that already run one
 // product per thread (MLA's per-head projections).
-void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch);
+void matmul_serial(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch,
+                   bool allow_gemm = true);
 
 }  // namespace moe

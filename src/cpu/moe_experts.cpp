@@ -45,7 +45,7 @@ void for_rows(ThreadPool& pool, int64_t n, int64_t cost_per_row, const Fn& fn) {
 }  // namespace
 
 void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_stride, const ExpertDispatch& d,
-                         float* out, int64_t out_stride, ThreadPool& pool) {
+                         float* out, int64_t out_stride, ThreadPool& pool, bool allow_gemm) {
   const TensorView &gate = w.gate, &up = w.up, &down = w.down;
   const int64_t D = gate.ne[0], F = gate.ne[1], S = d.n_positions();
   MOE_ASSERT(up.ne[0] == D && up.ne[1] == F && down.ne[0] == F && down.ne[1] == D,
@@ -64,9 +64,9 @@ void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_strid
   pos_group_.resize(sz(S));
   for (int64_t gi = 0; gi < n_groups; ++gi) {
     const ExpertGroup& g = d.groups[sz(gi)];
-    gate_layout_[sz(gi)] = activation_layout(gate.matrix(g.expert), g.count);
-    up_layout_[sz(gi)] = activation_layout(up.matrix(g.expert), g.count);
-    down_layout_[sz(gi)] = activation_layout(down.matrix(g.expert), g.count);
+    gate_layout_[sz(gi)] = activation_layout(gate.matrix(g.expert), g.count, allow_gemm);
+    up_layout_[sz(gi)] = activation_layout(up.matrix(g.expert), g.count, allow_gemm);
+    down_layout_[sz(gi)] = activation_layout(down.matrix(g.expert), g.count, allow_gemm);
     std::fill_n(pos_group_.begin() + g.first, g.count, static_cast<int32_t>(gi));
   }
   const size_t stride_gate = activation_row_bytes_max(gate.matrix(0)), stride_up = activation_row_bytes_max(up.matrix(0));

@@ -29,8 +29,10 @@ class GroupedExperts {
   // w.gate, w.up: [hidden, ffn, n]; w.down: [ffn, hidden, n]; h rows of
   // `hidden` floats h_stride apart; out rows of `hidden` floats out_stride
   // apart: out[out_row[p]] = FFN_{group expert}(h[in_row[p]]).
+  // allow_gemm = false: per-row kernels however many tokens an expert has
+  // (matmul.h: batch-invariant).
   void run(const ExpertWeights& w, const float* h, int64_t h_stride, const ExpertDispatch& d, float* out,
-           int64_t out_stride, ThreadPool& pool);
+           int64_t out_stride, ThreadPool& pool, bool allow_gemm = true);
 
   // The whole layer from per-(token, slot) expert ids [n][top_k], written to
   // out [n * top_k][hidden]: the dispatch sorted here (tests, benchmarks).

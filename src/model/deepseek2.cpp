@@ -79,7 +79,7 @@ std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   return out;
 }
 
-size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {
+size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {  // one sequence
   const int64_t cols = LatentCache::storage_cols(type, config_.kv_lora_rank + config_.qk_rope_head_dim);
   return sz(config_.num_hidden_layers * n_ctx * cols) * sizeof(float);
 }
@@ -96,8 +96,14 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, i
 Deepseek2Session::~Deepseek2Session() = default;
 
 Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOptions& o)
-    : model_(model), c_(model.config()), backends_(make_backends(o.backends)), n_batch_(std::max<int64_t>(1, o.n_batch)) {
+    : model_(model),
+      c_(model.config()),
+      backends_(make_backends(o.backends)),
+      n_batch_(std::max<int64_t>(1, o.n_batch)),
+      n_rows_(std::max<int64_t>(n_batch_, o.n_seq)),
+      seq_pos_(sz(std::max<int64_t>(1, o.n_seq)), 0) {
   MOE_ASSERT(o.n_ctx > 0, "context size must be positive");
+  const int64_t n_seq = std::max<int64_t>(1, o.n_seq);
   const int64_t L = c_.num_hidden_layers, E = c_.n_routed_experts;
 
   // Where the weights live.
@@ -107,7 +113,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   in.host_memory = model.weights_read() ? "memory read from the file" : "the file mapping";
   if (backends_.device) in.device_name = backends_.device->name();
   in.budget = backends_.device_budget;
-  in.kv_bytes = model.kv_cache_bytes(o.n_ctx, o.cache_type);
+  in.kv_bytes = model.kv_cache_bytes(o.n_ctx, o.cache_type) * sz(n_seq);
   in.options = o.placement;
   if (!o.placement.expert_stats_file.empty()) {
     stats = ExpertStats::read(o.placement.expert_stats_file);
@@ -175,9 +181,10 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   cache_.type = o.cache_type;
   cache_.n_layers = L;
   cache_.n_ctx = o.n_ctx;
-  cache_.rows = be_->alloc(L * o.n_ctx, LatentCache::storage_cols(o.cache_type, mla_.latent_dim()));
+  cache_.n_seq = n_seq;
+  cache_.rows = be_->alloc(n_seq * L * o.n_ctx, LatentCache::storage_cols(o.cache_type, mla_.latent_dim()));
 
-  const int64_t B = n_batch_, D = c_.hidden_size, H = c_.num_attention_heads;
+  const int64_t B = n_rows_, D = c_.hidden_size, H = c_.num_attention_heads;
   const int64_t ffn = std::max(c_.intermediate_size, c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts));
   const int64_t K = std::max<int64_t>(1, c_.num_experts_per_tok);
   x_ = be_->alloc(B, D);
@@ -215,53 +222,99 @@ ExpertStats Deepseek2Session::expert_stats() const {
   return s;
 }
 
-void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
-  if (n_past_ + n > cache_.n_ctx)
-    throw_error("context full: %lld tokens already in the cache, %lld more do not fit in the context of %lld",
-                static_cast<long long>(n_past_), static_cast<long long>(n), static_cast<long long>(cache_.n_ctx));
+void Deepseek2Session::check_tokens(const int32_t* tokens, int64_t n) const {
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
       throw_error("token id %d at position %lld is outside the vocabulary (%lld tokens)", tokens[i],
                   static_cast<long long>(i), static_cast<long long>(c_.vocab_size));
+}
+
+void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+  if (seq_pos_[0] + n > cache_.n_ctx)
+    throw_error("context full: %lld tokens already in the cache, %lld more do not fit in the context of %lld",
+                static_cast<long long>(seq_pos_[0]), static_cast<long long>(n), static_cast<long long>(cache_.n_ctx));
+  check_tokens(tokens, n);
+  be_->set_batch_invariant(false);
   for (int64_t i = 0; i < n; i += n_batch_) {
     const int64_t m = std::min(n_batch_, n - i);
     const bool last = i + m == n;
     float* out = all_logits ? logits + i * c_.vocab_size : logits;
-    if (all_logits || last) forward_batch(tokens + i, m, out, all_logits);
-    else forward_batch(tokens + i, m, nullptr, false);
+    forward_batch(tokens + i, {{0, m, all_logits || last}}, out, all_logits);
   }
 }
 
-void Deepseek2Session::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
+  int64_t n = 0;
+  std::vector<bool> seen(seq_pos_.size(), false);
+  for (const SeqSpan& sp : spans) {
+    if (sp.seq < 0 || sp.seq >= cache_.n_seq)
+      throw_error("sequence %d is outside the %lld sequences of the session", sp.seq, static_cast<long long>(cache_.n_seq));
+    if (seen[sz(sp.seq)]) throw_error("sequence %d appears twice in one step", sp.seq);
+    seen[sz(sp.seq)] = true;
+    if (sp.n <= 0) throw_error("sequence %d: a span needs at least one token", sp.seq);
+    if (seq_pos_[sz(sp.seq)] + sp.n > cache_.n_ctx)
+      throw_error("context full: sequence %d holds %lld tokens, %lld more do not fit in its context of %lld", sp.seq,
+                  static_cast<long long>(seq_pos_[sz(sp.seq)]), static_cast<long long>(sp.n),
+                  static_cast<long long>(cache_.n_ctx));
+    n += sp.n;
+  }
+  if (n > n_rows_)
+    throw_error("%lld tokens in one step; the session takes %lld", static_cast<long long>(n), static_cast<long long>(n_rows_));
+  if (n == 0) return;
+  check_tokens(tokens, n);
+  // Several sequences: every product row as it would be alone (a step of
+  // one span is its own batch already).
+  const bool invariant = spans.size() > 1;
+  be_->set_batch_invariant(invariant);
+  if (backends_.device) backends_.host->set_batch_invariant(invariant);
+  forward_batch(tokens, spans, logits, false);
+  if (invariant) {
+    be_->set_batch_invariant(false);
+    if (backends_.device) backends_.host->set_batch_invariant(false);
+  }
+}
+
+void Deepseek2Session::forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits,
+                                     bool all_logits) {
   Backend& be = *be_;
   const Deepseek2Weights& w = w_;
   const float eps = c_.rms_norm_eps;
+  int64_t n = 0;
+  for (const SeqSpan& sp : spans) n += sp.n;
   be.embed(w.token_embd, tokens, n, x_);                  // x = E[tokens]
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
     const LayerWeights& L = w.layers[sz(il)];
     be.rms_norm(x_, L.attn_norm, eps, n, h_);             // h = RMSNorm(x)
-    mla_attention(il, L.mla, n);                          // out = MLA(h)
+    mla_attention(il, L.mla, spans, n);                   // out = MLA(h), each token over its own sequence
     be.add(x_, out_, n);                                  // x += out
     be.rms_norm(x_, L.ffn_norm, eps, n, h_);              // h = RMSNorm(x)
     if (const auto* dense = std::get_if<FfnWeights>(&L.ffn)) ffn(*dense, h_, n, out_);  // out = FFN(h)
     else moe_ffn(il, std::get<MoeWeights>(L.ffn), n);     // out = shared + routed experts (h)
     be.add(x_, out_, n);                                  // x += out
   }
-  n_past_ += n;
+  for (const SeqSpan& sp : spans) seq_pos_[sz(sp.seq)] += sp.n;
   n_evaluated_ += static_cast<uint64_t>(n);
-  if (!logits) return;
-  // logits = W_out RMSNorm(x), for every token or the last one
-  const int64_t first = all_logits ? 0 : n - 1;
-  const Act hl = h_.rows_from(first, n - first);
-  be.rms_norm(x_.rows_from(first, n - first), w.output_norm, eps, n - first, hl);
-  be.output_head(w.output, hl, n - first, logits);
+  // logits = W_out RMSNorm(x), for every token, or the last token of each
+  // span that wants them (normed into consecutive rows of h, so the output
+  // head reads its weights once for all of them)
+  if (all_logits) {
+    be.rms_norm(x_, w.output_norm, eps, n, h_);
+    be.output_head(w.output, h_, n, logits);
+    return;
+  }
+  int64_t n_out = 0, end = 0;
+  for (const SeqSpan& sp : spans) {
+    end += sp.n;
+    if (sp.logits) be.rms_norm(x_.rows_from(end - 1, 1), w.output_norm, eps, 1, h_.rows_from(n_out++, 1));
+  }
+  if (n_out > 0) be.output_head(w.output, h_, n_out, logits);
 }
 
 // Multi-head Latent Attention (DeepSeek-V2 §2.1), absorbed form: queries are
 // moved into the latent space through W_UK (attn_k_b) so scores are taken
 // directly against the cached c_kv, and the attention output is lifted out
 // of the latent space through W_UV (attn_v_b) afterwards.
-void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n) {
+void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n) {
   Backend& be = *be_;
   // q = W_UQ RMSNorm(W_DQ h)  or  q = W_Q h                        (eq. 12-13)
   if (const auto* lora = std::get_if<QProjLora>(&m.q_proj)) {
@@ -273,10 +326,18 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, int64_t n)
   }
   // [c_kv | k_rope] = W_DKV h; cache = [RMSNorm(c_kv) | RoPE(k_rope)]  (eq. 9, 14)
   be.matmul(m.wkv_a, h_, n, kv_a_);
-  be.mla_kv_append(mla_, kv_a_, m.kv_a_norm, cache_, il, n_past_, n);
-  // q_abs = [W_UK^T q_nope | RoPE(q_rope)] per head; o = softmax(q_abs . cache) c_kv
-  be.mla_query_absorb(mla_, q_, m.wk_b, n_past_, n, q_abs_);
-  be.mla_attention(mla_, q_abs_, cache_, il, n_past_, n, o_lat_);
+  // Per sequence, over its own slot of the cache and from its own position:
+  //   cache = [RMSNorm(c_kv) | RoPE(k_rope)]
+  //   q_abs = [W_UK^T q_nope | RoPE(q_rope)] per head; o = softmax(q_abs . cache) c_kv
+  int64_t first = 0;
+  for (const SeqSpan& sp : spans) {
+    LatentCache cache = cache_.sequence(sp.seq);
+    const int64_t pos0 = seq_pos_[sz(sp.seq)];
+    be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, il, pos0, sp.n);
+    be.mla_query_absorb(mla_, q_.rows_from(first, sp.n), m.wk_b, pos0, sp.n, q_abs_.rows_from(first, sp.n));
+    be.mla_attention(mla_, q_abs_.rows_from(first, sp.n), cache, il, pos0, sp.n, o_lat_.rows_from(first, sp.n));
+    first += sp.n;
+  }
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
   be.mla_output_lift(mla_, o_lat_, m.wv_b, n, attn_v_);
   be.matmul(m.wo, attn_v_, n, out_);

@@ -49,16 +49,18 @@ class Deepseek2Model {
 };
 
 struct SessionOptions {
-  int64_t n_ctx = 4096;    // cache positions
+  int64_t n_ctx = 4096;    // cache positions of each sequence
   int64_t n_batch = 512;   // most tokens per forward step
+  int64_t n_seq = 1;       // sequences the cache holds (-np)
   LatentType cache_type = LatentType::kF32;  // -ctk
   BackendOptions backends;
   PlacementOptions placement;
 };
 
-// One sequence on the backends of a run: the placement of the weights, the
+// Sequences on the backends of a run: the placement of the weights, the
 // device's copies of them, the latent cache and every activation buffer, all
-// made up front; forward() allocates nothing.
+// made up front; forward() allocates nothing. The InferenceSession interface
+// is sequence 0; forward_spans() steps many sequences at once.
 class Deepseek2Session final : public InferenceSession {
  public:
   Deepseek2Session(const Deepseek2Model& model, const SessionOptions& o);
@@ -66,15 +68,24 @@ class Deepseek2Session final : public InferenceSession {
   Deepseek2Session(const Deepseek2Model& model, int64_t n_ctx, int64_t n_batch, int n_threads);
   ~Deepseek2Session() override;
 
-  // n may exceed n_batch (split into steps).
+  // Sequence 0; n may exceed n_batch (split into steps).
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) override;
-  int64_t n_past() const override { return n_past_; }
+  int64_t n_past() const override { return seq_pos_[0]; }
   int64_t n_ctx() const override { return cache_.n_ctx; }
   int64_t n_vocab() const override { return c_.vocab_size; }
-  void reset() override { n_past_ = 0; }
-  void truncate(int64_t n) override {
-    if (n >= 0 && n < n_past_) n_past_ = n;
+  void reset() override { std::fill(seq_pos_.begin(), seq_pos_.end(), 0); }
+  void truncate(int64_t n) override { seq_truncate(0, n); }
+
+  // ---- many sequences (InferenceSession) ---------------------------------------
+  int64_t n_seq() const override { return cache_.n_seq; }
+  // n_batch, or one token of every sequence where there are more.
+  int64_t max_step_tokens() const override { return n_rows_; }
+  int64_t seq_pos(int64_t s) const override { return seq_pos_[static_cast<size_t>(s)]; }
+  void seq_truncate(int64_t s, int64_t n) override {
+    int64_t& p = seq_pos_[static_cast<size_t>(s)];
+    if (n >= 0 && n < p) p = n;
   }
+  void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
 
   const Deepseek2Model& model() const { return model_; }
   const ExpertPlacement& placement() const { return placement_; }
@@ -87,8 +98,10 @@ class Deepseek2Session final : public InferenceSession {
   ExpertStats expert_stats() const;
 
  private:
-  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
-  void mla_attention(int64_t il, const MlaWeights& m, int64_t n);
+  void check_tokens(const int32_t* tokens, int64_t n) const;
+  // all_logits: every token's logits (one span only).
+  void forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
+  void mla_attention(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n);
   void ffn(const FfnWeights& f, const Act& x, int64_t n, Act out);
   void moe_ffn(int64_t il, const MoeWeights& e, int64_t n);
 
@@ -104,10 +117,11 @@ class Deepseek2Session final : public InferenceSession {
   LatentCache cache_;
   std::unique_ptr<HybridMoe> moe_;
   int64_t n_batch_;
-  int64_t n_past_ = 0;
+  int64_t n_rows_;                 // activation rows: max_step_tokens()
+  std::vector<int64_t> seq_pos_;   // [sequence] cached positions
   uint64_t n_evaluated_ = 0;       // tokens through the layers since the start
 
-  // Activations on the compute backend, [n_batch][...] each.
+  // Activations on the compute backend, [n_rows][...] each.
   Act x_;        // residual stream [hidden]
   Act h_;        // normed input of a block [hidden]
   Act out_;      // block output [hidden]

@@ -90,17 +90,27 @@ const char* latent_type_name(LatentType t);
 // "f32" or "bf16" (llama.cpp's -ctk spelling); throws naming the flag.
 LatentType parse_latent_type(const std::string& s, const char* flag);
 
-// The MLA latent cache: per layer and cell [RMSNorm(c_kv) | RoPE(k_rope)],
-// dim = kv_lora_rank + qk_rope_head_dim values of `type`; n_layers * n_ctx
-// rows. The storage is f32 rows of storage_cols() floats: a bf16 row packs
-// two values per float (its elements are layer(il).row(pos) read as
-// uint16_t, 2 * stride apart).
+// The MLA latent cache: per sequence, layer and cell [RMSNorm(c_kv) |
+// RoPE(k_rope)], dim = kv_lora_rank + qk_rope_head_dim values of `type`;
+// n_seq * n_layers * n_ctx rows, each sequence a slot of its own (the ops
+// take one sequence's view, sequence(s), so they never see another's rows).
+// The storage is f32 rows of storage_cols() floats: a bf16 row packs two
+// values per float (its elements are layer(il).row(pos) read as uint16_t,
+// 2 * stride apart).
 struct LatentCache {
   Act rows;
   LatentType type = LatentType::kF32;
-  int64_t n_layers = 0, n_ctx = 0;
+  int64_t n_layers = 0, n_ctx = 0;  // n_ctx: positions per sequence
+  int64_t n_seq = 1;
   static int64_t storage_cols(LatentType t, int64_t dim) { return t == LatentType::kBf16 ? (dim + 1) / 2 : dim; }
   Act layer(int64_t il) const { return rows.rows_from(il * n_ctx, n_ctx); }
+  // The slot of sequence s, a cache of one sequence.
+  LatentCache sequence(int64_t s) const {
+    LatentCache c = *this;
+    c.rows = rows.rows_from(s * n_layers * n_ctx, n_layers * n_ctx);
+    c.n_seq = 1;
+    return c;
+  }
   // Elements (of `type`) from one row to the next.
   int64_t row_elems() const { return type == LatentType::kBf16 ? 2 * rows.stride : rows.stride; }
   size_t bytes() const { return static_cast<size_t>(rows.rows * rows.cols) * sizeof(float); }
@@ -163,6 +173,13 @@ class Backend {
   // experts) into dst[i] on the host, and back: dst.row(rows[i]) = src[i].
   virtual void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) = 0;
   virtual void scatter_rows_from_host(const float* src, const int32_t* rows, int64_t n, Act dst) = 0;
+
+  // Batch-invariant products: while on, each row of a product (matmul,
+  // output_head, grouped_experts, the MLA per-head products) gets the result it would get as the only
+  // row, whatever else is in the batch: no kernel whose float order depends
+  // on the number of rows. A session turns it on for steps that hold tokens
+  // of several sequences, so an answer never depends on its neighbours.
+  virtual void set_batch_invariant(bool on) = 0;
 
   // ---- ops (n: token rows) --------------------------------------------------------
   // x[t] = row tokens[t] of the embedding table, as f32.

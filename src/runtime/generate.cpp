@@ -35,6 +35,69 @@ const char* finish_reason_text(FinishReason r) {
   return "?";
 }
 
+Generation::Generation(const Tokenizer& tok, Sampler& sampler, const std::vector<int32_t>& prompt,
+                       const GenerateOptions& opt, int64_t n_vocab, std::function<void(std::string_view)> on_text)
+    : tok_(tok),
+      sampler_(sampler),
+      opt_(opt),
+      on_text_(std::move(on_text)),
+      // Generated text continues the prompt: no SentencePiece leading-space strip.
+      decoder_(tok, /*special=*/false, /*at_start=*/false),
+      stops_(opt.stop) {
+  for (int32_t t : prompt) sampler_.accept(t);
+  if (opt.ignore_eos)
+    for (int32_t t = 0; t < static_cast<int32_t>(n_vocab); ++t)
+      if (tok.is_eog(t)) eog_.push_back(t);
+}
+
+void Generation::emit(const std::string& piece) {
+  const std::string out = stops_.push(piece);
+  if (out.empty()) return;
+  r_.text += out;
+  on_text_(out);
+}
+
+int32_t Generation::next(float* logits, int64_t n_past, int64_t n_ctx) {
+  if (opt_.n_predict >= 0 && r_.n_generated >= opt_.n_predict) {
+    r_.finish = FinishReason::length;
+    return -1;
+  }
+  for (int32_t t : eog_) logits[static_cast<size_t>(t)] = -INFINITY;
+  const int32_t next = sampler_.sample(logits);
+  ++r_.n_generated;
+  if (tok_.is_eog(next)) {
+    r_.finish = FinishReason::eos;
+    return -1;
+  }
+  emit(decoder_.push(next));
+  if (stops_.stopped()) {
+    r_.finish = FinishReason::stop;
+    return -1;
+  }
+  if (n_past >= n_ctx) {
+    r_.finish = FinishReason::context_full;
+    return -1;
+  }
+  r_.generated.push_back(next);
+  return next;
+}
+
+GenerateResult& Generation::finish() {
+  if (!stops_.stopped()) {
+    emit(decoder_.flush());
+    if (!stops_.stopped()) {
+      const std::string rest = stops_.flush();
+      if (!rest.empty()) {
+        r_.text += rest;
+        on_text_(rest);
+      }
+    } else {
+      r_.finish = FinishReason::stop;
+    }
+  }
+  return r_;
+}
+
 GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler& sampler,
                         const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(std::string_view)>& on_text,
@@ -44,9 +107,9 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
   MOE_ASSERT(session.n_past() + static_cast<int64_t>(prompt.size()) <= n_ctx,
              "%zu prompt tokens do not fit after %lld cached tokens in a context of %lld", prompt.size(),
              static_cast<long long>(session.n_past()), static_cast<long long>(n_ctx));
-  GenerateResult r;
+  Generation gen(tok, sampler, prompt, opt, session.n_vocab(), on_text);
+  GenerateResult& r = gen.result();
   std::vector<float> logits(static_cast<size_t>(session.n_vocab()));
-  for (int32_t t : prompt) sampler.accept(t);
 
   const auto t_prompt = Clock::now();
   const int64_t chunk = std::max<int64_t>(1, opt.prompt_chunk);
@@ -64,61 +127,17 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
   r.prompt_complete = true;
   r.prompt_s = seconds_since(t_prompt);
 
-  // Generated text continues the prompt: no SentencePiece leading-space strip.
-  StreamDecoder decoder(tok, /*special=*/false, /*at_start=*/false);
-  StopMatcher stops(opt.stop);
-  auto emit = [&](const std::string& piece) {
-    const std::string out = stops.push(piece);
-    if (out.empty()) return;
-    r.text += out;
-    on_text(out);
-  };
-  // --ignore-eos: the end-of-generation tokens get no probability.
-  std::vector<int32_t> eog;
-  if (opt.ignore_eos)
-    for (int32_t t = 0; t < static_cast<int32_t>(logits.size()); ++t)
-      if (tok.is_eog(t)) eog.push_back(t);
   const auto t_gen = Clock::now();
   for (;;) {
-    if (opt.n_predict >= 0 && r.n_generated >= opt.n_predict) {
-      r.finish = FinishReason::length;
-      break;
-    }
     if (cancelled()) {
-      r.finish = FinishReason::interrupted;
+      gen.interrupt();
       break;
     }
-    for (int32_t t : eog) logits[static_cast<size_t>(t)] = -INFINITY;
-    const int32_t next = sampler.sample(logits.data());
-    ++r.n_generated;
-    if (tok.is_eog(next)) {
-      r.finish = FinishReason::eos;
-      break;
-    }
-    emit(decoder.push(next));
-    if (stops.stopped()) {
-      r.finish = FinishReason::stop;
-      break;
-    }
-    if (session.n_past() >= n_ctx) {
-      r.finish = FinishReason::context_full;
-      break;
-    }
+    const int32_t next = gen.next(logits.data(), session.n_past(), n_ctx);
+    if (next < 0) break;
     session.forward(&next, 1, logits.data(), false);
-    r.generated.push_back(next);
   }
-  if (!stops.stopped()) {
-    emit(decoder.flush());
-    if (!stops.stopped()) {
-      const std::string rest = stops.flush();
-      if (!rest.empty()) {
-        r.text += rest;
-        on_text(rest);
-      }
-    } else {
-      r.finish = FinishReason::stop;
-    }
-  }
+  gen.finish();
   r.gen_s = seconds_since(t_gen);
   return r;
 }

@@ -40,6 +40,38 @@ struct GenerateResult {
   bool prompt_complete = false;    // false when cancelled before the whole prompt was evaluated
 };
 
+// The sampling side of one answer, step by step, for a caller that runs the
+// forward passes itself (generate() below, or the batch scheduler stepping
+// many sequences at once): given the logits after the last evaluated token,
+// next() samples and says which token to evaluate next, or that the answer
+// is finished (length, end of generation, stop string, full context).
+class Generation {
+ public:
+  // The prompt's tokens go into the sampler's penalty history.
+  // n_vocab: the model's logits per token.
+  Generation(const Tokenizer& tok, Sampler& sampler, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+             int64_t n_vocab, std::function<void(std::string_view)> on_text);
+  // n_past, n_ctx: the sequence's cached tokens and context. Returns the
+  // token to evaluate next (it joins result().generated), or -1 when done.
+  int32_t next(float* logits, int64_t n_past, int64_t n_ctx);
+  // Ends the answer early (Ctrl-C).
+  void interrupt() { r_.finish = FinishReason::interrupted; }
+  // Flushes the held-back text; the result is complete after this.
+  GenerateResult& finish();
+  GenerateResult& result() { return r_; }
+
+ private:
+  void emit(const std::string& piece);
+  const Tokenizer& tok_;
+  Sampler& sampler_;
+  const GenerateOptions& opt_;
+  std::function<void(std::string_view)> on_text_;
+  StreamDecoder decoder_;
+  StopMatcher stops_;
+  std::vector<int32_t> eog_;  // --ignore-eos: end-of-generation tokens get no probability
+  GenerateResult r_;
+};
+
 // Appends `prompt` (non-empty) to the session at n_past() and generates.
 // on_text receives the answer in order as it becomes final (complete UTF-8,
 // never a possible stop-string prefix); cancelled() is polled between

@@ -35,6 +35,7 @@ class ImatrixCollector final : public Backend {
   Device device() const override { return inner_->device(); }
   std::string describe() const override { return inner_->describe() + ", collecting an importance matrix"; }
   bool supports_latent_type(LatentType t) const override { return inner_->supports_latent_type(t); }
+  void set_batch_invariant(bool on) override { inner_->set_batch_invariant(on); }
   Act alloc(int64_t rows, int64_t cols) override { return inner_->alloc(rows, cols); }
   Ids alloc_ids(int64_t rows, int64_t cols) override { return inner_->alloc_ids(rows, cols); }
   uint8_t* alloc_weight_bytes(size_t bytes) override { return inner_->alloc_weight_bytes(bytes); }

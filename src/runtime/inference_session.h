@@ -1,10 +1,22 @@
-// What the generation loop needs from a model's session: evaluate tokens
-// into its cache and hand back logits. One sequence, positions 0..n_past()-1.
+// What the generation loops need from a model's session: evaluate tokens
+// into its cache and hand back logits. forward() and the rest of the first
+// group are one sequence (sequence 0), positions 0..n_past()-1; the second
+// group steps many sequences, each in its own slot of the cache, at once.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace moe {
+
+// A run of tokens of one sequence in a multi-sequence step: the next `n`
+// tokens of sequence `seq`, at its next positions; `logits`: the logits of
+// its last token are wanted.
+struct SeqSpan {
+  int32_t seq = 0;
+  int64_t n = 0;
+  bool logits = false;
+};
 
 class InferenceSession {
  public:
@@ -18,6 +30,23 @@ class InferenceSession {
   virtual int64_t n_vocab() const = 0;
   virtual void reset() = 0;
   virtual void truncate(int64_t n) = 0;  // forget positions n..
+
+  // ---- many sequences ------------------------------------------------------------
+  virtual int64_t n_seq() const = 0;
+  // Most tokens of one forward_spans() step, all spans together.
+  virtual int64_t max_step_tokens() const = 0;
+  virtual int64_t seq_pos(int64_t s) const = 0;          // cached positions of sequence s
+  virtual void seq_truncate(int64_t s, int64_t n) = 0;   // forget its positions n..
+  // One step over the spans' tokens (concatenated in `tokens`, span after
+  // span, each sequence at most once, max_step_tokens() at most): every
+  // token attends to its own sequence only, and the matrix products and
+  // experts run over all of them together (each weight read once). With
+  // several spans every product row is computed as it would be alone
+  // (Backend::set_batch_invariant), so a sequence's logits do not depend on
+  // its neighbours as long as its prompt chunks run as single spans. Writes
+  // the logits of each span that wants them, in span order,
+  // [spans wanting logits][n_vocab].
+  virtual void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) = 0;
 };
 
 }  // namespace moe

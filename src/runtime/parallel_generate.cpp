@@ -1,0 +1,133 @@
+#include "runtime/parallel_generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "core/error.h"
+
+namespace moe {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// One sequence of the session and the request it is answering.
+struct Slot {
+  size_t request = 0;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<Generation> gen;
+  size_t prompt_done = 0;   // prompt tokens evaluated
+  int32_t next = -1;        // generating: the token to evaluate next
+  Clock::time_point t_start, t_gen;
+  bool busy() const { return gen != nullptr; }
+};
+
+}  // namespace
+
+size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const std::vector<ParallelRequest>& requests,
+                         const std::function<void(size_t, GenerateResult&, uint64_t)>& on_done,
+                         const std::function<bool()>& cancelled) {
+  const int64_t n_vocab = session.n_vocab();
+  const int64_t budget = session.max_step_tokens();
+  std::vector<Slot> slots(static_cast<size_t>(session.n_seq()));
+  std::vector<int32_t> tokens;
+  std::vector<SeqSpan> spans;
+  std::vector<Slot*> span_slot;  // the slot of each span
+  std::vector<float> logits;
+  size_t next_request = 0;
+  bool stopping = false;
+
+  auto finish = [&](Slot& s) {
+    GenerateResult& r = s.gen->finish();
+    r.gen_s = seconds_between(s.t_gen, Clock::now());
+    on_done(s.request, r, s.sampler->seed());
+    s.gen.reset();
+    s.sampler.reset();
+  };
+
+  for (;;) {
+    if (!stopping && cancelled()) {
+      stopping = true;
+      for (Slot& s : slots) {
+        if (!s.busy()) continue;
+        s.gen->interrupt();
+        if (s.prompt_done < requests[s.request].prompt.size())
+          s.gen->result().prompt_s = seconds_between(s.t_start, Clock::now());
+        s.t_gen = Clock::now();
+        finish(s);
+      }
+    }
+    // Free slots take the next requests.
+    for (size_t i = 0; i < slots.size() && !stopping && next_request < requests.size(); ++i) {
+      Slot& s = slots[i];
+      if (s.busy()) continue;
+      const ParallelRequest& q = requests[next_request];
+      MOE_ASSERT(!q.prompt.empty() && static_cast<int64_t>(q.prompt.size()) <= session.n_ctx(),
+                 "request %zu: a prompt of %zu tokens in a context of %lld", next_request, q.prompt.size(),
+                 static_cast<long long>(session.n_ctx()));
+      s.request = next_request++;
+      s.sampler = std::make_unique<Sampler>(q.sampling, static_cast<int32_t>(n_vocab));
+      s.gen = std::make_unique<Generation>(tok, *s.sampler, q.prompt, q.options, n_vocab, [](std::string_view) {});
+      s.prompt_done = 0;
+      s.next = -1;
+      s.t_start = Clock::now();
+      session.seq_truncate(static_cast<int64_t>(i), 0);
+    }
+
+    // The step: one token of every generating sequence in one forward
+    // pass, then the next prompt chunk of each sequence reading its prompt,
+    // each in a forward pass of its own, cut as generate() cuts it alone:
+    // its rows then take the same kernels as alone (a chunk's rows in the
+    // repacked GEMM, a decoding token's on the per-row kernels), so answers
+    // are the same at any -np. A long prompt advances one chunk per step
+    // and never stalls the others' decoding.
+    tokens.clear();
+    spans.clear();
+    span_slot.clear();
+    for (size_t i = 0; i < slots.size(); ++i) {
+      Slot& s = slots[i];
+      if (!s.busy() || s.next < 0) continue;
+      tokens.push_back(s.next);
+      spans.push_back({static_cast<int32_t>(i), 1, true});
+      span_slot.push_back(&s);
+    }
+    bool any = !spans.empty();
+    if (any) {
+      logits.resize(spans.size() * static_cast<size_t>(n_vocab));
+      session.forward_spans(tokens.data(), spans, logits.data());
+      for (size_t k = 0; k < spans.size(); ++k) {
+        Slot& s = *span_slot[k];
+        s.next = s.gen->next(logits.data() + k * static_cast<size_t>(n_vocab), session.seq_pos(spans[k].seq),
+                             session.n_ctx());
+        if (s.next < 0) finish(s);
+      }
+    }
+    for (size_t i = 0; i < slots.size(); ++i) {
+      Slot& s = slots[i];
+      if (!s.busy() || s.next >= 0) continue;
+      any = true;
+      const ParallelRequest& q = requests[s.request];
+      const int64_t left = static_cast<int64_t>(q.prompt.size() - s.prompt_done);
+      const int64_t n = std::min(std::min(std::max<int64_t>(1, q.options.prompt_chunk), budget), left);
+      const SeqSpan span{static_cast<int32_t>(i), n, n == left};
+      logits.resize(static_cast<size_t>(n_vocab));
+      session.forward_spans(q.prompt.data() + s.prompt_done, {span}, logits.data());
+      GenerateResult& r = s.gen->result();
+      s.prompt_done += static_cast<size_t>(n);
+      r.n_prompt += n;
+      if (!span.logits) continue;
+      r.prompt_complete = true;
+      const auto now = Clock::now();
+      r.prompt_s = seconds_between(s.t_start, now);
+      s.t_gen = now;
+      s.next = s.gen->next(logits.data(), session.seq_pos(i), session.n_ctx());
+      if (s.next < 0) finish(s);
+    }
+    if (!any) break;  // nothing in flight, nothing left to start
+  }
+  return requests.size() - next_request;
+}
+
+}  // namespace moe

@@ -1,0 +1,117 @@
+// Many sequences in one session (runtime/inference_session.h forward_spans):
+// a sequence stepped together with others gets the logits it gets alone.
+// Its tokens attend to its own slot of the cache only, its prompt chunks run
+// as single spans as alone, and a step of several sequences keeps every
+// product row on the kernels it would take alone (batch-invariant: no
+// repacked GEMM, whose float order differs), so the logits must be
+// identical, quantized or not. The test would fail by 0.13 in a logit if the
+// GEMM took the decoding rows of 20 sequences.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "model/deepseek2.h"
+#include "test_util.h"
+
+using namespace moe;
+
+namespace {
+
+const std::string kDefaultModel = std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf";
+
+std::vector<int32_t> random_tokens(std::mt19937& rng, int64_t n, int64_t n_vocab) {
+  std::uniform_int_distribution<int32_t> d(3, static_cast<int32_t>(n_vocab) - 1);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = d(rng);
+  return t;
+}
+
+// Sequence k's prompt is prompts[k] followed by decode tokens, one per step.
+// Returns the logits of sequence 0 after its prompt and after each decode,
+// run alone (n_seq = 1) or beside n_others other sequences.
+struct Run {
+  std::vector<std::vector<float>> logits;  // [step][n_vocab]
+};
+
+Run run_sequences(const Deepseek2Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                  const std::vector<std::vector<int32_t>>& decodes, int64_t n_seq) {
+  Deepseek2Session s(model, [&] {
+    SessionOptions o;
+    o.n_ctx = 256;
+    o.n_batch = 32;
+    o.n_seq = n_seq;
+    o.backends.n_threads = 2;
+    return o;
+  }());
+  const int64_t V = s.n_vocab();
+  Run r;
+  // Prompts, each sequence's chunks (n_batch = 32) as single spans.
+  for (int64_t k = 0; k < n_seq; ++k) {
+    const auto& p = prompts[static_cast<size_t>(k)];
+    std::vector<float> l(static_cast<size_t>(V));
+    for (size_t done = 0; done < p.size();) {
+      const int64_t n = std::min<int64_t>(32, static_cast<int64_t>(p.size() - done));
+      const bool last = done + static_cast<size_t>(n) == p.size();
+      s.forward_spans(p.data() + done, {{static_cast<int32_t>(k), n, last}}, l.data());
+      done += static_cast<size_t>(n);
+    }
+    if (k == 0) r.logits.push_back(l);
+  }
+  for (size_t step = 0; step < decodes[0].size(); ++step) {
+    std::vector<int32_t> tokens;
+    std::vector<SeqSpan> spans;
+    for (int64_t k = 0; k < n_seq; ++k) {
+      tokens.push_back(decodes[static_cast<size_t>(k)][step]);
+      spans.push_back({static_cast<int32_t>(k), 1, true});
+    }
+    std::vector<float> l(static_cast<size_t>(n_seq * V));
+    s.forward_spans(tokens.data(), spans, l.data());
+    r.logits.emplace_back(l.begin(), l.begin() + V);
+  }
+  return r;
+}
+
+double max_abs_diff(const Run& a, const Run& b) {
+  REQUIRE(a.logits.size() == b.logits.size());
+  double m = 0;
+  for (size_t i = 0; i < a.logits.size(); ++i)
+    for (size_t j = 0; j < a.logits[i].size(); ++j)
+      m = std::max(m, static_cast<double>(std::fabs(a.logits[i][j] - b.logits[i][j])));
+  return m;
+}
+
+void check_batched_equals_alone(const std::string& path) {
+  const auto model = Deepseek2Model::load(path);
+  const int64_t V = model->config().vocab_size;
+  std::mt19937 rng(11);
+  for (int64_t n_seq : {4, 20}) {
+    CAPTURE(n_seq);
+    std::vector<std::vector<int32_t>> prompts, decodes;
+    for (int64_t k = 0; k < n_seq; ++k) {
+      prompts.push_back(random_tokens(rng, 5 + (9 * k) % 40 + (k == 0 ? 20 : 0), V));  // sequence 0: 25 tokens, a GEMM chunk
+      decodes.push_back(random_tokens(rng, 6, V));
+    }
+    const Run batched = run_sequences(*model, prompts, decodes, n_seq);
+    const Run alone = run_sequences(*model, {prompts[0]}, {decodes[0]}, 1);
+    REQUIRE(batched.logits.size() == 7);
+    const double d = max_abs_diff(batched, alone);
+    MESSAGE(path << ": " << n_seq << " sequences, max |logit batched - alone| = " << d);
+    CHECK(d == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("multi-sequence: f32 logits of a sequence batched with others equal its logits alone, bit for bit") {
+  check_batched_equals_alone(test::trained_model_f32(test::temp_dir()));
+}
+
+TEST_CASE("multi-sequence: quantized logits of a sequence batched with others equal its logits alone, bit for bit") {
+  check_batched_equals_alone(kDefaultModel);
+}
+
+TEST_CASE("multi-sequence: the random V3 fixture's logits batched equal its logits alone, bit for bit") {
+  check_batched_equals_alone(test::local_fixture("tiny-dsv3.Q4_K_M.gguf"));
+}
