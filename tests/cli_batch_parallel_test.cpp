@@ -1,0 +1,154 @@
+// `moe --batch FILE -np N`: up to N lines answered at once (continuous
+// batching). A line's record must not depend on -np: same text, token
+// counts and finish reason at -np 1 and -np 8, greedy and seeded, on the
+// trained default model and on the random fixture; bad lines keep their
+// error records in place; Ctrl-C keeps every finished record; caches that
+// cannot fit are refused before any work.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+using namespace moe;
+using nlohmann::json;
+
+namespace {
+
+const std::string kDefaultModel = std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf";
+std::string moe_bin() { return test::bin_dir() + "/moe"; }
+
+std::vector<json> parse_records(const std::string& out) {
+  std::vector<json> records;
+  size_t start = 0;
+  while (start < out.size()) {
+    size_t end = out.find('\n', start);
+    if (end == std::string::npos) end = out.size();
+    if (end > start) records.push_back(json::parse(out.substr(start, end - start)));
+    start = end + 1;
+  }
+  return records;
+}
+
+// 40 lines of different lengths, budgets and seeds, with bad lines among
+// them (invalid JSON, a prompt longer than -c 128).
+std::string batch_file(const std::string& dir) {
+  std::string file;
+  std::string verse = "and Ruth said , intreat me not to leave thee , or to return from following after thee";
+  for (int i = 1; i <= 40; ++i) {
+    if (i == 7) file += "{\"id\": \"bad\", \"prompt\": \"unterminated\n";
+    else if (i == 23) {
+      std::string words;
+      for (int k = 0; k < 150; ++k) words += " the LORD";
+      file += R"({"id": "long", "prompt": ")" + words + "\"}\n";
+    } else {
+      const std::string prompt = verse.substr(0, static_cast<size_t>(8 + (i * 13) % 80));
+      file += R"({"id": )" + std::to_string(i) + R"(, "prompt": ")" + prompt + R"(", "n_predict": )" +
+              std::to_string(4 + (i * 7) % 30) + (i % 5 == 0 ? R"(, "seed": 5, "temperature": 1.1)" : "") + "}\n";
+    }
+  }
+  const std::string path = dir + "/lines.jsonl";
+  test::write_file(path, file.data(), file.size());
+  return path;
+}
+
+void check_same_records_at_any_np(const std::string& model, const std::vector<std::string>& sampling) {
+  const std::string path = batch_file(test::temp_dir());
+  std::vector<std::vector<json>> runs;
+  for (const char* np : {"1", "8"}) {
+    std::vector<std::string> args = {moe_bin(), "-m", model, "--batch", path, "-c", "128", "-t", "2", "-np", np, "-s", "42"};
+    args.insert(args.end(), sampling.begin(), sampling.end());
+    const auto r = test::run_command(args);
+    INFO("-np " << np << " stderr: " << r.err);
+    CHECK(r.exit_code == 1);  // two lines failed
+    runs.push_back(parse_records(r.out));
+    REQUIRE(runs.back().size() == 40);
+  }
+  int answered = 0, generated = 0;
+  for (size_t i = 0; i < 40; ++i) {
+    const json &a = runs[0][i], &b = runs[1][i];
+    INFO(a.dump() << "\n" << b.dump());
+    CHECK(a.at("line") == static_cast<int>(i) + 1);  // input order
+    CHECK(b.at("line") == a.at("line"));
+    CHECK(b.value("error", "") == a.value("error", ""));
+    CHECK(b.value("text", "<none>") == a.value("text", "<none>"));
+    CHECK(b.value("generated_tokens", -1) == a.value("generated_tokens", -1));
+    CHECK(b.value("prompt_tokens", -1) == a.value("prompt_tokens", -1));
+    CHECK(b.at("finish_reason") == a.at("finish_reason"));
+    if (a.contains("text")) ++answered, generated += a.at("generated_tokens").get<int>();
+  }
+  CHECK(answered == 38);
+  CHECK(generated > 200);  // the answers are not trivially empty
+  CHECK(runs[0][6].at("error").get<std::string>().find("invalid JSON") != std::string::npos);
+  CHECK(runs[1][22].at("error").get<std::string>().find("longer than the context") != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("moe --batch -np 8: every record equals its -np 1 record (trained model, greedy)") {
+  check_same_records_at_any_np(kDefaultModel, {"--temp", "0"});
+}
+
+TEST_CASE("moe --batch -np 8: every record equals its -np 1 record (trained model, seeded sampling)") {
+  check_same_records_at_any_np(kDefaultModel, {"--temp", "0.9", "--top-k", "40"});
+}
+
+TEST_CASE("moe --batch -np 8: every record equals its -np 1 record (random fixture, seeded sampling)") {
+  check_same_records_at_any_np(test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), {"--temp", "0.8"});
+}
+
+TEST_CASE("moe --batch --batch-unordered: every record, each once, as it finishes") {
+  const std::string path = batch_file(test::temp_dir());
+  const auto r = test::run_command(
+      {moe_bin(), "-m", kDefaultModel, "--batch", path, "-c", "128", "-t", "2", "-np", "6", "--batch-unordered"});
+  CHECK(r.exit_code == 1);
+  std::set<int> lines;
+  for (const json& rec : parse_records(r.out)) lines.insert(rec.at("line").get<int>());
+  CHECK(lines.size() == 40);
+  CHECK(*lines.begin() == 1);
+  CHECK(*lines.rbegin() == 40);
+}
+
+TEST_CASE("moe --batch -np 4: Ctrl-C keeps every finished record, in order, and ends the lines in flight") {
+  std::string file;
+  for (int i = 1; i <= 60; ++i) file += "{\"id\": " + std::to_string(i) + ", \"prompt\": \"and Ruth said\"}\n";
+  const std::string dir = test::temp_dir();
+  test::write_file(dir + "/many.jsonl", file.data(), file.size());
+  // Long answers (--ignore-eos, 200 tokens each): the batch takes many
+  // seconds, so the signal lands while lines are in flight.
+  const auto r = test::run_shell(moe_bin() + " -m " + test::shell_quote(kDefaultModel) + " --batch " +
+                                 test::shell_quote(dir + "/many.jsonl") +
+                                 " -c 256 -n 200 --ignore-eos -t 2 -np 4 > " + test::shell_quote(dir + "/out.jsonl") +
+                                 " 2>/dev/null & pid=$!; sleep 1.5; kill -INT $pid; wait $pid; echo $?");
+  CHECK(r.out == "130\n");
+  const std::string out(reinterpret_cast<const char*>(test::read_file(dir + "/out.jsonl").data()),
+                        test::read_file(dir + "/out.jsonl").size());
+  const std::vector<json> recs = parse_records(out);  // every line is whole JSON
+  REQUIRE(recs.size() >= 1);
+  CHECK(recs.size() < 60);  // it stopped early
+  int prev = 0, interrupted = 0;
+  for (const json& rec : recs) {
+    CHECK(rec.at("line").get<int>() == prev + 1);  // in order, none lost before the last
+    prev = rec.at("line").get<int>();
+    if (rec.at("finish_reason") == "interrupted") ++interrupted;
+    else CHECK(rec.at("generated_tokens") == 200);
+  }
+  CHECK(interrupted >= 1);
+  CHECK(interrupted <= 4);
+}
+
+TEST_CASE("moe --batch: caches for -np sequences that cannot fit are refused before any work") {
+  const std::string path = test::temp_dir() + "/one.jsonl";
+  test::write_file(path, "{\"prompt\": \"x\"}\n", 16);
+  const auto r = test::run_command({moe_bin(), "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "--batch", path,
+                                    "-c", "163840", "-np", "4096", "-t", "2"});
+  CHECK(r.exit_code != 0);
+  CHECK(r.out.empty());
+  CHECK(r.err.find("-np 4096") != std::string::npos);
+  CHECK(r.err.find("latent caches need") != std::string::npos);
+  CHECK(r.err.find("MiB of memory is available") != std::string::npos);
+}
