@@ -39,7 +39,7 @@ while getopts "m:t:p:n:d:r:P:N:A:h" opt; do
   esac
 done
 cache=${MOE_PEER_CACHE:-$HOME/.cache/moe.cpp}
-peer_bin=$(scripts/build-llamacpp.sh --targets "llama-bench" | tail -1)
+peer_bin=$(scripts/build-llamacpp.sh --targets "llama-bench llama-batched-bench" | tail -1)
 make build >/dev/null
 if [[ -z $model ]]; then
   model=$cache/synth/v2lite-seed1.Q4_K_M.gguf

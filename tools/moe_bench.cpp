@@ -11,6 +11,13 @@
 // "@ dD" in the test name. Each test runs once untimed (warm-up: page cache,
 // thread pool), then -r timed repetitions; the table shows mean ± sample
 // standard deviation.
+//
+// Batched mode, as llama-batched-bench measures it (its flags):
+//   moe-bench -m model.gguf -npl 1,4,8,16 [-npp 128] [-ntg 128] [-t N] [-r 3]
+// For each B: B sequences each read a prompt of npp tokens (each prompt in
+// chunks of its own, as `moe --batch -np` evaluates them), then generate
+// ntg tokens together, one token of every sequence per step. The table
+// gives the aggregate prompt and generation tokens/s (S_PP, S_TG).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -96,6 +103,47 @@ double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int
   return static_cast<double>(t.n_prompt + t.n_gen) / s;
 }
 
+struct BatchedResult {
+  int64_t b = 0;
+  double t_pp = 0, t_tg = 0;  // seconds, mean over repetitions
+};
+
+// One llama-batched-bench row: B sequences, prompts of npp, ntg steps.
+BatchedResult run_batched(const Deepseek2Model& model, const RunFlags& run, int64_t b, int64_t npp, int64_t ntg,
+                          int64_t n_batch, int threads, int reps, std::mt19937& rng) {
+  SessionOptions o = run.session(npp + ntg + 1, n_batch, threads);
+  o.n_seq = b;
+  Deepseek2Session s(model, o);
+  const int64_t V = model.config().vocab_size;
+  std::vector<float> logits(static_cast<size_t>(b * V));
+  BatchedResult r{b, 0, 0};
+  for (int rep = 0; rep <= reps; ++rep) {  // rep 0: warm-up
+    std::vector<std::vector<int32_t>> prompts;
+    for (int64_t k = 0; k < b; ++k) prompts.push_back(random_tokens(npp, rng, V));
+    s.reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t k = 0; k < b && npp > 0; ++k)
+      for (int64_t done = 0; done < npp;) {
+        const int64_t n = std::min(n_batch, npp - done);
+        s.forward_spans(prompts[static_cast<size_t>(k)].data() + done, {{static_cast<int32_t>(k), n, done + n == npp}},
+                        logits.data());
+        done += n;
+      }
+    const auto t1 = std::chrono::steady_clock::now();
+    std::vector<SeqSpan> spans;
+    for (int64_t k = 0; k < b; ++k) spans.push_back({static_cast<int32_t>(k), 1, true});
+    for (int64_t i = 0; i < ntg; ++i) {
+      const std::vector<int32_t> step = random_tokens(b, rng, V);
+      s.forward_spans(step.data(), spans, logits.data());
+    }
+    const auto t2 = std::chrono::steady_clock::now();
+    if (rep == 0) continue;
+    r.t_pp += std::chrono::duration<double>(t1 - t0).count() / reps;
+    r.t_tg += std::chrono::duration<double>(t2 - t1).count() / reps;
+  }
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,7 +154,12 @@ int main(int argc, char** argv) {
   int reps = 3, n_batch = 2048, n_ubatch = 512, mmap = -1;
   bool json = false, expert_load = false, verbose = false, progress = false;
   RunFlags run;
+  std::string npl;
+  int npp = 128, ntg = 128;
   app.add_option("-m,--model", path, "GGUF model file")->required();
+  app.add_option("--npl", npl, "-npl B[,B]: batched mode, B sequences at once (llama-batched-bench)");
+  app.add_option("--npp", npp, "-npp: batched mode, prompt tokens per sequence")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--ntg", ntg, "-ntg: batched mode, generated tokens per sequence")->check(CLI::Range(0, 1 << 20));
   app.add_option("-p,--n-prompt", prompts, "prompt tokens, comma-separated (0: no prompt test)");
   app.add_option("-n,--n-gen", gens, "generated tokens, comma-separated (0: no generation test)");
   app.add_option("--n-gen-prompt", pgs, "-pg PP,TG: a prompt of PP tokens then TG generated, counted together")
@@ -129,11 +182,40 @@ int main(int argc, char** argv) {
   app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
   add_run_flags(app, run);
   FlagTable flags = llama_common_flags();
-  flags.aliases.insert({{"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}});
+  flags.aliases.insert({{"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}, {"-npl", "--npl"},
+                        {"-npp", "--npp"}, {"-ntg", "--ntg"}});
   if (const int rc = parse_command_line(app, argc, argv, "moe-bench", flags); rc >= 0) return rc;
   if (json) output = "json";
   try {
     check_run_flags(run, "moe-bench");
+    if (!npl.empty()) {
+      if (output != "md" && output != "jsonl") throw_error("-npl: batched mode prints md or jsonl");
+      const std::vector<int> threads = parse_list("-t", threads_arg, 1);
+      const std::vector<int> bs = parse_list("-npl", npl, 1);
+      auto model = Deepseek2Model::load(path, mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead);
+      std::mt19937 rng(42);
+      if (output == "md") {
+        std::printf("| %6s | %6s | %4s | %7s | %8s | %9s | %8s | %9s |\n", "PP", "TG", "B", "threads", "T_PP s",
+                    "S_PP t/s", "T_TG s", "S_TG t/s");
+        std::printf("|--------|--------|------|---------|----------|-----------|----------|-----------|\n");
+      }
+      for (int th : threads)
+        for (int b : bs) {
+          if (progress) std::fprintf(stderr, "moe-bench: B = %d, %d threads\n", b, th);
+          const BatchedResult r = run_batched(*model, run, b, npp, ntg, std::min(n_batch, n_ubatch), th, reps, rng);
+          const double s_pp = r.t_pp > 0 ? static_cast<double>(b) * npp / r.t_pp : 0;
+          const double s_tg = r.t_tg > 0 ? static_cast<double>(b) * ntg / r.t_tg : 0;
+          if (output == "md")
+            std::printf("| %6d | %6d | %4d | %7d | %8.3f | %9.2f | %8.3f | %9.2f |\n", npp, ntg, b, th, r.t_pp, s_pp,
+                        r.t_tg, s_tg);
+          else
+            std::printf("%s\n", nlohmann::json{{"model", path}, {"n_prompt", npp}, {"n_gen", ntg}, {"n_seq", b},
+                                                {"threads", th}, {"t_pp", r.t_pp}, {"speed_pp", s_pp}, {"t_tg", r.t_tg},
+                                                {"speed_tg", s_tg}}.dump().c_str());
+          std::fflush(stdout);
+        }
+      return 0;
+    }
     std::vector<Test> tests;
     for (int th : parse_list("-t", threads_arg, 1))
       for (int d : parse_list("-d", depths, 0)) {
