@@ -152,3 +152,41 @@ TEST_CASE("moe --batch: caches for -np sequences that cannot fit are refused bef
   CHECK(r.err.find("latent caches need") != std::string::npos);
   CHECK(r.err.find("MiB of memory is available") != std::string::npos);
 }
+
+TEST_CASE("moe --batch -np 4: a prefix the lines share is evaluated once, and the records equal -np 1's") {
+  // 12 lines behind one common preamble; lines 5 and 6 share a longer one.
+  const std::string preamble = "In the days when the judges ruled , there was a famine in the land . ";
+  std::string file;
+  for (int i = 1; i <= 12; ++i) {
+    static const char* const words[] = {"Boaz", "Orpah", "Moab", "Jesse", "", "Ephrath", "Ruth", "Tamar", "", "Gilead",
+                                        "Pharez", "David"};
+    const std::string tail = (i == 5 || i == 6) ? "Naomi said unto her two daughters in law , Go , return " + std::to_string(i)
+                                                : std::string(words[i - 1]) + " went down";
+    file += "{\"id\": " + std::to_string(i) + ", \"prompt\": \"" + preamble + tail + "\", \"n_predict\": 12}\n";
+  }
+  const std::string path = test::temp_dir() + "/shared.jsonl";
+  test::write_file(path, file.data(), file.size());
+  std::vector<std::vector<json>> runs;
+  for (const char* np : {"1", "4"}) {
+    const auto r = test::run_command(
+        {moe_bin(), "-m", kDefaultModel, "--batch", path, "-c", "128", "-b", "8", "-t", "2", "-np", np, "--temp", "0"});
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    runs.push_back(parse_records(r.out));
+    REQUIRE(runs.back().size() == 12);
+  }
+  int shared = 0;
+  for (size_t i = 0; i < 12; ++i) {
+    INFO(runs[0][i].dump() << "\n" << runs[1][i].dump());
+    CHECK(runs[1][i].at("text") == runs[0][i].at("text"));
+    CHECK(runs[1][i].at("prompt_tokens") == runs[0][i].at("prompt_tokens"));
+    shared += runs[1][i].value("prompt_tokens_shared", 0) > 0;
+  }
+  // The first line of the preamble's group evaluates it, the other 9 copy
+  // it (the slots that start with it wait for it); line 6 takes the longer
+  // section line 5 evaluated, or evaluates it itself when 5's slot has moved on.
+  CHECK(shared >= 9);
+  const int s2 = runs[1][1].value("prompt_tokens_shared", 0), s6 = runs[1][5].value("prompt_tokens_shared", 0);
+  CHECK(s2 > 0);
+  CHECK((s6 == 0 || s6 > s2));
+}

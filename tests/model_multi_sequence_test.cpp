@@ -13,6 +13,7 @@
 #include <random>
 
 #include "model/deepseek2.h"
+#include "runtime/parallel_generate.h"
 #include "test_util.h"
 
 using namespace moe;
@@ -114,4 +115,38 @@ TEST_CASE("multi-sequence: quantized logits of a sequence batched with others eq
 
 TEST_CASE("multi-sequence: the random V3 fixture's logits batched equal its logits alone, bit for bit") {
   check_batched_equals_alone(test::local_fixture("tiny-dsv3.Q4_K_M.gguf"));
+}
+
+TEST_CASE("shared_prefixes: the longest prefix shared with any other prompt, short of the last token") {
+  const std::vector<std::vector<int32_t>> p = {{1, 2, 3, 4}, {1, 2, 3, 5}, {1, 2}, {9}, {1, 2, 3, 4, 6}, {7, 7}, {7, 7}};
+  std::vector<const std::vector<int32_t>*> ptrs;
+  for (const auto& v : p) ptrs.push_back(&v);
+  CHECK(shared_prefixes(ptrs) == std::vector<size_t>{3, 3, 1, 0, 4, 1, 1});
+}
+
+TEST_CASE("multi-sequence: a copied prefix continues as the evaluated one, bit for bit") {
+  const auto model = Deepseek2Model::load(kDefaultModel);
+  SessionOptions o;
+  o.n_ctx = 64;
+  o.n_batch = 8;
+  o.n_seq = 3;
+  o.backends.n_threads = 2;
+  Deepseek2Session s(*model, o);
+  std::mt19937 rng(5);
+  const std::vector<int32_t> prefix = random_tokens(rng, 16, s.n_vocab()), rest = random_tokens(rng, 5, s.n_vocab());
+  std::vector<float> a(static_cast<size_t>(s.n_vocab())), b(a.size()), junk(a.size());
+  // Sequence 0 evaluates prefix then rest; sequence 1 holds other tokens,
+  // then takes sequence 0's prefix and evaluates the same rest.
+  s.forward_spans(prefix.data(), {{0, 8, false}}, junk.data());
+  s.forward_spans(prefix.data() + 8, {{0, 8, false}}, junk.data());
+  s.forward_spans(random_tokens(rng, 7, s.n_vocab()).data(), {{1, 7, true}}, junk.data());
+  s.seq_copy(0, 1, 16);
+  CHECK(s.seq_pos(1) == 16);
+  s.forward_spans(rest.data(), {{0, 5, true}}, a.data());
+  s.forward_spans(rest.data(), {{1, 5, true}}, b.data());
+  CHECK(a == b);
+  // Without the copy the rest sees other tokens: the logits differ.
+  s.seq_truncate(2, 0);
+  s.forward_spans(rest.data(), {{2, 5, true}}, junk.data());
+  CHECK(junk != a);
 }

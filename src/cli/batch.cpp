@@ -11,7 +11,9 @@
 // records keep input order (a finished record waits for the lines before
 // it) unless --batch-unordered writes each as it finishes. Ctrl-C ends the
 // lines in flight as "interrupted", writes every finished record, and starts
-// no more.
+// no more. A prompt prefix several lines share is evaluated once and copied
+// between their caches (runtime/parallel_generate.h); a record's
+// "prompt_tokens_shared" says how many of its prompt tokens were copied.
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -133,6 +135,14 @@ int run_batch(const CliOptions& o) {
     }
   }
 
+  // A prefix several lines share (a system prompt) is evaluated once.
+  {
+    std::vector<const std::vector<int32_t>*> prompts;
+    for (const ParallelRequest& r : requests) prompts.push_back(&r.prompt);
+    const std::vector<size_t> shared = shared_prefixes(prompts);
+    for (size_t i = 0; i < requests.size(); ++i) requests[i].shared_prefix = shared[i];
+  }
+
   // Records go out in input order as soon as every record before them is
   // ready (or each at once with --batch-unordered).
   size_t printed = 0;
@@ -163,6 +173,7 @@ int run_batch(const CliOptions& o) {
         json rec = generate_result_json(r, seed);
         rec["id"] = q.id;
         rec["line"] = q.line;
+        if (r.n_prompt_copied > 0) rec["prompt_tokens_shared"] = r.n_prompt_copied;
         records[request_record[i]] = std::move(rec);
         publish(request_record[i]);
         ++n_done;

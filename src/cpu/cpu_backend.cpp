@@ -82,6 +82,13 @@ uint8_t* CpuBackend::alloc_weight_bytes(size_t bytes) {
 void CpuBackend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void CpuBackend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 
+void CpuBackend::copy_rows(const Act& src, Act dst, int64_t n) {
+  MOE_ASSERT(src.cols == dst.cols && n <= src.rows && n <= dst.rows, "copy_rows: %lld rows of %lld into %lld of %lld",
+             static_cast<long long>(n), static_cast<long long>(src.cols), static_cast<long long>(dst.rows),
+             static_cast<long long>(dst.cols));
+  for (int64_t r = 0; r < n; ++r) std::memcpy(dst.row(r), src.row(r), sz(src.cols) * sizeof(float));
+}
+
 void CpuBackend::gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) std::memcpy(dst + i * src.cols, src.row(rows[i]), sz(src.cols) * sizeof(float));
 }

@@ -39,6 +39,7 @@ class CpuBackend final : public Backend {
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   void synchronize() override {}
   size_t weight_bytes() const override { return weight_bytes_; }
+  void copy_rows(const Act& src, Act dst, int64_t n) override;
   void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) override;
   void scatter_rows_from_host(const float* src, const int32_t* rows, int64_t n, Act dst) override;
 

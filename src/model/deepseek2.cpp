@@ -243,6 +243,17 @@ void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, 
   }
 }
 
+void Deepseek2Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
+  MOE_ASSERT(src >= 0 && src < cache_.n_seq && dst >= 0 && dst < cache_.n_seq && n >= 0 && n <= seq_pos(src),
+             "seq_copy: %lld positions of sequence %lld (holding %lld) into %lld", static_cast<long long>(n),
+             static_cast<long long>(src), static_cast<long long>(src >= 0 && src < cache_.n_seq ? seq_pos(src) : -1),
+             static_cast<long long>(dst));
+  if (src != dst)
+    for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+      be_->copy_rows(cache_.sequence(src).layer(il), cache_.sequence(dst).layer(il), n);
+  seq_pos_[sz(dst)] = n;
+}
+
 void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
   int64_t n = 0;
   std::vector<bool> seen(seq_pos_.size(), false);

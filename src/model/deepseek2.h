@@ -85,6 +85,7 @@ class Deepseek2Session final : public InferenceSession {
     int64_t& p = seq_pos_[static_cast<size_t>(s)];
     if (n >= 0 && n < p) p = n;
   }
+  void seq_copy(int64_t src, int64_t dst, int64_t n) override;
   void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
 
   const Deepseek2Model& model() const { return model_; }

@@ -169,6 +169,10 @@ class Backend {
   // Weight memory allocated so far (the upload total).
   virtual size_t weight_bytes() const = 0;
 
+  // dst.row(i) = src.row(i) for i < n, both this backend's (a cached
+  // prefix copied from one sequence's slot to another's).
+  virtual void copy_rows(const Act& src, Act dst, int64_t n) = 0;
+
   // Rows rows[i] of src (the hidden states of the tokens routed to host
   // experts) into dst[i] on the host, and back: dst.row(rows[i]) = src[i].
   virtual void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) = 0;

@@ -43,6 +43,7 @@ class ImatrixCollector final : public Backend {
   void copy_to_host(void* dst, const void* src, size_t bytes) override { inner_->copy_to_host(dst, src, bytes); }
   void synchronize() override { inner_->synchronize(); }
   size_t weight_bytes() const override { return inner_->weight_bytes(); }
+  void copy_rows(const Act& src, Act dst, int64_t n) override { inner_->copy_rows(src, dst, n); }
   void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) override {
     inner_->gather_rows_to_host(src, rows, n, dst);
   }

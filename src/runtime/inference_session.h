@@ -37,6 +37,9 @@ class InferenceSession {
   virtual int64_t max_step_tokens() const = 0;
   virtual int64_t seq_pos(int64_t s) const = 0;          // cached positions of sequence s
   virtual void seq_truncate(int64_t s, int64_t n) = 0;   // forget its positions n..
+  // Sequence dst becomes positions 0..n-1 of sequence src (n <= seq_pos(src)):
+  // a prefix evaluated once, shared.
+  virtual void seq_copy(int64_t src, int64_t dst, int64_t n) = 0;
   // One step over the spans' tokens (concatenated in `tokens`, span after
   // span, each sequence at most once, max_step_tokens() at most): every
   // token attends to its own sequence only, and the matrix products and

@@ -19,12 +19,35 @@ struct Slot {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<Generation> gen;
   size_t prompt_done = 0;   // prompt tokens evaluated
+  std::vector<int32_t> section;  // the request's shared prefix (ParallelRequest::shared_prefix)
+  std::vector<int32_t> held;     // a complete shared section the cache holds (it outlives its request)
   int32_t next = -1;        // generating: the token to evaluate next
   Clock::time_point t_start, t_gen;
   bool busy() const { return gen != nullptr; }
 };
 
 }  // namespace
+
+std::vector<size_t> shared_prefixes(const std::vector<const std::vector<int32_t>*>& prompts) {
+  // Sorted, a prompt's longest common prefix with any other is the longer
+  // of those with its two neighbours.
+  std::vector<size_t> order(prompts.size()), out(prompts.size(), 0);
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return *prompts[a] < *prompts[b]; });
+  auto lcp = [&](size_t a, size_t b) {
+    const auto &x = *prompts[a], &y = *prompts[b];
+    return static_cast<size_t>(std::mismatch(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(std::min(x.size(), y.size())),
+                                              y.begin()).first - x.begin());
+  };
+  for (size_t k = 0; k + 1 < order.size(); ++k) {
+    const size_t l = lcp(order[k], order[k + 1]);
+    out[order[k]] = std::max(out[order[k]], l);
+    out[order[k + 1]] = std::max(out[order[k + 1]], l);
+  }
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = std::min(out[i], prompts[i]->empty() ? 0 : prompts[i]->size() - 1);
+  return out;
+}
 
 size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const std::vector<ParallelRequest>& requests,
                          const std::function<void(size_t, GenerateResult&, uint64_t)>& on_done,
@@ -73,7 +96,17 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
       s.prompt_done = 0;
       s.next = -1;
       s.t_start = Clock::now();
-      session.seq_truncate(static_cast<int64_t>(i), 0);
+      // The slot's cache may still hold this request's shared section.
+      const size_t p = q.shared_prefix;
+      s.section.assign(q.prompt.begin(), q.prompt.begin() + static_cast<std::ptrdiff_t>(p));
+      if (p > 0 && s.held == s.section) {
+        session.seq_truncate(static_cast<int64_t>(i), static_cast<int64_t>(p));
+        s.prompt_done = p;
+        s.gen->result().n_prompt = s.gen->result().n_prompt_copied = static_cast<int64_t>(p);
+      } else {
+        session.seq_truncate(static_cast<int64_t>(i), 0);
+        s.held.clear();
+      }
     }
 
     // The step: one token of every generating sequence in one forward
@@ -109,14 +142,39 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
       if (!s.busy() || s.next >= 0) continue;
       any = true;
       const ParallelRequest& q = requests[s.request];
-      const int64_t left = static_cast<int64_t>(q.prompt.size() - s.prompt_done);
+      if (s.prompt_done == 0 && !s.section.empty()) {
+        // Its shared section: copied from a slot that holds it, else
+        // awaited from a slot evaluating it (the first such slot
+        // evaluates), else evaluated here.
+        const Slot* holder = nullptr;
+        bool await = false;
+        for (size_t j = 0; j < slots.size(); ++j) {
+          const Slot& o = slots[j];
+          if (j == i) continue;
+          if (o.held == s.section) holder = &o;
+          else if (o.busy() && o.next < 0 && o.section == s.section && (o.prompt_done > 0 || j < i)) await = true;
+        }
+        if (holder) {
+          const auto src = static_cast<int64_t>(holder - slots.data());
+          session.seq_copy(src, static_cast<int64_t>(i), static_cast<int64_t>(s.section.size()));
+          s.prompt_done = s.section.size();
+          s.held = s.section;
+          s.gen->result().n_prompt = s.gen->result().n_prompt_copied = static_cast<int64_t>(s.prompt_done);
+        } else if (await) {
+          continue;
+        }
+      }
+      // Up to the end of the shared section, then up to the end.
+      const size_t end = s.prompt_done < q.shared_prefix ? q.shared_prefix : q.prompt.size();
+      const int64_t left = static_cast<int64_t>(end - s.prompt_done);
       const int64_t n = std::min(std::min(std::max<int64_t>(1, q.options.prompt_chunk), budget), left);
-      const SeqSpan span{static_cast<int32_t>(i), n, n == left};
+      const SeqSpan span{static_cast<int32_t>(i), n, s.prompt_done + static_cast<size_t>(n) == q.prompt.size()};
       logits.resize(static_cast<size_t>(n_vocab));
       session.forward_spans(q.prompt.data() + s.prompt_done, {span}, logits.data());
       GenerateResult& r = s.gen->result();
       s.prompt_done += static_cast<size_t>(n);
       r.n_prompt += n;
+      if (!s.section.empty() && s.prompt_done == s.section.size()) s.held = s.section;
       if (!span.logits) continue;
       r.prompt_complete = true;
       const auto now = Clock::now();

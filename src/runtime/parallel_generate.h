@@ -26,7 +26,19 @@ struct ParallelRequest {
   std::vector<int32_t> prompt;  // non-empty, fits the session's context
   SamplerParams sampling;
   GenerateOptions options;      // options.prompt_chunk: tokens per prompt chunk
+  // Prompt tokens [0, shared_prefix) (below the prompt's length) are a
+  // section of their own, chunked from 0, and the rest is chunked from
+  // there. A section another slot holds (the same tokens, the same length)
+  // is copied from its cache instead of evaluated: a system prompt common
+  // to many lines is evaluated once. Since the section is cut the same way
+  // whether copied or evaluated, the answer is the same either way.
+  size_t shared_prefix = 0;
 };
+
+// For each prompt, the longest prefix it shares with any other prompt of
+// the list, short of its last token: ParallelRequest::shared_prefix for a
+// batch, a function of the list alone (so of no scheduling).
+std::vector<size_t> shared_prefixes(const std::vector<const std::vector<int32_t>*>& prompts);
 
 // Answers every request, in slots of the session, and calls
 // on_done(index, result, seed) as each finishes (in the order they finish).
