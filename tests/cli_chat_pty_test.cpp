@@ -5,6 +5,8 @@
 // the test instead of hanging it.
 #include <doctest/doctest.h>
 
+#include <cstdio>
+
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
@@ -309,4 +311,28 @@ TEST_CASE("moe one-shot in a terminal: Ctrl-C keeps the text, the timing line an
   INFO("output: " << c.output());
   CHECK(c.output().find("stop: interrupted") != std::string::npos);
   CHECK(c.output().find("generation ") != std::string::npos);
+}
+
+TEST_CASE("moe chat --context-shift: the turns after a dropped one are shifted in the cache, not evaluated again") {
+  const std::string path = test::temp_dir() + "/turns.txt";
+  const std::string turns = "Who was Ruth\nAnd Naomi\nTell me of Boaz\nWhat of Moab\nAnd the famine\n";
+  test::write_file(path, turns.data(), turns.size());
+  const std::string cmd = test::bin_dir() + "/moe -m " + std::string(MOE_MODELS_DIR) +
+                          "/tiny-kjv-dsv3.Q4_K_M.gguf -t 2 --temp 0 -c 80 -n 16 --context-shift < " + path;
+  const auto r = test::run_command({"/bin/sh", "-c", cmd});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(count(r.err, "[prompt ") == 5);
+  CHECK(count(r.err, "dropped the oldest turn") >= 1);
+  // Each turn after a drop evaluates its own message only: the cache kept
+  // the later turns (shifted), more than the system part alone.
+  for (size_t p = r.err.find("dropped the oldest turn"); p != std::string::npos;
+       p = r.err.find("dropped the oldest turn", p + 1)) {
+    const size_t q = r.err.find("[prompt ", p);
+    REQUIRE(q != std::string::npos);
+    int fresh = 0, cached = 0;
+    REQUIRE(std::sscanf(r.err.c_str() + q, "[prompt %d tokens (new), %d cached", &fresh, &cached) == 2);
+    CHECK(fresh <= 12);
+    CHECK(cached >= 30);
+  }
 }

@@ -94,6 +94,7 @@ class Chat {
         }
         std::fprintf(stderr, "[context full: dropped the oldest turn]\n");
         plan = plan_turn();
+        shift_out_dropped(plan);
       }
     } catch (const Error& e) {  // a conversation the template cannot express
       std::fprintf(stderr, "\n[%s]\n", e.what());
@@ -170,6 +171,28 @@ class Chat {
     p.tokens = std::move(r.tokens);
     p.keep = r.keep;
     return p;
+  }
+
+  // After a turn was dropped from the conversation: the cache loses that
+  // turn's tokens and the turns after it move down, their RoPE turned to
+  // their new positions (K-shift), so they are not evaluated again. The
+  // dropped range is where the cached tokens and the new rendering part:
+  // cached = A D C and tokens = A C ..., with D the shortest that fits.
+  void shift_out_dropped(TurnPlan& plan) {
+    const std::vector<int32_t>& t = plan.tokens;
+    const size_t k = cached_.size();
+    size_t a = 0;
+    while (a < k && a < t.size() && cached_[a] == t[a]) ++a;
+    for (size_t b = a + 1; b < k; ++b) {
+      if (a + (k - b) > t.size() || !std::equal(cached_.begin() + static_cast<std::ptrdiff_t>(b), cached_.end(),
+                                                 t.begin() + static_cast<std::ptrdiff_t>(a)))
+        continue;
+      session_->seq_drop(0, static_cast<int64_t>(a), static_cast<int64_t>(b));
+      cached_.erase(cached_.begin() + static_cast<std::ptrdiff_t>(a), cached_.begin() + static_cast<std::ptrdiff_t>(b));
+      cached_text_.clear();  // compare tokens: the cache now holds A C
+      plan = plan_turn();
+      return;
+    }
   }
 
   // Drops the oldest user turn after the system messages, with its answer;

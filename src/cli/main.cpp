@@ -93,7 +93,10 @@ int main(int argc, char** argv) {
   app.add_option("--system,--system-prompt", o.system, "chat: system prompt (-sys)");
   app.add_flag("--hide-reasoning", o.hide_reasoning, "chat: do not show <think> reasoning");
   app.add_flag("--context-shift", o.context_shift,
-               "chat: when the context is full, drop the oldest turns (after the system prompt) instead of stopping");
+               "when the context is full, drop the oldest tokens (after --keep; in chat the oldest turns after the "
+               "system prompt) and go on, the kept cache shifted, not evaluated again");
+  app.add_option("--keep", o.n_keep, "with --context-shift: prompt tokens to keep (after BOS; -1: the whole prompt)")
+      ->check(CLI::Range(-1, 1 << 30));
   app.add_option("--batch", o.batch_file, "answer every line of FILE (JSONL or text; - for stdin), JSONL on stdout");
   app.add_option("--batch-format", o.batch_format, "auto, jsonl or text")
       ->check(CLI::IsMember({"auto", "jsonl", "text"}));

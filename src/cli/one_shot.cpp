@@ -48,6 +48,11 @@ int run_one_shot(const CliOptions& o) {
   g.stop = o.stop;
   g.prompt_chunk = o.n_batch;
   g.ignore_eos = o.ignore_eos;
+  if (o.context_shift) {  // llama.cpp's n_keep: the BOS is always kept
+    const bool bos = m.tok.bos() >= 0 && tokens.front() == m.tok.bos();
+    const auto n = static_cast<int64_t>(tokens.size());
+    g.shift_keep = o.n_keep < 0 ? n : std::min<int64_t>(n, o.n_keep + (bos ? 1 : 0));
+  }
 
   if (o.display_prompt && !o.json) write_stdout(prompt);
   auto stream = [&](std::string_view text) {

@@ -45,6 +45,7 @@ struct CliOptions {
   std::string system;
   bool hide_reasoning = false;
   bool context_shift = false;
+  int n_keep = 0;  // --keep: prompt tokens a context shift keeps (-1: all)
   // batch
   std::string batch_file;  // "-" = stdin
   std::string batch_format = "auto";

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -152,6 +153,37 @@ void CpuBackend::mla_kv_append(const MlaParams& p, const Act& kv_a, const Tensor
       uint16_t* out = reinterpret_cast<uint16_t*>(layer.row(pos0 + t));
       for (int64_t i = 0; i < R + P; ++i) out[i] = fp32_to_bf16(row[i]);
     }
+  }
+}
+
+void CpuBackend::mla_kv_shift(const MlaParams& p, LatentCache& cache, int64_t il, int64_t src0, int64_t dst0,
+                              int64_t n) {
+  MOE_ASSERT(dst0 <= src0 && src0 + n <= cache.n_ctx, "mla_kv_shift: rows %lld.. to %lld..", static_cast<long long>(src0),
+             static_cast<long long>(dst0));
+  const int64_t R = p.kv_lora_rank, P = p.qk_rope_head_dim;
+  const float* freqs = p.rope_freqs.f32();
+  const Act layer = cache.layer(il);
+  const bool bf16 = cache.type == LatentType::kBf16;
+  float* rope = scratch(kv_row_, sz(R + P));
+  for (int64_t t = 0; t < n; ++t) {
+    float* dst = layer.row(dst0 + t);
+    if (dst0 != src0) std::memcpy(dst, layer.row(src0 + t), sz(layer.cols) * sizeof(float));
+    // The rotated pairs: decoded, turned by the difference of the two
+    // angles as rope_pairs_apply computes them (in double, so the result is
+    // RoPE at the new position up to the rounding of one rotation).
+    auto* half = reinterpret_cast<uint16_t*>(dst) + R;
+    float* x = bf16 ? rope : dst + R;
+    if (bf16)
+      for (int64_t i = 0; i < P; ++i) x[i] = bf16_to_fp32(half[i]);
+    for (int64_t i = 0; i < P / 2; ++i) {
+      const double a_old = static_cast<float>(src0 + t) * freqs[i], a_new = static_cast<float>(dst0 + t) * freqs[i];
+      const double c = std::cos(a_new - a_old), s = std::sin(a_new - a_old);
+      const double x0 = x[2 * i], x1 = x[2 * i + 1];
+      x[2 * i] = static_cast<float>(x0 * c - x1 * s);
+      x[2 * i + 1] = static_cast<float>(x0 * s + x1 * c);
+    }
+    if (bf16)
+      for (int64_t i = 0; i < P; ++i) half[i] = fp32_to_bf16(x[i]);
   }
 }
 

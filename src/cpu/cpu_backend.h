@@ -40,6 +40,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
   size_t weight_bytes() const override { return weight_bytes_; }
   void copy_rows(const Act& src, Act dst, int64_t n) override;
+  void mla_kv_shift(const MlaParams& p, LatentCache& cache, int64_t il, int64_t src0, int64_t dst0, int64_t n) override;
   void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) override;
   void scatter_rows_from_host(const float* src, const int32_t* rows, int64_t n, Act dst) override;
 

@@ -254,6 +254,16 @@ void Deepseek2Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
   seq_pos_[sz(dst)] = n;
 }
 
+void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
+  const int64_t n_past = seq_pos(s);
+  MOE_ASSERT(0 <= p0 && p0 <= p1 && p1 <= n_past, "seq_drop: positions [%lld, %lld) of %lld", static_cast<long long>(p0),
+             static_cast<long long>(p1), static_cast<long long>(n_past));
+  if (p0 == p1) return;
+  LatentCache cache = cache_.sequence(s);
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) be_->mla_kv_shift(mla_, cache, il, p1, p0, n_past - p1);
+  seq_pos_[sz(s)] = n_past - (p1 - p0);
+}
+
 void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
   int64_t n = 0;
   std::vector<bool> seen(seq_pos_.size(), false);

@@ -86,6 +86,7 @@ class Deepseek2Session final : public InferenceSession {
     if (n >= 0 && n < p) p = n;
   }
   void seq_copy(int64_t src, int64_t dst, int64_t n) override;
+  void seq_drop(int64_t s, int64_t p0, int64_t p1) override;
   void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
 
   const Deepseek2Model& model() const { return model_; }

@@ -209,6 +209,12 @@ class Backend {
   //   wk_b [qk_nope, kv_lora, heads], q_abs [n][heads * (kv_lora + rope)].
   virtual void mla_query_absorb(const MlaParams& p, const Act& q, const TensorView& wk_b, int64_t pos0, int64_t n,
                                 Act q_abs) = 0;
+  //   K-shift: cached rows of positions [src0, src0+n) move to [dst0, dst0+n) (dst0 < src0), their
+  //   rotated part turned from RoPE(k_rope, old) to RoPE(k_rope, new). Position enters the cache only
+  //   through k_rope (c_kv carries none), so a shifted row is the row of its token at the new position
+  //   as far as this layer's input is the same.
+  virtual void mla_kv_shift(const MlaParams& p, LatentCache& cache, int64_t il, int64_t src0, int64_t dst0,
+                            int64_t n) = 0;
   //   o_lat[t][h] = sum_s softmax_s(scale * q_abs[t][h] . cache[s]) * c_kv[s],  s <= pos
   virtual void mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                              int64_t n, Act o_lat) = 0;

@@ -133,8 +133,14 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
       gen.interrupt();
       break;
     }
-    const int32_t next = gen.next(logits.data(), session.n_past(), n_ctx);
+    const bool shift = opt.shift_keep >= 0;
+    const int32_t next = gen.next(logits.data(), session.n_past(), shift ? INT64_MAX : n_ctx);
     if (next < 0) break;
+    if (shift && session.n_past() >= n_ctx) {
+      const int64_t keep = std::min(opt.shift_keep, n_ctx - 2), n_discard = (session.n_past() - keep) / 2;
+      session.seq_drop(0, keep, keep + n_discard);
+      r.n_shifted += n_discard;
+    }
     session.forward(&next, 1, logits.data(), false);
   }
   gen.finish();

@@ -28,6 +28,10 @@ struct GenerateOptions {
   std::vector<std::string> stop;   // stop strings (not part of the returned text)
   int64_t prompt_chunk = 512;      // prompt tokens per forward() between cancel checks
   bool ignore_eos = false;         // end-of-generation tokens are never sampled
+  // --context-shift: when the context is full, positions [0, shift_keep)
+  // stay and half of the rest is dropped (InferenceSession::seq_drop,
+  // llama.cpp's rule), and generation goes on; -1: it stops there.
+  int64_t shift_keep = -1;
 };
 
 struct GenerateResult {
@@ -35,6 +39,7 @@ struct GenerateResult {
   FinishReason finish = FinishReason::length;
   int64_t n_prompt = 0;            // prompt tokens evaluated by this call
   int64_t n_prompt_copied = 0;     // of them, copied from another sequence's cache instead
+  int64_t n_shifted = 0;           // tokens dropped by context shifts
   int64_t n_generated = 0;         // tokens sampled (EOS included)
   double prompt_s = 0, gen_s = 0;
   std::vector<int32_t> generated;  // sampled tokens that went into the cache (no EOS)

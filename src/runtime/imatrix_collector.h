@@ -44,6 +44,9 @@ class ImatrixCollector final : public Backend {
   void synchronize() override { inner_->synchronize(); }
   size_t weight_bytes() const override { return inner_->weight_bytes(); }
   void copy_rows(const Act& src, Act dst, int64_t n) override { inner_->copy_rows(src, dst, n); }
+  void mla_kv_shift(const MlaParams& p, LatentCache& cache, int64_t il, int64_t src0, int64_t dst0, int64_t n) override {
+    inner_->mla_kv_shift(p, cache, il, src0, dst0, n);
+  }
   void gather_rows_to_host(const Act& src, const int32_t* rows, int64_t n, float* dst) override {
     inner_->gather_rows_to_host(src, rows, n, dst);
   }

@@ -30,6 +30,10 @@ class InferenceSession {
   virtual int64_t n_vocab() const = 0;
   virtual void reset() = 0;
   virtual void truncate(int64_t n) = 0;  // forget positions n..
+  // Context shift: positions [p0, p1) of sequence s are removed and the
+  // later ones move down by p1 - p0, their RoPE turned to their new
+  // positions (Backend::mla_kv_shift); nothing is evaluated again.
+  virtual void seq_drop(int64_t s, int64_t p0, int64_t p1) = 0;
 
   // ---- many sequences ------------------------------------------------------------
   virtual int64_t n_seq() const = 0;
