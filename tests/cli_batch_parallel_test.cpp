@@ -149,8 +149,8 @@ TEST_CASE("moe --batch: caches for -np sequences that cannot fit are refused bef
   CHECK(r.exit_code != 0);
   CHECK(r.out.empty());
   CHECK(r.err.find("-np 4096") != std::string::npos);
-  CHECK(r.err.find("latent caches need") != std::string::npos);
-  CHECK(r.err.find("MiB of memory is available") != std::string::npos);
+  CHECK(r.err.find("latent cache needs") != std::string::npos);
+  CHECK(r.err.find("MiB of memory is left after the weights") != std::string::npos);
 }
 
 TEST_CASE("moe --batch -np 4: a prefix the lines share is evaluated once, and the records equal -np 1's") {
@@ -189,4 +189,12 @@ TEST_CASE("moe --batch -np 4: a prefix the lines share is evaluated once, and th
   const int s2 = runs[1][1].value("prompt_tokens_shared", 0), s6 = runs[1][5].value("prompt_tokens_shared", 0);
   CHECK(s2 > 0);
   CHECK((s6 == 0 || s6 > s2));
+}
+
+TEST_CASE("moe -c 0: the model's context when its cache fits, said in one line") {
+  const auto r = test::run_command({moe_bin(), "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-c", "0", "-p", "Hi",
+                                    "-n", "2", "-t", "2"});
+  INFO("stderr: " << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.err.find("-c 0: context 163840, the model's") != std::string::npos);
 }

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/progress.h"
+#include "runtime/context_size.h"
 
 namespace moe {
 
@@ -42,30 +43,35 @@ LoadedModel load_model(const CliOptions& o) {
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!o.model_given && !o.quiet)
     std::fprintf(stderr, "moe: no model given (-m): using the built-in default model %s\n", o.model.c_str());
-  // -c 0: the model's training context. A larger -c is allowed, as in
-  // llama.cpp, with a warning; the default (4096) is cut to a smaller model's.
+  // -c 0: the model's training context, fitted to memory. A larger -c is
+  // allowed, as in llama.cpp, with a warning; the default (4096) is cut to a
+  // smaller model's. Every sequence (-np) has a cache of the whole context
+  // (Ollama's rule, not llama.cpp's split of -c), so an answer never depends
+  // on -np. Caches that cannot fit are refused here, before any work (on a
+  // device the placement planner checks its memory instead).
   const int64_t model_ctx = model->config().max_position_embeddings;
-  int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : model_ctx;
-  if (!o.n_ctx_given) n_ctx = std::min(n_ctx, model_ctx);
-  else if (n_ctx > model_ctx && !o.quiet)
+  int64_t n_ctx = o.n_ctx_given ? o.n_ctx : std::min<int64_t>(o.n_ctx, model_ctx);
+  if (o.n_ctx_given && n_ctx > model_ctx && !o.quiet)
     std::fprintf(stderr, "moe: warning: -c %lld is more than the model was trained for (%lld tokens): text past "
                  "%lld tokens may degrade\n", static_cast<long long>(n_ctx), static_cast<long long>(model_ctx),
                  static_cast<long long>(model_ctx));
+  const bool on_device = o.run.device.rfind("cuda", 0) == 0;
+  const uint64_t avail = mem_available_bytes();
+  if (!on_device && (avail > 0 || n_ctx == 0)) {
+    const uint64_t left =
+        avail > 0 ? memory_for_caches(avail, model->weights_read() ? 0 : model->file().total_size()) : UINT64_MAX;
+    const ContextChoice c = choose_context(n_ctx, model_ctx,
+                                           model->kv_cache_bytes(1, parse_latent_type(o.run.cache_type_k, "-ctk")),
+                                           o.n_parallel, left);
+    n_ctx = c.n_ctx;
+    if (!c.notice.empty() && !o.quiet) std::fprintf(stderr, "moe: %s\n", c.notice.c_str());
+  }
   return LoadedModel{std::move(model), std::move(tok), n_ctx, load_s};
 }
 
 std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
   SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
-  so.n_seq = o.n_parallel;
-  // Every sequence has a cache of the whole context (Ollama's rule, not
-  // llama.cpp's split of -c), so an answer never depends on -np; refuse
-  // before allocating when the caches cannot fit.
-  const uint64_t kv = m.model->kv_cache_bytes(m.n_ctx, so.cache_type) * static_cast<uint64_t>(so.n_seq);
-  const uint64_t avail = mem_available_bytes();
-  if (avail > 0 && kv > avail)
-    throw_error("-c %lld -np %d: the latent caches need %.1f MiB (%d × %.1f MiB), and %.1f MiB of memory is available; "
-                "use a smaller -c or -np", static_cast<long long>(m.n_ctx), o.n_parallel, kv / 1048576.0, o.n_parallel,
-                kv / 1048576.0 / o.n_parallel, avail / 1048576.0);
+  so.n_seq = o.n_parallel;  // caches checked against memory in load_model
   auto s = std::make_unique<Deepseek2Session>(*m.model, so);
   if (!o.quiet) print_placement(*s, "moe");
   if (o.verbose)
