@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a while from a corpus seeded with fixtures.
 #   scripts/fuzz.sh TARGET SECONDS [libFuzzer args...]
-#   TARGET: gguf_reader | gguf_set | safetensors | tokenizer | chat_template | batch_line
+#   TARGET: gguf_reader | gguf_set | safetensors | tokenizer | chat_template | batch_line |
+#           prompt_cache
 #           (with or without the fuzz_ prefix)
 # Configures and builds the fuzz build (clang, -DMOE_FUZZ=ON) in build-fuzz/
 # (MOE_FUZZ_BUILD overrides), keeps a growing corpus in
@@ -31,6 +32,7 @@ case "$target" in
   fuzz_tokenizer) max_len=2048 ;;
   fuzz_chat_template) max_len=8192 ;;
   fuzz_batch_line) max_len=4096 ;;
+  fuzz_prompt_cache) max_len=8192 ;;
   *) echo "fuzz.sh: unknown target '$target'" >&2; exit 2 ;;
 esac
 
@@ -105,6 +107,8 @@ PY
       '{"id": "b", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}' \
       '' '{"id": null, "prompt": "x", "stop": "."}' >"$seeds/jsonl"
     printf 'What is 2+2?\r\n\nTell me a joke.\n' >"$seeds/text" ;;
+  fuzz_prompt_cache)
+    cp "$made"/prompt_cache/* "$seeds"/ ;;
 esac
 echo "fuzz.sh: $target for ${seconds}s, $(ls "$seeds" | wc -l) seeds, $(ls "$corpus" | wc -l) corpus files, -max_len=$max_len"
 

@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
   app.add_flag("--context-shift", o.context_shift,
                "when the context is full, drop the oldest tokens (after --keep; in chat the oldest turns after the "
                "system prompt) and go on, the kept cache shifted, not evaluated again");
+  app.add_option("--prompt-cache", o.prompt_cache,
+                 "one-shot: reuse the latent cache of the longest matching prompt prefix saved in FILE, and save this "
+                 "prompt's cache to it");
+  app.add_flag("--prompt-cache-ro", o.prompt_cache_ro, "with --prompt-cache: load the file, never write it");
   app.add_option("--keep", o.n_keep, "with --context-shift: prompt tokens to keep (after BOS; -1: the whole prompt)")
       ->check(CLI::Range(-1, 1 << 30));
   app.add_option("--batch", o.batch_file, "answer every line of FILE (JSONL or text; - for stdin), JSONL on stdout");

@@ -10,6 +10,7 @@
 
 #include "cli/options.h"
 #include "cli/output.h"
+#include "cli/prompt_cache.h"
 #include "cli/result_json.h"
 #include "core/error.h"
 #include "core/interrupt.h"
@@ -54,16 +55,21 @@ int run_one_shot(const CliOptions& o) {
     g.shift_keep = o.n_keep < 0 ? n : std::min<int64_t>(n, o.n_keep + (bos ? 1 : 0));
   }
 
+  const int64_t reused = o.prompt_cache.empty() ? 0 : prompt_cache_load(o.prompt_cache, session, tokens);
+  const std::vector<int32_t> fresh(tokens.begin() + reused, tokens.end());
+
   if (o.display_prompt && !o.json) write_stdout(prompt);
   auto stream = [&](std::string_view text) {
     if (!o.json) write_stdout(text);
   };
   install_interrupt_handler();
-  const GenerateResult r = generate(session, m.tok, sampler, tokens, g, stream, [] { return interrupt_signal() != 0; });
+  const GenerateResult r = generate(session, m.tok, sampler, fresh, g, stream, [] { return interrupt_signal() != 0; });
+  if (!o.prompt_cache.empty() && !o.prompt_cache_ro && r.prompt_complete) prompt_cache_save(o.prompt_cache, session, tokens);
 
   if (o.json) {
     nlohmann::json j = generate_result_json(r, sampler.seed());
     j["timings"]["load_s"] = m.load_s;
+    j["prompt_tokens_cached"] = reused;
     j["placement"] = session.placement().to_json();
     write_stdout(json_line(j));
   } else {
@@ -73,9 +79,11 @@ int run_one_shot(const CliOptions& o) {
   write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
     std::fprintf(stderr,
-                 "\nmoe: load %.2f s | prompt %lld tokens, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "
+                 "\nmoe: load %.2f s | prompt %lld tokens%s, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "
                  "%.1f tok/s | stop: %s | seed %llu | %d threads\n",
-                 m.load_s, static_cast<long long>(r.n_prompt), r.prompt_s,
+                 m.load_s, static_cast<long long>(r.n_prompt),
+                 reused > 0 ? strfmt(" (+%lld from the prompt cache)", static_cast<long long>(reused)).c_str() : "",
+                 r.prompt_s,
                  static_cast<double>(r.n_prompt) / std::max(r.prompt_s, 1e-9), static_cast<long long>(r.n_generated),
                  r.gen_s, static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9),
                  finish_reason_text(r.finish),

@@ -46,6 +46,8 @@ struct CliOptions {
   bool hide_reasoning = false;
   bool context_shift = false;
   int n_keep = 0;  // --keep: prompt tokens a context shift keeps (-1: all)
+  std::string prompt_cache;   // --prompt-cache FILE (one-shot)
+  bool prompt_cache_ro = false;  // --prompt-cache-ro: load it, never write it
   // batch
   std::string batch_file;  // "-" = stdin
   std::string batch_format = "auto";

@@ -79,6 +79,21 @@ std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   return out;
 }
 
+uint64_t Deepseek2Model::fingerprint() const {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](const void* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 0x100000001b3ull;
+  };
+  mix(&config_.vocab_size, sizeof config_.vocab_size);
+  for (const GgufTensorInfo& t : file_.tensors()) {
+    mix(t.name.data(), t.name.size());
+    mix(&t.type, sizeof t.type);
+    mix(t.shape.data(), t.shape.size() * sizeof(int64_t));
+    mix(t.data, static_cast<size_t>(std::min<uint64_t>(t.nbytes, 64)));
+  }
+  return h;
+}
+
 size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {  // one sequence
   const int64_t cols = LatentCache::storage_cols(type, config_.kv_lora_rank + config_.qk_rope_head_dim);
   return sz(config_.num_hidden_layers * n_ctx * cols) * sizeof(float);
@@ -262,6 +277,27 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
   LatentCache cache = cache_.sequence(s);
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) be_->mla_kv_shift(mla_, cache, il, p1, p0, n_past - p1);
   seq_pos_[sz(s)] = n_past - (p1 - p0);
+}
+
+void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
+  MOE_ASSERT(n <= seq_pos(s), "cache_export: %lld of %lld positions", static_cast<long long>(n),
+             static_cast<long long>(seq_pos(s)));
+  const LatentCache c = cache_.sequence(s);
+  const int64_t cols = c.rows.cols;
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    for (int64_t t = 0; t < n; ++t)
+      be_->copy_to_host(rows + (il * n + t) * cols, c.layer(il).row(t), sz(cols) * sizeof(float));
+}
+
+void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows) {
+  MOE_ASSERT(n <= cache_.n_ctx, "cache_import: %lld positions in a context of %lld", static_cast<long long>(n),
+             static_cast<long long>(cache_.n_ctx));
+  const LatentCache c = cache_.sequence(s);
+  const int64_t cols = c.rows.cols;
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    for (int64_t t = 0; t < n; ++t)
+      be_->copy_from_host(c.layer(il).row(t), rows + (il * n + t) * cols, sz(cols) * sizeof(float));
+  seq_pos_[sz(s)] = n;
 }
 
 void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {

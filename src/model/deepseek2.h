@@ -37,6 +37,10 @@ class Deepseek2Model {
   const std::vector<float>& rope_freqs() const { return rope_freqs_; }
   // The weights as the placement planner sees them.
   std::vector<TensorFootprint> tensor_footprints() const;
+  // Names these weights for saved caches: a hash of every tensor's name,
+  // type, shape and first bytes (another quantization or another
+  // checkpoint of the same shape differ), and the vocabulary size.
+  uint64_t fingerprint() const;
   // The bytes of a latent cache of n_ctx positions.
   size_t kv_cache_bytes(int64_t n_ctx, LatentType type = LatentType::kF32) const;
 
@@ -88,6 +92,14 @@ class Deepseek2Session final : public InferenceSession {
   void seq_copy(int64_t src, int64_t dst, int64_t n) override;
   void seq_drop(int64_t s, int64_t p0, int64_t p1) override;
   void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
+
+  // The latent cache of sequence s, positions [0, n), to and from host
+  // memory as [layer][position][cache_row_floats()] (saved prompt caches);
+  // cache_import leaves the sequence holding n positions.
+  int64_t cache_row_floats() const { return cache_.rows.cols; }
+  LatentType cache_type() const { return cache_.type; }
+  void cache_export(int64_t s, int64_t n, float* rows) const;
+  void cache_import(int64_t s, int64_t n, const float* rows);
 
   const Deepseek2Model& model() const { return model_; }
   const ExpertPlacement& placement() const { return placement_; }

@@ -6,6 +6,8 @@
 //                             MODEL, its tokenizer.* keys alone (vocab-only),
 //                             whole and cut down to a few hundred tokens
 //   DIR/safetensors/*.safetensors  a few dtypes, metadata, a scalar
+//   DIR/prompt_cache/*        saved prompt caches of 0, 1 and 5 tokens in the
+//                             shape fuzz_prompt_cache expects
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include "core/ggml_type.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
+#include "runtime/prompt_cache_file.h"
 
 using namespace moe;
 
@@ -118,6 +121,18 @@ int main(int argc, char** argv) {
                       R"("s":{"dtype":"F16","shape":[],"data_offsets":[24,26]}})",
                       26);
     write_safetensors(dir + "/safetensors/seed-empty.safetensors", "{}", 0);
+    std::filesystem::create_directories(dir + "/prompt_cache");
+    for (int n : {0, 1, 5}) {
+      PromptCacheShape s;  // as fuzz_prompt_cache_shape()
+      s.model_id = 0x5eed;
+      s.model_name = "seed";
+      s.n_layers = 2;
+      s.row_floats = 6;
+      PromptCacheData d;
+      for (int i = 0; i < n; ++i) d.tokens.push_back(3 * i);
+      d.rows.assign(static_cast<size_t>(n) * 12, 0.5f);
+      std::ofstream(dir + "/prompt_cache/seed-" + std::to_string(n), std::ios::binary) << encode_prompt_cache(s, d);
+    }
     write_safetensors(dir + "/safetensors/seed-ints.safetensors",
                       R"({"i":{"dtype":"I64","shape":[1,2],"data_offsets":[0,16]},)"
                       R"("z":{"dtype":"U8","shape":[0,5],"data_offsets":[16,16]}})",

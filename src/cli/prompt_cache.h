@@ -1,0 +1,23 @@
+// --prompt-cache FILE for the one-shot mode: the latent cache of a prompt
+// saved after the run, and on the next run the longest prefix of the new
+// prompt it holds loaded instead of evaluated (runtime/prompt_cache_file.h).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/deepseek2.h"
+
+namespace moe {
+
+// When FILE exists: checks it (a clear error for a corrupt file or one of
+// another model) and loads into sequence 0 the longest prefix of `tokens`
+// it holds, short of the last token (whose logits the run needs). Returns
+// the tokens loaded (0 without a file).
+int64_t prompt_cache_load(const std::string& path, Deepseek2Session& s, const std::vector<int32_t>& tokens);
+// Writes FILE (atomically) with the first tokens.size() positions of
+// sequence 0, which must hold them.
+void prompt_cache_save(const std::string& path, const Deepseek2Session& s, const std::vector<int32_t>& tokens);
+
+}  // namespace moe

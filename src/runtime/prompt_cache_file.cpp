@@ -1,0 +1,122 @@
+#include "runtime/prompt_cache_file.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+namespace moe {
+
+namespace {
+
+constexpr char kMagic[8] = {'M', 'O', 'E', 'P', 'C', 'A', 'C', 'H'};
+constexpr uint32_t kVersion = 1;
+
+uint64_t fnv1a(std::string_view b) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : b) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+template <typename T>
+void put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+// Reads fields in order; every read is checked against the bytes left.
+class Reader {
+ public:
+  Reader(std::string_view b, const std::string& what) : b_(b), what_(what) {}
+  template <typename T>
+  T get(const char* field) {
+    T v;
+    need(sizeof v, field);
+    std::memcpy(&v, b_.data() + pos_, sizeof v);
+    pos_ += sizeof v;
+    return v;
+  }
+  std::string_view bytes(uint64_t n, const char* field) {
+    need(n, field);
+    const std::string_view s = b_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  size_t pos() const { return pos_; }
+  size_t left() const { return b_.size() - pos_; }
+
+ private:
+  void need(uint64_t n, const char* field) const {
+    if (n > b_.size() - pos_)
+      throw_error("prompt cache %s: cut short at the %s (%zu bytes; %llu more needed at offset %zu)", what_.c_str(),
+                  field, b_.size(), static_cast<unsigned long long>(n), pos_);
+  }
+  std::string_view b_;
+  const std::string& what_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string encode_prompt_cache(const PromptCacheShape& shape, const PromptCacheData& data) {
+  MOE_ASSERT(data.rows.size() == static_cast<size_t>(shape.n_layers) * data.tokens.size() * shape.row_floats,
+             "prompt cache: %zu floats for %zu tokens", data.rows.size(), data.tokens.size());
+  std::string out(kMagic, sizeof kMagic);
+  put(out, kVersion);
+  put(out, shape.model_id);
+  put(out, static_cast<uint32_t>(shape.model_name.size()));
+  out += shape.model_name;
+  put(out, shape.latent_type);
+  put(out, shape.n_layers);
+  put(out, shape.row_floats);
+  put(out, static_cast<uint64_t>(data.tokens.size()));
+  out.append(reinterpret_cast<const char*>(data.tokens.data()), data.tokens.size() * sizeof(int32_t));
+  out.append(reinterpret_cast<const char*>(data.rows.data()), data.rows.size() * sizeof(float));
+  put(out, fnv1a(out));
+  return out;
+}
+
+PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheShape& expect, const std::string& what) {
+  Reader r(bytes, what);
+  if (r.bytes(sizeof kMagic, "magic") != std::string_view(kMagic, sizeof kMagic))
+    throw_error("prompt cache %s: not a moe.cpp prompt cache (no MOEPCACH magic)", what.c_str());
+  const auto version = r.get<uint32_t>("version");
+  if (version != kVersion)
+    throw_error("prompt cache %s: version %u; this build reads version %u", what.c_str(), version, kVersion);
+  const auto model_id = r.get<uint64_t>("model id");
+  const auto name_len = r.get<uint32_t>("model name length");
+  if (name_len > 4096) throw_error("prompt cache %s: a model name of %u bytes", what.c_str(), name_len);
+  const std::string name(r.bytes(name_len, "model name"));
+  if (model_id != expect.model_id)
+    throw_error("prompt cache %s was saved for model '%s', not for %s (the weights differ)", what.c_str(), name.c_str(),
+                expect.model_name.c_str());
+  const auto type = r.get<uint32_t>("cache type");
+  const auto layers = r.get<uint32_t>("layer count");
+  const auto row = r.get<uint32_t>("row size");
+  if (type != expect.latent_type || layers != expect.n_layers || row != expect.row_floats)
+    throw_error("prompt cache %s: a cache of type %u, %u layers, %u floats per row; this run has type %u, %u layers, "
+                "%u (save it again with this -ctk)", what.c_str(), type, layers, row, expect.latent_type,
+                expect.n_layers, expect.row_floats);
+  const auto n = r.get<uint64_t>("token count");
+  if (n > static_cast<uint64_t>(expect.n_ctx))
+    throw_error("prompt cache %s: %llu tokens, more than the context of %lld", what.c_str(),
+                static_cast<unsigned long long>(n), static_cast<long long>(expect.n_ctx));
+  // Sizes against the bytes there are, before allocating for them.
+  const uint64_t row_bytes = static_cast<uint64_t>(layers) * row * sizeof(float) + sizeof(int32_t);
+  if (n * row_bytes + sizeof(uint64_t) != r.left())
+    throw_error("prompt cache %s: %llu tokens need %llu more bytes, the file has %zu", what.c_str(),
+                static_cast<unsigned long long>(n), static_cast<unsigned long long>(n * row_bytes + 8), r.left());
+  PromptCacheData d;
+  d.tokens.resize(n);
+  std::memcpy(d.tokens.data(), r.bytes(n * sizeof(int32_t), "tokens").data(), n * sizeof(int32_t));
+  d.rows.resize(n * layers * row);
+  std::memcpy(d.rows.data(), r.bytes(d.rows.size() * sizeof(float), "rows").data(), d.rows.size() * sizeof(float));
+  const size_t body = r.pos();
+  if (r.get<uint64_t>("checksum") != fnv1a(bytes.substr(0, body)))
+    throw_error("prompt cache %s: the checksum does not match (a torn or edited file)", what.c_str());
+  for (size_t i = 0; i < d.tokens.size(); ++i)
+    if (d.tokens[i] < 0 || d.tokens[i] >= expect.n_vocab)
+      throw_error("prompt cache %s: token %d at %zu is outside the vocabulary (%lld)", what.c_str(), d.tokens[i], i,
+                  static_cast<long long>(expect.n_vocab));
+  return d;
+}
+
+}  // namespace moe
