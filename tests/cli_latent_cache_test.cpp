@@ -25,7 +25,7 @@ TEST_CASE("moe -c 0: the model's context when its cache fits, said in one line")
   CHECK(r.err.find("-c 0: context 163840, the model's") != std::string::npos);
 }
 
-TEST_CASE("moe --prompt-cache: the second run evaluates only the new suffix, with the same output; bad files are refused") {
+TEST_CASE("moe --prompt-cache: the second run evaluates only the new suffix, with the same output, and bad files are refused") {
   const std::string dir = test::temp_dir(), cache = dir + "/ruth.cache";
   const std::string base = "And Ruth said, Intreat me not to leave thee, or to return from following after thee";
   auto run = [&](const std::string& prompt, std::vector<std::string> extra) {

@@ -106,9 +106,13 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
                 static_cast<unsigned long long>(n), static_cast<unsigned long long>(n * row_bytes + 8), r.left());
   PromptCacheData d;
   d.tokens.resize(n);
-  std::memcpy(d.tokens.data(), r.bytes(n * sizeof(int32_t), "tokens").data(), n * sizeof(int32_t));
   d.rows.resize(n * layers * row);
-  std::memcpy(d.rows.data(), r.bytes(d.rows.size() * sizeof(float), "rows").data(), d.rows.size() * sizeof(float));
+  const std::string_view tokens = r.bytes(n * sizeof(int32_t), "tokens");
+  const std::string_view rows = r.bytes(d.rows.size() * sizeof(float), "rows");
+  if (n > 0) {  // an empty vector's data() may be null, which memcpy may not take
+    std::memcpy(d.tokens.data(), tokens.data(), tokens.size());
+    std::memcpy(d.rows.data(), rows.data(), rows.size());
+  }
   const size_t body = r.pos();
   if (r.get<uint64_t>("checksum") != fnv1a(bytes.substr(0, body)))
     throw_error("prompt cache %s: the checksum does not match (a torn or edited file)", what.c_str());
