@@ -27,19 +27,7 @@ while getopts "m:t:b:p:n:r:h" opt; do
     *) sed -n '2,19p' "$0"; exit 2 ;;
   esac
 done
-cache=${MOE_PEER_CACHE:-$HOME/.cache/moe.cpp}
-peer_bin=$(scripts/build-llamacpp.sh --targets "llama-bench llama-batched-bench" | tail -1)
-make build >/dev/null
-if [[ -z $model ]]; then
-  model=$cache/synth/v2lite-seed1.Q4_K_M.gguf
-  if [[ ! -f $model ]]; then
-    mkdir -p "$(dirname "$model")"
-    echo "bench: synthesizing $model (V2-Lite shape, Q4_K_M)" >&2
-    build/moe-synth --config v2-lite --type Q4_K_M --seed 1 -o "$model"
-  fi
-fi
-[[ -f $model ]] || { echo "bench: model '$model' not found" >&2; exit 1; }
-scripts/recache.sh "$model"
+source scripts/bench-setup.sh  # $peer_bin, moe.cpp built, $model made and cached
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 b_max=$(tr ',' '\n' <<<"$list" | sort -n | tail -1)
 run_engine() {

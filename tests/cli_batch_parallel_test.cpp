@@ -22,18 +22,6 @@ namespace {
 const std::string kDefaultModel = std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf";
 std::string moe_bin() { return test::bin_dir() + "/moe"; }
 
-std::vector<json> parse_records(const std::string& out) {
-  std::vector<json> records;
-  size_t start = 0;
-  while (start < out.size()) {
-    size_t end = out.find('\n', start);
-    if (end == std::string::npos) end = out.size();
-    if (end > start) records.push_back(json::parse(out.substr(start, end - start)));
-    start = end + 1;
-  }
-  return records;
-}
-
 // 40 lines of different lengths, budgets and seeds, with bad lines among
 // them (invalid JSON, a prompt longer than -c 128).
 std::string batch_file(const std::string& dir) {
@@ -65,7 +53,7 @@ void check_same_records_at_any_np(const std::string& model, const std::vector<st
     const auto r = test::run_command(args);
     INFO("-np " << np << " stderr: " << r.err);
     CHECK(r.exit_code == 1);  // two lines failed
-    runs.push_back(parse_records(r.out));
+    runs.push_back(test::parse_json_lines(r.out));
     REQUIRE(runs.back().size() == 40);
   }
   int answered = 0, generated = 0;
@@ -107,7 +95,7 @@ TEST_CASE("moe --batch --batch-unordered: every record, each once, as it finishe
       {moe_bin(), "-m", kDefaultModel, "--batch", path, "-c", "128", "-t", "2", "-np", "6", "--batch-unordered"});
   CHECK(r.exit_code == 1);
   std::set<int> lines;
-  for (const json& rec : parse_records(r.out)) lines.insert(rec.at("line").get<int>());
+  for (const json& rec : test::parse_json_lines(r.out)) lines.insert(rec.at("line").get<int>());
   CHECK(lines.size() == 40);
   CHECK(*lines.begin() == 1);
   CHECK(*lines.rbegin() == 40);
@@ -127,7 +115,7 @@ TEST_CASE("moe --batch -np 4: Ctrl-C keeps every finished record, in order, and 
   CHECK(r.out == "130\n");
   const std::string out(reinterpret_cast<const char*>(test::read_file(dir + "/out.jsonl").data()),
                         test::read_file(dir + "/out.jsonl").size());
-  const std::vector<json> recs = parse_records(out);  // every line is whole JSON
+  const std::vector<json> recs = test::parse_json_lines(out);  // every line is whole JSON
   REQUIRE(recs.size() >= 1);
   CHECK(recs.size() < 60);  // it stopped early
   int prev = 0, interrupted = 0;
@@ -172,7 +160,7 @@ TEST_CASE("moe --batch -np 4: a prefix the lines share is evaluated once, and th
         {moe_bin(), "-m", kDefaultModel, "--batch", path, "-c", "128", "-b", "8", "-t", "2", "-np", np, "--temp", "0"});
     INFO("stderr: " << r.err);
     REQUIRE(r.exit_code == 0);
-    runs.push_back(parse_records(r.out));
+    runs.push_back(test::parse_json_lines(r.out));
     REQUIRE(runs.back().size() == 12);
   }
   int shared = 0;

@@ -19,18 +19,6 @@ namespace {
 
 std::string moe_bin() { return test::bin_dir() + "/moe"; }
 
-std::vector<json> parse_records(const std::string& out) {
-  std::vector<json> records;
-  size_t start = 0;
-  while (start < out.size()) {
-    size_t end = out.find('\n', start);
-    if (end == std::string::npos) end = out.size();
-    if (end > start) records.push_back(json::parse(out.substr(start, end - start)));
-    start = end + 1;
-  }
-  return records;
-}
-
 }  // namespace
 
 TEST_CASE("moe --batch: 50 prompts with bad lines, in order, errors per line, reproducible") {
@@ -84,7 +72,7 @@ TEST_CASE("moe --batch: 50 prompts with bad lines, in order, errors per line, re
   const auto a = test::run_command(args);
   INFO("stderr: " << a.err);
   CHECK(a.exit_code == 1);  // some lines failed
-  const std::vector<json> ra = parse_records(a.out);
+  const std::vector<json> ra = test::parse_json_lines(a.out);
   REQUIRE(ra.size() == 50 + bad_lines.size());
 
   int64_t prev_line = 0;
@@ -130,7 +118,7 @@ TEST_CASE("moe --batch: 50 prompts with bad lines, in order, errors per line, re
 
   // Same seed, same texts (timings differ).
   const auto b = test::run_command(args);
-  const std::vector<json> rb = parse_records(b.out);
+  const std::vector<json> rb = test::parse_json_lines(b.out);
   REQUIRE(rb.size() == ra.size());
   for (size_t i = 0; i < ra.size(); ++i) {
     CHECK(ra[i].value("text", "<none>") == rb[i].value("text", "<none>"));
@@ -140,7 +128,7 @@ TEST_CASE("moe --batch: 50 prompts with bad lines, in order, errors per line, re
   // that set their own.
   const auto c = test::run_command({moe_bin(), "-m", model_path, "--batch", path, "-n", "6", "-s", "99999", "-c", "64",
                                     "-t", "2"});
-  const std::vector<json> rc = parse_records(c.out);
+  const std::vector<json> rc = test::parse_json_lines(c.out);
   REQUIRE(rc.size() == ra.size());
   int differ = 0;
   for (size_t i = 0; i < ra.size(); ++i) {
@@ -178,7 +166,7 @@ TEST_CASE("moe --batch: plain text from stdin, one prompt per line") {
   const auto r = test::run_command({"/bin/sh", "-c", moe_bin() + " -m " + model_path + " --batch - -n 3 -s 5 -t 2 < " + in});
   INFO("stderr: " << r.err);
   CHECK(r.exit_code == 0);
-  const std::vector<json> recs = parse_records(r.out);
+  const std::vector<json> recs = test::parse_json_lines(r.out);
   REQUIRE(recs.size() == 2);
   CHECK(recs[0].at("id") == 1);
   CHECK(recs[1].at("id") == 3);

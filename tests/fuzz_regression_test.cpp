@@ -21,7 +21,7 @@
 #include "core/error.h"
 #include "gguf/gguf_reader.h"
 #include "gguf_bytes.h"
-#include "runtime/prompt_cache_file.h"
+#include "fuzz/prompt_cache_shape.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -285,13 +285,7 @@ TEST_CASE("hostile text: long runs of one character class encode without throwin
 TEST_CASE("fuzz regression: committed prompt cache inputs read cleanly (found by fuzz_prompt_cache)") {
   const std::vector<std::string> inputs = fuzz_inputs("prompt_cache");
   REQUIRE(!inputs.empty());
-  moe::PromptCacheShape s;  // as tests/fuzz/fuzz_prompt_cache.cpp
-  s.model_id = 0x5eed;
-  s.model_name = "seed";
-  s.n_layers = 2;
-  s.row_floats = 6;
-  s.n_ctx = 64;
-  s.n_vocab = 50;
+  const moe::PromptCacheShape s = moe::fuzz_prompt_cache_shape();
   for (const std::string& path : inputs) {
     CAPTURE(path);
     const std::string b = as_text(moe::test::read_file(path));

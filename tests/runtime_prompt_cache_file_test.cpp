@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "fuzz/prompt_cache_shape.h"
 #include "runtime/prompt_cache_file.h"
 
 using namespace moe;
@@ -14,12 +15,8 @@ using namespace moe;
 namespace {
 
 PromptCacheShape shape() {
-  PromptCacheShape s;
-  s.model_id = 0x1234abcd;
+  PromptCacheShape s = fuzz_prompt_cache_shape();  // 2 layers, 6 floats per row
   s.model_name = "tiny";
-  s.latent_type = 0;
-  s.n_layers = 2;
-  s.row_floats = 5;
   s.n_ctx = 16;
   s.n_vocab = 100;
   return s;
@@ -28,7 +25,7 @@ PromptCacheShape shape() {
 PromptCacheData data(size_t n) {
   PromptCacheData d;
   for (size_t i = 0; i < n; ++i) d.tokens.push_back(static_cast<int32_t>(7 * i % 100));
-  for (size_t i = 0; i < 2 * n * 5; ++i) d.rows.push_back(0.25f * static_cast<float>(i));
+  for (size_t i = 0; i < 2 * n * 6; ++i) d.rows.push_back(0.25f * static_cast<float>(i));
   return d;
 }
 

@@ -136,6 +136,18 @@ CommandResult run_command(const std::vector<std::string>& argv) {
 
 CommandResult run_shell(const std::string& script) { return run_command({"/bin/sh", "-c", script}); }
 
+std::vector<nlohmann::json> parse_json_lines(const std::string& out) {
+  std::vector<nlohmann::json> records;
+  size_t start = 0;
+  while (start < out.size()) {
+    size_t end = out.find('\n', start);
+    if (end == std::string::npos) end = out.size();
+    if (end > start) records.push_back(nlohmann::json::parse(out.substr(start, end - start)));
+    start = end + 1;
+  }
+  return records;
+}
+
 std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/ggml_type.h"
 
 namespace moe::test {
@@ -56,6 +58,8 @@ CommandResult run_command(const std::vector<std::string>& argv);
 // from printf), capturing its stdout and stderr.
 CommandResult run_shell(const std::string& script);
 // s in single quotes for a shell script.
+// One JSON value per non-empty line (JSONL output, batch records).
+std::vector<nlohmann::json> parse_json_lines(const std::string& out);
 std::string shell_quote(const std::string& s);
 
 // n elements of type t as random bytes (every bit pattern of packed scales,

@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "core/error.h"
-#include "runtime/prompt_cache_file.h"
+#include "prompt_cache_shape.h"
 
 using namespace moe;
 
@@ -17,18 +17,6 @@ namespace {
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "fuzz_prompt_cache: %s\n", what);
   std::abort();
-}
-
-// The shape the seeds are written for (tests/fuzz/make_seeds.cpp).
-PromptCacheShape fuzz_prompt_cache_shape() {
-  PromptCacheShape s;
-  s.model_id = 0x5eed;
-  s.model_name = "seed";
-  s.n_layers = 2;
-  s.row_floats = 6;
-  s.n_ctx = 64;
-  s.n_vocab = 50;
-  return s;
 }
 }  // namespace
 

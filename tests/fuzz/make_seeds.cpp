@@ -19,7 +19,7 @@
 #include "core/ggml_type.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
-#include "runtime/prompt_cache_file.h"
+#include "prompt_cache_shape.h"
 
 using namespace moe;
 
@@ -123,11 +123,7 @@ int main(int argc, char** argv) {
     write_safetensors(dir + "/safetensors/seed-empty.safetensors", "{}", 0);
     std::filesystem::create_directories(dir + "/prompt_cache");
     for (int n : {0, 1, 5}) {
-      PromptCacheShape s;  // as fuzz_prompt_cache_shape()
-      s.model_id = 0x5eed;
-      s.model_name = "seed";
-      s.n_layers = 2;
-      s.row_floats = 6;
+      const PromptCacheShape s = fuzz_prompt_cache_shape();
       PromptCacheData d;
       for (int i = 0; i < n; ++i) d.tokens.push_back(3 * i);
       d.rows.assign(static_cast<size_t>(n) * 12, 0.5f);
