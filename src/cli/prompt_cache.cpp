@@ -43,13 +43,7 @@ int64_t prompt_cache_load(const std::string& path, Deepseek2Session& s, const st
   size_t n = 0;
   while (n < limit && d.tokens[n] == tokens[n]) ++n;
   if (n == 0) return 0;
-  // The file's rows are [layer][its tokens]; the session takes [layer][n].
-  const size_t row = shape.row_floats, held = d.tokens.size();
-  std::vector<float> rows(static_cast<size_t>(shape.n_layers) * n * row);
-  for (size_t il = 0; il < shape.n_layers; ++il)
-    std::copy_n(d.rows.begin() + static_cast<std::ptrdiff_t>(il * held * row), n * row,
-                rows.begin() + static_cast<std::ptrdiff_t>(il * n * row));
-  s.cache_import(0, static_cast<int64_t>(n), rows.data());
+  s.cache_import(0, static_cast<int64_t>(n), d.rows.data(), static_cast<int64_t>(d.tokens.size()));
   return static_cast<int64_t>(n);
 }
 

@@ -28,14 +28,14 @@ CpuIsa cpu_isa_active() {
 
 namespace {
 // Many tokens against a type the repacked GEMM takes: that path (gemm_q8.h).
-bool use_gemm(const TensorView& W, int64_t n_tokens) {
-  return n_tokens >= kGemmMinTokens && gemm_available(W.type) && W.ne[0] % 32 == 0;
+bool use_gemm(const TensorView& W, int64_t n_tokens, bool allow_gemm = true) {
+  return allow_gemm && n_tokens >= kGemmMinTokens && gemm_available(W.type) && W.ne[0] % 32 == 0;
 }
 }  // namespace
 
 size_t matmul_scratch_bytes(const TensorView& W, int64_t n_tokens, bool allow_gemm) {
   const size_t act = ggml_row_size(vec_dot_type(W.type), W.ne[0]) * static_cast<size_t>(n_tokens);
-  if (!allow_gemm || !use_gemm(W, n_tokens)) return act;
+  if (!use_gemm(W, n_tokens, allow_gemm)) return act;
   return std::max(act, gemm_act_row_bytes(W.ne[0]) * static_cast<size_t>(n_tokens) + 64);
 }
 
@@ -72,7 +72,7 @@ void matmul_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act
 }
 
 ActLayout activation_layout(const TensorView& W, int64_t n_tokens, bool allow_gemm) {
-  if (allow_gemm && use_gemm(W, n_tokens)) return {true, gemm_act_row_bytes(W.ne[0])};
+  if (use_gemm(W, n_tokens, allow_gemm)) return {true, gemm_act_row_bytes(W.ne[0])};
   return {false, activation_row_bytes(W)};
 }
 
@@ -121,7 +121,7 @@ void matmul_gemm(const TensorView& W, const float* x, int64_t n_tokens, float* y
 void matmul_impl(const TensorView& W, const float* x, int64_t n_tokens, float* y, void* scratch, ThreadPool* pool,
                  bool allow_gemm) {
   MOE_DASSERT(W.ne[2] == 1 && W.ne[3] == 1);
-  if (allow_gemm && use_gemm(W, n_tokens)) return matmul_gemm(W, x, n_tokens, y, scratch, pool);
+  if (use_gemm(W, n_tokens, allow_gemm)) return matmul_gemm(W, x, n_tokens, y, scratch, pool);
   const int64_t n_in = W.ne[0], n_out = W.ne[1];
   uint8_t* act = static_cast<uint8_t*>(scratch);
   quantize_activations(W, x, n_tokens, act);

@@ -249,7 +249,7 @@ void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, 
     throw_error("context full: %lld tokens already in the cache, %lld more do not fit in the context of %lld",
                 static_cast<long long>(seq_pos_[0]), static_cast<long long>(n), static_cast<long long>(cache_.n_ctx));
   check_tokens(tokens, n);
-  be_->set_batch_invariant(false);
+  set_batch_invariant(false);
   for (int64_t i = 0; i < n; i += n_batch_) {
     const int64_t m = std::min(n_batch_, n - i);
     const bool last = i + m == n;
@@ -279,24 +279,26 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
   seq_pos_[sz(s)] = n_past - (p1 - p0);
 }
 
+// The cache's rows are dense (alloc), so a layer's positions [0, n) are
+// one copy each way.
 void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
   MOE_ASSERT(n <= seq_pos(s), "cache_export: %lld of %lld positions", static_cast<long long>(n),
              static_cast<long long>(seq_pos(s)));
   const LatentCache c = cache_.sequence(s);
   const int64_t cols = c.rows.cols;
+  MOE_ASSERT(c.rows.stride == cols, "cache rows are not dense");
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
-    for (int64_t t = 0; t < n; ++t)
-      be_->copy_to_host(rows + (il * n + t) * cols, c.layer(il).row(t), sz(cols) * sizeof(float));
+    be_->copy_to_host(rows + il * n * cols, c.layer(il).row(0), sz(n * cols) * sizeof(float));
 }
 
-void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows) {
-  MOE_ASSERT(n <= cache_.n_ctx, "cache_import: %lld positions in a context of %lld", static_cast<long long>(n),
-             static_cast<long long>(cache_.n_ctx));
+void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer) {
+  MOE_ASSERT(n <= cache_.n_ctx && n <= rows_per_layer, "cache_import: %lld positions (of %lld) in a context of %lld",
+             static_cast<long long>(n), static_cast<long long>(rows_per_layer), static_cast<long long>(cache_.n_ctx));
   const LatentCache c = cache_.sequence(s);
   const int64_t cols = c.rows.cols;
+  MOE_ASSERT(c.rows.stride == cols, "cache rows are not dense");
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
-    for (int64_t t = 0; t < n; ++t)
-      be_->copy_from_host(c.layer(il).row(t), rows + (il * n + t) * cols, sz(cols) * sizeof(float));
+    be_->copy_from_host(c.layer(il).row(0), rows + il * rows_per_layer * cols, sz(n * cols) * sizeof(float));
   seq_pos_[sz(s)] = n;
 }
 
@@ -321,14 +323,13 @@ void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<Se
   check_tokens(tokens, n);
   // Several sequences: every product row as it would be alone (a step of
   // one span is its own batch already).
-  const bool invariant = spans.size() > 1;
-  be_->set_batch_invariant(invariant);
-  if (backends_.device) backends_.host->set_batch_invariant(invariant);
+  set_batch_invariant(spans.size() > 1);
   forward_batch(tokens, spans, logits, false);
-  if (invariant) {
-    be_->set_batch_invariant(false);
-    if (backends_.device) backends_.host->set_batch_invariant(false);
-  }
+}
+
+void Deepseek2Session::set_batch_invariant(bool on) {
+  be_->set_batch_invariant(on);
+  if (backends_.device) backends_.host->set_batch_invariant(on);
 }
 
 void Deepseek2Session::forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits,

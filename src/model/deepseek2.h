@@ -94,12 +94,13 @@ class Deepseek2Session final : public InferenceSession {
   void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
 
   // The latent cache of sequence s, positions [0, n), to and from host
-  // memory as [layer][position][cache_row_floats()] (saved prompt caches);
-  // cache_import leaves the sequence holding n positions.
+  // memory (saved prompt caches): export writes [layer][n][cache_row_floats()];
+  // import reads the first n rows of each layer of [layer][rows_per_layer][..]
+  // and leaves the sequence holding n positions.
   int64_t cache_row_floats() const { return cache_.rows.cols; }
   LatentType cache_type() const { return cache_.type; }
   void cache_export(int64_t s, int64_t n, float* rows) const;
-  void cache_import(int64_t s, int64_t n, const float* rows);
+  void cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer);
 
   const Deepseek2Model& model() const { return model_; }
   const ExpertPlacement& placement() const { return placement_; }
@@ -113,6 +114,9 @@ class Deepseek2Session final : public InferenceSession {
 
  private:
   void check_tokens(const int32_t* tokens, int64_t n) const;
+  // Backend::set_batch_invariant on every backend of the session; each
+  // entry point says it, so no step inherits the last one's.
+  void set_batch_invariant(bool on);
   // all_logits: every token's logits (one span only).
   void forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
   void mla_attention(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n);

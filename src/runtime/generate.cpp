@@ -139,7 +139,6 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
     if (shift && session.n_past() >= n_ctx) {
       const int64_t keep = std::min(opt.shift_keep, n_ctx - 2), n_discard = (session.n_past() - keep) / 2;
       session.seq_drop(0, keep, keep + n_discard);
-      r.n_shifted += n_discard;
     }
     session.forward(&next, 1, logits.data(), false);
   }

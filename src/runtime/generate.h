@@ -39,7 +39,6 @@ struct GenerateResult {
   FinishReason finish = FinishReason::length;
   int64_t n_prompt = 0;            // prompt tokens evaluated by this call
   int64_t n_prompt_copied = 0;     // of them, copied from another sequence's cache instead
-  int64_t n_shifted = 0;           // tokens dropped by context shifts
   int64_t n_generated = 0;         // tokens sampled (EOS included)
   double prompt_s = 0, gen_s = 0;
   std::vector<int32_t> generated;  // sampled tokens that went into the cache (no EOS)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 
 #include "core/error.h"
 
@@ -96,14 +97,10 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
       s.prompt_done = 0;
       s.next = -1;
       s.t_start = Clock::now();
-      // The slot's cache may still hold this request's shared section.
-      const size_t p = q.shared_prefix;
-      s.section.assign(q.prompt.begin(), q.prompt.begin() + static_cast<std::ptrdiff_t>(p));
-      if (p > 0 && s.held == s.section) {
-        session.seq_truncate(static_cast<int64_t>(i), static_cast<int64_t>(p));
-        s.prompt_done = p;
-        s.gen->result().n_prompt = s.gen->result().n_prompt_copied = static_cast<int64_t>(p);
-      } else {
+      // The slot's cache stays as it is while it holds this request's
+      // shared section (the prompt step below takes it from there).
+      s.section.assign(q.prompt.begin(), q.prompt.begin() + static_cast<std::ptrdiff_t>(q.shared_prefix));
+      if (s.section.empty() || s.held != s.section) {
         session.seq_truncate(static_cast<int64_t>(i), 0);
         s.held.clear();
       }
@@ -143,20 +140,22 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
       any = true;
       const ParallelRequest& q = requests[s.request];
       if (s.prompt_done == 0 && !s.section.empty()) {
-        // Its shared section: copied from a slot that holds it, else
-        // awaited from a slot evaluating it (the first such slot
-        // evaluates), else evaluated here.
-        const Slot* holder = nullptr;
+        // Its shared section: kept from its own slot's last request or
+        // copied from a slot that holds it, else awaited from a slot
+        // evaluating it (the first such slot evaluates), else evaluated here.
+        std::optional<size_t> holder;
         bool await = false;
-        for (size_t j = 0; j < slots.size(); ++j) {
+        for (size_t k = 0; k < slots.size(); ++k) {
+          const size_t j = (i + k) % slots.size();  // this slot first
           const Slot& o = slots[j];
-          if (j == i) continue;
-          if (o.held == s.section) holder = &o;
-          else if (o.busy() && o.next < 0 && o.section == s.section && (o.prompt_done > 0 || j < i)) await = true;
+          if (o.held == s.section) {
+            if (!holder) holder = j;
+          } else if (j != i && o.busy() && o.next < 0 && o.section == s.section && (o.prompt_done > 0 || j < i)) {
+            await = true;
+          }
         }
         if (holder) {
-          const auto src = static_cast<int64_t>(holder - slots.data());
-          session.seq_copy(src, static_cast<int64_t>(i), static_cast<int64_t>(s.section.size()));
+          session.seq_copy(static_cast<int64_t>(*holder), static_cast<int64_t>(i), static_cast<int64_t>(s.section.size()));
           s.prompt_done = s.section.size();
           s.held = s.section;
           s.gen->result().n_prompt = s.gen->result().n_prompt_copied = static_cast<int64_t>(s.prompt_done);
