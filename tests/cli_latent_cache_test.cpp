@@ -46,6 +46,14 @@ TEST_CASE("moe --prompt-cache: the second run evaluates only the new suffix, wit
   CHECK(cached >= 15);
   CHECK(b.at("prompt_tokens").get<int>() + cached == a.at("prompt_tokens").get<int>());
   CHECK(b.at("text") == a.at("text"));
+  // The loaded prefix counts for the repeat penalty as an evaluated one does.
+  const auto plain_pen = run(base + ": for whither", {"--repeat-penalty", "1.5"});
+  const auto cached_pen = run(base + ": for whither", {"--repeat-penalty", "1.5", "--prompt-cache", cache,
+                                                        "--prompt-cache-ro"});
+  REQUIRE(plain_pen.exit_code == 0);
+  REQUIRE(cached_pen.exit_code == 0);
+  CHECK(json::parse(cached_pen.out).at("prompt_tokens_cached").get<int>() >= 15);
+  CHECK(json::parse(cached_pen.out).at("text") == json::parse(plain_pen.out).at("text"));
   // -ro reads and does not write; another model's file and a cut file are errors.
   const auto size_before = test::read_file(cache).size();
   CHECK(run("Who", {"--prompt-cache", cache, "--prompt-cache-ro"}).exit_code == 0);

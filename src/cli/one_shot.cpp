@@ -57,6 +57,9 @@ int run_one_shot(const CliOptions& o) {
 
   const int64_t reused = o.prompt_cache.empty() ? 0 : prompt_cache_load(o.prompt_cache, session, tokens);
   const std::vector<int32_t> fresh(tokens.begin() + reused, tokens.end());
+  // The loaded prefix is prompt too: its tokens count for the penalties
+  // (generate() adds the ones it evaluates).
+  for (int64_t i = 0; i < reused; ++i) sampler.accept(tokens[static_cast<size_t>(i)]);
 
   if (o.display_prompt && !o.json) write_stdout(prompt);
   auto stream = [&](std::string_view text) {
