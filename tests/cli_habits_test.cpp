@@ -140,7 +140,7 @@ TEST_CASE("habits: llama.cpp flags we do not support are refused by name") {
                        Bad{"--hf-repo x", "--hf-repo is not supported"}, Bad{"-md draft.gguf", "draft models"},
                        Bad{"--lora x.gguf", "adapters"}, Bad{"--grammar root", "grammar"},
                        Bad{"-sm row", "multi-GPU"}, Bad{"--jinja", "chat templates are built in"},
-                       Bad{"-ctk q8_0", "-ctk q8_0: the latent cache can be f32 or bf16"},
+                       Bad{"-ctk q4_0", "-ctk q4_0: the latent cache can be f32, f16, bf16 or q8_0"},
                        Bad{"-ctk bf16 -ctv f32", "-ctv f32: MLA keeps one latent cache"}, Bad{"-fa maybe", "-fa 'maybe'"},
                        Bad{"--frobnicate", "--frobnicate"}, Bad{"-np 2 -p Hi", "for --batch mode"},
                        Bad{"-cnv -no-cnv", ""}, Bad{"-no-cnv", "-no-cnv needs a prompt"}}) {

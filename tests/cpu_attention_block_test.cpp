@@ -13,6 +13,7 @@
 #include "cpu/attention.h"
 #include "core/fp16.h"
 #include "cpu/attention_block.h"
+#include "cpu/latent_rows.h"
 #include "test_util.h"
 
 using namespace moe;
@@ -161,4 +162,58 @@ TEST_CASE("attention over bf16 cache rows: blocks and parts agree with the refer
     worst = std::max(worst, c.check(5e-3f));
   }
   MESSAGE("bf16 attention: worst |difference| " << worst);
+}
+
+// f16 and q8_0 cache rows are decoded a chunk at a time and attended by the
+// f32 kernel, so over the same rows decoded (dequantize_row_ref's values)
+// they must give the f32 kernels' outputs exactly, prompts' blocks and
+// generation's parts alike.
+TEST_CASE("attention over f16 and q8_0 cache rows: exactly the f32 kernels' over the decoded rows") {
+  if (!mla_attend_block_kernel()) return test::skip("this CPU or build has no AVX-512");
+  std::mt19937 rng(13);
+  for (const LatentType type : {LatentType::kF16, LatentType::kQ8_0}) {
+    const MlaAttendKernels k = mla_attend_kernels(latent_ggml_type(type));
+    REQUIRE((k.block && k.range));
+    for (const Shape& sh : kShapes) {
+      INFO(latent_type_name(type) << " n_tok=" << sh.n_tok << " heads=" << sh.n_heads << " n_kv0=" << sh.n_kv0
+                                  << " qk=" << sh.dim_qk << " v=" << sh.dim_v);
+      Case c(sh, rng, 1.0f);
+      // The rows stored in `type`, a float of padding after each; the f32
+      // rows replaced by their decoded values.
+      const int64_t n_kv = sh.n_kv0 + sh.n_tok - 1, f32_stride = c.args.kv_stride;
+      const int64_t cols = LatentCache::storage_cols(type, sh.dim_qk) + 1;
+      std::vector<float> stored(static_cast<size_t>(n_kv * cols), NAN);
+      for (int64_t s = 0; s < n_kv; ++s) {
+        latent_row_encode(type, c.kv.data() + s * f32_stride, sh.dim_qk, stored.data() + s * cols);
+        latent_row_decode(type, stored.data() + s * cols, sh.dim_qk, c.kv.data() + s * f32_stride);
+      }
+      std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_qk, sh.dim_v), NAN);
+      c.args.scratch = scratch.data();
+      mla_attend_block_kernel()(c.args);
+      const std::vector<float> want = c.got;
+      MlaAttendBlockArgs a = c.args;
+      a.kv = stored.data();
+      a.kv_stride = cols * (type == LatentType::kQ8_0 ? 4 : 2);  // bytes for q8_0, values for f16
+      std::fill(c.got.begin(), c.got.end(), 0.0f);
+      k.block(a);
+      CHECK(c.got == want);
+
+      // Generation's way, both: parts of 5 cached rows, merged.
+      const int64_t rows = sh.n_tok * sh.n_heads, part = 5, n_parts = (n_kv + part - 1) / part;
+      const size_t per_state = mla_attend_state_floats(rows, sh.dim_v);
+      std::vector<float> states(per_state * static_cast<size_t>(n_parts), NAN);
+      const auto parts_of = [&](MlaAttendRangeFn range, const MlaAttendBlockArgs& args) {
+        std::vector<MlaAttendState> parts;
+        std::fill(c.got.begin(), c.got.end(), 0.0f);
+        for (int64_t j = 0; j < n_parts; ++j) {
+          parts.push_back(mla_attend_state_carve(states.data() + j * per_state, rows));
+          mla_attend_state_init(parts.back(), rows, sh.dim_v);
+          range(args, j * part, std::min(n_kv, (j + 1) * part), parts.back());
+        }
+        mla_attend_merge(args, parts.data(), static_cast<int>(n_parts));
+        return c.got;
+      };
+      CHECK(parts_of(k.range, a) == parts_of(mla_attend_range_kernel(), c.args));
+    }
+  }
 }

@@ -58,20 +58,13 @@ TEST_CASE("context shift: a one-layer model's shifted cache gives the logits of 
   const auto model = Deepseek2Model::load(one_layer_model(test::temp_dir()));
   const int64_t V = model->config().vocab_size;
   std::mt19937 rng(9);
-  for (LatentType type : {LatentType::kF32, LatentType::kBf16}) {
+  for (LatentType type : {LatentType::kF32, LatentType::kBf16, LatentType::kF16, LatentType::kQ8_0}) {
     SessionOptions o;
     o.n_ctx = 256;
     o.n_batch = 32;
     o.cache_type = type;
     o.backends.n_threads = 2;
-    std::unique_ptr<Deepseek2Session> a_ptr;
-    try {
-      a_ptr = std::make_unique<Deepseek2Session>(*model, o);
-    } catch (const std::exception& e) {
-      MESSAGE("skipped for " << latent_type_name(type) << ": " << e.what());
-      continue;
-    }
-    Deepseek2Session& a = *a_ptr;
+    Deepseek2Session a(*model, o);
     Deepseek2Session b(*model, o);
     // a: keep (12) dropped (70) rest (40), then shift the dropped range out;
     // b: keep rest, fresh. Then the same next tokens on both.
@@ -91,6 +84,8 @@ TEST_CASE("context shift: a one-layer model's shifted cache gives the logits of 
     b.forward(next.data(), 3, lb.data(), true);
     const double d = max_abs_diff(la, lb);
     MESSAGE(std::string(latent_type_name(type)) << " cache: max |logit shifted - fresh| = " << d);
+    // The other types round the shifted row again where a fresh one is
+    // rounded once (measured: bf16 2.1e-3, f16 3.3e-4, q8_0 1.0e-2).
     CHECK(d <= (type == LatentType::kF32 ? 1e-4 : 2e-2));
     // Not shifting the RoPE (dropping by truncating and re-appending the
     // rows as they were) would leave the rest at its old positions: the

@@ -73,7 +73,7 @@ inline void add_run_flags(CLI::App& app, RunFlags& f) {
   app.add_option("--flash-attn", f.flash_attn, "-fa [on|off|auto]: accepted; MLA attention is computed fused either way")
       ->expected(0, 1);
   app.add_option("--cache-type-k", f.cache_type_k,
-                 "-ctk: latent cache type: f32 (default) or bf16 (half the memory, faster attention; needs AVX512-BF16)");
+                 "-ctk: latent cache type: f32 (default), f16 or bf16 (half the memory), q8_0 (27% of it)");
   app.add_option("--cache-type-v", f.cache_type_v, "-ctv: accepted when it equals -ctk (MLA has one latent cache)");
   app.add_option("--gpu-mem", f.gpu_mem, "device memory the weights and KV cache may use (e.g. 20G); the rest of "
                                          "the routed experts stay on the CPU");

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/fp16.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
+#include "quant/blocks_legacy.h"
 
 namespace moe {
 
@@ -15,9 +17,20 @@ constexpr int64_t kKeyChunk = kMlaAttendKeyChunk;
 }  // namespace
 
 // Scores [rows][kKeyChunk] f32, probabilities [rows][kKeyChunk] bf16,
-// queries [rows][dim_qk rounded up to 32] bf16.
+// queries [rows][dim_qk rounded up to 32] bf16 (the bf16 kernels), then a
+// chunk of cache rows decoded to f32, [kKeyChunk][dim_qk rounded up to 32]
+// (the decoding kernels).
 size_t mla_attend_chunk_scratch_floats(int64_t rows, int64_t dim_qk) {
-  return static_cast<size_t>(rows * kKeyChunk + rows * kKeyChunk / 2 + rows * ((dim_qk + 31) / 32 * 16));
+  const int64_t dq = (dim_qk + 31) / 32 * 32;
+  return static_cast<size_t>(rows * kKeyChunk + rows * kKeyChunk / 2 + rows * dq / 2 + kKeyChunk * dq);
+}
+
+MlaAttendKernels mla_attend_kernels(GgmlType row_type) {
+  switch (row_type) {
+    case GgmlType::F32: return {mla_attend_block_kernel(), mla_attend_range_kernel()};
+    case GgmlType::BF16: return {mla_attend_block_kernel_bf16(), mla_attend_range_kernel_bf16()};
+    default: return {mla_attend_block_kernel_decoded(row_type), mla_attend_range_kernel_decoded(row_type)};
+  }
 }
 
 size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t dim_qk, int64_t dim_v) {
@@ -56,25 +69,27 @@ void score_tile(const float* const q[4], const float* const k[4], int64_t dim, f
   store_score_tile(acc, scale, out);
 }
 
-// Cached rows [c0, c1) (at most kKeyChunk) into the running state of every
-// row that sees c0. S: scores, [rows][kKeyChunk].
-void attend_chunk(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const MlaAttendState& st) {
+// Cached rows [c0, c1) (at most kKeyChunk), f32 at rows (row c0) with
+// `stride` floats between them, into the running state of every row that
+// sees c0. S: scores, [rows][kKeyChunk].
+void attend_chunk_rows(const MlaAttendBlockArgs& a, const float* rows, int64_t stride, int64_t c0, int64_t c1,
+                       const MlaAttendState& st) {
   const int64_t H = a.n_heads, M = a.n_tok * H, V = a.dim_v, C = kKeyChunk;
   float* S = a.scratch;
-  const float* kv = static_cast<const float*>(a.kv);
   const int64_t cn = c1 - c0;
   const auto n_kv = [&](int64_t m) { return a.n_kv0 + m / H; };
   const int64_t m_first = first_row_seeing(a, c0);
   if (m_first >= M) return;
   const auto q_row = [&](int64_t m) { return a.q + (m / H) * a.q_tok_stride + (m % H) * a.q_head_stride; };
 
-  chunk_scores(a, kv, c0, cn, m_first, S, q_row, [&](const float* const q[4], const float* const k[4], float* const out[4]) {
-    score_tile(q, k, a.dim_qk, a.scale, out);
-  });
+  chunk_scores(a, rows, stride, cn, m_first, S, q_row,
+               [&](const float* const q[4], const float* const k[4], float* const out[4]) {
+                 score_tile(q, k, a.dim_qk, a.scale, out);
+               });
 
   softmax_rows(a, st, S, C, c0, cn, m_first, [](__m512 p) { return p; });
 
-  // Values: o[m][c] += sum_s p[m][s] * kv[c0 + s][c], 8 rows by 32 columns
+  // Values: o[m][c] += sum_s p[m][s] * rows[s][c], 8 rows by 32 columns
   // per tile, the value rows read once per tile.
   for (int64_t m0 = m_first; m0 < M; m0 += kRowTile) {
     const int64_t mr = std::min<int64_t>(kRowTile, M - m0);
@@ -85,8 +100,8 @@ void attend_chunk(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const Mla
       const __mmask16 k0 = lanes(V - c), k1 = lanes(V - c - 16);
       __m512 acc0[kRowTile], acc1[kRowTile];
       for (int r = 0; r < kRowTile; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
-      const float* v = kv + c0 * a.kv_stride + c;
-      for (int64_t s = 0; s < ns; ++s, v += a.kv_stride) {
+      const float* v = rows + c;
+      for (int64_t s = 0; s < ns; ++s, v += stride) {
         const __m512 v0 = _mm512_maskz_loadu_ps(k0, v), v1 = _mm512_maskz_loadu_ps(k1, v + 16);
         for (int r = 0; r < kRowTile; ++r) {
           const __m512 p = _mm512_set1_ps(P[r][s]);
@@ -103,11 +118,75 @@ void attend_chunk(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const Mla
   }
 }
 
+void attend_chunk(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const MlaAttendState& st) {
+  const float* kv = static_cast<const float*>(a.kv);
+  attend_chunk_rows(a, kv + c0 * a.kv_stride, a.kv_stride, c0, c1, st);
+}
+
 void attend_range_avx512(const MlaAttendBlockArgs& a, int64_t s0, int64_t s1, const MlaAttendState& st) {
   attend_range_with(a, s0, s1, st, attend_chunk);
 }
 
 void attend_block_avx512(const MlaAttendBlockArgs& a) { attend_block_with(a, attend_range_avx512); }
+
+// ---- f16 and q8_0 rows: each chunk decoded to f32, then attend_chunk_rows ----
+// The decoded values are exactly dequantize_row_ref's (an f16 widens
+// exactly; a q8_0 value is one rounded product q * d), so these kernels
+// give the f32 kernels' results over the decoded cache, bit for bit. The
+// decoding is 1 operation per 16 values of a row, against 16 heads x 1088
+// multiply-adds per row in the attention itself.
+
+// dim values of an f16 row into x.
+void decode_f16_row(const uint8_t* src, int64_t dim, float* x) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  for (; i + 16 <= dim; i += 16)
+    _mm512_storeu_ps(x + i, _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
+  for (; i < dim; ++i) x[i] = fp16_to_fp32(h[i]);
+}
+
+// The blocks of a q8_0 row holding dim values into x (whole blocks: x has
+// room for dim rounded up to 32).
+void decode_q8_0_row(const uint8_t* src, int64_t dim, float* x) {
+  const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(src);
+  for (int64_t j = 0; j < (dim + 31) / 32; ++j, x += 32) {
+    const __m512 d = _mm512_set1_ps(fp16_to_fp32(b[j].d));
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[j].qs));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[j].qs + 16));
+    // (GCC 12 warns about the undefined lanes of the unmasked conversions.)
+    const auto widen = [](__m128i q) {
+      return _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, q));
+    };
+    _mm512_storeu_ps(x, _mm512_mul_ps(widen(lo), d));
+    _mm512_storeu_ps(x + 16, _mm512_mul_ps(widen(hi), d));
+  }
+}
+
+// Unit: bytes per step of a.kv_stride (2 for f16, 1 for q8_0 rows, whose
+// stride is in bytes).
+template <int Unit, void (*Decode)(const uint8_t*, int64_t, float*)>
+void attend_chunk_decoded(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const MlaAttendState& st) {
+  if (first_row_seeing(a, c0) >= a.n_tok * a.n_heads) return;
+  const int64_t M = a.n_tok * a.n_heads, dq = (a.dim_qk + 31) / 32 * 32;
+  float* rows = a.scratch + mla_attend_chunk_scratch_floats(M, a.dim_qk) - kKeyChunk * dq;
+  const uint8_t* kv = static_cast<const uint8_t*>(a.kv);
+  const int64_t row_bytes = a.kv_stride * Unit;
+  for (int64_t s = c0; s < c1; ++s) {
+    if (s + kPrefetchRows < c1) prefetch_rows(kv, row_bytes, s + kPrefetchRows, s + kPrefetchRows + 1, row_bytes);
+    Decode(kv + s * row_bytes, a.dim_qk, rows + (s - c0) * dq);
+  }
+  attend_chunk_rows(a, rows, dq, c0, c1, st);
+}
+
+template <int Unit, void (*Decode)(const uint8_t*, int64_t, float*)>
+void attend_range_decoded(const MlaAttendBlockArgs& a, int64_t s0, int64_t s1, const MlaAttendState& st) {
+  attend_range_with(a, s0, s1, st, attend_chunk_decoded<Unit, Decode>);
+}
+
+template <int Unit, void (*Decode)(const uint8_t*, int64_t, float*)>
+void attend_block_decoded(const MlaAttendBlockArgs& a) {
+  attend_block_with(a, attend_range_decoded<Unit, Decode>);
+}
 
 }  // namespace
 
@@ -117,11 +196,25 @@ MlaAttendBlockFn mla_attend_block_kernel() {
 MlaAttendRangeFn mla_attend_range_kernel() {
   return cpu_isa_active() == CpuIsa::kAvx512Vnni ? attend_range_avx512 : nullptr;
 }
+MlaAttendBlockFn mla_attend_block_kernel_decoded(GgmlType row_type) {
+  if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return nullptr;
+  if (row_type == GgmlType::F16) return attend_block_decoded<2, decode_f16_row>;
+  if (row_type == GgmlType::Q8_0) return attend_block_decoded<1, decode_q8_0_row>;
+  return nullptr;
+}
+MlaAttendRangeFn mla_attend_range_kernel_decoded(GgmlType row_type) {
+  if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return nullptr;
+  if (row_type == GgmlType::F16) return attend_range_decoded<2, decode_f16_row>;
+  if (row_type == GgmlType::Q8_0) return attend_range_decoded<1, decode_q8_0_row>;
+  return nullptr;
+}
 
 }  // namespace moe
 #else
 namespace moe {
 MlaAttendBlockFn mla_attend_block_kernel() { return nullptr; }
 MlaAttendRangeFn mla_attend_range_kernel() { return nullptr; }
+MlaAttendBlockFn mla_attend_block_kernel_decoded(GgmlType) { return nullptr; }
+MlaAttendRangeFn mla_attend_range_kernel_decoded(GgmlType) { return nullptr; }
 }  // namespace moe
 #endif

@@ -75,7 +75,7 @@ void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, cons
   const uint16_t* kv = static_cast<const uint16_t*>(a.kv);
 
   const auto q_row = [&](int64_t m) { return b.q + m * b.dq; };
-  chunk_scores(a, kv, c0, cn, m_first, S, q_row,
+  chunk_scores(a, kv + c0 * a.kv_stride, a.kv_stride, cn, m_first, S, q_row,
                [&](const uint16_t* const q[4], const uint16_t* const k[4], float* const out[4]) {
                  score_tile(q, k, a.dim_qk, b.dq, a.scale, out);
                });

@@ -24,6 +24,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/ggml_type.h"
+
 namespace moe {
 
 struct MlaAttendBlockArgs {
@@ -32,7 +34,7 @@ struct MlaAttendBlockArgs {
   int64_t n_heads;
   int64_t q_tok_stride;
   int64_t q_head_stride;
-  const void* kv;         // cache rows (f32, or bf16 for the bf16 kernels), kv_stride elements apart
+  const void* kv;         // cache rows of the kernel's type, kv_stride values apart (bytes for q8_0 rows)
   int64_t kv_stride;
   int64_t n_kv0;          // rows token 0 attends to (its position + 1)
   int64_t dim_qk;         // elements of a row scored against q
@@ -84,5 +86,19 @@ MlaAttendRangeFn mla_attend_range_kernel();
 // multiply-adds of f32 per instruction); null without AVX512-BF16.
 MlaAttendBlockFn mla_attend_block_kernel_bf16();
 MlaAttendRangeFn mla_attend_range_kernel_bf16();
+// Over f16 or q8_0 rows (GgmlType::F16, Q8_0): each chunk of cached rows is
+// decoded to f32 (dequantize_row_ref's values) and attended by the f32
+// kernel, so the result is the f32 kernels' over the decoded rows, bit for
+// bit; null without AVX-512 or for another type.
+MlaAttendBlockFn mla_attend_block_kernel_decoded(GgmlType row_type);
+MlaAttendRangeFn mla_attend_range_kernel_decoded(GgmlType row_type);
+
+// The kernels for cache rows of a type (F32, BF16, F16, Q8_0); either may
+// be null where this CPU has none.
+struct MlaAttendKernels {
+  MlaAttendBlockFn block;
+  MlaAttendRangeFn range;
+};
+MlaAttendKernels mla_attend_kernels(GgmlType row_type);
 
 }  // namespace moe

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fp16.h"
 #include "cpu/attention.h"
+#include "cpu/latent_rows.h"
 #include "cpu/attention_block.h"
 #include "cpu/matmul.h"
 #include "cpu/moe_route.h"
@@ -132,27 +133,24 @@ void CpuBackend::output_head(const TensorView& W, const Act& x, int64_t n, float
               !batch_invariant_);
 }
 
-bool CpuBackend::supports_latent_type(LatentType t) const {
-  return t == LatentType::kF32 || (mla_attend_block_kernel_bf16() && mla_attend_range_kernel_bf16());
-}
+// Every type: the f32 and bf16 kernels read their rows, the decoding
+// kernels f16 and q8_0 rows, and the scalar path reads any row decoded.
+bool CpuBackend::supports_latent_type(LatentType) const { return true; }
 
 void CpuBackend::mla_kv_append(const MlaParams& p, const Act& kv_a, const TensorView& kv_norm, LatentCache& cache,
                                int64_t il, int64_t pos0, int64_t n) {
   const int64_t R = p.kv_lora_rank, P = p.qk_rope_head_dim;
   const float* freqs = p.rope_freqs.f32();
   const Act layer = cache.layer(il);
-  const bool bf16 = cache.type == LatentType::kBf16;
-  float* row = bf16 ? scratch(kv_row_, sz(R + P)) : nullptr;  // the f32 row before rounding
+  const bool f32 = cache.type == LatentType::kF32;
+  float* row = f32 ? nullptr : scratch(kv_row_, sz(R + P));  // the f32 row before it is stored
   for (int64_t t = 0; t < n; ++t) {
     const float* kv = kv_a.row(t);
-    float* cached = bf16 ? row : layer.row(pos0 + t);
+    float* cached = f32 ? layer.row(pos0 + t) : row;
     moe::rms_norm(kv, kv_norm.f32(), R, p.rms_norm_eps, cached);
     std::memcpy(cached + R, kv + R, sz(P) * sizeof(float));
     rope_pairs_apply(cached + R, P, freqs, static_cast<float>(pos0 + t), p.rope_mscale);
-    if (bf16) {
-      uint16_t* out = reinterpret_cast<uint16_t*>(layer.row(pos0 + t));
-      for (int64_t i = 0; i < R + P; ++i) out[i] = fp32_to_bf16(row[i]);
-    }
+    if (!f32) latent_row_encode(cache.type, row, R + P, layer.row(pos0 + t));
   }
 }
 
@@ -163,18 +161,18 @@ void CpuBackend::mla_kv_shift(const MlaParams& p, LatentCache& cache, int64_t il
   const int64_t R = p.kv_lora_rank, P = p.qk_rope_head_dim;
   const float* freqs = p.rope_freqs.f32();
   const Act layer = cache.layer(il);
-  const bool bf16 = cache.type == LatentType::kBf16;
-  float* rope = scratch(kv_row_, sz(R + P));
+  const bool f32 = cache.type == LatentType::kF32;
+  float* row = scratch(kv_row_, sz(R + P));
   for (int64_t t = 0; t < n; ++t) {
     float* dst = layer.row(dst0 + t);
     if (dst0 != src0) std::memcpy(dst, layer.row(src0 + t), sz(layer.cols) * sizeof(float));
     // The rotated pairs: decoded, turned by the difference of the two
     // angles as rope_pairs_apply computes them (in double, so the result is
-    // RoPE at the new position up to the rounding of one rotation).
-    auto* half = reinterpret_cast<uint16_t*>(dst) + R;
-    float* x = bf16 ? rope : dst + R;
-    if (bf16)
-      for (int64_t i = 0; i < P; ++i) x[i] = bf16_to_fp32(half[i]);
+    // RoPE at the new position up to the rounding of one rotation), stored
+    // again. Re-encoding the unrotated values gives them back unchanged (a
+    // q8_0 block's scale and quants survive a round trip).
+    float* x = f32 ? dst + R : row + R;
+    if (!f32) latent_row_decode(cache.type, dst, R + P, row);
     for (int64_t i = 0; i < P / 2; ++i) {
       const double a_old = static_cast<float>(src0 + t) * freqs[i], a_new = static_cast<float>(dst0 + t) * freqs[i];
       const double c = std::cos(a_new - a_old), s = std::sin(a_new - a_old);
@@ -182,8 +180,7 @@ void CpuBackend::mla_kv_shift(const MlaParams& p, LatentCache& cache, int64_t il
       x[2 * i] = static_cast<float>(x0 * c - x1 * s);
       x[2 * i + 1] = static_cast<float>(x0 * s + x1 * c);
     }
-    if (bf16)
-      for (int64_t i = 0; i < P; ++i) half[i] = fp32_to_bf16(x[i]);
+    if (!f32) latent_row_encode(cache.type, row, R + P, dst);
   }
 }
 
@@ -230,15 +227,20 @@ void CpuBackend::mla_query_absorb(const MlaParams& p, const Act& q, const Tensor
 
 void CpuBackend::mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
                                int64_t pos0, int64_t n, Act o_lat) {
-  const bool bf16 = cache.type == LatentType::kBf16;
-  if (n >= kAttnBlockMinTokens) {
-    if (const MlaAttendBlockFn block = bf16 ? mla_attend_block_kernel_bf16() : mla_attend_block_kernel())
-      return mla_attention_blocks(p, q_abs, cache, il, pos0, n, o_lat, block);
-  } else if (const MlaAttendRangeFn range = bf16 ? mla_attend_range_kernel_bf16() : mla_attend_range_kernel()) {
-    return mla_attention_split(p, q_abs, cache, il, pos0, n, o_lat, range);
-  }
-  MOE_ASSERT(!bf16, "%s: no kernel for a bf16 latent cache (checked at load)", name_.c_str());
-  mla_attention_heads(p, q_abs, cache, il, pos0, n, o_lat);
+  const MlaAttendKernels k = mla_attend_kernels(latent_ggml_type(cache.type));
+  if (n >= kAttnBlockMinTokens && k.block) return mla_attention_blocks(p, q_abs, cache, il, pos0, n, o_lat, k.block);
+  if (n < kAttnBlockMinTokens && k.range) return mla_attention_split(p, q_abs, cache, il, pos0, n, o_lat, k.range);
+  if (cache.type == LatentType::kF32) return mla_attention_heads(p, q_abs, cache, il, pos0, n, o_lat);
+  // No kernel reads this type here (no AVX-512): the rows the tokens see,
+  // decoded to f32, for the scalar path.
+  const int64_t L = p.latent_dim(), n_kv = pos0 + n;
+  LatentCache decoded;
+  decoded.n_layers = 1;
+  decoded.n_ctx = n_kv;
+  decoded.rows = Act{scratch(decoded_rows_, sz(n_kv * L)), n_kv, L, L, Device{}};
+  const Act layer = cache.layer(il);
+  for (int64_t s = 0; s < n_kv; ++s) latent_row_decode(cache.type, layer.row(s), L, decoded.rows.row(s));
+  mla_attention_heads(p, q_abs, decoded, 0, pos0, n, o_lat);
 }
 
 void CpuBackend::mla_attention_heads(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,

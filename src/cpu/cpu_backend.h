@@ -69,7 +69,7 @@ class CpuBackend final : public Backend {
   // Prompts: attention in blocks of tokens and heads (cpu/attention_block.h).
   void mla_attention_blocks(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                             int64_t n, Act o_lat, MlaAttendBlockFn block);
-  // The per-token reference (f32 caches on CPUs without AVX-512).
+  // The per-token reference (CPUs without AVX-512).
   void mla_attention_heads(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                            int64_t n, Act o_lat);
   // Generation: the cached rows in parts, one per job, merged at the end.
@@ -92,7 +92,8 @@ class CpuBackend final : public Backend {
   std::vector<uint8_t> head_act_;      // [threads][quantized activations]
   std::vector<float> scores_;          // attention: scores and running states
   std::vector<float> route_scratch_;   // [2 * n_experts]
-  std::vector<float> kv_row_;          // a latent row in f32 before it is stored as bf16
+  std::vector<float> kv_row_;          // a latent row in f32 before it is stored in the cache's type
+  std::vector<float> decoded_rows_;    // a layer's cached rows decoded to f32 (no kernel for its type)
   GroupedExperts experts_;
 };
 

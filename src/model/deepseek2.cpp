@@ -191,8 +191,8 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   mla_.softmax_scale = c_.softmax_scale();
   mla_.rope_mscale = c_.rope_mscale();
   if (!be_->supports_latent_type(o.cache_type))
-    throw_error("-ctk %s: %s cannot compute attention over a %s latent cache (bf16 needs a CPU with AVX512-BF16)",
-                latent_type_name(o.cache_type), be_->describe().c_str(), latent_type_name(o.cache_type));
+    throw_error("-ctk %s: %s cannot compute attention over a %s latent cache", latent_type_name(o.cache_type),
+                be_->describe().c_str(), latent_type_name(o.cache_type));
   cache_.type = o.cache_type;
   cache_.n_layers = L;
   cache_.n_ctx = o.n_ctx;

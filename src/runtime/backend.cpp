@@ -4,12 +4,30 @@
 
 namespace moe {
 
-const char* latent_type_name(LatentType t) { return t == LatentType::kBf16 ? "bf16" : "f32"; }
+const char* latent_type_name(LatentType t) {
+  switch (t) {
+    case LatentType::kF32: return "f32";
+    case LatentType::kBf16: return "bf16";
+    case LatentType::kF16: return "f16";
+    case LatentType::kQ8_0: return "q8_0";
+  }
+  return "?";
+}
+
+GgmlType latent_ggml_type(LatentType t) {
+  switch (t) {
+    case LatentType::kF32: return GgmlType::F32;
+    case LatentType::kBf16: return GgmlType::BF16;
+    case LatentType::kF16: return GgmlType::F16;
+    case LatentType::kQ8_0: return GgmlType::Q8_0;
+  }
+  return GgmlType::F32;
+}
 
 LatentType parse_latent_type(const std::string& s, const char* flag) {
-  if (s == "f32") return LatentType::kF32;
-  if (s == "bf16") return LatentType::kBf16;
-  throw_error("%s %s: the latent cache can be f32 or bf16 (f16 and q8_0 are not supported yet)", flag, s.c_str());
+  for (LatentType t : {LatentType::kF32, LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0})
+    if (s == latent_type_name(t)) return t;
+  throw_error("%s %s: the latent cache can be f32, f16, bf16 or q8_0", flag, s.c_str());
 }
 
 TensorView upload_tensor(Backend& be, const TensorView& host) {

@@ -82,27 +82,36 @@ struct MlaParams {
   int64_t latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }  // a cache row
 };
 
-// The element type of the latent cache (-ctk): f32, or bf16 (half the
-// memory and twice the multiply-adds per instruction, values rounded to 8
-// bits of mantissa).
-enum class LatentType { kF32, kBf16 };
+// The element type of the latent cache (-ctk), llama.cpp's names: f32, f16
+// or bf16 (half the memory; bf16 keeps f32's range with 8 bits of
+// mantissa, f16 11 bits in a narrower range), or q8_0 (blocks of 32 bytes
+// with an f16 scale: 8.5 bits per value, 27% of f32's memory).
+enum class LatentType { kF32, kBf16, kF16, kQ8_0 };  // values saved in prompt caches: append only
 const char* latent_type_name(LatentType t);
-// "f32" or "bf16" (llama.cpp's -ctk spelling); throws naming the flag.
+// The GGUF type whose rows the cache stores (F32, BF16, F16, Q8_0), so rows
+// are written and read with quantize_row_ref and dequantize_row_ref.
+GgmlType latent_ggml_type(LatentType t);
+// "f32", "f16", "bf16" or "q8_0" (llama.cpp's -ctk spelling); throws naming the flag.
 LatentType parse_latent_type(const std::string& s, const char* flag);
 
 // The MLA latent cache: per sequence, layer and cell [RMSNorm(c_kv) |
-// RoPE(k_rope)], dim = kv_lora_rank + qk_rope_head_dim values of `type`;
-// n_seq * n_layers * n_ctx rows, each sequence a slot of its own (the ops
-// take one sequence's view, sequence(s), so they never see another's rows).
-// The storage is f32 rows of storage_cols() floats: a bf16 row packs two
-// values per float (its elements are layer(il).row(pos) read as uint16_t,
-// 2 * stride apart).
+// RoPE(k_rope)], dim = kv_lora_rank + qk_rope_head_dim values stored as a
+// row of latent_ggml_type(type); n_seq * n_layers * n_ctx rows, each
+// sequence a slot of its own (the ops take one sequence's view,
+// sequence(s), so they never see another's rows). The storage is f32 rows
+// of storage_cols() floats holding those bytes.
 struct LatentCache {
   Act rows;
   LatentType type = LatentType::kF32;
   int64_t n_layers = 0, n_ctx = 0;  // n_ctx: positions per sequence
   int64_t n_seq = 1;
-  static int64_t storage_cols(LatentType t, int64_t dim) { return t == LatentType::kBf16 ? (dim + 1) / 2 : dim; }
+  // Floats that hold one row of dim values; a q8_0 row ends in a whole
+  // block, zeros after dim (the trained model's rows are 80 values).
+  static int64_t storage_cols(LatentType t, int64_t dim) {
+    const GgmlType g = latent_ggml_type(t);
+    const int64_t block = ggml_type_traits(g).block_size;
+    return static_cast<int64_t>((ggml_row_size(g, (dim + block - 1) / block * block) + 3) / 4);
+  }
   Act layer(int64_t il) const { return rows.rows_from(il * n_ctx, n_ctx); }
   // The slot of sequence s, a cache of one sequence.
   LatentCache sequence(int64_t s) const {
@@ -111,8 +120,16 @@ struct LatentCache {
     c.n_seq = 1;
     return c;
   }
-  // Elements (of `type`) from one row to the next.
-  int64_t row_elems() const { return type == LatentType::kBf16 ? 2 * rows.stride : rows.stride; }
+  // From one row to the next: values for f32, f16 and bf16 rows, bytes for
+  // q8_0 (whose rows are blocks).
+  int64_t row_elems() const {
+    switch (type) {
+      case LatentType::kF32: return rows.stride;
+      case LatentType::kBf16: case LatentType::kF16: return 2 * rows.stride;
+      case LatentType::kQ8_0: return 4 * rows.stride;
+    }
+    return rows.stride;
+  }
   size_t bytes() const { return static_cast<size_t>(rows.rows * rows.cols) * sizeof(float); }
 };
 

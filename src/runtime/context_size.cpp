@@ -38,14 +38,16 @@ ContextChoice choose_context(int64_t requested, int64_t model_ctx, uint64_t toke
                 "the weights", static_cast<double>(per_position) / 1024.0, n_seq > 1 ? " for all sequences" : "",
                 mib(available));
   c.n_ctx = std::min(model_ctx, fits);
+  const std::string caches =
+      n_seq > 1 ? strfmt("the latent caches of %lld sequences take", static_cast<long long>(n_seq))
+                : std::string("the latent cache takes");
   c.notice = c.n_ctx == model_ctx
-                 ? strfmt("-c 0: context %lld, the model's (the latent cache%s takes %.1f MiB of the %.1f MiB left "
-                          "after the weights)",
-                          static_cast<long long>(c.n_ctx), n_seq > 1 ? "s" : "",
+                 ? strfmt("-c 0: context %lld, the model's (%s %.1f MiB of the %.1f MiB left after the weights)",
+                          static_cast<long long>(c.n_ctx), caches.c_str(),
                           mib(per_position * static_cast<uint64_t>(c.n_ctx)), mib(available))
-                 : strfmt("-c 0: context %lld, not the model's %lld: the latent cache%s takes %.1f KiB per position and "
-                          "%.1f MiB of memory is left after the weights",
-                          static_cast<long long>(c.n_ctx), static_cast<long long>(model_ctx), n_seq > 1 ? "s" : "",
+                 : strfmt("-c 0: context %lld, not the model's %lld: %s %.1f KiB per position and %.1f MiB of memory "
+                          "is left after the weights",
+                          static_cast<long long>(c.n_ctx), static_cast<long long>(model_ctx), caches.c_str(),
                           static_cast<double>(per_position) / 1024.0, mib(available));
   return c;
 }
