@@ -164,15 +164,20 @@ TEST_CASE("attention over bf16 cache rows: blocks and parts agree with the refer
   MESSAGE("bf16 attention: worst |difference| " << worst);
 }
 
-// f16 and q8_0 cache rows are decoded a chunk at a time and attended by the
-// f32 kernel, so over the same rows decoded (dequantize_row_ref's values)
-// they must give the f32 kernels' outputs exactly, prompts' blocks and
-// generation's parts alike.
-TEST_CASE("attention over f16 and q8_0 cache rows: exactly the f32 kernels' over the decoded rows") {
+// f16, bf16 (without AVX512-BF16) and q8_0 cache rows are decoded a chunk
+// at a time and attended by the f32 kernel, so over the same rows decoded
+// (dequantize_row_ref's values) they must give the f32 kernels' outputs
+// exactly, prompts' blocks and generation's parts alike.
+TEST_CASE("attention over f16, bf16 and q8_0 cache rows decoded: exactly the f32 kernels' over the decoded rows") {
   if (!mla_attend_block_kernel()) return test::skip("this CPU or build has no AVX-512");
-  std::mt19937 rng(13);
-  for (const LatentType type : {LatentType::kF16, LatentType::kQ8_0}) {
+  for (const LatentType type : {LatentType::kF32, LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0}) {
     const MlaAttendKernels k = mla_attend_kernels(latent_ggml_type(type));
+    CHECK_MESSAGE((k.block && k.range), latent_type_name(type));  // every type has kernels with AVX-512
+  }
+  std::mt19937 rng(13);
+  for (const LatentType type : {LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0}) {
+    const MlaAttendKernels k = {mla_attend_block_kernel_decoded(latent_ggml_type(type)),
+                                mla_attend_range_kernel_decoded(latent_ggml_type(type))};
     REQUIRE((k.block && k.range));
     for (const Shape& sh : kShapes) {
       INFO(latent_type_name(type) << " n_tok=" << sh.n_tok << " heads=" << sh.n_heads << " n_kv0=" << sh.n_kv0
@@ -193,7 +198,7 @@ TEST_CASE("attention over f16 and q8_0 cache rows: exactly the f32 kernels' over
       const std::vector<float> want = c.got;
       MlaAttendBlockArgs a = c.args;
       a.kv = stored.data();
-      a.kv_stride = cols * (type == LatentType::kQ8_0 ? 4 : 2);  // bytes for q8_0, values for f16
+      a.kv_stride = cols * (type == LatentType::kQ8_0 ? 4 : 2);  // bytes for q8_0, values for f16 and bf16
       std::fill(c.got.begin(), c.got.end(), 0.0f);
       k.block(a);
       CHECK(c.got == want);

@@ -28,7 +28,9 @@ size_t mla_attend_chunk_scratch_floats(int64_t rows, int64_t dim_qk) {
 MlaAttendKernels mla_attend_kernels(GgmlType row_type) {
   switch (row_type) {
     case GgmlType::F32: return {mla_attend_block_kernel(), mla_attend_range_kernel()};
-    case GgmlType::BF16: return {mla_attend_block_kernel_bf16(), mla_attend_range_kernel_bf16()};
+    case GgmlType::BF16:  // AVX512-BF16's products where the CPU has them, else decoded rows
+      if (mla_attend_block_kernel_bf16()) return {mla_attend_block_kernel_bf16(), mla_attend_range_kernel_bf16()};
+      return {mla_attend_block_kernel_decoded(row_type), mla_attend_range_kernel_decoded(row_type)};
     default: return {mla_attend_block_kernel_decoded(row_type), mla_attend_range_kernel_decoded(row_type)};
   }
 }
@@ -145,6 +147,17 @@ void decode_f16_row(const uint8_t* src, int64_t dim, float* x) {
   for (; i < dim; ++i) x[i] = fp16_to_fp32(h[i]);
 }
 
+// dim values of a bf16 row into x (CPUs without AVX512-BF16's kernels).
+void decode_bf16_row(const uint8_t* src, int64_t dim, float* x) {
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    const __m512i w = _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i)));
+    _mm512_storeu_ps(x + i, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, w, 16)));
+  }
+  for (; i < dim; ++i) x[i] = bf16_to_fp32(h[i]);
+}
+
 // The blocks of a q8_0 row holding dim values into x (whole blocks: x has
 // room for dim rounded up to 32).
 void decode_q8_0_row(const uint8_t* src, int64_t dim, float* x) {
@@ -199,12 +212,14 @@ MlaAttendRangeFn mla_attend_range_kernel() {
 MlaAttendBlockFn mla_attend_block_kernel_decoded(GgmlType row_type) {
   if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return nullptr;
   if (row_type == GgmlType::F16) return attend_block_decoded<2, decode_f16_row>;
+  if (row_type == GgmlType::BF16) return attend_block_decoded<2, decode_bf16_row>;
   if (row_type == GgmlType::Q8_0) return attend_block_decoded<1, decode_q8_0_row>;
   return nullptr;
 }
 MlaAttendRangeFn mla_attend_range_kernel_decoded(GgmlType row_type) {
   if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return nullptr;
   if (row_type == GgmlType::F16) return attend_range_decoded<2, decode_f16_row>;
+  if (row_type == GgmlType::BF16) return attend_range_decoded<2, decode_bf16_row>;
   if (row_type == GgmlType::Q8_0) return attend_range_decoded<1, decode_q8_0_row>;
   return nullptr;
 }

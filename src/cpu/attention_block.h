@@ -86,7 +86,8 @@ MlaAttendRangeFn mla_attend_range_kernel();
 // multiply-adds of f32 per instruction); null without AVX512-BF16.
 MlaAttendBlockFn mla_attend_block_kernel_bf16();
 MlaAttendRangeFn mla_attend_range_kernel_bf16();
-// Over f16 or q8_0 rows (GgmlType::F16, Q8_0): each chunk of cached rows is
+// Over f16, bf16 or q8_0 rows (GgmlType::F16, BF16, Q8_0; bf16 for CPUs
+// without AVX512-BF16): each chunk of cached rows is
 // decoded to f32 (dequantize_row_ref's values) and attended by the f32
 // kernel, so the result is the f32 kernels' over the decoded rows, bit for
 // bit; null without AVX-512 or for another type.
