@@ -336,3 +336,56 @@ TEST_CASE("moe chat --context-shift: the turns after a dropped one are shifted i
     CHECK(cached >= 30);
   }
 }
+
+// /save writes the conversation with its cache; /load in another run takes
+// both back, so the next turn evaluates only its own tokens and answers as
+// the uninterrupted conversation does.
+TEST_CASE("moe chat /save and /load: a saved conversation continues without evaluating it again") {
+  const std::string dir = test::temp_dir();
+  const std::string saved = dir + "/conversation.cache";
+  const auto a = chat_from_file("Who was Ruth\nAnd Naomi\n/save " + saved + "\n", "-n 12");
+  INFO("first run stderr: " << a.err);
+  REQUIRE(a.exit_code == 0);
+  CHECK(a.out.find("[saved 4 messages") != std::string::npos);
+
+  const auto b = chat_from_file("/load " + saved + "\nTell me of Boaz\n", "-n 12");
+  const auto whole = chat_from_file("Who was Ruth\nAnd Naomi\nTell me of Boaz\n", "-n 12");
+  INFO("loaded run stdout: " << b.out << "\nstderr: " << b.err);
+  INFO("uninterrupted run stdout: " << whole.out << "\nstderr: " << whole.err);
+  REQUIRE(b.exit_code == 0);
+  REQUIRE(whole.exit_code == 0);
+  const size_t loaded = b.out.find("[loaded 4 messages");
+  REQUIRE(loaded != std::string::npos);
+  // The third answer is the same text, from the same prompt and cache.
+  const std::string answer = b.out.substr(b.out.find('\n', loaded) + 1);
+  CHECK(answer.size() > 2);
+  CHECK(whole.out.size() >= answer.size());
+  CHECK(whole.out.compare(whole.out.size() - answer.size(), answer.size(), answer) == 0);
+  std::smatch mb, mw;
+  REQUIRE(std::regex_search(b.err, mb, kStats));
+  std::string rest = whole.err;
+  for (int turn = 0; turn < 3; ++turn) {
+    REQUIRE(std::regex_search(rest, mw, kStats));
+    if (turn < 2) rest = mw.suffix();
+  }
+  CHECK(mb[1] == mw[1]);  // tokens evaluated: the new turn only, as in one run
+  CHECK(mb[2] == mw[2]);  // tokens cached
+  CHECK(std::stoi(mb[2]) > 20);
+
+  // Refusals leave the chat going: no file, a prompt cache, another -ctk.
+  const std::string prompt_cache = dir + "/prompt.cache";
+  const auto p = test::run_command({test::bin_dir() + "/moe", "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-t",
+                                    "2", "-p", "Who was Ruth", "-n", "2", "--prompt-cache", prompt_cache});
+  REQUIRE_MESSAGE(p.exit_code == 0, p.err);
+  const auto bad = chat_from_file("/load " + dir + "/none\n/load " + prompt_cache + "\n/load\nHello\n", "-n 4");
+  INFO("refusals stdout: " << bad.out);
+  CHECK(bad.exit_code == 0);
+  CHECK(bad.out.find("[cannot open prompt cache '" + dir + "/none'") != std::string::npos);
+  CHECK(bad.out.find("not a conversation saved with /save") != std::string::npos);
+  CHECK(bad.out.find("[/load FILE: name the file]") != std::string::npos);
+  CHECK(count(bad.err, "[prompt ") == 1);  // and Hello is answered
+  const auto other = chat_from_file("/load " + saved + "\n", "-n 4 -ctk bf16");
+  CHECK(other.out.find("its cache is f32, ") != std::string::npos);
+  const auto over = chat_from_file("/save " + test::local_fixture("tiny-dsv3.Q4_K_M.gguf") + "\n", "-n 4");
+  CHECK(over.out.find("is the input file") != std::string::npos);
+}

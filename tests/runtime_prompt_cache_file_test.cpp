@@ -40,15 +40,21 @@ std::string error_of(std::string_view bytes, const PromptCacheShape& s) {
 
 }  // namespace
 
-TEST_CASE("prompt cache file: round trip") {
-  const std::string b = encode_prompt_cache(shape(), data(9));
-  const PromptCacheData d = decode_prompt_cache(b, shape(), "f");
-  CHECK(d.tokens == data(9).tokens);
-  CHECK(d.rows == data(9).rows);
+TEST_CASE("prompt cache file: round trip, with and without a conversation") {
+  for (const std::string conversation : {"", R"({"messages":[{"role":"user","content":"Hi"}]})"}) {
+    PromptCacheData want = data(9);
+    want.conversation = conversation;
+    const PromptCacheData d = decode_prompt_cache(encode_prompt_cache(shape(), want), shape(), "f");
+    CHECK(d.tokens == want.tokens);
+    CHECK(d.rows == want.rows);
+    CHECK(d.conversation == conversation);
+  }
 }
 
 TEST_CASE("prompt cache file: every cut, every flipped byte and every foreign shape is a clear error") {
-  const std::string b = encode_prompt_cache(shape(), data(9));
+  PromptCacheData saved = data(9);
+  saved.conversation = R"({"messages":[]})";
+  const std::string b = encode_prompt_cache(shape(), saved);
   for (size_t n = 0; n < b.size(); ++n) CHECK_MESSAGE(!error_of(b.substr(0, n), shape()).empty(), n);
   CHECK(!error_of(b + "x", shape()).empty());
   for (size_t i = 0; i < b.size(); ++i) {
@@ -74,8 +80,9 @@ TEST_CASE("prompt cache file: every cut, every flipped byte and every foreign sh
 
 TEST_CASE("prompt cache file: a token count the bytes do not hold is refused before allocating") {
   std::string b = encode_prompt_cache(shape(), data(1));
-  // The token count sits after magic, version, id, name length, name, type, layers, row.
-  const size_t at = 8 + 4 + 8 + 4 + 4 + 4 + 4 + 4;
+  // The token count sits after magic, version, id, name length, name, type,
+  // layers, row, conversation length (and no conversation).
+  const size_t at = 8 + 4 + 8 + 4 + 4 + 4 + 4 + 4 + 4;
   PromptCacheShape big = shape();
   big.n_ctx = int64_t{1} << 40;
   const uint64_t huge = uint64_t{1} << 39;

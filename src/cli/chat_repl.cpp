@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli/line_input.h"
+#include "cli/prompt_cache.h"
 #include "cli/options.h"
 #include "core/error.h"
 #include "runtime/generate.h"
@@ -28,6 +29,8 @@ constexpr const char* kHelp =
     "Commands:\n"
     "  /help    this text (also /?)\n"
     "  /reset   forget the conversation (keeps --system; also /clear)\n"
+    "  /save FILE  write the conversation and its cache to FILE\n"
+    "  /load FILE  continue a conversation saved with /save (same model and -ctk)\n"
     "  /exit    leave (also /quit, /bye, Ctrl-D, or Ctrl-C at the prompt)\n"
     "Ctrl-C during an answer stops it and returns to the prompt.\n"
     "Multi-line input: end a line with \\ to continue it on the next line, put the\n"
@@ -54,6 +57,17 @@ struct TurnPlan {
   std::vector<int32_t> tokens;
   size_t keep = 0;
 };
+
+// What /save keeps besides the cache: the messages, and the text of the
+// cached tokens (the next turn's rendering is compared with it, so the
+// answers keep the tokens they were generated as, which tokenizing their
+// text again need not give).
+struct SavedConversation {
+  std::vector<ChatMessage> messages;
+  std::string cached_text;
+};
+std::string encode_conversation(const SavedConversation& c);
+SavedConversation parse_conversation(const std::string& text, const std::string& path);
 
 class Chat {
  public:
@@ -151,6 +165,28 @@ class Chat {
                    static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9), finish_reason_text(r.finish));
   }
 
+  // The conversation with the cache rows of its tokens: loading it again
+  // evaluates nothing the session held.
+  void save(const std::string& path) const {
+    prompt_cache_save(path, *session_, cached_, encode_conversation({messages_, cached_text_}));
+    std::printf("[saved %zu messages, %zu tokens of cache, to %s]\n", messages_.size(), cached_.size(), path.c_str());
+  }
+
+  // Replaces the conversation and the cache with FILE's; a file that is
+  // not a conversation of this model and -ctk changes nothing.
+  void load(const std::string& path) {
+    PromptCacheData d = prompt_cache_read(path, *session_);
+    SavedConversation c = parse_conversation(d.conversation, path);
+    const auto n = static_cast<int64_t>(d.tokens.size());
+    session_->truncate(0);
+    if (n > 0) session_->cache_import(0, n, d.rows.data(), n);
+    messages_ = std::move(c.messages);
+    cached_ = std::move(d.tokens);
+    cached_text_ = std::move(c.cached_text);  // as the saving run had it: its answers' own tokens are kept
+    for (int32_t t : cached_) sampler_.accept(t);
+    std::printf("[loaded %zu messages, %zu tokens of cache, from %s]\n", messages_.size(), cached_.size(), path.c_str());
+  }
+
  private:
   static std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
     // The session's worker threads inherit this mask: Ctrl-C is then always
@@ -217,6 +253,77 @@ class Chat {
   std::vector<int32_t> cached_;  // the tokens in the session, in order
   std::string cached_text_;      // their text ("" when unknown)
 };
+
+// The conversation /save writes, byte for byte (an answer cut by -n may end
+// inside a UTF-8 character, which JSON cannot hold): "moe conversation 1\n",
+// then per message "ROLE BYTES\n" CONTENT "\n", then "cached-text BYTES\n"
+// TEXT "\n".
+constexpr const char* kConversationMagic = "moe conversation 1\n";
+constexpr const char* kCachedTextRecord = "cached-text";
+
+std::string encode_conversation(const SavedConversation& c) {
+  std::string out = kConversationMagic;
+  const auto record = [&](const std::string& name, const std::string& bytes) {
+    out += name + " " + std::to_string(bytes.size()) + "\n" + bytes + "\n";
+  };
+  for (const ChatMessage& m : c.messages) record(m.role, m.content);
+  record(kCachedTextRecord, c.cached_text);
+  return out;
+}
+
+SavedConversation parse_conversation(const std::string& text, const std::string& path) {
+  if (text.empty()) throw_error("'%s' holds a prompt (--prompt-cache), not a conversation saved with /save", path.c_str());
+  const std::string magic = kConversationMagic;
+  if (text.compare(0, magic.size(), magic) != 0)
+    throw_error("'%s' is not a conversation saved with /save (it does not start with 'moe conversation 1')",
+                path.c_str());
+  SavedConversation c;
+  bool have_text = false;
+  size_t i = magic.size(), n = 0;
+  while (i < text.size()) {
+    ++n;
+    const size_t space = text.find(' ', i), eol = text.find('\n', i);
+    if (space == std::string::npos || eol == std::string::npos || space > eol)
+      throw_error("'%s': record %zu has no 'NAME BYTES' line", path.c_str(), n);
+    const std::string name = text.substr(i, space - i), digits = text.substr(space + 1, eol - space - 1);
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos)
+      throw_error("'%s': record %zu has length '%s'", path.c_str(), n, digits.c_str());
+    const size_t bytes = std::stoul(digits);
+    if (bytes + 1 > text.size() - (eol + 1) || text[eol + 1 + bytes] != '\n')
+      throw_error("'%s': record %zu is cut short (%zu bytes announced)", path.c_str(), n, bytes);
+    std::string content = text.substr(eol + 1, bytes);
+    i = eol + 2 + bytes;
+    if (have_text) throw_error("'%s': record %zu comes after the cached text, which ends the file", path.c_str(), n);
+    if (name == kCachedTextRecord) {
+      c.cached_text = std::move(content);
+      have_text = true;
+    } else if (name == "system" || name == "user" || name == "assistant") {
+      c.messages.push_back({name, std::move(content)});
+    } else {
+      throw_error("'%s': record %zu is a message of role '%s' (system, user or assistant)", path.c_str(), n,
+                  name.c_str());
+    }
+  }
+  if (!have_text) throw_error("'%s': the conversation has no cached-text record", path.c_str());
+  return c;
+}
+
+// "FILE" of "/save FILE" (name "/save"); "" for any other line.
+std::string command_argument(const std::string& cmd, const std::string& name) {
+  if (cmd.size() <= name.size() + 1 || cmd.compare(0, name.size(), name) != 0 || cmd[name.size()] != ' ') return {};
+  if (cmd.find('\n') != std::string::npos) return {};
+  return trim(cmd.substr(name.size() + 1));
+}
+
+// A command's failure is a line in the chat, not the end of it.
+template <typename F>
+void try_command(F f) {
+  try {
+    f();
+  } catch (const std::exception& e) {  // Error, or a file the system refuses
+    std::printf("[%s]\n", e.what());
+  }
+}
 
 // Reads one message: several lines when a line ends in '\' or within """ fences.
 LineInput::Status read_message(LineInput& in, std::string& msg) {
@@ -295,6 +402,18 @@ int run_chat(const CliOptions& o) {
     if (cmd == "/reset" || cmd == "/clear") {
       chat.reset();
       std::fputs("[conversation cleared]\n", stdout);
+      continue;
+    }
+    if (const std::string path = command_argument(cmd, "/save"); !path.empty()) {
+      try_command([&] { chat.save(path); });
+      continue;
+    }
+    if (const std::string path = command_argument(cmd, "/load"); !path.empty()) {
+      try_command([&] { chat.load(path); });
+      continue;
+    }
+    if (cmd == "/save" || cmd == "/load") {
+      std::printf("[%s FILE: name the file]\n", cmd.c_str());
       continue;
     }
     if (cmd[0] == '/' && cmd.find(' ') == std::string::npos && cmd.find('\n') == std::string::npos) {

@@ -1,6 +1,8 @@
 // --prompt-cache FILE for the one-shot mode: the latent cache of a prompt
 // saved after the run, and on the next run the longest prefix of the new
-// prompt it holds loaded instead of evaluated (runtime/prompt_cache_file.h).
+// prompt it holds loaded instead of evaluated; chat's /save and /load write
+// and read the same file with the conversation in it
+// (runtime/prompt_cache_file.h).
 #pragma once
 
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "model/deepseek2.h"
+#include "runtime/prompt_cache_file.h"
 
 namespace moe {
 
@@ -17,7 +20,10 @@ namespace moe {
 // the tokens loaded (0 without a file).
 int64_t prompt_cache_load(const std::string& path, Deepseek2Session& s, const std::vector<int32_t>& tokens);
 // Writes FILE (atomically) with the first tokens.size() positions of
-// sequence 0, which must hold them.
-void prompt_cache_save(const std::string& path, const Deepseek2Session& s, const std::vector<int32_t>& tokens);
+// sequence 0, which must hold them, and a conversation (chat's /save).
+void prompt_cache_save(const std::string& path, const Deepseek2Session& s, const std::vector<int32_t>& tokens,
+                       const std::string& conversation = "");
+// FILE whole, checked against the session (chat's /load).
+PromptCacheData prompt_cache_read(const std::string& path, const Deepseek2Session& s);
 
 }  // namespace moe

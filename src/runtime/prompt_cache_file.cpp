@@ -3,13 +3,15 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "runtime/backend.h"
 
 namespace moe {
 
 namespace {
 
 constexpr char kMagic[8] = {'M', 'O', 'E', 'P', 'C', 'A', 'C', 'H'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kMaxConversationBytes = 64u << 20;
 
 uint64_t fnv1a(std::string_view b) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -54,6 +56,12 @@ class Reader {
   size_t pos_ = 0;
 };
 
+// LatentType's name for a stored value (runtime/backend.h).
+std::string type_name(uint32_t t) {
+  return t <= static_cast<uint32_t>(LatentType::kQ8_0) ? latent_type_name(static_cast<LatentType>(t))
+                                                        : "type-" + std::to_string(t);
+}
+
 }  // namespace
 
 std::string encode_prompt_cache(const PromptCacheShape& shape, const PromptCacheData& data) {
@@ -67,6 +75,10 @@ std::string encode_prompt_cache(const PromptCacheShape& shape, const PromptCache
   put(out, shape.latent_type);
   put(out, shape.n_layers);
   put(out, shape.row_floats);
+  MOE_ASSERT(data.conversation.size() <= kMaxConversationBytes, "prompt cache: a conversation of %zu bytes",
+             data.conversation.size());
+  put(out, static_cast<uint32_t>(data.conversation.size()));
+  out += data.conversation;
   put(out, static_cast<uint64_t>(data.tokens.size()));
   out.append(reinterpret_cast<const char*>(data.tokens.data()), data.tokens.size() * sizeof(int32_t));
   out.append(reinterpret_cast<const char*>(data.rows.data()), data.rows.size() * sizeof(float));
@@ -80,7 +92,8 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
     throw_error("prompt cache %s: not a moe.cpp prompt cache (no MOEPCACH magic)", what.c_str());
   const auto version = r.get<uint32_t>("version");
   if (version != kVersion)
-    throw_error("prompt cache %s: version %u; this build reads version %u", what.c_str(), version, kVersion);
+    throw_error("prompt cache %s: version %u; this build reads version %u (remove the file and save it again)",
+                what.c_str(), version, kVersion);
   const auto model_id = r.get<uint64_t>("model id");
   const auto name_len = r.get<uint32_t>("model name length");
   if (name_len > 4096) throw_error("prompt cache %s: a model name of %u bytes", what.c_str(), name_len);
@@ -92,9 +105,14 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
   const auto layers = r.get<uint32_t>("layer count");
   const auto row = r.get<uint32_t>("row size");
   if (type != expect.latent_type || layers != expect.n_layers || row != expect.row_floats)
-    throw_error("prompt cache %s: a cache of type %u, %u layers, %u floats per row; this run has type %u, %u layers, "
-                "%u (save it again with this -ctk)", what.c_str(), type, layers, row, expect.latent_type,
-                expect.n_layers, expect.row_floats);
+    throw_error("prompt cache %s: its cache is %s, %u layers of %u floats per row; this run's is %s, %u layers of "
+                "%u (save it again with this -ctk)", what.c_str(), type_name(type).c_str(), layers, row,
+                type_name(expect.latent_type).c_str(), expect.n_layers, expect.row_floats);
+  PromptCacheData d;
+  const auto conversation_len = r.get<uint32_t>("conversation length");
+  if (conversation_len > kMaxConversationBytes)
+    throw_error("prompt cache %s: a conversation of %u bytes", what.c_str(), conversation_len);
+  d.conversation = std::string(r.bytes(conversation_len, "conversation"));
   const auto n = r.get<uint64_t>("token count");
   if (n > static_cast<uint64_t>(expect.n_ctx))
     throw_error("prompt cache %s: %llu tokens, more than the context of %lld", what.c_str(),
@@ -104,7 +122,6 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
   if (n * row_bytes + sizeof(uint64_t) != r.left())
     throw_error("prompt cache %s: %llu tokens need %llu more bytes, the file has %zu", what.c_str(),
                 static_cast<unsigned long long>(n), static_cast<unsigned long long>(n * row_bytes + 8), r.left());
-  PromptCacheData d;
   d.tokens.resize(n);
   d.rows.resize(n * layers * row);
   const std::string_view tokens = r.bytes(n * sizeof(int32_t), "tokens");

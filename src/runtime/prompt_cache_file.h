@@ -4,10 +4,12 @@
 // MLA makes these files small: one row of kv_lora_rank + qk_rope_head_dim
 // values per token and layer.
 //
+// Chat's /save writes the same file with the conversation it holds.
+//
 // Layout (little-endian): "MOEPCACH", u32 version, u64 model id, u32 model
 // name length and bytes, u32 latent type, u32 layers, u32 floats per row,
-// u64 tokens n, n i32 tokens, layers * n * row floats, u64 FNV-1a of all
-// the bytes before it. A file is read like any hostile input: every size is
+// u32 conversation length and bytes, u64 tokens n, n i32 tokens,
+// layers * n * row floats, u64 FNV-1a of all the bytes before it. A file is read like any hostile input: every size is
 // checked against the bytes there are (and the model's shape) before
 // anything is allocated, and the checksum catches a torn or edited file.
 #pragma once
@@ -32,7 +34,8 @@ struct PromptCacheShape {
 
 struct PromptCacheData {
   std::vector<int32_t> tokens;
-  std::vector<float> rows;  // [layer][token][row_floats]
+  std::vector<float> rows;   // [layer][token][row_floats]
+  std::string conversation;  // chat /save: the messages as JSON; "" for --prompt-cache
 };
 
 std::string encode_prompt_cache(const PromptCacheShape& shape, const PromptCacheData& data);
