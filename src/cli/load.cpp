@@ -60,9 +60,12 @@ LoadedModel load_model(const CliOptions& o) {
   if (!on_device && (avail > 0 || n_ctx == 0)) {
     const uint64_t left =
         avail > 0 ? memory_for_caches(avail, model->weights_read() ? 0 : model->file().total_size()) : UINT64_MAX;
-    const ContextChoice c = choose_context(n_ctx, model_ctx,
-                                           model->kv_cache_bytes(1, parse_latent_type(o.run.cache_type_k, "-ctk")),
-                                           o.n_parallel, left);
+    const LatentType type = parse_latent_type(o.run.cache_type_k, "-ctk");
+    ContextChoice c = choose_context(n_ctx, model_ctx, model->kv_cache_bytes(1, type), o.n_parallel, left);
+    if (c.n_ctx < model_ctx && n_ctx == 0 && type != LatentType::kQ8_0)  // -c 0 fell short: say what q8_0 gives
+      c.notice += strfmt("; -ctk q8_0 gives %lld",
+                         static_cast<long long>(choose_context(0, model_ctx, model->kv_cache_bytes(1, LatentType::kQ8_0),
+                                                               o.n_parallel, left).n_ctx));
     n_ctx = c.n_ctx;
     if (!c.notice.empty() && !o.quiet) std::fprintf(stderr, "moe: %s\n", c.notice.c_str());
   }

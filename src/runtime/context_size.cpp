@@ -24,7 +24,8 @@ ContextChoice choose_context(int64_t requested, int64_t model_ctx, uint64_t toke
     const uint64_t need = per_position * static_cast<uint64_t>(requested);
     if (need > available)
       throw_error("-c %lld%s: the latent cache needs %.1f MiB (%.1f KiB per position%s), and %.1f MiB of memory is "
-                  "left after the weights; use a smaller -c%s (-c 0 fits the context to memory)",
+                  "left after the weights; use a smaller -c%s or -ctk (q8_0 takes 27%% of f32's memory; -c 0 fits the "
+                  "context to memory)",
                   static_cast<long long>(requested), n_seq > 1 ? (" -np " + std::to_string(n_seq)).c_str() : "",
                   mib(need), static_cast<double>(token_bytes) / 1024.0,
                   n_seq > 1 ? (", " + std::to_string(n_seq) + " sequences").c_str() : "", mib(available),
