@@ -32,9 +32,10 @@ struct Case {
   MlaAttendBlockArgs args;
   // bf16: the cache rows and queries are rounded to bf16 first (the kernels
   // read such rows and round queries so), the reference sums the rounded values.
-  Case(const Shape& sh, std::mt19937& rng, float spread, bool bf16 = false) {
+  // v_offset: the values after the keys in each row (the decompressed form).
+  Case(const Shape& sh, std::mt19937& rng, float spread, bool bf16 = false, int64_t v_offset = 0) {
     std::normal_distribution<float> normal(0.0f, spread);
-    const int64_t n_kv = sh.n_kv0 + sh.n_tok - 1, kv_stride = sh.dim_qk + 3;
+    const int64_t n_kv = sh.n_kv0 + sh.n_tok - 1, kv_stride = std::max(sh.dim_qk, v_offset + sh.dim_v) + 3;
     const int64_t q_head = sh.dim_qk + 1, q_tok = q_head * sh.n_heads + 5;
     const int64_t o_head = sh.dim_v + 2, o_tok = o_head * sh.n_heads + 1;
     kv.resize(static_cast<size_t>(n_kv * kv_stride));
@@ -54,14 +55,14 @@ struct Case {
       MlaAttendArgs a;
       a.q = q.data() + t * q_tok, a.n_heads = sh.n_heads, a.q_stride = q_head;
       a.kv = kv.data(), a.kv_stride = kv_stride, a.n_kv = sh.n_kv0 + t;
-      a.dim_qk = sh.dim_qk, a.dim_v = sh.dim_v, a.scale = scale, a.scores = scores.data();
+      a.dim_qk = sh.dim_qk, a.dim_v = sh.dim_v, a.v_offset = v_offset, a.scale = scale, a.scores = scores.data();
       a.out = want.data() + t * o_tok, a.out_stride = o_head;
       mla_attend_heads(a);
     }
     MlaAttendBlockArgs& b = args;
     b.q = q.data(), b.n_tok = sh.n_tok, b.n_heads = sh.n_heads, b.q_tok_stride = q_tok, b.q_head_stride = q_head;
     b.kv = bf16 ? static_cast<const void*>(kv_bf16.data()) : kv.data(), b.kv_stride = kv_stride, b.n_kv0 = sh.n_kv0, b.dim_qk = sh.dim_qk, b.dim_v = sh.dim_v;
-    b.scale = scale, b.scratch = nullptr;
+    b.v_offset = v_offset, b.scale = scale, b.scratch = nullptr;
     b.out = got.data(), b.out_tok_stride = o_tok, b.out_head_stride = o_head;
   }
   // The sums run in another order and products are fused, so the scores
@@ -97,6 +98,23 @@ TEST_CASE("attention blocks: agree with the per-token reference") {
       block(c.args);
       c.check(spread == 1.0f ? 1.5e-5f : 1e-4f);
     }
+  }
+}
+
+// The decompressed form's rows [k_nope | k_rope | v]: one head per call,
+// many tokens, values after the keys.
+TEST_CASE("attention blocks with values after the keys: agree with the per-token reference") {
+  const MlaAttendBlockFn block = mla_attend_block_kernel();
+  if (!block) return test::skip("this CPU or build has no AVX-512");
+  std::mt19937 rng(17);
+  const Shape shapes[] = {{128, 1, 1, 192, 128}, {37, 1, 100, 40, 24}, {5, 2, 3, 24, 16}, {128, 1, 200, 192, 128}};
+  for (const Shape& sh : shapes) {
+    INFO("n_tok=" << sh.n_tok << " heads=" << sh.n_heads << " n_kv0=" << sh.n_kv0 << " qk=" << sh.dim_qk);
+    Case c(sh, rng, 1.0f, false, sh.dim_qk);
+    std::vector<float> scratch(mla_attend_block_scratch_floats(sh.n_tok, sh.n_heads, sh.dim_qk, sh.dim_v), NAN);
+    c.args.scratch = scratch.data();
+    block(c.args);
+    c.check(1.5e-5f);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -120,6 +121,31 @@ TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with ide
       CHECK(d.prefill.max_abs <= 1e-3);
       CHECK(d.decode.max_abs <= 1e-3);
     }
+  }
+}
+
+// Prompts in MLA's decompressed form (cpu/mla_decompressed.h; auto takes it
+// only for long prompts, longer than these fixtures'): the same logits.
+TEST_CASE("conformance: f32 models with every prompt decompressed match llama.cpp and DeepSeek to 1e-4") {
+  struct Env {  // the CPU backend reads MOE_MLA_PROMPT when a session makes it
+    Env() { setenv("MOE_MLA_PROMPT", "decompressed", 1); }
+    ~Env() { unsetenv("MOE_MLA_PROMPT"); }
+  } env;
+  for (const char* stem : {"tiny-dsv3.f32", "tiny-dsv2lite.f32", "tiny-dsv2.f32"}) {
+    const std::string gguf = models(std::string(stem) + ".gguf");
+    if (gguf.empty()) {
+      test::skip(std::string(stem) + " fixture not found");
+      continue;
+    }
+    CAPTURE(stem);
+    const std::string base = gguf.substr(0, gguf.size() - 5);
+    const auto j = nlohmann::json::parse(std::ifstream(base + ".json"));
+    const RunResult r = run_fixture(gguf, base + ".json", base + ".prefill.f32", base + ".decode.f32");
+    MESSAGE(std::string(stem) << " decompressed: prefill max |d| " << r.prefill.max_abs << ", decode max |d| "
+                              << r.decode.max_abs);
+    CHECK(r.prefill.max_abs <= 1e-4);
+    CHECK(r.decode.max_abs <= 1e-4);
+    CHECK(r.greedy == j["greedy_tokens"].get<std::vector<int32_t>>());
   }
 }
 

@@ -33,7 +33,7 @@ void mla_attend_heads(const MlaAttendArgs& a) {
     for (int64_t h = 0; h < a.n_heads; ++h) {
       const float* p = a.scores + h * n_kv;
       float* o = a.out + h * a.out_stride;
-      for (int64_t s = s0; s < s1; ++s) axpy_f32(p[s], a.kv + s * a.kv_stride, a.dim_v, o);
+      for (int64_t s = s0; s < s1; ++s) axpy_f32(p[s], a.kv + s * a.kv_stride + a.v_offset, a.dim_v, o);
     }
   }
 }

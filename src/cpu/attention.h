@@ -11,7 +11,7 @@ namespace moe {
 
 // For h < n_heads:
 //   p[h][s]  = softmax_s(scale * q[h] . kv[s][0 .. dim_qk))   s < n_kv
-//   out[h]   = sum_s p[h][s] * kv[s][0 .. dim_v)
+//   out[h]   = sum_s p[h][s] * kv[s][v_offset .. v_offset + dim_v)
 struct MlaAttendArgs {
   const float* q;       // [n_heads] rows, q_stride floats apart
   int64_t n_heads;
@@ -21,6 +21,7 @@ struct MlaAttendArgs {
   int64_t n_kv;
   int64_t dim_qk;       // elements of a row scored against q
   int64_t dim_v;        // elements of a row summed into out (the latent c_kv)
+  int64_t v_offset = 0; // where they start in the row: 0 in the absorbed form (c_kv is both)
   float scale;
   float* scores;        // scratch, n_heads * n_kv floats
   float* out;           // [n_heads] rows, out_stride floats apart

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "core/fp16.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
@@ -102,7 +103,7 @@ void attend_chunk_rows(const MlaAttendBlockArgs& a, const float* rows, int64_t s
       const __mmask16 k0 = lanes(V - c), k1 = lanes(V - c - 16);
       __m512 acc0[kRowTile], acc1[kRowTile];
       for (int r = 0; r < kRowTile; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
-      const float* v = rows + c;
+      const float* v = rows + a.v_offset + c;
       for (int64_t s = 0; s < ns; ++s, v += stride) {
         const __m512 v0 = _mm512_maskz_loadu_ps(k0, v), v1 = _mm512_maskz_loadu_ps(k1, v + 16);
         for (int r = 0; r < kRowTile; ++r) {
@@ -179,6 +180,7 @@ void decode_q8_0_row(const uint8_t* src, int64_t dim, float* x) {
 // stride is in bytes).
 template <int Unit, void (*Decode)(const uint8_t*, int64_t, float*)>
 void attend_chunk_decoded(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const MlaAttendState& st) {
+  MOE_ASSERT(a.v_offset == 0, "decoded cache rows hold their values at the start");
   if (first_row_seeing(a, c0) >= a.n_tok * a.n_heads) return;
   const int64_t M = a.n_tok * a.n_heads, dq = (a.dim_qk + 31) / 32 * 32;
   float* rows = a.scratch + mla_attend_chunk_scratch_floats(M, a.dim_qk) - kKeyChunk * dq;

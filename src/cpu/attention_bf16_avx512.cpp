@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
 
@@ -65,6 +66,7 @@ void score_tile(const uint16_t* const q[4], const uint16_t* const k[4], int64_t 
 }
 
 void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, const MlaAttendState& st) {
+  MOE_ASSERT(a.v_offset == 0, "bf16 cache rows hold their values at the start");
   const int64_t H = a.n_heads, M = a.n_tok * H, V = a.dim_v, C = kKeyChunk;
   const int64_t cn = c1 - c0;
   const auto n_kv = [&](int64_t m) { return a.n_kv0 + m / H; };

@@ -39,6 +39,8 @@ struct MlaAttendBlockArgs {
   int64_t n_kv0;          // rows token 0 attends to (its position + 1)
   int64_t dim_qk;         // elements of a row scored against q
   int64_t dim_v;          // elements of a row summed into out
+  int64_t v_offset = 0;   // where they start in a row: 0 for the latent cache (c_kv is key and value);
+                          // the decompressed form's rows [k | v] have them after the key (f32 kernels only)
   float scale;
   float* scratch;         // mla_attend_block_scratch_floats() floats
   float* out;             // row (t, h) at out + t * out_tok_stride + h * out_head_stride
@@ -48,7 +50,7 @@ struct MlaAttendBlockArgs {
 
 // The running softmax of every query row over the cached rows seen so far:
 // max[m] the largest score, sum[m] = sum_s exp(score - max[m]) and
-// o[m] = sum_s exp(score - max[m]) * kv[s][0 .. dim_v).
+// o[m] = sum_s exp(score - max[m]) * kv[s][v_offset .. v_offset + dim_v).
 struct MlaAttendState {
   float* max;  // [rows]
   float* sum;  // [rows]

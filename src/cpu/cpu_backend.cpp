@@ -11,6 +11,7 @@
 #include "cpu/latent_rows.h"
 #include "cpu/attention_block.h"
 #include "cpu/matmul.h"
+#include "cpu/mla_decompressed.h"
 #include "cpu/moe_route.h"
 #include "cpu/ops.h"
 #include "cpu/qdot.h"
@@ -43,7 +44,14 @@ void require_dense(const Act& a, const char* what) {
 
 }  // namespace
 
-CpuBackend::CpuBackend(std::string name, int n_threads) : name_(std::move(name)), pool_(n_threads) {}
+CpuBackend::CpuBackend(std::string name, int n_threads) : name_(std::move(name)), pool_(n_threads) {
+  if (const char* env = std::getenv("MOE_MLA_PROMPT"); env && *env) {
+    if (std::strcmp(env, "absorbed") == 0) mla_prompt_form_ = MlaPromptForm::kAbsorbed;
+    else if (std::strcmp(env, "decompressed") == 0) mla_prompt_form_ = MlaPromptForm::kDecompressed;
+    else if (std::strcmp(env, "auto") != 0)
+      throw_error("MOE_MLA_PROMPT='%s': expected auto, absorbed or decompressed", env);
+  }
+}
 
 CpuBackend::~CpuBackend() {
   for (void* p : blocks_) std::free(p);
@@ -354,6 +362,21 @@ void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const Ten
       wv_b, p.n_heads, n, R, V,
       [&](int64_t h, int64_t t, float* in) { std::memcpy(in, o_lat.row(t) + h * R, sz(R) * sizeof(float)); },
       [&](int64_t h, int64_t t, const float* out) { std::memcpy(v.row(t) + h * V, out, sz(V) * sizeof(float)); });
+}
+
+bool CpuBackend::mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const {
+  if (mla_prompt_form_ == MlaPromptForm::kAbsorbed || n < 2) return false;  // generation stays absorbed
+  if (!mla_attend_block_kernel() || !gemm_f32_kernel()) return false;
+  if (mla_prompt_form_ == MlaPromptForm::kDecompressed) return mla_decompressed_scratch_floats(p, pos0, n) < (size_t{32} << 20);
+  return moe::mla_decompressed_pays(p, pos0, n);
+}
+
+void CpuBackend::mla_attention_decompressed(const MlaParams& p, const Act& q, const TensorView& wk_b,
+                                            const TensorView& wv_b, const LatentCache& cache, int64_t il, int64_t pos0,
+                                            int64_t n, Act v) {
+  float* s = scratch(decompressed_, sz(pool_.size()) * mla_decompressed_scratch_floats(p, pos0, n));
+  moe::mla_attention_decompressed(p, q, wk_b, wv_b, cache, il, pos0, n, v, pool_, s,
+                                  {mla_attend_block_kernel(), gemm_f32_kernel()});
 }
 
 void CpuBackend::moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) {

@@ -57,6 +57,13 @@ class CpuBackend final : public Backend {
   void mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                      int64_t n, Act o_lat) override;
   void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) override;
+  bool mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const override;
+  void mla_attention_decompressed(const MlaParams& p, const Act& q, const TensorView& wk_b, const TensorView& wv_b,
+                                  const LatentCache& cache, int64_t il, int64_t pos0, int64_t n, Act v) override;
+  // Which form prompts take: by cost (kAuto), or always one (tests and
+  // benchmarks; MOE_MLA_PROMPT=absorbed|decompressed sets it at start).
+  enum class MlaPromptForm { kAuto, kAbsorbed, kDecompressed };
+  void set_mla_prompt_form(MlaPromptForm f) { mla_prompt_form_ = f; }
   void moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) override;
   void grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) override;
   void moe_combine(const Act& slot_out, const Act& weights, int64_t top_k, int64_t n, Act out) override;
@@ -85,6 +92,7 @@ class CpuBackend final : public Backend {
   std::string name_;
   ThreadPool pool_;
   bool batch_invariant_ = false;  // set_batch_invariant: products on the per-row kernels only
+  MlaPromptForm mla_prompt_form_ = MlaPromptForm::kAuto;
   std::vector<void*> blocks_;  // everything alloc'd, freed with the backend
   size_t weight_bytes_ = 0;
   std::vector<uint8_t> mm_scratch_;    // quantized activations of a product
@@ -94,6 +102,7 @@ class CpuBackend final : public Backend {
   std::vector<float> route_scratch_;   // [2 * n_experts]
   std::vector<float> kv_row_;          // a latent row in f32 before it is stored in the cache's type
   std::vector<float> decoded_rows_;    // a layer's cached rows decoded to f32 (no kernel for its type)
+  std::vector<float> decompressed_;    // [threads][a head's rebuilt rows, weights, queries]
   GroupedExperts experts_;
 };
 

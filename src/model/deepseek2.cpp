@@ -384,6 +384,16 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std:
   }
   // [c_kv | k_rope] = W_DKV h; cache = [RMSNorm(c_kv) | RoPE(k_rope)]  (eq. 9, 14)
   be.matmul(m.wkv_a, h_, n, kv_a_);
+  // A prompt alone in its step may take the decompressed form (keys and
+  // values rebuilt per head, eq. 10-11, 15-17), where that costs less.
+  if (spans.size() == 1 && be.mla_decompressed_pays(mla_, seq_pos_[sz(spans[0].seq)], n)) {
+    LatentCache cache = cache_.sequence(spans[0].seq);
+    const int64_t pos0 = seq_pos_[sz(spans[0].seq)];
+    be.mla_kv_append(mla_, kv_a_, m.kv_a_norm, cache, il, pos0, n);
+    be.mla_attention_decompressed(mla_, q_, m.wk_b, m.wv_b, cache, il, pos0, n, attn_v_);
+    be.matmul(m.wo, attn_v_, n, out_);
+    return;
+  }
   // Per sequence, over its own slot of the cache and from its own position:
   //   cache = [RMSNorm(c_kv) | RoPE(k_rope)]
   //   q_abs = [W_UK^T q_nope | RoPE(q_rope)] per head; o = softmax(q_abs . cache) c_kv

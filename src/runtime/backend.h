@@ -237,6 +237,14 @@ class Backend {
                              int64_t n, Act o_lat) = 0;
   //   v[t][h] = W_UV[h] o_lat[t][h]; wv_b [kv_lora, v_head, heads], v [n][heads * v_head]   (eq. 18)
   virtual void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) = 0;
+  //   Decompressed form, for prompts (src/cpu/mla_decompressed.h): absorb, attention and lift in one,
+  //   keys and values rebuilt per head from the cached rows, fewer multiply-adds when many tokens see
+  //   the same rows. Whether it pays for n tokens from pos0 here (false: the three ops above).
+  virtual bool mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const = 0;
+  //   v[t][h] = sum_s softmax_s(scale * [q_nope | RoPE(q_rope)][t][h] . [W_UK[h] c_kv[s] | k_rope[s]]) W_UV[h] c_kv[s]
+  virtual void mla_attention_decompressed(const MlaParams& p, const Act& q, const TensorView& wk_b,
+                                          const TensorView& wv_b, const LatentCache& cache, int64_t il, int64_t pos0,
+                                          int64_t n, Act v) = 0;
 
   // Routing of n tokens from router logits [n][n_experts]: ids, weights [n][top_k].
   virtual void moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) = 0;

@@ -69,6 +69,13 @@ class ImatrixCollector final : public Backend {
                      int64_t n, Act o_lat) override {
     inner_->mla_attention(p, q_abs, cache, il, pos0, n, o_lat);
   }
+  // The absorbed form only: its products' inputs (q_nope into W_UK, the
+  // latent output into W_UV) are what llama.cpp's imatrix records.
+  bool mla_decompressed_pays(const MlaParams&, int64_t, int64_t) const override { return false; }
+  void mla_attention_decompressed(const MlaParams& p, const Act& q, const TensorView& wk_b, const TensorView& wv_b,
+                                  const LatentCache& cache, int64_t il, int64_t pos0, int64_t n, Act v) override {
+    inner_->mla_attention_decompressed(p, q, wk_b, wv_b, cache, il, pos0, n, v);
+  }
   void moe_route(const MoeRouteParams& p, const Act& logits, int64_t n, Ids ids, Act weights) override {
     inner_->moe_route(p, logits, n, ids, weights);
   }
