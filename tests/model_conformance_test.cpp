@@ -99,7 +99,11 @@ std::string models(const std::string& f) { return test::shared_fixture("models/"
 
 }  // namespace
 
-TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with identical greedy tokens") {
+namespace {
+// Every f32 fixture against llama.cpp's logits and, where the fixture has
+// them, DeepSeek's code's: prefill and decode rows within `bound`, and our
+// greedy tokens the reference's.
+void check_f32_fixtures(const std::string& label, double bound) {
   for (const char* stem : {"tiny-dsv3.f32", "tiny-dsv2lite.f32", "tiny-dsv2.f32"}) {
     const std::string gguf = models(std::string(stem) + ".gguf");
     if (gguf.empty()) {
@@ -110,18 +114,24 @@ TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with ide
     const std::string base = gguf.substr(0, gguf.size() - 5);
     const auto j = nlohmann::json::parse(std::ifstream(base + ".json"));
     const RunResult r = run_fixture(gguf, base + ".json", base + ".prefill.f32", base + ".decode.f32");
-    MESSAGE(std::string(stem) << " (" << j["reference"].get<std::string>() << "): prefill max |d| " << r.prefill.max_abs
-                 << ", decode max |d| " << r.decode.max_abs);
-    CHECK(r.prefill.max_abs <= 1e-3);
-    CHECK(r.decode.max_abs <= 1e-3);
+    MESSAGE(std::string(stem) << label << " (" << j["reference"].get<std::string>() << "): prefill max |d| "
+                              << r.prefill.max_abs << ", decode max |d| " << r.decode.max_abs);
+    CHECK(r.prefill.max_abs <= bound);
+    CHECK(r.decode.max_abs <= bound);
     CHECK(r.greedy == j["greedy_tokens"].get<std::vector<int32_t>>());
     if (!test::shared_fixture(std::string("models/") + stem + ".deepseek.prefill.f32").empty()) {
       const RunResult d = run_fixture(gguf, base + ".json", base + ".deepseek.prefill.f32", base + ".deepseek.decode.f32");
-      MESSAGE(std::string(stem) << " vs DeepSeek's code: prefill max |d| " << d.prefill.max_abs << ", decode " << d.decode.max_abs);
-      CHECK(d.prefill.max_abs <= 1e-3);
-      CHECK(d.decode.max_abs <= 1e-3);
+      MESSAGE(std::string(stem) << label << " vs DeepSeek's code: prefill max |d| " << d.prefill.max_abs << ", decode "
+                                << d.decode.max_abs);
+      CHECK(d.prefill.max_abs <= bound);
+      CHECK(d.decode.max_abs <= bound);
     }
   }
+}
+}  // namespace
+
+TEST_CASE("conformance: f32 models match llama.cpp and DeepSeek to 1e-3 with identical greedy tokens") {
+  check_f32_fixtures("", 1e-3);
 }
 
 // Prompts in MLA's decompressed form (cpu/mla_decompressed.h; auto takes it
@@ -131,22 +141,7 @@ TEST_CASE("conformance: f32 models with every prompt decompressed match llama.cp
     Env() { setenv("MOE_MLA_PROMPT", "decompressed", 1); }
     ~Env() { unsetenv("MOE_MLA_PROMPT"); }
   } env;
-  for (const char* stem : {"tiny-dsv3.f32", "tiny-dsv2lite.f32", "tiny-dsv2.f32"}) {
-    const std::string gguf = models(std::string(stem) + ".gguf");
-    if (gguf.empty()) {
-      test::skip(std::string(stem) + " fixture not found");
-      continue;
-    }
-    CAPTURE(stem);
-    const std::string base = gguf.substr(0, gguf.size() - 5);
-    const auto j = nlohmann::json::parse(std::ifstream(base + ".json"));
-    const RunResult r = run_fixture(gguf, base + ".json", base + ".prefill.f32", base + ".decode.f32");
-    MESSAGE(std::string(stem) << " decompressed: prefill max |d| " << r.prefill.max_abs << ", decode max |d| "
-                              << r.decode.max_abs);
-    CHECK(r.prefill.max_abs <= 1e-4);
-    CHECK(r.decode.max_abs <= 1e-4);
-    CHECK(r.greedy == j["greedy_tokens"].get<std::vector<int32_t>>());
-  }
+  check_f32_fixtures(" decompressed", 1e-4);
 }
 
 // Bug catchers (issue 20): top-1 >= 90% and mean KL <= 0.05 on every file.

@@ -211,20 +211,21 @@ MlaAttendBlockFn mla_attend_block_kernel() {
 MlaAttendRangeFn mla_attend_range_kernel() {
   return cpu_isa_active() == CpuIsa::kAvx512Vnni ? attend_range_avx512 : nullptr;
 }
-MlaAttendBlockFn mla_attend_block_kernel_decoded(GgmlType row_type) {
-  if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return nullptr;
-  if (row_type == GgmlType::F16) return attend_block_decoded<2, decode_f16_row>;
-  if (row_type == GgmlType::BF16) return attend_block_decoded<2, decode_bf16_row>;
-  if (row_type == GgmlType::Q8_0) return attend_block_decoded<1, decode_q8_0_row>;
-  return nullptr;
+namespace {
+template <int Unit, void (*Decode)(const uint8_t*, int64_t, float*)>
+MlaAttendKernels decoded_pair() {
+  return {attend_block_decoded<Unit, Decode>, attend_range_decoded<Unit, Decode>};
 }
-MlaAttendRangeFn mla_attend_range_kernel_decoded(GgmlType row_type) {
-  if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return nullptr;
-  if (row_type == GgmlType::F16) return attend_range_decoded<2, decode_f16_row>;
-  if (row_type == GgmlType::BF16) return attend_range_decoded<2, decode_bf16_row>;
-  if (row_type == GgmlType::Q8_0) return attend_range_decoded<1, decode_q8_0_row>;
-  return nullptr;
+MlaAttendKernels decoded_kernels(GgmlType row_type) {
+  if (cpu_isa_active() != CpuIsa::kAvx512Vnni) return {};
+  if (row_type == GgmlType::F16) return decoded_pair<2, decode_f16_row>();
+  if (row_type == GgmlType::BF16) return decoded_pair<2, decode_bf16_row>();
+  if (row_type == GgmlType::Q8_0) return decoded_pair<1, decode_q8_0_row>();
+  return {};
 }
+}  // namespace
+MlaAttendBlockFn mla_attend_block_kernel_decoded(GgmlType row_type) { return decoded_kernels(row_type).block; }
+MlaAttendRangeFn mla_attend_range_kernel_decoded(GgmlType row_type) { return decoded_kernels(row_type).range; }
 
 }  // namespace moe
 #else
