@@ -117,6 +117,12 @@ TEST_CASE("multi-sequence: the random V3 fixture's logits batched equal its logi
   check_batched_equals_alone(test::local_fixture("tiny-dsv3.Q4_K_M.gguf"));
 }
 
+TEST_CASE("multi-sequence: DeepSeek-V3.2's sparse attention batched equals alone, bit for bit (index keys per sequence)") {
+  const std::string path = test::shared_fixture("models/tiny-dsv32.Q8_0.gguf");
+  if (path.empty()) return test::skip("tiny-dsv32.Q8_0 fixture not found");
+  check_batched_equals_alone(path);
+}
+
 TEST_CASE("shared_prefixes: the longest prefix shared with any other prompt, short of the last token") {
   const std::vector<std::vector<int32_t>> p = {{1, 2, 3, 4}, {1, 2, 3, 5}, {1, 2}, {9}, {1, 2, 3, 4, 6}, {7, 7}, {7, 7}};
   std::vector<const std::vector<int32_t>*> ptrs;

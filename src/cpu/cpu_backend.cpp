@@ -10,6 +10,7 @@
 #include "cpu/attention.h"
 #include "cpu/latent_rows.h"
 #include "cpu/attention_block.h"
+#include "cpu/dsa_indexer.h"
 #include "cpu/matmul.h"
 #include "cpu/mla_decompressed.h"
 #include "cpu/moe_route.h"
@@ -362,6 +363,66 @@ void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const Ten
       wv_b, p.n_heads, n, R, V,
       [&](int64_t h, int64_t t, float* in) { std::memcpy(in, o_lat.row(t) + h * R, sz(R) * sizeof(float)); },
       [&](int64_t h, int64_t t, const float* out) { std::memcpy(v.row(t) + h * V, out, sz(V) * sizeof(float)); });
+}
+
+void CpuBackend::dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b,
+                                 Act keys, int64_t pos0, int64_t n) {
+  for (int64_t t = 0; t < n; ++t)
+    dsa_key(p, k_raw.row(t), norm.f32(), norm_b.f32(), static_cast<float>(pos0 + t), keys.row(pos0 + t));
+}
+
+void CpuBackend::dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
+                            Ids selected) {
+  const int64_t H = p.n_heads, D = p.head_dim, n_kv = pos0 + n;
+  const size_t per_thread = sz(H * D + n_kv);
+  float* all = scratch(sparse_, sz(pool_.size()) * per_thread);
+  int32_t* order_all = scratch(sparse_order_, sz(pool_.size() * n_kv));
+  const auto token = [&](int64_t t, int thread) {
+    float* q = all + sz(thread) * per_thread;
+    float* scores = q + H * D;
+    std::memcpy(q, q_raw.row(t), sz(H * D) * sizeof(float));
+    for (int64_t h = 0; h < H; ++h) dsa_rotate(p, q + h * D, static_cast<float>(pos0 + t));
+    dsa_scores(p, q, w.row(t), keys.row(0), keys.stride, pos0 + t + 1, scores);
+    int32_t* out = selected.row(t);
+    const int64_t k = dsa_top_k(scores, pos0 + t + 1, p.top_k, out, order_all + sz(thread) * sz(n_kv));
+    std::fill(out + k, out + p.top_k, -1);
+  };
+  pool_.parallel_jobs(n, token);
+}
+
+// Each token's chosen rows gathered (decoded to f32) and attended by the
+// reference kernel: the cost per token is top_k rows whatever the context.
+void CpuBackend::mla_attention_sparse(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
+                                      int64_t pos0, int64_t n, const Ids& selected, Act o_lat) {
+  const int64_t H = p.n_heads, L = p.latent_dim(), K = selected.cols;
+  const size_t per_thread = sz(K * L + H * K);
+  float* all = scratch(sparse_, sz(pool_.size()) * per_thread);
+  const Act layer = cache.layer(il);
+  const auto token = [&](int64_t t, int thread) {
+    float* rows = all + sz(thread) * per_thread;
+    const int32_t* sel = selected.row(t);
+    int64_t m = 0;
+    for (; m < K && sel[m] >= 0; ++m) {
+      MOE_ASSERT(sel[m] <= pos0 + t, "sparse attention: token %lld chose position %d after its own",
+                 static_cast<long long>(pos0 + t), sel[m]);
+      latent_row_decode(cache.type, layer.row(sel[m]), L, rows + m * L);
+    }
+    MlaAttendArgs a;
+    a.q = q_abs.row(t);
+    a.n_heads = H;
+    a.q_stride = L;
+    a.kv = rows;
+    a.kv_stride = L;
+    a.n_kv = m;
+    a.dim_qk = L;
+    a.dim_v = p.kv_lora_rank;
+    a.scale = p.softmax_scale;
+    a.scores = rows + K * L;
+    a.out = o_lat.row(t);
+    a.out_stride = p.kv_lora_rank;
+    mla_attend_heads(a);
+  };
+  pool_.parallel_jobs(n, token);
 }
 
 bool CpuBackend::mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const {

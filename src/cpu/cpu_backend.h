@@ -57,6 +57,12 @@ class CpuBackend final : public Backend {
   void mla_attention(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
                      int64_t n, Act o_lat) override;
   void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) override;
+  void mla_attention_sparse(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                            int64_t n, const Ids& selected, Act o_lat) override;
+  void dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b, Act keys,
+                       int64_t pos0, int64_t n) override;
+  void dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
+                  Ids selected) override;
   bool mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const override;
   void mla_attention_decompressed(const MlaParams& p, const Act& q, const TensorView& wk_b, const TensorView& wv_b,
                                   const LatentCache& cache, int64_t il, int64_t pos0, int64_t n, Act v) override;
@@ -103,6 +109,8 @@ class CpuBackend final : public Backend {
   std::vector<float> kv_row_;          // a latent row in f32 before it is stored in the cache's type
   std::vector<float> decoded_rows_;    // a layer's cached rows decoded to f32 (no kernel for its type)
   std::vector<float> decompressed_;    // [threads][a head's rebuilt rows, weights, queries]
+  std::vector<float> sparse_;          // [threads][selected rows, scores] (DeepSeek Sparse Attention)
+  std::vector<int32_t> sparse_order_;  // [threads][positions] (the indexer's top-k)
   GroupedExperts experts_;
 };
 

@@ -95,7 +95,9 @@ uint64_t Deepseek2Model::fingerprint() const {
 }
 
 size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {  // one sequence
-  const int64_t cols = LatentCache::storage_cols(type, config_.kv_lora_rank + config_.qk_rope_head_dim);
+  // The latent rows, and DeepSeek-V3.2's index keys (f32) beside them.
+  const int64_t cols = LatentCache::storage_cols(type, config_.kv_lora_rank + config_.qk_rope_head_dim) +
+                       config_.index_head_dim;
   return sz(config_.num_hidden_layers * n_ctx * cols) * sizeof(float);
 }
 
@@ -219,6 +221,19 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   slot_out_ = be_->alloc(B * K, D);
   ye_ = be_->alloc(B, D);
   moe_ = std::make_unique<HybridMoe>(*be_, host, L, std::max<int64_t>(1, E), K, D, B);
+  if (c_.has_indexer()) {
+    dsa_.n_heads = c_.index_n_heads;
+    dsa_.head_dim = c_.index_head_dim;
+    dsa_.top_k = c_.index_topk;
+    dsa_.rope_dim = c_.qk_rope_head_dim;
+    dsa_.rope_freqs = mla_.rope_freqs;
+    dsa_.rope_mscale = mla_.rope_mscale;
+    index_keys_ = be_->alloc(n_seq * L * o.n_ctx, c_.index_head_dim);
+    index_q_ = be_->alloc(B, c_.index_n_heads * c_.index_head_dim);
+    index_k_ = be_->alloc(B, c_.index_head_dim);
+    index_w_ = be_->alloc(B, c_.index_n_heads);
+    selected_ = be_->alloc_ids(B, c_.index_topk);
+  }
 }
 
 std::string Deepseek2Session::backends_description() const {
@@ -264,8 +279,10 @@ void Deepseek2Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
              static_cast<long long>(src), static_cast<long long>(src >= 0 && src < cache_.n_seq ? seq_pos(src) : -1),
              static_cast<long long>(dst));
   if (src != dst)
-    for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
       be_->copy_rows(cache_.sequence(src).layer(il), cache_.sequence(dst).layer(il), n);
+      if (c_.has_indexer()) be_->copy_rows(index_keys(src, il), index_keys(dst, il), n);
+    }
   seq_pos_[sz(dst)] = n;
 }
 
@@ -274,6 +291,8 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
   MOE_ASSERT(0 <= p0 && p0 <= p1 && p1 <= n_past, "seq_drop: positions [%lld, %lld) of %lld", static_cast<long long>(p0),
              static_cast<long long>(p1), static_cast<long long>(n_past));
   if (p0 == p1) return;
+  if (c_.has_indexer())
+    throw_error("context shift: DeepSeek-V3.2's index keys cannot be shifted yet (run without --context-shift)");
   LatentCache cache = cache_.sequence(s);
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) be_->mla_kv_shift(mla_, cache, il, p1, p0, n_past - p1);
   seq_pos_[sz(s)] = n_past - (p1 - p0);
@@ -282,6 +301,8 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
 // The cache's rows are dense (alloc), so a layer's positions [0, n) are
 // one copy each way.
 void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
+  if (c_.has_indexer())
+    throw_error("prompt cache: DeepSeek-V3.2's index keys cannot be saved yet (run without --prompt-cache)");
   MOE_ASSERT(n <= seq_pos(s), "cache_export: %lld of %lld positions", static_cast<long long>(n),
              static_cast<long long>(seq_pos(s)));
   const LatentCache c = cache_.sequence(s);
@@ -292,6 +313,8 @@ void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
 }
 
 void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer) {
+  if (c_.has_indexer())
+    throw_error("prompt cache: DeepSeek-V3.2's index keys cannot be loaded yet (run without --prompt-cache)");
   MOE_ASSERT(n <= cache_.n_ctx && n <= rows_per_layer, "cache_import: %lld positions (of %lld) in a context of %lld",
              static_cast<long long>(n), static_cast<long long>(rows_per_layer), static_cast<long long>(cache_.n_ctx));
   const LatentCache c = cache_.sequence(s);
@@ -384,6 +407,7 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std:
   }
   // [c_kv | k_rope] = W_DKV h; cache = [RMSNorm(c_kv) | RoPE(k_rope)]  (eq. 9, 14)
   be.matmul(m.wkv_a, h_, n, kv_a_);
+  if (m.indexer) return mla_attention_sparse(il, m, spans, n);
   // A prompt alone in its step may take the decompressed form (keys and
   // values rebuilt per head, eq. 10-11, 15-17), where that costs less.
   if (spans.size() == 1 && be.mla_decompressed_pays(mla_, seq_pos_[sz(spans[0].seq)], n)) {
@@ -407,6 +431,35 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std:
     first += sp.n;
   }
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
+  be.mla_output_lift(mla_, o_lat_, m.wv_b, n, attn_v_);
+  be.matmul(m.wo, attn_v_, n, out_);
+}
+
+// DeepSeek Sparse Attention (DeepSeek-V3.2): the lightning indexer scores
+// every cached position for each query from the q-LoRA latent and the
+// block's input, and MLA (absorbed) attends to the top_k of them only.
+// q, q_a (normed) and kv_a are computed by mla_attention already.
+void Deepseek2Session::mla_attention_sparse(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans,
+                                            int64_t n) {
+  Backend& be = *be_;
+  const IndexerWeights& ix = *m.indexer;
+  be.matmul(ix.wq_b, q_a_, n, index_q_);  // index queries from c_q
+  be.matmul(ix.wk, h_, n, index_k_);      // one index key per token
+  be.matmul(ix.proj, h_, n, index_w_);    // per-head weights
+  int64_t first = 0;
+  for (const SeqSpan& sp : spans) {
+    LatentCache cache = cache_.sequence(sp.seq);
+    const int64_t pos0 = seq_pos_[sz(sp.seq)];
+    const Ids sel = selected_.rows_from(first, sp.n);
+    be.dsa_keys_append(dsa_, index_k_.rows_from(first, sp.n), ix.k_norm, ix.k_norm_b, index_keys(sp.seq, il), pos0,
+                       sp.n);
+    be.dsa_select(dsa_, index_q_.rows_from(first, sp.n), index_w_.rows_from(first, sp.n), index_keys(sp.seq, il), pos0,
+                  sp.n, sel);
+    be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, il, pos0, sp.n);
+    be.mla_query_absorb(mla_, q_.rows_from(first, sp.n), m.wk_b, pos0, sp.n, q_abs_.rows_from(first, sp.n));
+    be.mla_attention_sparse(mla_, q_abs_.rows_from(first, sp.n), cache, il, pos0, sp.n, sel, o_lat_.rows_from(first, sp.n));
+    first += sp.n;
+  }
   be.mla_output_lift(mla_, o_lat_, m.wv_b, n, attn_v_);
   be.matmul(m.wo, attn_v_, n, out_);
 }

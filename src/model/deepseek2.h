@@ -120,6 +120,7 @@ class Deepseek2Session final : public InferenceSession {
   // all_logits: every token's logits (one span only).
   void forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
   void mla_attention(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n);
+  void mla_attention_sparse(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n);
   void ffn(const FfnWeights& f, const Act& x, int64_t n, Act out);
   void moe_ffn(int64_t il, const MoeWeights& e, int64_t n);
 
@@ -133,6 +134,11 @@ class Deepseek2Session final : public InferenceSession {
   std::vector<MoeRouteParams> route_params_;  // [layer]
   MlaParams mla_;
   LatentCache cache_;
+  DsaParams dsa_;                  // deepseek32's indexer (n_heads 0: none)
+  Act index_keys_;                 // [sequence][layer][n_ctx][index_dim] f32: the indexer's keys
+  Act index_keys(int64_t seq, int64_t il) const {
+    return index_keys_.rows_from((seq * c_.num_hidden_layers + il) * cache_.n_ctx, cache_.n_ctx);
+  }
   std::unique_ptr<HybridMoe> moe_;
   int64_t n_batch_;
   int64_t n_rows_;                 // activation rows: max_step_tokens()
@@ -152,6 +158,10 @@ class Deepseek2Session final : public InferenceSession {
   Act ffn_g_, ffn_u_;  // [largest ffn]
   Act router_;   // [n_experts] logits
   Ids route_ids_;  // [top_k]
+  Act index_q_;    // [index_heads * index_dim]: the indexer's queries
+  Act index_k_;    // [index_dim]: its key before the norm
+  Act index_w_;    // [index_heads]: its head weights
+  Ids selected_;   // [index_topk]: the positions each token attends to
   Act route_w_;  // [top_k]
   Act slot_out_;   // [n_batch * top_k][hidden] routed expert outputs
   Act ye_;       // shared experts' output [hidden]

@@ -40,10 +40,12 @@ float Deepseek2Config::softmax_scale() const {
 
 Deepseek2Config Deepseek2Config::from_gguf(const GgufFile& f) {
   const std::string arch = f.get_string("general.architecture");
-  if (arch != "deepseek2")
-    throw_error("%s: architecture '%s' is not supported (expected deepseek2)", f.path().c_str(), arch.c_str());
-  auto key = [](const char* k) { return std::string("deepseek2.") + k; };
+  if (arch != "deepseek2" && arch != "deepseek32")
+    throw_error("%s: architecture '%s' is not supported (expected deepseek2 or deepseek32)", f.path().c_str(),
+                arch.c_str());
+  auto key = [&](const char* k) { return arch + "." + k; };
   Deepseek2Config c;
+  c.architecture = arch;
   c.hidden_size = f.get_u32(key("embedding_length"));
   const int64_t n_layer_all = f.get_u32(key("block_count"));
   c.num_nextn_predict_layers = f.get_u32_opt(key("nextn_predict_layers")).value_or(0);
@@ -94,6 +96,12 @@ Deepseek2Config Deepseek2Config::from_gguf(const GgufFile& f) {
   }
   c.rope_attn_factor = f.get_f32_opt(key("rope.scaling.attn_factor")).value_or(1.0f);
 
+  if (arch == "deepseek32") {
+    c.index_n_heads = f.get_u32(key("attention.indexer.head_count"));
+    c.index_head_dim = f.get_u32(key("attention.indexer.key_length"));
+    c.index_topk = f.get_u32(key("attention.indexer.top_k"));
+  }
+
   const std::string vocab_key = key("vocab_size");
   c.vocab_size = f.has(vocab_key) ? f.get_u32(vocab_key)
                                   : static_cast<int64_t>(f.get_string_array("tokenizer.ggml.tokens").size());
@@ -115,6 +123,13 @@ Deepseek2Config Deepseek2Config::from_gguf(const GgufFile& f) {
           "expert_used_count exceeds the experts of the chosen groups");
   }
   check(c.vocab_size > 0, "vocab_size must be positive");
+  if (arch == "deepseek32") {
+    check(c.q_lora_rank > 0, "deepseek32 needs q-LoRA (attention.q_lora_rank): the indexer reads its latent");
+    check(c.index_n_heads > 0 && c.index_topk > 0, "attention.indexer.head_count and top_k must be positive");
+    check(c.index_head_dim >= c.qk_rope_head_dim && c.index_head_dim <= 4096 &&
+              (c.index_head_dim & (c.index_head_dim - 1)) == 0,
+          "attention.indexer.key_length must be a power of two (its Hadamard rotation) holding the rotary part");
+  }
   return c;
 }
 
@@ -122,14 +137,17 @@ std::string Deepseek2Config::describe() const {
   return strfmt(
       "hidden %lld, layers %lld (+%lld MTP, %lld dense), heads %lld, q_lora %lld, kv_lora %lld, qk %lld+%lld, v %lld, "
       "ffn %lld, experts %lld (top-%lld, %lld shared, expert ffn %lld, groups %lld/%lld, %s, norm %d, scale %g), "
-      "rope %s theta %g factor %g, vocab %lld",
+      "rope %s theta %g factor %g, vocab %lld%s",
       (long long)hidden_size, (long long)num_hidden_layers, (long long)num_nextn_predict_layers,
       (long long)first_k_dense_replace, (long long)num_attention_heads, (long long)q_lora_rank, (long long)kv_lora_rank,
       (long long)qk_nope_head_dim, (long long)qk_rope_head_dim, (long long)v_head_dim, (long long)intermediate_size,
       (long long)n_routed_experts, (long long)num_experts_per_tok, (long long)n_shared_experts,
       (long long)moe_intermediate_size, (long long)topk_group, (long long)n_group,
       scoring_func == ScoringFunc::kSigmoid ? "sigmoid" : "softmax", norm_topk_prob ? 1 : 0, routed_scaling_factor,
-      rope_scaling == RopeScaling::kYarn ? "yarn" : "plain", rope_theta, rope_factor, (long long)vocab_size);
+      rope_scaling == RopeScaling::kYarn ? "yarn" : "plain", rope_theta, rope_factor, (long long)vocab_size,
+      has_indexer() ? strfmt(", indexer %lld heads x %lld, top-%lld", (long long)index_n_heads,
+                             (long long)index_head_dim, (long long)index_topk).c_str()
+                    : "");
 }
 
 }  // namespace moe

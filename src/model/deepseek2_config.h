@@ -48,6 +48,14 @@ struct Deepseek2Config {
   float beta_slow = 1.0f;
   float mscale_all_dim = 0.0f;  // from rope.scaling.yarn_log_multiplier (= 0.1 * mscale_all_dim)
   float rope_attn_factor = 1.0f;
+  // DeepSeek-V3.2's lightning indexer (arch deepseek32; 0 heads: none):
+  // index_topk cached positions per query, chosen by index_n_heads heads of
+  // index_head_dim (rotary part first, then a Hadamard rotation).
+  int64_t index_n_heads = 0;
+  int64_t index_head_dim = 0;
+  int64_t index_topk = 0;
+  std::string architecture = "deepseek2";  // or "deepseek32"
+  bool has_indexer() const { return index_n_heads > 0; }
 
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool is_moe_layer(int64_t il) const { return il >= first_k_dense_replace; }

@@ -123,6 +123,15 @@ Deepseek2Weights Deepseek2Weights::bind(const GgufFile& f, const Deepseek2Config
       split_legacy_kv_b(b, c, il, m);
     }
     m.wo = b.tensor(blk(il, "attn_output.weight"), {H * c.v_head_dim, D});
+    if (c.has_indexer()) {
+      IndexerWeights ix;
+      ix.wq_b = b.tensor(blk(il, "indexer.attn_q_b.weight"), {c.q_lora_rank, c.index_n_heads * c.index_head_dim});
+      ix.wk = b.tensor(blk(il, "indexer.attn_k.weight"), {D, c.index_head_dim});
+      ix.k_norm = b.vector_f32(blk(il, "indexer.k_norm.weight"), c.index_head_dim);
+      ix.k_norm_b = b.vector_f32(blk(il, "indexer.k_norm.bias"), c.index_head_dim);
+      ix.proj = b.tensor(blk(il, "indexer.proj.weight"), {D, c.index_n_heads});
+      m.indexer = ix;
+    }
     L.ffn_norm = b.vector_f32(blk(il, "ffn_norm.weight"), D);
     if (!c.is_moe_layer(il)) {
       L.ffn = FfnWeights{b.tensor(blk(il, "ffn_gate.weight"), {D, c.intermediate_size}),

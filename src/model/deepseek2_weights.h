@@ -29,6 +29,14 @@ struct QProjLora {
   TensorView wq_b;         // [q_lora_rank, heads * qk_head_dim]
 };
 
+// DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention).
+struct IndexerWeights {
+  TensorView wq_b;           // [q_lora_rank, index_heads * index_dim]: queries from the q-LoRA latent
+  TensorView wk;             // [hidden, index_dim]: one key per token
+  TensorView k_norm, k_norm_b;  // [index_dim] f32: LayerNorm of the key
+  TensorView proj;           // [hidden, index_heads]: per-head weights of a query
+};
+
 struct MlaWeights {
   std::variant<QProjPlain, QProjLora> q_proj;
   TensorView wkv_a;          // [hidden, kv_lora_rank + qk_rope_head_dim]: c_kv and k_rope
@@ -36,6 +44,7 @@ struct MlaWeights {
   TensorView wk_b;           // [qk_nope_head_dim, kv_lora_rank, heads]: absorbs into q
   TensorView wv_b;           // [kv_lora_rank, v_head_dim, heads]: latent -> value
   TensorView wo;             // [heads * v_head_dim, hidden]
+  std::optional<IndexerWeights> indexer;  // deepseek32
 };
 
 struct FfnWeights {          // W_down(silu(W_gate x) * W_up x)
@@ -108,6 +117,13 @@ void Deepseek2Weights::for_each_tensor(Fn&& fn) {
     fn(L.mla.wk_b, kAll, il);
     fn(L.mla.wv_b, kAll, il);
     fn(L.mla.wo, kAll, il);
+    if (IndexerWeights* ix = L.mla.indexer ? &*L.mla.indexer : nullptr) {
+      fn(ix->wq_b, kAll, il);
+      fn(ix->wk, kAll, il);
+      fn(ix->k_norm, kAll, il);
+      fn(ix->k_norm_b, kAll, il);
+      fn(ix->proj, kAll, il);
+    }
     fn(L.ffn_norm, kAll, il);
     if (auto* dense = std::get_if<FfnWeights>(&L.ffn)) {
       ffn(*dense, il);

@@ -82,6 +82,22 @@ struct MlaParams {
   int64_t latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }  // a cache row
 };
 
+// DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention): a query
+// of index_heads heads scores every cached position's index key,
+//   score[s] = sum_h w[h] / sqrt(dim * heads) * ReLU(q[h] . k[s]),
+// and MLA attends to the top_k best. Keys and queries are rotated (RoPE,
+// NeoX pairs, on the first rope_dim values) and then turned by the
+// orthonormal Walsh-Hadamard matrix, as llama.cpp's deepseek32 does.
+struct DsaParams {
+  int64_t n_heads = 0;
+  int64_t head_dim = 0;
+  int64_t top_k = 0;
+  int64_t rope_dim = 0;
+  TensorView rope_freqs;     // [rope_dim / 2] f32 (the model's, YaRN-corrected)
+  float rope_mscale = 1.0f;
+  float norm_eps = 1e-6f;    // LayerNorm of the keys
+};
+
 // The element type of the latent cache (-ctk), llama.cpp's names: f32, f16
 // or bf16 (half the memory; bf16 keeps f32's range with 8 bits of
 // mantissa, f16 11 bits in a narrower range), or q8_0 (blocks of 32 bytes
@@ -237,6 +253,18 @@ class Backend {
                              int64_t n, Act o_lat) = 0;
   //   v[t][h] = W_UV[h] o_lat[t][h]; wv_b [kv_lora, v_head, heads], v [n][heads * v_head]   (eq. 18)
   virtual void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) = 0;
+  //   DeepSeek Sparse Attention: o_lat as mla_attention gives it, each token over only the cached
+  //   positions `selected` names (row t: top_k positions, -1 after the last), none after its own.
+  virtual void mla_attention_sparse(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
+                                    int64_t pos0, int64_t n, const Ids& selected, Act o_lat) = 0;
+  //   Lightning indexer: keys[pos0 + t] = Hadamard(RoPE(LayerNorm(k_raw[t]) * norm + norm_b)),
+  //   keys one sequence's [n_ctx][head_dim] rows of one layer (k_raw = W_k h).
+  virtual void dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b,
+                               Act keys, int64_t pos0, int64_t n) = 0;
+  //   selected[t] = the top_k positions s <= pos0 + t by score (all of them when fewer), -1 after;
+  //   q_raw [n][heads * head_dim] = W_q c_q (not yet rotated), w [n][heads] = W_proj h.
+  virtual void dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
+                          Ids selected) = 0;
   //   Decompressed form, for prompts (src/cpu/mla_decompressed.h): absorb, attention and lift in one,
   //   keys and values rebuilt per head from the cached rows, fewer multiply-adds when many tokens see
   //   the same rows. Whether it pays for n tokens from pos0 here (false: the three ops above).

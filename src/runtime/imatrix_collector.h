@@ -69,6 +69,18 @@ class ImatrixCollector final : public Backend {
                      int64_t n, Act o_lat) override {
     inner_->mla_attention(p, q_abs, cache, il, pos0, n, o_lat);
   }
+  void mla_attention_sparse(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il, int64_t pos0,
+                            int64_t n, const Ids& selected, Act o_lat) override {
+    inner_->mla_attention_sparse(p, q_abs, cache, il, pos0, n, selected, o_lat);
+  }
+  void dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b, Act keys,
+                       int64_t pos0, int64_t n) override {
+    inner_->dsa_keys_append(p, k_raw, norm, norm_b, keys, pos0, n);
+  }
+  void dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
+                  Ids selected) override {
+    inner_->dsa_select(p, q_raw, w, keys, pos0, n, selected);
+  }
   // The absorbed form only: its products' inputs (q_nope into W_UK, the
   // latent output into W_UV) are what llama.cpp's imatrix records.
   bool mla_decompressed_pays(const MlaParams&, int64_t, int64_t) const override { return false; }

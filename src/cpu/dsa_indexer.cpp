@@ -1,0 +1,76 @@
+#include "cpu/dsa_indexer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace moe {
+
+void hadamard_inplace(float* x, int64_t n) {
+  for (int64_t h = 1; h < n; h *= 2)
+    for (int64_t i = 0; i < n; i += 2 * h)
+      for (int64_t j = i; j < i + h; ++j) {
+        const float a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<float>(n)));  // ggml_gen_hadamard's entry
+  for (int64_t i = 0; i < n; ++i) x[i] *= scale;
+}
+
+void dsa_rotate(const DsaParams& p, float* x, float pos) {
+  const float* freqs = p.rope_freqs.f32();
+  const int64_t half = p.rope_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float theta = pos * freqs[i];
+    const float c = std::cos(theta) * p.rope_mscale, s = std::sin(theta) * p.rope_mscale;
+    const float x0 = x[i], x1 = x[i + half];
+    x[i] = x0 * c - x1 * s;
+    x[i + half] = x0 * s + x1 * c;
+  }
+  hadamard_inplace(x, p.head_dim);
+}
+
+void dsa_key(const DsaParams& p, const float* k_raw, const float* norm, const float* norm_b, float pos, float* out) {
+  const int64_t D = p.head_dim;
+  float sum = 0.0f;
+  for (int64_t i = 0; i < D; ++i) sum += k_raw[i];
+  const float mean = sum / static_cast<float>(D);
+  float sum2 = 0.0f;
+  for (int64_t i = 0; i < D; ++i) {
+    out[i] = k_raw[i] - mean;
+    sum2 += out[i] * out[i];
+  }
+  const float scale = 1.0f / std::sqrt(sum2 / static_cast<float>(D) + p.norm_eps);
+  for (int64_t i = 0; i < D; ++i) out[i] = out[i] * scale * norm[i] + norm_b[i];
+  dsa_rotate(p, out, pos);
+}
+
+void dsa_scores(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride, int64_t n_kv,
+                float* scores) {
+  const int64_t H = p.n_heads, D = p.head_dim;
+  const float wscale = 1.0f / std::sqrt(static_cast<float>(D * H));
+  for (int64_t s = 0; s < n_kv; ++s) {
+    const float* k = keys + s * key_stride;
+    float score = 0.0f;
+    for (int64_t h = 0; h < H; ++h) {
+      float dot = 0.0f;
+      for (int64_t i = 0; i < D; ++i) dot += q[h * D + i] * k[i];
+      score += std::max(dot, 0.0f) * (w[h] * wscale);
+    }
+    scores[s] = score;
+  }
+}
+
+int64_t dsa_top_k(const float* scores, int64_t n, int64_t k, int32_t* out, int32_t* order) {
+  if (n <= k) {
+    std::iota(out, out + n, 0);
+    return n;
+  }
+  std::iota(order, order + n, 0);
+  std::partial_sort(order, order + k, order + n, [&](int32_t a, int32_t b) { return scores[a] > scores[b]; });
+  std::copy(order, order + k, out);
+  return k;
+}
+
+}  // namespace moe

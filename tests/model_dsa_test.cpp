@@ -1,0 +1,139 @@
+// DeepSeek-V3.2's sparse attention (deepseek32): the indexer's parts
+// against plain definitions, and tests that fail if the indexer were
+// ignored (dense attention) or chose positions after the query's own.
+// Logits against llama.cpp: model_conformance_test (tiny-dsv32.*).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <set>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cpu/cpu_backend.h"
+#include "cpu/dsa_indexer.h"
+#include "gguf/gguf_reader.h"
+#include "gguf/gguf_writer.h"
+#include "model/deepseek2.h"
+#include "test_util.h"
+
+using namespace moe;
+
+TEST_CASE("dsa: the fast Hadamard rotation is the orthonormal Walsh-Hadamard matrix") {
+  for (const int64_t n : {1, 2, 8, 64, 128}) {
+    std::mt19937 rng(static_cast<unsigned>(n));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(n)), y;
+    for (float& v : x) v = normal(rng);
+    y = x;
+    hadamard_inplace(y.data(), n);
+    double worst = 0.0, norm_x = 0.0, norm_y = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      double want = 0.0;  // H[i][j] = (-1)^popcount(i & j) / sqrt(n)
+      for (int64_t j = 0; j < n; ++j) want += (__builtin_popcountll(i & j) % 2 ? -1.0 : 1.0) * x[j];
+      want /= std::sqrt(double(n));
+      worst = std::max(worst, std::fabs(want - y[i]));
+      norm_x += double(x[i]) * x[i];
+      norm_y += double(y[i]) * y[i];
+    }
+    CHECK(worst < 1e-5);
+    CHECK(std::fabs(norm_x - norm_y) < 1e-4 * norm_x);  // a rotation
+    hadamard_inplace(y.data(), n);                      // H H = I
+    for (int64_t i = 0; i < n; ++i) CHECK(std::fabs(y[i] - x[i]) < 1e-5);
+  }
+}
+
+TEST_CASE("dsa: the top-k holds the k best scores, all positions when there are fewer") {
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> coarse(0, 5);  // many ties, as ReLU's zeros make
+  for (const int64_t n : {1, 5, 16, 17, 100}) {
+    std::vector<float> scores(static_cast<size_t>(n));
+    for (float& s : scores) s = float(coarse(rng)) * 0.5f;
+    std::vector<int32_t> out(16), order(static_cast<size_t>(n));
+    const int64_t k = dsa_top_k(scores.data(), n, 16, out.data(), order.data());
+    CHECK(k == std::min<int64_t>(n, 16));
+    std::set<int32_t> chosen(out.begin(), out.begin() + k);
+    CHECK(static_cast<int64_t>(chosen.size()) == k);
+    std::vector<float> sorted = scores;
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    float least = INFINITY;
+    for (const int32_t p : chosen) least = std::min(least, scores[static_cast<size_t>(p)]);
+    CHECK(least == sorted[static_cast<size_t>(k - 1)]);  // nothing better left out
+  }
+}
+
+TEST_CASE("dsa: each token chooses among its own and earlier positions, the best by the indexer's score") {
+  CpuBackend be("CPU", 2);
+  DsaParams p;
+  p.n_heads = 2, p.head_dim = 64, p.top_k = 8, p.rope_dim = 16;
+  std::vector<float> freqs(8);
+  for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.0f, -float(i) / 8.0f);
+  p.rope_freqs = TensorView::contiguous("f", GgmlType::F32, {8, 1, 1, 1}, reinterpret_cast<const uint8_t*>(freqs.data()));
+  const int64_t pos0 = 10, n = 6, n_ctx = 32;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const Act keys = be.alloc(n_ctx, p.head_dim);
+  for (int64_t i = 0; i < n_ctx * p.head_dim; ++i) keys.data[i] = normal(rng);
+  const Act q = be.alloc(n, p.n_heads * p.head_dim), w = be.alloc(n, p.n_heads);
+  for (int64_t i = 0; i < n * q.cols; ++i) q.data[i] = normal(rng);
+  for (int64_t i = 0; i < n * w.cols; ++i) w.data[i] = normal(rng);
+  const Ids sel = be.alloc_ids(n, p.top_k);
+  be.dsa_select(p, q, w, keys, pos0, n, sel);
+  for (int64_t t = 0; t < n; ++t) {
+    CAPTURE(t);
+    std::vector<float> qt(q.row(t), q.row(t) + q.cols), scores(static_cast<size_t>(pos0 + t + 1));
+    for (int64_t h = 0; h < p.n_heads; ++h) dsa_rotate(p, qt.data() + h * p.head_dim, float(pos0 + t));
+    dsa_scores(p, qt.data(), w.row(t), keys.row(0), keys.stride, pos0 + t + 1, scores.data());
+    std::vector<float> sorted = scores;
+    std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+    for (int64_t j = 0; j < p.top_k; ++j) {
+      const int32_t s = sel.row(t)[j];
+      REQUIRE(s >= 0);
+      CHECK(s <= pos0 + t);  // never a later position
+      CHECK(scores[static_cast<size_t>(s)] >= sorted[static_cast<size_t>(p.top_k - 1)]);
+    }
+  }
+}
+
+// The indexer matters: with top_k above the context (every position kept:
+// dense attention) the logits are those of the sparse model while a token
+// sees at most top_k positions, and differ after.
+TEST_CASE("dsa: the tiny V3.2 model attends sparsely: dense attention changes the logits after top_k positions") {
+  const std::string src = test::shared_fixture("models/tiny-dsv32.f32.gguf");
+  if (src.empty()) return test::skip("tiny-dsv32.f32 fixture not found");
+  const std::string json = src.substr(0, src.size() - 5) + ".json";
+  const auto tokens = nlohmann::json::parse(std::ifstream(json))["prompt_tokens"].get<std::vector<int32_t>>();
+  const std::string dense_path = test::temp_dir() + "/dense.gguf";
+  {
+    const GgufFile in = GgufFile::open(src);
+    GgufWriter w(dense_path, in.alignment());
+    for (const auto& kv : in.metadata())
+      w.set(kv.key, kv.key == "deepseek32.attention.indexer.top_k" ? GgufValue::u32(100000) : kv.value);
+    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
+    w.begin();
+    for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
+    w.finish();
+  }
+  const auto logits = [&](const std::string& path) {
+    const auto model = Deepseek2Model::load(path);
+    Deepseek2Session s(*model, 128, 64, 2);
+    std::vector<float> l(tokens.size() * static_cast<size_t>(s.n_vocab()));
+    s.forward(tokens.data(), static_cast<int64_t>(tokens.size()), l.data(), true);
+    return l;
+  };
+  const std::vector<float> sparse = logits(src), dense = logits(dense_path);
+  const auto k = static_cast<size_t>(Deepseek2Model::load(src)->config().index_topk);
+  const size_t V = sparse.size() / tokens.size();
+  double before = 0.0, after = 0.0;
+  for (size_t i = 0; i < sparse.size(); ++i) {
+    const double d = std::fabs(double(sparse[i]) - dense[i]);
+    (i / V < k ? before : after) = std::max(i / V < k ? before : after, d);
+  }
+  MESSAGE("max |sparse - dense|: rows before top_k " << before << ", after " << after);
+  CHECK(before == 0.0);
+  CHECK(after > 0.1);
+}
