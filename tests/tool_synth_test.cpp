@@ -7,7 +7,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <set>
+#include <tuple>
 
+#include <nlohmann/json.hpp>
+
+#include "convert/deepseek2_gguf_layout.h"
 #include "convert/hf_config.h"
 #include "gguf/gguf_reader.h"
 #include "model/deepseek2.h"
@@ -166,4 +171,49 @@ TEST_CASE("moe-synth: the built-in kimi-k2 and glm-4.7-flash configs") {
   std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
   s.forward(tokens, 3, logits.data(), false);
   CHECK(std::isfinite(logits[0]));
+}
+
+// DeepSeek-V3.2: a config with the indexer's keys gives the layout and the
+// deepseek32 metadata of llama.cpp's converter (the tiny-dsv32 fixture's
+// config is hf-tiny-dsv3's with smaller experts and the indexer).
+TEST_CASE("moe-synth and the converter's layout: a DeepseekV32ForCausalLM config gives tiny-dsv32's tensors and keys") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string ref_path = test::shared_fixture("models/tiny-dsv32.f32.gguf");
+  if (hf.empty() || ref_path.empty()) return test::skip("hf-tiny-dsv3 / tiny-dsv32.f32.gguf fixtures not found");
+  const std::vector<uint8_t> text = test::read_file(hf + "/config.json");
+  auto config = nlohmann::json::parse(text.begin(), text.end());
+  config["architectures"] = {"DeepseekV32ForCausalLM"};
+  config["intermediate_size"] = 256;
+  config["moe_intermediate_size"] = 128;
+  config["n_routed_experts"] = 8;
+  config["num_experts_per_tok"] = 2;
+  config["index_n_heads"] = 4;
+  config["index_head_dim"] = 64;
+  config["index_topk"] = 16;
+  const std::string dir = test::temp_dir(), cfg = dir + "/config.json", out = dir + "/v32.gguf";
+  const std::string dumped = config.dump();
+  test::write_file(cfg, dumped.data(), dumped.size());
+  const auto r = synth({"--config", cfg, "--vocab", ref_path, "--type", "F32", "-o", out});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const GgufFile got = GgufFile::open(out), ref = GgufFile::open(ref_path);
+  std::set<std::tuple<std::string, std::vector<int64_t>, GgmlType>> a, b;
+  for (const auto& t : got.tensors()) a.insert({t.name, t.shape, t.type});
+  for (const auto& t : ref.tensors()) b.insert({t.name, t.shape, t.type});
+  CHECK(a == b);
+  for (const GgufKv& kv : ref.metadata()) {
+    if (kv.key.rfind("deepseek32.", 0) != 0) continue;
+    CAPTURE(kv.key);
+    const GgufValue* v = got.find(kv.key);
+    REQUIRE(v != nullptr);
+    CHECK(*v == kv.value);
+  }
+  CHECK(deepseek2_tensor_name("model.layers.2.self_attn.indexer.weights_proj.weight", 3) == "blk.2.indexer.proj.weight");
+  CHECK(deepseek2_tensor_name("model.layers.0.self_attn.indexer.k_norm.bias", 3) == "blk.0.indexer.k_norm.bias");
+  auto model = Deepseek2Model::load(out);
+  CHECK(model->config().has_indexer());
+  Deepseek2Session s(*model, 64, 16, 1);
+  const int32_t toks[20] = {1, 5, 9, 200, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22};
+  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
+  s.forward(toks, 20, logits.data(), false);
+  for (float x : logits) REQUIRE(std::isfinite(x));
 }

@@ -9,9 +9,11 @@ namespace moe {
 
 namespace {
 
-constexpr const char* kArch = "deepseek2";
-
-std::string arch_key(const char* suffix) { return std::string(kArch) + "." + suffix; }
+// llama.cpp's converter writes DeepSeek-V3.2 as deepseek32, the rest of the
+// family as deepseek2.
+std::string gguf_arch(const HfConfig& c) {
+  return c.architecture == "DeepseekV32ForCausalLM" ? "deepseek32" : "deepseek2";
+}
 
 GgufValue u32_of(const HfConfig& c, const char* what, int64_t v) {
   if (v < 0 || v > static_cast<int64_t>(UINT32_MAX))
@@ -47,6 +49,12 @@ const std::map<std::string, std::string>& layer_tensor_map() {
       {"mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"},
       {"mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight"},
       {"mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight"},
+      // DeepSeek-V3.2's lightning indexer.
+      {"self_attn.indexer.wq_b.weight", "indexer.attn_q_b.weight"},
+      {"self_attn.indexer.wk.weight", "indexer.attn_k.weight"},
+      {"self_attn.indexer.k_norm.weight", "indexer.k_norm.weight"},
+      {"self_attn.indexer.k_norm.bias", "indexer.k_norm.bias"},
+      {"self_attn.indexer.weights_proj.weight", "indexer.proj.weight"},
   };
   return m;
 }
@@ -121,8 +129,10 @@ int64_t deepseek2_block_count(const HfConfig& c, const Deepseek2LayoutOptions& o
 void deepseek2_model_metadata(const HfConfig& c, const Deepseek2LayoutOptions& o, GgufKvList& kv) {
   auto u32 = [&](const char* what, int64_t v) { return u32_of(c, what, v); };
   auto f32 = [](double v) { return GgufValue::f32(static_cast<float>(v)); };
+  const std::string arch = gguf_arch(c);
+  auto arch_key = [&](const char* suffix) { return arch + "." + suffix; };
 
-  kv.set("general.architecture", GgufValue::string(kArch));
+  kv.set("general.architecture", GgufValue::string(arch));
   kv.set("general.type", GgufValue::string("model"));
   kv.set("general.name", GgufValue::string(o.model_name));
 
@@ -187,6 +197,13 @@ void deepseek2_model_metadata(const HfConfig& c, const Deepseek2LayoutOptions& o
   // As the converter does for the MTP-carrying deepseek2 models (Glm4MoeLite, DeepseekV32).
   if (o.keep_mtp && c.num_nextn_predict_layers > 0)
     kv.set(arch_key("nextn_predict_layers"), u32("num_nextn_predict_layers", c.num_nextn_predict_layers));
+
+  // DeepseekV32Model.set_gguf_parameters.
+  if (c.index_n_heads) {
+    kv.set(arch_key("attention.indexer.head_count"), u32("index_n_heads", *c.index_n_heads));
+    kv.set(arch_key("attention.indexer.key_length"), u32("index_head_dim", *c.index_head_dim));
+    kv.set(arch_key("attention.indexer.top_k"), u32("index_topk", *c.index_topk));
+  }
 
   kv.set("general.quantization_version", GgufValue::u32(2));  // GGML_QNT_VERSION
 }

@@ -106,10 +106,15 @@ HfConfig parse_hf_config(const std::string& text, const std::string& path) {
   // GLM-4.7-Flash shares the DeepSeek-V3 layout (MLA, experts with a
   // selection bias); llama.cpp's converter writes it as deepseek2 too.
   if (c.architecture != "DeepseekV2ForCausalLM" && c.architecture != "DeepseekV3ForCausalLM" &&
-      c.architecture != "Glm4MoeLiteForCausalLM")
+      c.architecture != "DeepseekV32ForCausalLM" && c.architecture != "Glm4MoeLiteForCausalLM")
     throw_error("%s: unsupported architecture \"%s\" (supported: DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, "
-                "Glm4MoeLiteForCausalLM)",
+                "DeepseekV32ForCausalLM, Glm4MoeLiteForCausalLM)",
                 path.c_str(), c.architecture.c_str());
+  if (c.architecture == "DeepseekV32ForCausalLM") {
+    c.index_n_heads = r.int_req("index_n_heads");
+    c.index_head_dim = r.int_req("index_head_dim");
+    c.index_topk = r.int_req("index_topk");
+  }
 
   c.vocab_size = r.int_req("vocab_size");
   c.hidden_size = r.int_req("hidden_size");

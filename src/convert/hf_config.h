@@ -51,6 +51,8 @@ struct HfConfig {
   bool tie_word_embeddings = false;
   std::optional<int64_t> bos_token_id, eos_token_id, pad_token_id, unk_token_id;
   int64_t num_nextn_predict_layers = 0;
+  // DeepSeek-V3.2 (DeepseekV32ForCausalLM): the lightning indexer.
+  std::optional<int64_t> index_n_heads, index_head_dim, index_topk;
   std::optional<HfRopeScaling> rope_scaling;
   // quantization_config (DeepSeek's FP8 release: quant_method "fp8").
   std::optional<std::string> quant_method;

@@ -61,6 +61,14 @@ std::vector<SynthTensor> deepseek2_tensors(const HfConfig& c) {
     add(b + "attn_k_b.weight", {NOPE, R, H}, Role::kMatrix);
     add(b + "attn_v_b.weight", {R, V, H}, Role::kMatrix);
     add(b + "attn_output.weight", {H * V, D}, Role::kMatrix);
+    if (c.index_n_heads) {  // DeepSeek-V3.2's lightning indexer
+      const int64_t HI = *c.index_n_heads, DI = *c.index_head_dim;
+      add(b + "indexer.k_norm.weight", {DI}, Role::kNorm);
+      add(b + "indexer.k_norm.bias", {DI}, Role::kBias);
+      add(b + "indexer.proj.weight", {D, HI}, Role::kMatrix);
+      add(b + "indexer.attn_k.weight", {D, DI}, Role::kMatrix);
+      add(b + "indexer.attn_q_b.weight", {c.q_lora_rank.value_or(0), HI * DI}, Role::kMatrix);
+    }
     add(b + "ffn_norm.weight", {D}, Role::kNorm);
     if (il < c.first_k_dense_replace || E == 0) {
       add(b + "ffn_gate.weight", {D, c.intermediate_size}, Role::kMatrix);
@@ -195,7 +203,7 @@ std::string read_text(const std::string& path) {
 
 std::string synth_config_path(const std::string& name_or_path, const std::string& models_dir) {
   static const std::map<std::string, std::string> kBuiltIn = {
-      {"v2-lite", "deepseek-v2-lite.json"}, {"v2", "deepseek-v2.json"}, {"v3", "deepseek-v3.json"},
+      {"v2-lite", "deepseek-v2-lite.json"}, {"v2", "deepseek-v2.json"}, {"v3", "deepseek-v3.json"}, {"v3.2", "deepseek-v3.2.json"},
       {"kimi-k2", "kimi-k2.json"}, {"glm-4.7-flash", "glm-4.7-flash.json"}};
   auto it = kBuiltIn.find(name_or_path);
   if (it != kBuiltIn.end()) return models_dir + "/configs/" + it->second;

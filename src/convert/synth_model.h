@@ -19,7 +19,7 @@
 namespace moe {
 
 struct SynthOptions {
-  std::string config;      // path to a config.json, or a built-in name (v2-lite, v2, v3)
+  std::string config;      // path to a config.json, or a built-in name (v2-lite, v2, v3, v3.2, ...)
   std::string models_dir;  // where built-in configs and the vocabulary live
   std::string vocab;       // GGUF with the tokenizer; default models_dir/deepseek-v3-vocab.gguf
   std::string out;
