@@ -374,32 +374,36 @@ void CpuBackend::dsa_keys_append(const DsaParams& p, const Act& k_raw, const Ten
 void CpuBackend::dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
                             Ids selected) {
   const int64_t H = p.n_heads, D = p.head_dim, n_kv = pos0 + n;
-  const size_t per_thread = sz(H * D + n_kv);
-  float* all = scratch(sparse_, sz(pool_.size()) * per_thread);
-  int32_t* order_all = scratch(sparse_order_, sz(pool_.size() * n_kv));
-  const auto token = [&](int64_t t, int thread) {
-    float* q = all + sz(thread) * per_thread;
-    float* scores = q + H * D;
+  float* q = scratch(sparse_, sz(H * D + n_kv));
+  float* scores = q + H * D;
+  int32_t* order = scratch(sparse_order_, sz(n_kv));
+  // Token by token, the threads sharing its positions: generation has one
+  // token over the whole context.
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t seen = pos0 + t + 1;
     std::memcpy(q, q_raw.row(t), sz(H * D) * sizeof(float));
     for (int64_t h = 0; h < H; ++h) dsa_rotate(p, q + h * D, static_cast<float>(pos0 + t));
-    dsa_scores(p, q, w.row(t), keys.row(0), keys.stride, pos0 + t + 1, scores);
+    const auto part = [&](int64_t s0, int64_t s1, int) {
+      dsa_scores(p, q, w.row(t), keys.row(s0), keys.stride, s1 - s0, scores + s0);
+    };
+    if (seen * H * D < kMinParallelMacs) part(0, seen, 0);
+    else pool_.parallel_for(seen, part);
     int32_t* out = selected.row(t);
-    const int64_t k = dsa_top_k(scores, pos0 + t + 1, p.top_k, out, order_all + sz(thread) * sz(n_kv));
+    const int64_t k = dsa_top_k(scores, seen, p.top_k, out, order);
     std::fill(out + k, out + p.top_k, -1);
-  };
-  pool_.parallel_jobs(n, token);
+  }
 }
 
-// Each token's chosen rows gathered (decoded to f32) and attended by the
-// reference kernel: the cost per token is top_k rows whatever the context.
+// Each token's chosen rows gathered (decoded to f32) into a cache of their
+// own and attended as that whole cache (the same kernels, threads and
+// splits as dense attention): a token's attention costs top_k rows at any
+// context.
 void CpuBackend::mla_attention_sparse(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
                                       int64_t pos0, int64_t n, const Ids& selected, Act o_lat) {
-  const int64_t H = p.n_heads, L = p.latent_dim(), K = selected.cols;
-  const size_t per_thread = sz(K * L + H * K);
-  float* all = scratch(sparse_, sz(pool_.size()) * per_thread);
+  const int64_t L = p.latent_dim(), K = selected.cols;
+  float* rows = scratch(sparse_, sz(K * L));
   const Act layer = cache.layer(il);
-  const auto token = [&](int64_t t, int thread) {
-    float* rows = all + sz(thread) * per_thread;
+  for (int64_t t = 0; t < n; ++t) {
     const int32_t* sel = selected.row(t);
     int64_t m = 0;
     for (; m < K && sel[m] >= 0; ++m) {
@@ -407,22 +411,13 @@ void CpuBackend::mla_attention_sparse(const MlaParams& p, const Act& q_abs, cons
                  static_cast<long long>(pos0 + t), sel[m]);
       latent_row_decode(cache.type, layer.row(sel[m]), L, rows + m * L);
     }
-    MlaAttendArgs a;
-    a.q = q_abs.row(t);
-    a.n_heads = H;
-    a.q_stride = L;
-    a.kv = rows;
-    a.kv_stride = L;
-    a.n_kv = m;
-    a.dim_qk = L;
-    a.dim_v = p.kv_lora_rank;
-    a.scale = p.softmax_scale;
-    a.scores = rows + K * L;
-    a.out = o_lat.row(t);
-    a.out_stride = p.kv_lora_rank;
-    mla_attend_heads(a);
-  };
-  pool_.parallel_jobs(n, token);
+    LatentCache chosen;
+    chosen.type = LatentType::kF32;
+    chosen.n_layers = 1;
+    chosen.n_ctx = m;
+    chosen.rows = Act{rows, m, L, L, Device{}};
+    mla_attention(p, q_abs.rows_from(t, 1), chosen, 0, m - 1, 1, o_lat.rows_from(t, 1));  // sees rows [0, m)
+  }
 }
 
 bool CpuBackend::mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "quant/dot_f32.h"
+
 namespace moe {
 
 void hadamard_inplace(float* x, int64_t n) {
@@ -54,9 +56,7 @@ void dsa_scores(const DsaParams& p, const float* q, const float* w, const float*
     const float* k = keys + s * key_stride;
     float score = 0.0f;
     for (int64_t h = 0; h < H; ++h) {
-      float dot = 0.0f;
-      for (int64_t i = 0; i < D; ++i) dot += q[h * D + i] * k[i];
-      score += std::max(dot, 0.0f) * (w[h] * wscale);
+      score += std::max(dot_f32(q + h * D, k, D), 0.0f) * (w[h] * wscale);
     }
     scores[s] = score;
   }

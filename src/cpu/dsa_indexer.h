@@ -25,7 +25,8 @@ void dsa_rotate(const DsaParams& p, float* x, float pos);
 void dsa_key(const DsaParams& p, const float* k_raw, const float* norm, const float* norm_b, float pos, float* out);
 
 // scores[s] = sum_h w[h] / sqrt(head_dim * heads) * ReLU(q[h] . keys[s]) for
-// s < n_kv; q [heads][head_dim] rotated, keys key_stride floats apart.
+// s < n_kv; q [heads][head_dim] rotated, keys key_stride floats apart. The
+// dot products are dot_f32's (vectorized).
 void dsa_scores(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride, int64_t n_kv,
                 float* scores);
 
