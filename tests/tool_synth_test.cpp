@@ -217,3 +217,18 @@ TEST_CASE("moe-synth and the converter's layout: a DeepseekV32ForCausalLM config
   s.forward(toks, 20, logits.data(), false);
   for (float x : logits) REQUIRE(std::isfinite(x));
 }
+
+// A cut inside the leading dense layers is a file of dense layers only
+// (it used to keep leading_dense_block_count above block_count, which the
+// loader refuses).
+TEST_CASE("moe-synth: --layers inside the dense lead writes a file that loads") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string vocab = test::shared_fixture("models/tiny-dsv3.f32.gguf");
+  if (hf.empty() || vocab.empty()) return test::skip("hf-tiny-dsv3 fixture not found");
+  const std::string out = test::temp_dir() + "/one.gguf";
+  const auto r = synth({"--config", hf, "--vocab", vocab, "--layers", "1", "--type", "Q8_0", "-o", out});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK(GgufFile::open(out).get_u32("deepseek2.leading_dense_block_count") == 1);
+  auto model = Deepseek2Model::load(out);
+  CHECK(model->config().num_hidden_layers == 1);
+}

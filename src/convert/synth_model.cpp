@@ -222,6 +222,8 @@ SynthReport synthesize_model(const SynthOptions& o) {
       throw_error("--layers %lld: the config has only %lld layers", static_cast<long long>(o.layers),
                   static_cast<long long>(c.num_hidden_layers));
     c.num_hidden_layers = o.layers;
+    // A cut inside the leading dense layers is all dense (V3 has 3).
+    c.first_k_dense_replace = std::min(c.first_k_dense_replace, c.num_hidden_layers);
   }
   c.num_nextn_predict_layers = 0;  // no MTP module in random models
 
