@@ -25,12 +25,19 @@ namespace {
 
 // A one-layer V3-shaped model (YaRN RoPE, q-LoRA) in f32, from the tiny
 // fixture's config.
-std::string one_layer_model(const std::string& dir) {
+// v32: DeepSeek-V3.2's indexer too, choosing 16 positions.
+std::string one_layer_model(const std::string& dir, bool v32 = false) {
   std::ifstream in(test::local_fixture("hf-tiny-dsv3-config.json"));
   nlohmann::json c = nlohmann::json::parse(in);
   c["num_hidden_layers"] = 1;
   c["first_k_dense_replace"] = 0;
-  const std::string cfg = dir + "/config-1layer.json", out = dir + "/one-layer.f32.gguf";
+  if (v32) {
+    c["architectures"] = {"DeepseekV32ForCausalLM"};
+    c["index_n_heads"] = 4;
+    c["index_head_dim"] = 64;
+    c["index_topk"] = 16;
+  }
+  const std::string cfg = dir + "/config-1layer.json", out = dir + (v32 ? "/one-layer-v32.f32.gguf" : "/one-layer.f32.gguf");
   const std::string text = c.dump();
   test::write_file(cfg, text.data(), text.size());
   const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", cfg, "--type", "F32", "--seed", "3",
@@ -119,4 +126,36 @@ TEST_CASE("context shift: one-shot generation goes past the context with --conte
   const std::string a = stopped.at("text"), b = shifted.at("text");
   CHECK(b.substr(0, a.size()) == a);
   CHECK(b.size() > a.size() + 100);
+}
+
+// DeepSeek-V3.2: the index keys move and turn with the latent rows, so the
+// indexer chooses among the kept positions as a fresh evaluation's does.
+TEST_CASE("context shift: DeepSeek-V3.2's shifted index keys and cache give the logits of a fresh evaluation") {
+  const auto model = Deepseek2Model::load(one_layer_model(test::temp_dir(), true));
+  REQUIRE(model->config().has_indexer());
+  const int64_t V = model->config().vocab_size;
+  std::mt19937 rng(4);
+  SessionOptions o;
+  o.n_ctx = 256;
+  o.n_batch = 32;
+  o.backends.n_threads = 2;
+  Deepseek2Session a(*model, o), b(*model, o), c(*model, o);
+  const auto keep = random_tokens(rng, 12, V), drop = random_tokens(rng, 70, V), rest = random_tokens(rng, 40, V);
+  const auto next = random_tokens(rng, 3, V);
+  std::vector<float> la(static_cast<size_t>(3 * V)), lb(la.size()), lc(la.size()), junk(static_cast<size_t>(V));
+  std::vector<int32_t> all = keep, kept = keep;
+  all.insert(all.end(), drop.begin(), drop.end());
+  all.insert(all.end(), rest.begin(), rest.end());
+  kept.insert(kept.end(), rest.begin(), rest.end());
+  a.forward(all.data(), static_cast<int64_t>(all.size()), junk.data(), false);
+  a.seq_drop(0, 12, 82);
+  b.forward(kept.data(), static_cast<int64_t>(kept.size()), junk.data(), false);
+  c.forward(all.data(), static_cast<int64_t>(all.size()), junk.data(), false);
+  a.forward(next.data(), 3, la.data(), true);
+  b.forward(next.data(), 3, lb.data(), true);
+  c.forward(next.data(), 3, lc.data(), true);
+  const double d = max_abs_diff(la, lb);
+  MESSAGE("V3.2: max |logit shifted - fresh| = " << d);
+  CHECK(d <= 1e-4);
+  CHECK(max_abs_diff(lc, lb) > 100 * d + 1e-3);  // not shifting would show
 }

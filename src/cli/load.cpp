@@ -75,9 +75,6 @@ LoadedModel load_model(const CliOptions& o) {
 std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
   // What DeepSeek-V3.2's index keys do not support yet, refused before any work.
   if (m.model->config().has_indexer()) {
-    if (o.context_shift)
-      throw_error("--context-shift: %s is a DeepSeek-V3.2 model, whose index keys cannot be shifted yet",
-                  m.model->file().path().c_str());
     if (!o.prompt_cache.empty())
       throw_error("--prompt-cache: %s is a DeepSeek-V3.2 model, whose index keys cannot be saved yet",
                   m.model->file().path().c_str());

@@ -371,6 +371,16 @@ void CpuBackend::dsa_keys_append(const DsaParams& p, const Act& k_raw, const Ten
     dsa_key(p, k_raw.row(t), norm.f32(), norm_b.f32(), static_cast<float>(pos0 + t), keys.row(pos0 + t));
 }
 
+void CpuBackend::dsa_keys_shift(const DsaParams& p, Act keys, int64_t src0, int64_t dst0, int64_t n) {
+  MOE_ASSERT(dst0 <= src0 && src0 + n <= keys.rows, "dsa_keys_shift: rows %lld.. to %lld..", static_cast<long long>(src0),
+             static_cast<long long>(dst0));
+  for (int64_t t = 0; t < n; ++t) {
+    float* dst = keys.row(dst0 + t);
+    if (dst0 != src0) std::memcpy(dst, keys.row(src0 + t), sz(keys.cols) * sizeof(float));
+    dsa_key_shift(p, dst, src0 + t, dst0 + t);
+  }
+}
+
 void CpuBackend::dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
                             Ids selected) {
   const int64_t H = p.n_heads, D = p.head_dim, n_kv = pos0 + n;

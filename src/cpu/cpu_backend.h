@@ -61,6 +61,7 @@ class CpuBackend final : public Backend {
                             int64_t n, const Ids& selected, Act o_lat) override;
   void dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b, Act keys,
                        int64_t pos0, int64_t n) override;
+  void dsa_keys_shift(const DsaParams& p, Act keys, int64_t src0, int64_t dst0, int64_t n) override;
   void dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
                   Ids selected) override;
   bool mla_decompressed_pays(const MlaParams& p, int64_t pos0, int64_t n) const override;

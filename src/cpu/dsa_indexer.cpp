@@ -48,6 +48,20 @@ void dsa_key(const DsaParams& p, const float* k_raw, const float* norm, const fl
   dsa_rotate(p, out, pos);
 }
 
+void dsa_key_shift(const DsaParams& p, float* x, int64_t old_pos, int64_t new_pos) {
+  const float* freqs = p.rope_freqs.f32();
+  const int64_t half = p.rope_dim / 2;
+  hadamard_inplace(x, p.head_dim);
+  for (int64_t i = 0; i < half; ++i) {
+    const double a_old = static_cast<float>(old_pos) * freqs[i], a_new = static_cast<float>(new_pos) * freqs[i];
+    const double c = std::cos(a_new - a_old), s = std::sin(a_new - a_old);
+    const double x0 = x[i], x1 = x[i + half];
+    x[i] = static_cast<float>(x0 * c - x1 * s);
+    x[i + half] = static_cast<float>(x0 * s + x1 * c);
+  }
+  hadamard_inplace(x, p.head_dim);
+}
+
 void dsa_scores(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride, int64_t n_kv,
                 float* scores) {
   const int64_t H = p.n_heads, D = p.head_dim;

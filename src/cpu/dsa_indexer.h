@@ -24,6 +24,11 @@ void dsa_rotate(const DsaParams& p, float* x, float pos);
 // norm plus norm_b, then dsa_rotate at pos.
 void dsa_key(const DsaParams& p, const float* k_raw, const float* norm, const float* norm_b, float pos, float* out);
 
+// A key made at old_pos as made at new_pos: the Hadamard rotation undone
+// (it is its own inverse), the rotary pairs turned by the difference of the
+// angles (in double, as the latent cache's K-shift), the rotation redone.
+void dsa_key_shift(const DsaParams& p, float* x, int64_t old_pos, int64_t new_pos);
+
 // scores[s] = sum_h w[h] / sqrt(head_dim * heads) * ReLU(q[h] . keys[s]) for
 // s < n_kv; q [heads][head_dim] rotated, keys key_stride floats apart. The
 // dot products are dot_f32's (vectorized).

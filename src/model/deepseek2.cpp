@@ -291,10 +291,11 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
   MOE_ASSERT(0 <= p0 && p0 <= p1 && p1 <= n_past, "seq_drop: positions [%lld, %lld) of %lld", static_cast<long long>(p0),
              static_cast<long long>(p1), static_cast<long long>(n_past));
   if (p0 == p1) return;
-  if (c_.has_indexer())
-    throw_error("context shift: DeepSeek-V3.2's index keys cannot be shifted yet (run without --context-shift)");
   LatentCache cache = cache_.sequence(s);
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) be_->mla_kv_shift(mla_, cache, il, p1, p0, n_past - p1);
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
+    be_->mla_kv_shift(mla_, cache, il, p1, p0, n_past - p1);
+    if (c_.has_indexer()) be_->dsa_keys_shift(dsa_, index_keys(s, il), p1, p0, n_past - p1);
+  }
   seq_pos_[sz(s)] = n_past - (p1 - p0);
 }
 

@@ -261,6 +261,9 @@ class Backend {
   //   keys one sequence's [n_ctx][head_dim] rows of one layer (k_raw = W_k h).
   virtual void dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b,
                                Act keys, int64_t pos0, int64_t n) = 0;
+  //   K-shift of index keys: rows [src0, src0+n) move to [dst0, dst0+n), their rotary part turned to
+  //   the new positions (under the Hadamard rotation, which is its own inverse).
+  virtual void dsa_keys_shift(const DsaParams& p, Act keys, int64_t src0, int64_t dst0, int64_t n) = 0;
   //   selected[t] = the top_k positions s <= pos0 + t by score (all of them when fewer), -1 after;
   //   q_raw [n][heads * head_dim] = W_q c_q (not yet rotated), w [n][heads] = W_proj h.
   virtual void dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,

@@ -77,6 +77,9 @@ class ImatrixCollector final : public Backend {
                        int64_t pos0, int64_t n) override {
     inner_->dsa_keys_append(p, k_raw, norm, norm_b, keys, pos0, n);
   }
+  void dsa_keys_shift(const DsaParams& p, Act keys, int64_t src0, int64_t dst0, int64_t n) override {
+    inner_->dsa_keys_shift(p, keys, src0, dst0, n);
+  }
   void dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, const Act& keys, int64_t pos0, int64_t n,
                   Ids selected) override {
     inner_->dsa_select(p, q_raw, w, keys, pos0, n, selected);
