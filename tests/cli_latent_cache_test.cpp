@@ -68,3 +68,28 @@ TEST_CASE("moe --prompt-cache: the second run evaluates only the new suffix, wit
   CHECK(cut.exit_code != 0);
   CHECK(cut.err.find("prompt cache") != std::string::npos);
 }
+
+// DeepSeek-V3.2: the saved rows carry the index keys, so the loaded prefix
+// chooses and attends as the evaluated one (the prompt is longer than the
+// indexer's top_k of 16, so the choice matters).
+TEST_CASE("moe --prompt-cache on DeepSeek-V3.2: the index keys are saved and loaded with the latent rows") {
+  const std::string model = test::shared_fixture("models/tiny-dsv32.f32.gguf");
+  if (model.empty()) return test::skip("tiny-dsv32.f32 fixture not found");
+  const std::string cache = test::temp_dir() + "/v32.cache";
+  const std::string base = "The quick brown fox jumps over the lazy dog. DeepSeek-V3 routes 1234 tokens to experts";
+  auto run = [&](const std::string& prompt, std::vector<std::string> extra) {
+    std::vector<std::string> argv = {moe_bin(), "-m", model, "-p", prompt, "-n", "12", "--temp", "0", "-t", "2",
+                                     "--json", "-q"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return test::run_command(argv);
+  };
+  const auto plain = run(base + "; and more", {});
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.err);
+  const auto first = run(base, {"--prompt-cache", cache});
+  REQUIRE_MESSAGE(first.exit_code == 0, first.err);
+  const auto second = run(base + "; and more", {"--prompt-cache", cache});
+  REQUIRE_MESSAGE(second.exit_code == 0, second.err);
+  const json a = json::parse(plain.out), b = json::parse(second.out);
+  CHECK(b.at("prompt_tokens_cached").get<int>() > 16);
+  CHECK(b.at("text") == a.at("text"));
+}

@@ -73,12 +73,6 @@ LoadedModel load_model(const CliOptions& o) {
 }
 
 std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
-  // What DeepSeek-V3.2's index keys do not support yet, refused before any work.
-  if (m.model->config().has_indexer()) {
-    if (!o.prompt_cache.empty())
-      throw_error("--prompt-cache: %s is a DeepSeek-V3.2 model, whose index keys cannot be saved yet",
-                  m.model->file().path().c_str());
-  }
   SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
   so.n_seq = o.n_parallel;  // caches checked against memory in load_model
   auto s = std::make_unique<Deepseek2Session>(*m.model, so);

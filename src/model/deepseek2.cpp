@@ -300,29 +300,45 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
 }
 
 // The cache's rows are dense (alloc), so a layer's positions [0, n) are
-// one copy each way.
+// one copy each way; with index keys (V3.2) each row is two copies.
 void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
-  if (c_.has_indexer())
-    throw_error("prompt cache: DeepSeek-V3.2's index keys cannot be saved yet (run without --prompt-cache)");
   MOE_ASSERT(n <= seq_pos(s), "cache_export: %lld of %lld positions", static_cast<long long>(n),
              static_cast<long long>(seq_pos(s)));
   const LatentCache c = cache_.sequence(s);
-  const int64_t cols = c.rows.cols;
+  const int64_t cols = c.rows.cols, W = cache_row_floats();
   MOE_ASSERT(c.rows.stride == cols, "cache rows are not dense");
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
-    be_->copy_to_host(rows + il * n * cols, c.layer(il).row(0), sz(n * cols) * sizeof(float));
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
+    if (!c_.has_indexer()) {
+      be_->copy_to_host(rows + il * n * cols, c.layer(il).row(0), sz(n * cols) * sizeof(float));
+      continue;
+    }
+    const Act keys = index_keys(s, il);
+    for (int64_t t = 0; t < n; ++t) {
+      float* row = rows + (il * n + t) * W;
+      be_->copy_to_host(row, c.layer(il).row(t), sz(cols) * sizeof(float));
+      be_->copy_to_host(row + cols, keys.row(t), sz(c_.index_head_dim) * sizeof(float));
+    }
+  }
 }
 
 void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer) {
-  if (c_.has_indexer())
-    throw_error("prompt cache: DeepSeek-V3.2's index keys cannot be loaded yet (run without --prompt-cache)");
   MOE_ASSERT(n <= cache_.n_ctx && n <= rows_per_layer, "cache_import: %lld positions (of %lld) in a context of %lld",
              static_cast<long long>(n), static_cast<long long>(rows_per_layer), static_cast<long long>(cache_.n_ctx));
   const LatentCache c = cache_.sequence(s);
-  const int64_t cols = c.rows.cols;
+  const int64_t cols = c.rows.cols, W = cache_row_floats();
   MOE_ASSERT(c.rows.stride == cols, "cache rows are not dense");
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
-    be_->copy_from_host(c.layer(il).row(0), rows + il * rows_per_layer * cols, sz(n * cols) * sizeof(float));
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
+    if (!c_.has_indexer()) {
+      be_->copy_from_host(c.layer(il).row(0), rows + il * rows_per_layer * cols, sz(n * cols) * sizeof(float));
+      continue;
+    }
+    const Act keys = index_keys(s, il);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* row = rows + (il * rows_per_layer + t) * W;
+      be_->copy_from_host(c.layer(il).row(t), row, sz(cols) * sizeof(float));
+      be_->copy_from_host(keys.row(t), row + cols, sz(c_.index_head_dim) * sizeof(float));
+    }
+  }
   seq_pos_[sz(s)] = n;
 }
 

@@ -97,7 +97,8 @@ class Deepseek2Session final : public InferenceSession {
   // memory (saved prompt caches): export writes [layer][n][cache_row_floats()];
   // import reads the first n rows of each layer of [layer][rows_per_layer][..]
   // and leaves the sequence holding n positions.
-  int64_t cache_row_floats() const { return cache_.rows.cols; }
+  // A row: the latent cache's, then DeepSeek-V3.2's index key (f32).
+  int64_t cache_row_floats() const { return cache_.rows.cols + (c_.has_indexer() ? c_.index_head_dim : 0); }
   LatentType cache_type() const { return cache_.type; }
   void cache_export(int64_t s, int64_t n, float* rows) const;
   void cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer);
