@@ -125,6 +125,7 @@ class Chat {
     g.stop = o_.stop;
     g.prompt_chunk = o_.n_batch;
     g.ignore_eos = o_.ignore_eos;
+    g.spec_draft_n = spec_draft_n(o_);
     const bool dim = terminal_styles();
     ReasoningFilter show(tmpl_.opens_reasoning(), o_.hide_reasoning, dim);
     auto print = [](const std::string& s) {

@@ -72,9 +72,16 @@ LoadedModel load_model(const CliOptions& o) {
   return LoadedModel{std::move(model), std::move(tok), n_ctx, load_s};
 }
 
+std::string spec_stats_text(int64_t drafted, int64_t accepted) {
+  if (drafted <= 0) return "";
+  return strfmt(" | drafts %lld of %lld accepted (%.0f%%)", static_cast<long long>(accepted),
+                static_cast<long long>(drafted), 100.0 * static_cast<double>(accepted) / static_cast<double>(drafted));
+}
+
 std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
   SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
   so.n_seq = o.n_parallel;  // caches checked against memory in load_model
+  so.mtp = spec_draft_n(o) > 0;
   auto s = std::make_unique<Deepseek2Session>(*m.model, so);
   if (!o.quiet) print_placement(*s, "moe");
   if (o.verbose)

@@ -108,6 +108,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_flag("--batch-unordered", o.batch_unordered,
                "write each batch record as it finishes, not in input order");
+  app.add_option("--spec-type", o.spec_type,
+                 "speculative decoding: none, or draft-mtp (drafts from the model's own multi-token-prediction "
+                 "module; the output is unchanged)")
+      ->check(CLI::IsMember({"none", "draft-mtp"}));
+  app.add_option("--spec-draft-n-max", o.spec_draft_n_max,
+                 "with --spec-type draft-mtp: tokens drafted per step (1: the module's trained depth; more chain it)")
+      ->check(CLI::Range(1, 16));
   app.add_flag("--mlock", o.mlock, "keep the model's pages in RAM (mlock)");
   app.add_flag_callback("--mmap", [&] { o.weight_memory = WeightMemory::kMap; },
                         "map the model from the file (default: read it into memory when twice its size fits in the "
@@ -151,6 +158,9 @@ int main(int argc, char** argv) {
     if (no_cnv && chat) throw_error("-no-cnv cannot be combined with -cnv, -i or -st");
     if (!o.batch_file.empty()) {
       if (has_prompt || chat) throw_error("--batch cannot be combined with -p, -f, -i, -cnv or -st");
+      if (o.spec_type != "none")
+        throw_error("--spec-type %s: speculative decoding runs in one-shot and chat mode, not yet with --batch",
+                    o.spec_type.c_str());
       return run_batch(o);
     }
     if (o.n_parallel > 1) throw_error("-np %d: parallel sequences are for --batch mode", o.n_parallel);

@@ -49,6 +49,7 @@ int run_one_shot(const CliOptions& o) {
   g.stop = o.stop;
   g.prompt_chunk = o.n_batch;
   g.ignore_eos = o.ignore_eos;
+  g.spec_draft_n = spec_draft_n(o);
   if (o.context_shift) {  // llama.cpp's n_keep: the BOS is always kept
     const bool bos = m.tok.bos() >= 0 && tokens.front() == m.tok.bos();
     const auto n = static_cast<int64_t>(tokens.size());
@@ -83,13 +84,13 @@ int run_one_shot(const CliOptions& o) {
   if (!o.quiet)
     std::fprintf(stderr,
                  "\nmoe: load %.2f s | prompt %lld tokens%s, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "
-                 "%.1f tok/s | stop: %s | seed %llu | %d threads\n",
+                 "%.1f tok/s%s | stop: %s | seed %llu | %d threads\n",
                  m.load_s, static_cast<long long>(r.n_prompt),
                  reused > 0 ? strfmt(" (+%lld from the prompt cache)", static_cast<long long>(reused)).c_str() : "",
                  r.prompt_s,
                  static_cast<double>(r.n_prompt) / std::max(r.prompt_s, 1e-9), static_cast<long long>(r.n_generated),
                  r.gen_s, static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9),
-                 finish_reason_text(r.finish),
+                 spec_stats_text(r.n_drafted, r.n_accepted).c_str(), finish_reason_text(r.finish),
                  static_cast<unsigned long long>(sampler.seed()), o.n_threads);
   return r.finish == FinishReason::interrupted ? 128 + SIGINT : 0;
 }

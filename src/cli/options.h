@@ -53,7 +53,15 @@ struct CliOptions {
   std::string batch_format = "auto";
   int n_parallel = 1;  // -np
   bool batch_unordered = false;  // records as they finish, not in input order
+  // speculative decoding
+  std::string spec_type = "none";  // --spec-type: none or draft-mtp
+  int spec_draft_n_max = 1;        // --spec-draft-n-max: drafts per step
 };
+
+// What the spec flags give a generation (0: no drafting).
+inline int64_t spec_draft_n(const CliOptions& o) { return o.spec_type == "draft-mtp" ? o.spec_draft_n_max : 0; }
+// " | drafts 45 of 60 accepted (75%)" for the timing lines, or "".
+std::string spec_stats_text(int64_t drafted, int64_t accepted);
 
 // A loaded model with what every mode needs next to it.
 struct LoadedModel {

@@ -149,6 +149,13 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
       "rope_freqs", GgmlType::F32, {static_cast<int64_t>(model.rope_freqs().size()), 1, 1, 1},
       reinterpret_cast<const uint8_t*>(model.rope_freqs().data()));
   mla_.rope_freqs = host_freqs;
+  if (o.mtp) {
+    if (!model.weights().mtp) throw_error("--spec-type draft-mtp: %s", model.weights().mtp_missing.c_str());
+    if (c_.has_indexer())
+      throw_error("--spec-type draft-mtp: %s: drafting with a DeepSeek-V3.2 (deepseek32) MTP module is not supported "
+                  "yet (it needs index keys of its own)", model.file().path().c_str());
+    mtp_ = std::make_unique<MtpWeights>(*model.weights().mtp);
+  }
   if (host) {
     std::map<const uint8_t*, TensorView> copies;
     auto copy = [&](const TensorView& t) {
@@ -156,30 +163,36 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
       if (it == copies.end()) it = copies.emplace(t.data, upload_tensor(*be_, t)).first;
       return it->second;
     };
-    w_.for_each_tensor([&](TensorView& t, TensorRole role, int64_t) {
+    const auto copy_every_token = [&](TensorView& t, TensorRole role, int64_t) {
       if (role == TensorRole::kEveryToken) t = copy(t);
-    });
+    };
+    w_.for_each_tensor(copy_every_token);
+    if (mtp_) for_each_mtp_tensor(*mtp_, L, copy_every_token);  // its routed experts stay on the host
     mla_.rope_freqs = copy(host_freqs);
   }
-  experts_.resize(sz(L));
-  route_params_.resize(sz(L));
-  for (int64_t il = 0; il < L; ++il) {
-    const auto* e = std::get_if<MoeWeights>(&model.weights().layers[sz(il)].ffn);
+  // Layer L: the MTP module's experts, all on the host.
+  const int64_t n_moe_layers = L + (mtp_ ? 1 : 0);
+  experts_.resize(sz(n_moe_layers));
+  route_params_.resize(sz(n_moe_layers));
+  for (int64_t il = 0; il < n_moe_layers; ++il) {
+    const LayerWeights& host_layer = il < L ? model.weights().layers[sz(il)] : model.weights().mtp->block;
+    const auto* e = std::get_if<MoeWeights>(&host_layer.ffn);
     if (!e) continue;
     LayerExperts& X = experts_[sz(il)];
     X.host = {e->gate_exps, e->up_exps, e->down_exps};
-    X.device_slot = placement_.device_slot[sz(il)];
-    const std::vector<int32_t> on_device = placement_.device_experts(il);
+    X.device_slot = il < L ? placement_.device_slot[sz(il)] : std::vector<int32_t>(sz(E), -1);
+    const std::vector<int32_t> on_device = il < L ? placement_.device_experts(il) : std::vector<int32_t>();
     if (host && !on_device.empty())
       X.device = {upload_experts(*be_, e->gate_exps, on_device), upload_experts(*be_, e->up_exps, on_device),
                   upload_experts(*be_, e->down_exps, on_device)};
+    const LayerWeights& layer = il < L ? w_.layers[sz(il)] : mtp_->block;
     MoeRouteParams& rp = route_params_[sz(il)];
     rp.n_experts = E;
     rp.top_k = c_.num_experts_per_tok;
     rp.n_group = c_.n_group;
     rp.topk_group = c_.topk_group;
     rp.scoring = c_.scoring_func;
-    rp.bias = std::get<MoeWeights>(w_.layers[sz(il)].ffn).score_bias;
+    rp.bias = std::get<MoeWeights>(layer.ffn).score_bias;
     rp.norm_topk_prob = c_.norm_topk_prob;
     rp.routed_scaling_factor = c_.routed_scaling_factor;
   }
@@ -220,7 +233,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   route_w_ = be_->alloc(B, K);
   slot_out_ = be_->alloc(B * K, D);
   ye_ = be_->alloc(B, D);
-  moe_ = std::make_unique<HybridMoe>(*be_, host, L, std::max<int64_t>(1, E), K, D, B);
+  moe_ = std::make_unique<HybridMoe>(*be_, host, n_moe_layers, std::max<int64_t>(1, E), K, D, B);
   if (c_.has_indexer()) {
     dsa_.n_heads = c_.index_n_heads;
     dsa_.head_dim = c_.index_head_dim;
@@ -234,6 +247,7 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
     index_w_ = be_->alloc(B, c_.index_n_heads);
     selected_ = be_->alloc_ids(B, c_.index_topk);
   }
+  mtp_init(o);
 }
 
 std::string Deepseek2Session::backends_description() const {
@@ -248,7 +262,8 @@ ExpertStats Deepseek2Session::expert_stats() const {
   s.n_experts = std::max<int64_t>(1, c_.n_routed_experts);
   s.top_k = c_.num_experts_per_tok;
   s.tokens = n_evaluated_;
-  s.counts = moe_->counts();
+  // The trunk's layers (the MTP module's come after them).
+  s.counts.assign(moe_->counts().begin(), moe_->counts().begin() + s.n_layers * s.n_experts);
   return s;
 }
 
@@ -284,6 +299,18 @@ void Deepseek2Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
       if (c_.has_indexer()) be_->copy_rows(index_keys(src, il), index_keys(dst, il), n);
     }
   seq_pos_[sz(dst)] = n;
+  if (mtp_) mtp_seq_copy(src, dst, n);
+}
+
+void Deepseek2Session::reset() {
+  std::fill(seq_pos_.begin(), seq_pos_.end(), 0);
+  if (mtp_) mtp_reset(-1);
+}
+
+void Deepseek2Session::seq_truncate(int64_t s, int64_t n) {
+  int64_t& p = seq_pos_[sz(s)];
+  if (n >= 0 && n < p) p = n;
+  if (mtp_ && n >= 0) mtp_truncate(s, n);
 }
 
 void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
@@ -297,6 +324,7 @@ void Deepseek2Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
     if (c_.has_indexer()) be_->dsa_keys_shift(dsa_, index_keys(s, il), p1, p0, n_past - p1);
   }
   seq_pos_[sz(s)] = n_past - (p1 - p0);
+  if (mtp_) mtp_seq_drop(s, p0, p1);
 }
 
 // The cache's rows are dense (alloc), so a layer's positions [0, n) are
@@ -340,6 +368,7 @@ void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int
     }
   }
   seq_pos_[sz(s)] = n;
+  if (mtp_) mtp_reset(s);  // saved caches hold no MTP rows: the module starts over from here
 }
 
 void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
@@ -378,20 +407,25 @@ void Deepseek2Session::forward_batch(const int32_t* tokens, const std::vector<Se
   const Deepseek2Weights& w = w_;
   const float eps = c_.rms_norm_eps;
   int64_t n = 0;
-  for (const SeqSpan& sp : spans) n += sp.n;
-  be.embed(w.token_embd, tokens, n, x_);                  // x = E[tokens]
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
-    const LayerWeights& L = w.layers[sz(il)];
-    be.rms_norm(x_, L.attn_norm, eps, n, h_);             // h = RMSNorm(x)
-    mla_attention(il, L.mla, spans, n);                   // out = MLA(h), each token over its own sequence
-    be.add(x_, out_, n);                                  // x += out
-    be.rms_norm(x_, L.ffn_norm, eps, n, h_);              // h = RMSNorm(x)
-    if (const auto* dense = std::get_if<FfnWeights>(&L.ffn)) ffn(*dense, h_, n, out_);  // out = FFN(h)
-    else moe_ffn(il, std::get<MoeWeights>(L.ffn), n);     // out = shared + routed experts (h)
-    be.add(x_, out_, n);                                  // x += out
+  std::vector<SpanAt> at;
+  for (const SeqSpan& sp : spans) {
+    at.push_back({sp.seq, seq_pos_[sz(sp.seq)], sp.n});
+    n += sp.n;
   }
+  if (mtp_) {  // the module takes the last step's pairs before its hidden states are overwritten
+    std::vector<std::pair<int32_t, int32_t>> next;
+    int64_t first = 0;
+    for (const SeqSpan& sp : spans) {
+      next.push_back({sp.seq, tokens[first]});
+      first += sp.n;
+    }
+    mtp_catch_up(next);
+  }
+  be.embed(w.token_embd, tokens, n, x_);                  // x = E[tokens]
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) block(w.layers[sz(il)], il, cache_, il, at, n);
   for (const SeqSpan& sp : spans) seq_pos_[sz(sp.seq)] += sp.n;
   n_evaluated_ += static_cast<uint64_t>(n);
+  if (mtp_) mtp_record_step(tokens, at, n);
   // logits = W_out RMSNorm(x), for every token, or the last token of each
   // span that wants them (normed into consecutive rows of h, so the output
   // head reads its weights once for all of them)
@@ -408,11 +442,25 @@ void Deepseek2Session::forward_batch(const int32_t* tokens, const std::vector<Se
   if (n_out > 0) be.output_head(w.output, h_, n_out, logits);
 }
 
+void Deepseek2Session::block(const LayerWeights& L, int64_t il, const LatentCache& cache, int64_t cl,
+                             const std::vector<SpanAt>& at, int64_t n) {
+  Backend& be = *be_;
+  const float eps = c_.rms_norm_eps;
+  be.rms_norm(x_, L.attn_norm, eps, n, h_);             // h = RMSNorm(x)
+  mla_attention(il, L.mla, cache, cl, at, n);           // out = MLA(h), each token over its own sequence
+  be.add(x_, out_, n);                                  // x += out
+  be.rms_norm(x_, L.ffn_norm, eps, n, h_);              // h = RMSNorm(x)
+  if (const auto* dense = std::get_if<FfnWeights>(&L.ffn)) ffn(*dense, h_, n, out_);  // out = FFN(h)
+  else moe_ffn(il, std::get<MoeWeights>(L.ffn), n);     // out = shared + routed experts (h)
+  be.add(x_, out_, n);                                  // x += out
+}
+
 // Multi-head Latent Attention (DeepSeek-V2 §2.1), absorbed form: queries are
 // moved into the latent space through W_UK (attn_k_b) so scores are taken
 // directly against the cached c_kv, and the attention output is lifted out
 // of the latent space through W_UV (attn_v_b) afterwards.
-void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n) {
+void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const LatentCache& caches, int64_t cl,
+                                     const std::vector<SpanAt>& at, int64_t n) {
   Backend& be = *be_;
   // q = W_UQ RMSNorm(W_DQ h)  or  q = W_Q h                        (eq. 12-13)
   if (const auto* lora = std::get_if<QProjLora>(&m.q_proj)) {
@@ -424,14 +472,14 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std:
   }
   // [c_kv | k_rope] = W_DKV h; cache = [RMSNorm(c_kv) | RoPE(k_rope)]  (eq. 9, 14)
   be.matmul(m.wkv_a, h_, n, kv_a_);
-  if (m.indexer) return mla_attention_sparse(il, m, spans, n);
+  if (m.indexer) return mla_attention_sparse(il, m, caches, cl, at, n);
   // A prompt alone in its step may take the decompressed form (keys and
   // values rebuilt per head, eq. 10-11, 15-17), where that costs less.
-  if (spans.size() == 1 && be.mla_decompressed_pays(mla_, seq_pos_[sz(spans[0].seq)], n)) {
-    LatentCache cache = cache_.sequence(spans[0].seq);
-    const int64_t pos0 = seq_pos_[sz(spans[0].seq)];
-    be.mla_kv_append(mla_, kv_a_, m.kv_a_norm, cache, il, pos0, n);
-    be.mla_attention_decompressed(mla_, q_, m.wk_b, m.wv_b, cache, il, pos0, n, attn_v_);
+  if (at.size() == 1 && be.mla_decompressed_pays(mla_, at[0].pos0, n)) {
+    LatentCache cache = caches.sequence(at[0].seq);
+    const int64_t pos0 = at[0].pos0;
+    be.mla_kv_append(mla_, kv_a_, m.kv_a_norm, cache, cl, pos0, n);
+    be.mla_attention_decompressed(mla_, q_, m.wk_b, m.wv_b, cache, cl, pos0, n, attn_v_);
     be.matmul(m.wo, attn_v_, n, out_);
     return;
   }
@@ -439,12 +487,12 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std:
   //   cache = [RMSNorm(c_kv) | RoPE(k_rope)]
   //   q_abs = [W_UK^T q_nope | RoPE(q_rope)] per head; o = softmax(q_abs . cache) c_kv
   int64_t first = 0;
-  for (const SeqSpan& sp : spans) {
-    LatentCache cache = cache_.sequence(sp.seq);
-    const int64_t pos0 = seq_pos_[sz(sp.seq)];
-    be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, il, pos0, sp.n);
+  for (const SpanAt& sp : at) {
+    LatentCache cache = caches.sequence(sp.seq);
+    const int64_t pos0 = sp.pos0;
+    be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, cl, pos0, sp.n);
     be.mla_query_absorb(mla_, q_.rows_from(first, sp.n), m.wk_b, pos0, sp.n, q_abs_.rows_from(first, sp.n));
-    be.mla_attention(mla_, q_abs_.rows_from(first, sp.n), cache, il, pos0, sp.n, o_lat_.rows_from(first, sp.n));
+    be.mla_attention(mla_, q_abs_.rows_from(first, sp.n), cache, cl, pos0, sp.n, o_lat_.rows_from(first, sp.n));
     first += sp.n;
   }
   // v = W_UV o_latent per head; out = W_O [v_1 .. v_H]               (eq. 18-19)
@@ -456,25 +504,25 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const std:
 // every cached position for each query from the q-LoRA latent and the
 // block's input, and MLA (absorbed) attends to the top_k of them only.
 // q, q_a (normed) and kv_a are computed by mla_attention already.
-void Deepseek2Session::mla_attention_sparse(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans,
-                                            int64_t n) {
+void Deepseek2Session::mla_attention_sparse(int64_t il, const MlaWeights& m, const LatentCache& caches, int64_t cl,
+                                            const std::vector<SpanAt>& at, int64_t n) {
   Backend& be = *be_;
   const IndexerWeights& ix = *m.indexer;
   be.matmul(ix.wq_b, q_a_, n, index_q_);  // index queries from c_q
   be.matmul(ix.wk, h_, n, index_k_);      // one index key per token
   be.matmul(ix.proj, h_, n, index_w_);    // per-head weights
   int64_t first = 0;
-  for (const SeqSpan& sp : spans) {
-    LatentCache cache = cache_.sequence(sp.seq);
-    const int64_t pos0 = seq_pos_[sz(sp.seq)];
+  for (const SpanAt& sp : at) {
+    LatentCache cache = caches.sequence(sp.seq);
+    const int64_t pos0 = sp.pos0;
     const Ids sel = selected_.rows_from(first, sp.n);
     be.dsa_keys_append(dsa_, index_k_.rows_from(first, sp.n), ix.k_norm, ix.k_norm_b, index_keys(sp.seq, il), pos0,
                        sp.n);
     be.dsa_select(dsa_, index_q_.rows_from(first, sp.n), index_w_.rows_from(first, sp.n), index_keys(sp.seq, il), pos0,
                   sp.n, sel);
-    be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, il, pos0, sp.n);
+    be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, cl, pos0, sp.n);
     be.mla_query_absorb(mla_, q_.rows_from(first, sp.n), m.wk_b, pos0, sp.n, q_abs_.rows_from(first, sp.n));
-    be.mla_attention_sparse(mla_, q_abs_.rows_from(first, sp.n), cache, il, pos0, sp.n, sel, o_lat_.rows_from(first, sp.n));
+    be.mla_attention_sparse(mla_, q_abs_.rows_from(first, sp.n), cache, cl, pos0, sp.n, sel, o_lat_.rows_from(first, sp.n));
     first += sp.n;
   }
   be.mla_output_lift(mla_, o_lat_, m.wv_b, n, attn_v_);

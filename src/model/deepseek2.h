@@ -57,6 +57,9 @@ struct SessionOptions {
   int64_t n_batch = 512;   // most tokens per forward step
   int64_t n_seq = 1;       // sequences the cache holds (-np)
   LatentType cache_type = LatentType::kF32;  // -ctk
+  // The file's MTP module drafts tokens (--spec-type draft-mtp): it gets a
+  // latent cache of its own and follows every evaluated position.
+  bool mtp = false;
   BackendOptions backends;
   PlacementOptions placement;
 };
@@ -77,7 +80,7 @@ class Deepseek2Session final : public InferenceSession {
   int64_t n_past() const override { return seq_pos_[0]; }
   int64_t n_ctx() const override { return cache_.n_ctx; }
   int64_t n_vocab() const override { return c_.vocab_size; }
-  void reset() override { std::fill(seq_pos_.begin(), seq_pos_.end(), 0); }
+  void reset() override;
   void truncate(int64_t n) override { seq_truncate(0, n); }
 
   // ---- many sequences (InferenceSession) ---------------------------------------
@@ -85,13 +88,16 @@ class Deepseek2Session final : public InferenceSession {
   // n_batch, or one token of every sequence where there are more.
   int64_t max_step_tokens() const override { return n_rows_; }
   int64_t seq_pos(int64_t s) const override { return seq_pos_[static_cast<size_t>(s)]; }
-  void seq_truncate(int64_t s, int64_t n) override {
-    int64_t& p = seq_pos_[static_cast<size_t>(s)];
-    if (n >= 0 && n < p) p = n;
-  }
+  void seq_truncate(int64_t s, int64_t n) override;
   void seq_copy(int64_t src, int64_t dst, int64_t n) override;
   void seq_drop(int64_t s, int64_t p0, int64_t p1) override;
   void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
+
+  // ---- multi-token prediction (InferenceSession; deepseek2_mtp.cpp) --------------
+  bool has_mtp() const override { return mtp_ != nullptr; }
+  int64_t mtp_draft(int64_t s, int32_t next, int64_t n_draft, int32_t* drafts) override;
+  // Positions of sequence s the MTP module's cache holds (tests).
+  int64_t mtp_pos(int64_t s) const { return mtp_pos_[static_cast<size_t>(s)]; }
 
   // The latent cache of sequence s, positions [0, n), to and from host
   // memory (saved prompt caches): export writes [layer][n][cache_row_floats()];
@@ -120,8 +126,46 @@ class Deepseek2Session final : public InferenceSession {
   void set_batch_invariant(bool on);
   // all_logits: every token's logits (one span only).
   void forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
-  void mla_attention(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n);
-  void mla_attention_sparse(int64_t il, const MlaWeights& m, const std::vector<SeqSpan>& spans, int64_t n);
+  // Where a step's tokens go: n tokens of sequence seq from position pos0.
+  struct SpanAt {
+    int32_t seq;
+    int64_t pos0, n;
+  };
+  // One decoder block over x_ (n rows): attention over layer cl of `cache`
+  // (the trunk's, or the MTP module's), experts of layer il.
+  void block(const LayerWeights& L, int64_t il, const LatentCache& cache, int64_t cl, const std::vector<SpanAt>& at,
+             int64_t n);
+  void mla_attention(int64_t il, const MlaWeights& m, const LatentCache& cache, int64_t cl,
+                     const std::vector<SpanAt>& at, int64_t n);
+  void mla_attention_sparse(int64_t il, const MlaWeights& m, const LatentCache& cache, int64_t cl,
+                            const std::vector<SpanAt>& at, int64_t n);
+  // ---- the MTP module (deepseek2_mtp.cpp) ----
+  void mtp_init(const SessionOptions& o);
+  // Evaluates the module on pairs (hidden state, next token): pairs[j] at
+  // MTP position pos[j] of its sequence; hidden rows gathered beforehand
+  // into the second half of mtp_cat_. Leaves the block's output in x_.
+  void mtp_forward(const int32_t* next_tokens, const std::vector<SpanAt>& at, int64_t n);
+  // Before a trunk step overwrites the hidden states of the last one: every
+  // pair of sequence s whose next token is known (the last step's tokens,
+  // then first_next when >= 0) goes through the module.
+  void mtp_catch_up(const std::vector<std::pair<int32_t, int32_t>>& seq_first_next);
+  // After a trunk step: the final hidden states of its rows, and where they are.
+  void mtp_record_step(const int32_t* tokens, const std::vector<SpanAt>& at, int64_t n);
+  // The trunk's hidden state of sequence s at position q (a row of hid_ or
+  // pending_), or a null buffer where it is gone.
+  Act mtp_hidden_at(int64_t s, int64_t q) const;
+  // The token of sequence s at position q from the last step, or -1.
+  int32_t mtp_token_at(int64_t s, int64_t q) const;
+  // The pairs of sequence s from its MTP position on whose hidden state and
+  // next token are known (next_at_end: the token after the last cached
+  // position, or -1), appended to `at`, `tokens` and the rows of mtp_cat_
+  // from row `row`; returns the pairs added.
+  int64_t mtp_gather(int32_t s, int32_t next_at_end, std::vector<SpanAt>& at, std::vector<int32_t>& tokens, int64_t row);
+  // Sequence operations on the module's state (the trunk's are done).
+  void mtp_truncate(int64_t s, int64_t n);
+  void mtp_seq_copy(int64_t src, int64_t dst, int64_t n);
+  void mtp_seq_drop(int64_t s, int64_t p0, int64_t p1);
+  void mtp_reset(int64_t s);  // s < 0: every sequence
   void ffn(const FfnWeights& f, const Act& x, int64_t n, Act out);
   void moe_ffn(int64_t il, const MoeWeights& e, int64_t n);
 
@@ -141,6 +185,21 @@ class Deepseek2Session final : public InferenceSession {
     return index_keys_.rows_from((seq * c_.num_hidden_layers + il) * cache_.n_ctx, cache_.n_ctx);
   }
   std::unique_ptr<HybridMoe> moe_;
+  // The MTP module (null when not asked for): its weights as the compute
+  // backend holds them, its cache (one layer per sequence), how far it has
+  // followed each sequence, and the trunk's last step: its final hidden
+  // states (RMSNorm'd, as the module takes them), tokens and spans.
+  std::unique_ptr<MtpWeights> mtp_;
+  LatentCache mtp_cache_;
+  std::vector<int64_t> mtp_pos_;       // [sequence] pairs the module has seen
+  Act hid_;                            // [n_rows][hidden]
+  Act pending_;                        // [sequence][hidden]: a last hidden state kept across steps
+  std::vector<int64_t> pending_pos_;   // [sequence] its position, -1: none
+  std::vector<int32_t> last_tokens_;   // the last step's tokens
+  std::vector<SpanAt> last_spans_;     // and spans (rows in order)
+  Act mtp_cat_;                        // [n_rows][2 * hidden]: [enorm(emb) | hnorm(h)]
+  Act mtp_chain_;                      // [1][hidden]: the block's output a chained draft continues from
+  std::vector<float> mtp_logits_;      // [n_vocab]
   int64_t n_batch_;
   int64_t n_rows_;                 // activation rows: max_step_tokens()
   std::vector<int64_t> seq_pos_;   // [sequence] cached positions

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -69,11 +70,30 @@ struct LayerWeights {
   std::variant<FfnWeights, MoeWeights> ffn;  // dense for il < first_k_dense_replace
 };
 
+// The multi-token-prediction module (DeepSeek-V3 §2.2), layer
+// num_hidden_layers of the file (blk.N.nextn.*): from the main model's final
+// hidden state h_i and the embedding of token i+1,
+//   x = W_eh [RMSNorm_e(Emb(t_{i+1})); RMSNorm_h(h_i)]
+// goes through one decoder block, and its output head predicts t_{i+2}.
+struct MtpWeights {
+  LayerWeights block;
+  TensorView eh_proj;        // [2 * hidden, hidden]
+  TensorView enorm, hnorm;   // [hidden] f32
+  TensorView embed;          // [hidden, vocab]: nextn.embed_tokens, or the main token_embd
+  TensorView head_norm;      // [hidden] f32: nextn.shared_head_norm, or the main output_norm
+  TensorView head;           // [hidden, vocab]: nextn.shared_head_head, or the main output
+};
+
 struct Deepseek2Weights {
   TensorView token_embd;     // [hidden, vocab]
   TensorView output_norm;    // [hidden] f32
   TensorView output;         // [hidden, vocab]; token_embd when tied
   std::vector<LayerWeights> layers;
+  // The file's MTP module, bound when it has one (nextn_predict_layers > 0)
+  // and its tensors are complete; mtp_missing says why not otherwise. Not
+  // visited by for_each_tensor: only a session that drafts with it uses it.
+  std::optional<MtpWeights> mtp;
+  std::string mtp_missing;
   std::vector<std::shared_ptr<std::vector<uint8_t>>> owned;  // converted small tensors
 
   // Binds every tensor the forward pass uses; throws naming the tensor,
@@ -93,52 +113,58 @@ struct Deepseek2Weights {
 };
 
 template <typename Fn>
-void Deepseek2Weights::for_each_tensor(Fn&& fn) {
+void for_each_layer_tensor(LayerWeights& L, int64_t il, Fn&& fn) {
   constexpr TensorRole kAll = TensorRole::kEveryToken;
-  auto ffn = [&](FfnWeights& f, int64_t il) {
+  auto ffn = [&](FfnWeights& f) {
     fn(f.gate, kAll, il);
     fn(f.up, kAll, il);
     fn(f.down, kAll, il);
   };
-  fn(token_embd, kAll, -1);
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const int64_t il = static_cast<int64_t>(l);
-    LayerWeights& L = layers[l];
-    fn(L.attn_norm, kAll, il);
-    if (auto* lora = std::get_if<QProjLora>(&L.mla.q_proj)) {
-      fn(lora->wq_a, kAll, il);
-      fn(lora->q_a_norm, kAll, il);
-      fn(lora->wq_b, kAll, il);
-    } else {
-      fn(std::get<QProjPlain>(L.mla.q_proj).wq, kAll, il);
-    }
-    fn(L.mla.wkv_a, kAll, il);
-    fn(L.mla.kv_a_norm, kAll, il);
-    fn(L.mla.wk_b, kAll, il);
-    fn(L.mla.wv_b, kAll, il);
-    fn(L.mla.wo, kAll, il);
-    if (IndexerWeights* ix = L.mla.indexer ? &*L.mla.indexer : nullptr) {
-      fn(ix->wq_b, kAll, il);
-      fn(ix->wk, kAll, il);
-      fn(ix->k_norm, kAll, il);
-      fn(ix->k_norm_b, kAll, il);
-      fn(ix->proj, kAll, il);
-    }
-    fn(L.ffn_norm, kAll, il);
-    if (auto* dense = std::get_if<FfnWeights>(&L.ffn)) {
-      ffn(*dense, il);
-      continue;
-    }
-    MoeWeights& e = std::get<MoeWeights>(L.ffn);
-    fn(e.router, kAll, il);
-    if (!e.score_bias.empty()) fn(e.score_bias, kAll, il);
-    fn(e.gate_exps, TensorRole::kRoutedExperts, il);
-    fn(e.up_exps, TensorRole::kRoutedExperts, il);
-    fn(e.down_exps, TensorRole::kRoutedExperts, il);
-    if (e.shared) ffn(*e.shared, il);
+  fn(L.attn_norm, kAll, il);
+  if (auto* lora = std::get_if<QProjLora>(&L.mla.q_proj)) {
+    fn(lora->wq_a, kAll, il);
+    fn(lora->q_a_norm, kAll, il);
+    fn(lora->wq_b, kAll, il);
+  } else {
+    fn(std::get<QProjPlain>(L.mla.q_proj).wq, kAll, il);
   }
-  fn(output_norm, kAll, -1);
-  fn(output, kAll, -1);
+  fn(L.mla.wkv_a, kAll, il);
+  fn(L.mla.kv_a_norm, kAll, il);
+  fn(L.mla.wk_b, kAll, il);
+  fn(L.mla.wv_b, kAll, il);
+  fn(L.mla.wo, kAll, il);
+  if (IndexerWeights* ix = L.mla.indexer ? &*L.mla.indexer : nullptr) {
+    fn(ix->wq_b, kAll, il);
+    fn(ix->wk, kAll, il);
+    fn(ix->k_norm, kAll, il);
+    fn(ix->k_norm_b, kAll, il);
+    fn(ix->proj, kAll, il);
+  }
+  fn(L.ffn_norm, kAll, il);
+  if (auto* dense = std::get_if<FfnWeights>(&L.ffn)) return ffn(*dense);
+  MoeWeights& e = std::get<MoeWeights>(L.ffn);
+  fn(e.router, kAll, il);
+  if (!e.score_bias.empty()) fn(e.score_bias, kAll, il);
+  fn(e.gate_exps, TensorRole::kRoutedExperts, il);
+  fn(e.up_exps, TensorRole::kRoutedExperts, il);
+  fn(e.down_exps, TensorRole::kRoutedExperts, il);
+  if (e.shared) ffn(*e.shared);
+}
+
+template <typename Fn>
+void Deepseek2Weights::for_each_tensor(Fn&& fn) {
+  fn(token_embd, TensorRole::kEveryToken, -1);
+  for (size_t l = 0; l < layers.size(); ++l) for_each_layer_tensor(layers[l], static_cast<int64_t>(l), fn);
+  fn(output_norm, TensorRole::kEveryToken, -1);
+  fn(output, TensorRole::kEveryToken, -1);
+}
+
+// Every tensor of the MTP module, its block's under layer il.
+template <typename Fn>
+void for_each_mtp_tensor(MtpWeights& m, int64_t il, Fn&& fn) {
+  for_each_layer_tensor(m.block, il, fn);
+  for (TensorView* t : {&m.eh_proj, &m.enorm, &m.hnorm, &m.embed, &m.head_norm, &m.head})
+    fn(*t, TensorRole::kEveryToken, il);
 }
 
 }  // namespace moe

@@ -57,13 +57,13 @@ void Generation::emit(const std::string& piece) {
   on_text_(out);
 }
 
-int32_t Generation::next(float* logits, int64_t n_past, int64_t n_ctx) {
+int32_t Generation::next(float* logits, int64_t n_past, int64_t n_ctx, int32_t draft) {
   if (opt_.n_predict >= 0 && r_.n_generated >= opt_.n_predict) {
     r_.finish = FinishReason::length;
     return -1;
   }
   for (int32_t t : eog_) logits[static_cast<size_t>(t)] = -INFINITY;
-  const int32_t next = sampler_.sample(logits);
+  const int32_t next = draft >= 0 ? sampler_.sample_speculative(logits, draft) : sampler_.sample(logits);
   ++r_.n_generated;
   if (tok_.is_eog(next)) {
     r_.finish = FinishReason::eos;
@@ -128,19 +128,53 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
   r.prompt_s = seconds_since(t_prompt);
 
   const auto t_gen = Clock::now();
+  const bool shift = opt.shift_keep >= 0;
+  const int64_t limit = shift ? INT64_MAX : n_ctx;
+  const int64_t n_spec = session.has_mtp() ? std::max<int64_t>(0, opt.spec_draft_n) : 0;
+  const int64_t V = session.n_vocab();
+  std::vector<int32_t> step(static_cast<size_t>(n_spec + 1));
+  std::vector<float> rows(n_spec > 0 ? static_cast<size_t>((n_spec + 1) * V) : 0);
+  // next: a token Generation returned (in r.generated) that the cache does
+  // not hold yet; -1: the logits are the next position's, to sample from.
+  int32_t next = -1;
   for (;;) {
     if (cancelled()) {
+      if (next >= 0) session.forward(&next, 1, logits.data(), false);  // it counts as generated
       gen.interrupt();
       break;
     }
-    const bool shift = opt.shift_keep >= 0;
-    const int32_t next = gen.next(logits.data(), session.n_past(), shift ? INT64_MAX : n_ctx);
-    if (next < 0) break;
+    if (next < 0) {
+      next = gen.next(logits.data(), session.n_past(), limit);
+      if (next < 0) break;
+    }
     if (shift && session.n_past() >= n_ctx) {
       const int64_t keep = std::min(opt.shift_keep, n_ctx - 2), n_discard = (session.n_past() - keep) / 2;
       session.seq_drop(0, keep, keep + n_discard);
     }
-    session.forward(&next, 1, logits.data(), false);
+    const int64_t k = n_spec > 0 ? session.mtp_draft(0, next, n_spec, step.data() + 1) : 0;
+    if (k == 0) {
+      session.forward(&next, 1, logits.data(), false);
+      next = -1;
+      continue;
+    }
+    // Speculative decoding: evaluate [next, drafts] in one pass; row j's
+    // logits choose the token after it, and draft j stays while it is that
+    // token. The first one that differs (or the token after the last draft)
+    // is the next step's; the cache drops the rejected drafts.
+    step[0] = next;
+    const int64_t p = session.n_past();
+    session.forward(step.data(), k + 1, rows.data(), true);
+    r.n_drafted += k;
+    ++r.n_verify_steps;
+    int64_t j = 0;
+    for (;; ++j) {
+      float* row = rows.data() + j * V;
+      next = gen.next(row, p + 1 + j, limit, j < k ? step[static_cast<size_t>(j + 1)] : -1);
+      if (next < 0 || j == k || next != step[static_cast<size_t>(j + 1)]) break;
+      ++r.n_accepted;
+    }
+    session.truncate(p + 1 + j);  // next, and the drafts kept
+    if (next < 0) break;
   }
   gen.finish();
   r.gen_s = seconds_since(t_gen);

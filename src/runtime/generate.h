@@ -32,6 +32,11 @@ struct GenerateOptions {
   // stay and half of the rest is dropped (InferenceSession::seq_drop,
   // llama.cpp's rule), and generation goes on; -1: it stops there.
   int64_t shift_keep = -1;
+  // --spec-type draft-mtp --spec-draft-n-max N: speculative decoding with
+  // the model's MTP module, N drafts per step (0: off; the session must have
+  // the module). The output is what it would be without drafts: greedy the
+  // same tokens, sampled the same distribution.
+  int64_t spec_draft_n = 0;
 };
 
 struct GenerateResult {
@@ -43,6 +48,9 @@ struct GenerateResult {
   double prompt_s = 0, gen_s = 0;
   std::vector<int32_t> generated;  // sampled tokens that went into the cache (no EOS)
   bool prompt_complete = false;    // false when cancelled before the whole prompt was evaluated
+  int64_t n_drafted = 0;           // speculative decoding: tokens the MTP module drafted
+  int64_t n_accepted = 0;          // and of them, the ones the model kept
+  int64_t n_verify_steps = 0;      // forward passes that checked drafts
 };
 
 // The sampling side of one answer, step by step, for a caller that runs the
@@ -58,7 +66,8 @@ class Generation {
              int64_t n_vocab, std::function<void(std::string_view)> on_text);
   // n_past, n_ctx: the sequence's cached tokens and context. Returns the
   // token to evaluate next (it joins result().generated), or -1 when done.
-  int32_t next(float* logits, int64_t n_past, int64_t n_ctx);
+  // draft >= 0: a drafted token for this position (Sampler::sample_speculative).
+  int32_t next(float* logits, int64_t n_past, int64_t n_ctx, int32_t draft = -1);
   // Ends the answer early (Ctrl-C).
   void interrupt() { r_.finish = FinishReason::interrupted; }
   // Flushes the held-back text; the result is complete after this.

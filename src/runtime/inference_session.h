@@ -54,6 +54,18 @@ class InferenceSession {
   // the logits of each span that wants them, in span order,
   // [spans wanting logits][n_vocab].
   virtual void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) = 0;
+
+  // ---- multi-token prediction (speculative decoding) ----------------------------
+  // The session drafts with the model's MTP module (DeepSeek-V3 §2.2).
+  virtual bool has_mtp() const { return false; }
+  // Up to n_draft greedy drafts of the tokens after `next`, the token chosen
+  // after sequence s's last cached position and not evaluated yet: the
+  // module takes (the trunk's hidden state there, next), then chains on its
+  // own output. Writes drafts[0..k) and returns k: fewer near the end of the
+  // context, 0 where the module cannot follow the sequence. The caller then
+  // evaluates [next, drafts...] and truncates what it rejects; what the
+  // module drafts never changes what the trunk computes.
+  virtual int64_t mtp_draft(int64_t /*s*/, int32_t /*next*/, int64_t /*n_draft*/, int32_t* /*drafts*/) { return 0; }
 };
 
 }  // namespace moe

@@ -233,6 +233,52 @@ int32_t Sampler::draw(size_t n) {
   return cand_[0].id;
 }
 
+int32_t Sampler::draw_given_draft(size_t n, int32_t draft) {
+  // Speculative sampling (Leviathan et al. 2023; Chen et al. 2023) with a
+  // draft that is one token for sure (q = 1 at the draft): keep it with
+  // probability p(draft), else draw from p without it. Every token x then
+  // comes out with probability p(x) exactly: the draft p(d), any other
+  // (1 - p(d)) p(x) / (1 - p(d)).
+  float max_l = cand_[0].logit;
+  for (size_t i = 1; i < n; ++i) max_l = std::max(max_l, cand_[i].logit);
+  const float inv_temp = 1.0f / params_.temp;
+  double sum = 0.0, w_draft = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    cand_[i].weight = std::exp((cand_[i].logit - max_l) * inv_temp);
+    sum += cand_[i].weight;
+    if (cand_[i].id == draft) w_draft = cand_[i].weight;
+  }
+  if (uniform01() * sum < w_draft) return draft;
+  const double target = uniform01() * (sum - w_draft);
+  double cum = 0.0;
+  int32_t last = -1;
+  for (size_t i = 0; i < n; ++i) {
+    if (cand_[i].id == draft || cand_[i].weight <= 0.0f) continue;
+    cum += cand_[i].weight;
+    last = cand_[i].id;
+    if (cum > target) return cand_[i].id;
+  }
+  return last >= 0 ? last : draft;  // rounding at the very end of the sum
+}
+
+int32_t Sampler::sample_speculative(const float* logits, int32_t draft) {
+  MOE_ASSERT(logits != nullptr, "sampler: sample_speculative() got null logits");
+  size_t n = load_candidates(logits);
+  int32_t token = 0;
+  if (n > 0) {
+    if (params_.temp <= 0.0f) {
+      token = pick_greedy(n);
+    } else {
+      n = truncate_top_k(n);
+      n = truncate_top_p(n);
+      n = truncate_min_p(n);
+      token = draw_given_draft(n, draft);
+    }
+  }
+  accept(token);
+  return token;
+}
+
 int32_t Sampler::sample(const float* logits) {
   MOE_ASSERT(logits != nullptr, "sampler: sample() got null logits");
   size_t n = load_candidates(logits);

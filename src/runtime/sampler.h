@@ -66,6 +66,13 @@ class Sampler {
   // history (do not accept() it again) and returns it.
   int32_t sample(const float* logits);
 
+  // The same distribution as sample(), given a draft token that a draft
+  // model proposed for this position (speculative decoding): the draft comes
+  // back with probability p(draft), and otherwise a token drawn from p
+  // without it, so the output is distributed exactly as sample()'s (the RNG
+  // stream differs). Greedy: the argmax, as sample().
+  int32_t sample_speculative(const float* logits, int32_t draft);
+
   // Records a token the model saw without sampling it (prompt tokens, forced
   // tokens) so that penalties apply to it. Throws on an id outside [0, n_vocab).
   void accept(int32_t token);
@@ -94,6 +101,7 @@ class Sampler {
   size_t truncate_top_p(size_t n);
   size_t truncate_min_p(size_t n);
   int32_t draw(size_t n);
+  int32_t draw_given_draft(size_t n, int32_t draft);
 
   SamplerParams params_;
   int32_t n_vocab_;
