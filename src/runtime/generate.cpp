@@ -151,7 +151,10 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
       const int64_t keep = std::min(opt.shift_keep, n_ctx - 2), n_discard = (session.n_past() - keep) / 2;
       session.seq_drop(0, keep, keep + n_discard);
     }
-    const int64_t k = n_spec > 0 ? session.mtp_draft(0, next, n_spec, step.data() + 1) : 0;
+    // Drafts past the token budget would be verified for nothing.
+    const int64_t budget = opt.n_predict >= 0 ? opt.n_predict - r.n_generated - 1 : n_spec;
+    const int64_t n_draft = std::min(n_spec, budget);
+    const int64_t k = n_draft > 0 ? session.mtp_draft(0, next, n_draft, step.data() + 1) : 0;
     if (k == 0) {
       session.forward(&next, 1, logits.data(), false);
       next = -1;
