@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <variant>
 
 #include "model/deepseek2.h"
 #include "runtime/generate.h"
@@ -208,4 +209,28 @@ TEST_CASE("MTP drafts: sampled answers keep the model's distribution (chi-square
   CHECK(chi2 < dof + 4.5 * std::sqrt(2.0 * dof) + 10);
   CHECK(accepted > 0);
   CHECK(accepted < drafted);  // sampling rejects some drafts
+}
+
+TEST_CASE("MTP drafts: moe-synth --mtp writes a module that loads, shares the trunk's embedding and head, and drafts") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string vocab = test::shared_fixture("models/tiny-dsv3.f32.gguf");
+  if (hf.empty() || vocab.empty()) return test::skip("hf-tiny-dsv3 fixture not found");
+  const std::string out = test::temp_dir() + "/mtp.gguf";
+  const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", hf, "--vocab", vocab, "--mtp", "--type",
+                                    "Q8_0", "-o", out});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const auto model = Deepseek2Model::load(out);
+  REQUIRE_MESSAGE(model->weights().mtp, model->weights().mtp_missing);
+  const MtpWeights& m = *model->weights().mtp;
+  CHECK(m.embed.data == model->weights().token_embd.data);
+  CHECK(m.head.data == model->weights().output.data);
+  CHECK(std::holds_alternative<MoeWeights>(m.block.ffn));
+  // Random weights: drafts are mostly wrong, and the answers still the same.
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const std::vector<int32_t> prompt = tok.encode("In the beginning God created", true, true);
+  Deepseek2Session plain(*model, options(96, 8, false)), spec(*model, options(96, 8, true));
+  const GenerateResult want = run(plain, tok, greedy(), prompt, 60, 0, 8);
+  const GenerateResult got = run(spec, tok, greedy(), prompt, 60, 2, 8);
+  CHECK(got.generated == want.generated);
+  CHECK(got.n_drafted > 0);
 }

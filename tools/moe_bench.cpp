@@ -12,6 +12,15 @@
 // thread pool), then -r timed repetitions; the table shows mean ± sample
 // standard deviation.
 //
+// Speculative decoding with the model's MTP module:
+//   moe-bench -m model.gguf -p 0 -n 128 --spec-type draft-mtp [--spec-draft-n-max 1[,2]] [--spec-accept A[,A]]
+// adds "tgN mtpK" beside every tgN: N tokens generated greedily, K drafts per
+// step verified in one pass, the drafts kept while they equal the model's
+// choice (the acceptance column of json/jsonl/csv, and in the md test name).
+// --spec-accept A instead keeps each draft with probability A (a file with
+// random weights drafts nothing useful; this measures what verification
+// costs at its shape, and where acceptance breaks even); -1: the model's own.
+//
 // Batched mode, as llama-batched-bench measures it (its flags):
 //   moe-bench -m model.gguf -npl 1,4,8,16 [-npp 128] [-ntg 128] [-t N] [-r 3]
 // For each B: B sequences each read a prompt of npp tokens (each prompt in
@@ -21,6 +30,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -42,14 +52,22 @@ struct Test {
   int64_t n_prompt = 0, n_gen = 0, n_depth = 0;
   int threads = 1;
   std::vector<double> tok_per_s;
+  int spec_draft_n = 0;       // > 0: generation with MTP drafts
+  double spec_accept = -1;    // simulated acceptance; -1: the model's greedy agreement
+  int64_t drafted = 0, accepted = 0;
   std::string name() const {
     std::string s = n_prompt > 0 && n_gen > 0 ? strfmt("pp%lld+tg%lld", static_cast<long long>(n_prompt),
                                                        static_cast<long long>(n_gen))
                     : n_prompt > 0 ? strfmt("pp%lld", static_cast<long long>(n_prompt))
                                    : strfmt("tg%lld", static_cast<long long>(n_gen));
+    if (spec_draft_n > 0) {
+      s += strfmt(" mtp%d", spec_draft_n);
+      s += spec_accept >= 0 ? strfmt(" a=%.2f", spec_accept) : strfmt(" a:%.2f", acceptance());
+    }
     if (n_depth > 0) s += strfmt(" @ d%lld", static_cast<long long>(n_depth));
     return s;
   }
+  double acceptance() const { return drafted > 0 ? static_cast<double>(accepted) / static_cast<double>(drafted) : 0; }
   double mean() const {
     double s = 0;
     for (double v : tok_per_s) s += v;
@@ -81,6 +99,24 @@ std::vector<int> parse_list(const std::string& flag, const std::string& text, in
   return out;
 }
 
+// --spec-accept: probabilities in [0, 1], or -1.
+std::vector<double> parse_accept(const std::string& text) {
+  std::vector<double> out;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    size_t end = text.find(',', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(begin, end - begin);
+    char* e = nullptr;
+    const double v = std::strtod(item.c_str(), &e);
+    if (item.empty() || *e != '\0' || !(v == -1.0 || (v >= 0.0 && v <= 1.0)))
+      throw_error("--spec-accept '%s': expected probabilities from 0 to 1 (or -1), separated by commas", text.c_str());
+    out.push_back(v);
+    begin = end + 1;
+  }
+  return out;
+}
+
 std::vector<int32_t> random_tokens(int64_t n, std::mt19937& rng, int64_t n_vocab) {
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(n_vocab - 1));
   std::vector<int32_t> v(static_cast<size_t>(n));
@@ -101,6 +137,51 @@ double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int
   for (int64_t i = 0; i < t.n_gen; ++i) session.forward(&gen[static_cast<size_t>(i)], 1, logits.data(), false);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return static_cast<double>(t.n_prompt + t.n_gen) / s;
+}
+
+int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max_element(v, v + n) - v); }
+
+// tgN with MTP drafts (t.spec_draft_n per step): greedy generation from a
+// random token, each step drafting, verifying [next, drafts] in one pass and
+// keeping the agreeing drafts (or, with t.spec_accept >= 0, each draft with
+// that probability, the cache kept as if they agreed).
+double run_once_spec(Deepseek2Session& session, Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& rows) {
+  session.reset();
+  if (t.n_depth > 0) {
+    const std::vector<int32_t> fill = random_tokens(t.n_depth, rng, n_vocab);
+    session.forward(fill.data(), t.n_depth, rows.data(), false);
+  }
+  const int32_t first = random_tokens(1, rng, n_vocab)[0];
+  std::uniform_real_distribution<double> u01(0.0, 1.0);
+  std::vector<int32_t> step(static_cast<size_t>(t.spec_draft_n + 1));
+  const auto t0 = std::chrono::steady_clock::now();
+  session.forward(&first, 1, rows.data(), false);
+  int64_t produced = 1;
+  int32_t next = argmax(rows.data(), n_vocab);
+  while (produced < t.n_gen) {
+    const int64_t want = std::min<int64_t>(t.spec_draft_n, t.n_gen - produced - 1);
+    const int64_t k = want > 0 ? session.mtp_draft(0, next, want, step.data() + 1) : 0;
+    if (k == 0) {
+      session.forward(&next, 1, rows.data(), false);
+      ++produced;
+      next = argmax(rows.data(), n_vocab);
+      continue;
+    }
+    step[0] = next;
+    const int64_t p = session.n_past();
+    session.forward(step.data(), k + 1, rows.data(), true);
+    int64_t a = 0;
+    while (a < k && (t.spec_accept >= 0 ? u01(rng) < t.spec_accept
+                                        : argmax(rows.data() + a * n_vocab, n_vocab) == step[static_cast<size_t>(a + 1)]))
+      ++a;
+    session.truncate(p + 1 + a);
+    t.drafted += k;
+    t.accepted += a;
+    produced += a + 1;
+    next = argmax(rows.data() + a * n_vocab, n_vocab);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return static_cast<double>(produced) / s;
 }
 
 struct BatchedResult {
@@ -156,6 +237,7 @@ int main(int argc, char** argv) {
   RunFlags run;
   std::string npl;
   int npp = 128, ntg = 128;
+  std::string spec_type = "none", spec_n = "1", spec_accept = "-1";
   app.add_option("-m,--model", path, "GGUF model file")->required();
   app.add_option("--npl", npl, "-npl B[,B]: batched mode, B sequences at once (llama-batched-bench)");
   app.add_option("--npp", npp, "-npp: batched mode, prompt tokens per sequence")->check(CLI::Range(0, 1 << 20));
@@ -177,6 +259,12 @@ int main(int argc, char** argv) {
                  "-mmp 0|1: map the model (1) or read it into memory (0); default: as moe does (read it when twice "
                  "its size fits in the available memory)")
       ->check(CLI::Range(0, 1));
+  app.add_option("--spec-type", spec_type, "none, or draft-mtp: add tgN with drafts from the model's MTP module")
+      ->check(CLI::IsMember({"none", "draft-mtp"}));
+  app.add_option("--spec-draft-n-max", spec_n, "with --spec-type draft-mtp: drafts per step, comma-separated");
+  app.add_option("--spec-accept", spec_accept,
+                 "with --spec-type draft-mtp: keep each draft with this probability (comma-separated; -1: when it "
+                 "equals the model's greedy choice)");
   app.add_flag("-v,--verbose", verbose, "the backends and placement on stderr");
   app.add_flag("--progress", progress, "a line on stderr as each test starts");
   app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
@@ -221,8 +309,18 @@ int main(int argc, char** argv) {
       for (int d : parse_list("-d", depths, 0)) {
         for (int p : parse_list("-p", prompts, 0))
           if (p > 0) tests.push_back({p, 0, d, th, {}});
-        for (int n : parse_list("-n", gens, 0))
-          if (n > 0) tests.push_back({0, n, d, th, {}});
+        for (int n : parse_list("-n", gens, 0)) {
+          if (n <= 0) continue;
+          tests.push_back({0, n, d, th, {}});
+          if (spec_type == "draft-mtp")
+            for (int k : parse_list("--spec-draft-n-max", spec_n, 1))
+              for (const double a : parse_accept(spec_accept)) {
+                Test s{0, n, d, th, {}};
+                s.spec_draft_n = k;
+                s.spec_accept = a;
+                tests.push_back(s);
+              }
+        }
         for (const std::string& pg : pgs) {
           const std::vector<int> v = parse_list("-pg", pg, 0);
           if (v.size() != 2) throw_error("-pg '%s': expected PP,TG", pg.c_str());
@@ -233,20 +331,36 @@ int main(int argc, char** argv) {
     const Deepseek2Config& c = model->config();
     int64_t n_ctx = 1;
     for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
-    std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+    int max_spec = 0;
+    for (const Test& t : tests) max_spec = std::max(max_spec, t.spec_draft_n);
+    std::vector<float> logits(static_cast<size_t>(c.vocab_size * (max_spec + 1)));
     std::mt19937 rng(42);
-    std::unique_ptr<Deepseek2Session> session;
+    // Tests with drafts run on a session with the MTP module (which follows
+    // every position), the others on one without.
+    std::unique_ptr<Deepseek2Session> session, spec_session;
     int session_threads = 0;
     std::vector<uint64_t> counts;
     for (Test& t : tests) {
       if (!session || session_threads != t.threads) {
         session.reset();
+        spec_session.reset();
         session = std::make_unique<Deepseek2Session>(*model, run.session(n_ctx, std::min(n_batch, n_ubatch), t.threads));
         session_threads = t.threads;
         if (verbose || session_threads == parse_list("-t", threads_arg, 1).front()) print_placement(*session, "moe-bench");
         if (verbose) std::fprintf(stderr, "moe-bench: %s\n", session->backends_description().c_str());
       }
+      if (t.spec_draft_n > 0 && !spec_session) {
+        SessionOptions so = run.session(n_ctx, std::min(n_batch, n_ubatch), t.threads);
+        so.mtp = true;
+        spec_session = std::make_unique<Deepseek2Session>(*model, so);
+      }
       if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
+      if (t.spec_draft_n > 0) {
+        run_once_spec(*spec_session, t, rng, c.vocab_size, logits);  // warm-up
+        t.drafted = t.accepted = 0;
+        for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, c.vocab_size, logits));
+        continue;
+      }
       run_once(*session, t, rng, c.vocab_size, logits);  // warm-up
       for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, c.vocab_size, logits));
     }
@@ -274,6 +388,8 @@ int main(int argc, char** argv) {
                             {"threads", t.threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen},
                             {"n_depth", t.n_depth}, {"test", t.name()}, {"avg_ts", t.mean()},
                             {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
+                            {"spec_draft_n", t.spec_draft_n}, {"spec_accept", t.spec_accept},
+                            {"spec_acceptance", t.acceptance()},
                             {"backends", session->backends_description()}, {"placement", plan.to_json()}};
     };
     if (output == "json") {

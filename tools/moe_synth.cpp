@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--type", type, "file type as llama-quantize names it (Q4_K_M, Q8_0, F16, ...)");
   app.add_option("--layers", o.layers, "keep only the first N layers (0: all)")->check(CLI::Range(0, 1 << 16));
   app.add_option("--seed", o.seed, "random seed (the file is a function of it)");
+  app.add_flag("--mtp", o.mtp, "write a multi-token-prediction module after the layers (as DeepSeek-V3 ships one), "
+                               "for measuring speculative decoding at real shapes");
   app.add_option("--hot-experts", hot, "skew expert popularity: zipf:S (e.g. zipf:1.1)");
   app.add_option("--vocab", o.vocab, "GGUF file whose tokenizer to use (default: models/deepseek-v3-vocab.gguf)");
   app.add_option("--models-dir", o.models_dir, "where the built-in configs and vocabulary are");

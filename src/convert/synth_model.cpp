@@ -46,8 +46,14 @@ std::vector<SynthTensor> deepseek2_tensors(const HfConfig& c) {
     t.push_back({name, std::move(shape), role});
   };
   add("token_embd.weight", {D, c.vocab_size}, Role::kEmbed);
-  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+  for (int64_t il = 0; il < c.num_hidden_layers + c.num_nextn_predict_layers; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
+    if (il >= c.num_hidden_layers) {  // an MTP module; its embedding and head are the trunk's
+      add(b + "nextn.eh_proj.weight", {2 * D, D}, Role::kMatrix);
+      add(b + "nextn.enorm.weight", {D}, Role::kNorm);
+      add(b + "nextn.hnorm.weight", {D}, Role::kNorm);
+      add(b + "nextn.shared_head_norm.weight", {D}, Role::kNorm);
+    }
     add(b + "attn_norm.weight", {D}, Role::kNorm);
     if (c.q_lora_rank) {
       add(b + "attn_q_a.weight", {D, *c.q_lora_rank}, Role::kMatrix);
@@ -225,7 +231,7 @@ SynthReport synthesize_model(const SynthOptions& o) {
     // A cut inside the leading dense layers is all dense (V3 has 3).
     c.first_k_dense_replace = std::min(c.first_k_dense_replace, c.num_hidden_layers);
   }
-  c.num_nextn_predict_layers = 0;  // no MTP module in random models
+  c.num_nextn_predict_layers = o.mtp ? 1 : 0;  // --mtp: one MTP module, as DeepSeek-V3 ships
 
   // The tokenizer: every tokenizer.* key of the vocabulary file. Its size
   // becomes the model's vocabulary (the V3 tokenizer serves all shapes).
@@ -235,7 +241,7 @@ SynthReport synthesize_model(const SynthOptions& o) {
 
   Deepseek2LayoutOptions lo;
   lo.outtype = ConvertOutType::F32;
-  lo.keep_mtp = false;
+  lo.keep_mtp = o.mtp;
   lo.model_name = "synthetic " + std::filesystem::path(config_path).stem().string();
   GgufKvList kv;
   deepseek2_model_metadata(c, lo, kv);
@@ -254,7 +260,7 @@ SynthReport synthesize_model(const SynthOptions& o) {
     for (size_t i : llama_tensor_order(names)) tensors.push_back(converter_order[i]);
   }
   PlanModel pm;
-  pm.n_layer = static_cast<uint32_t>(c.num_hidden_layers);
+  pm.n_layer = static_cast<uint32_t>(c.num_hidden_layers + c.num_nextn_predict_layers);  // block_count
   pm.n_expert = static_cast<uint32_t>(c.n_routed_experts.value_or(0));
   pm.n_head = static_cast<uint32_t>(c.num_attention_heads);
   pm.n_head_kv = 1;  // what the converter writes for MLA

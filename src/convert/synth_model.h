@@ -26,6 +26,7 @@ struct SynthOptions {
   FileType file_type = FileType::MOSTLY_Q4_K_M;
   int64_t layers = 0;      // 0: the config's num_hidden_layers
   uint64_t seed = 1;
+  bool mtp = false;        // write an MTP module (layer num_hidden_layers, blk.N.nextn.*)
   double hot_zipf = 0.0;   // > 0: expert popularity follows Zipf(s) (see synth_model.cpp)
   std::vector<TypeOverride> overrides;  // --tensor-type REGEX=TYPE (IQ types: random blocks)
   int threads = 1;

@@ -119,8 +119,8 @@ void Deepseek2Session::mtp_catch_up(const std::vector<std::pair<int32_t, int32_t
   std::vector<SpanAt> at;
   std::vector<int32_t> tokens;
   std::vector<int32_t> seqs;
-  for (const SpanAt& sp : last_spans_)
-    if (std::find(seqs.begin(), seqs.end(), sp.seq) == seqs.end()) seqs.push_back(sp.seq);
+  for (const SpanAt& sp : last_spans_)  // (seq -1: rows whose positions are gone)
+    if (sp.seq >= 0 && std::find(seqs.begin(), seqs.end(), sp.seq) == seqs.end()) seqs.push_back(sp.seq);
   int64_t row = 0;
   for (int32_t s : seqs) {
     int32_t next = -1;
