@@ -234,3 +234,23 @@ TEST_CASE("MTP drafts: moe-synth --mtp writes a module that loads, shares the tr
   CHECK(got.generated == want.generated);
   CHECK(got.n_drafted > 0);
 }
+
+TEST_CASE("MTP drafts: context shifts in the middle of drafting keep the answer") {
+  const auto model = Deepseek2Model::load(kDefaultModel);
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const std::vector<int32_t> prompt = tok.encode("And it came to pass", true, true);
+  const auto answer = [&](bool mtp) {
+    Deepseek2Session s(*model, options(48, 512, mtp));
+    Sampler sampler(greedy(), static_cast<int32_t>(s.n_vocab()));
+    GenerateOptions g;
+    g.n_predict = 150;  // three times the context: several shifts
+    g.ignore_eos = true;
+    g.shift_keep = 2;
+    g.spec_draft_n = mtp ? 2 : 0;
+    return generate(s, tok, sampler, prompt, g, [](std::string_view) {}, [] { return false; });
+  };
+  const GenerateResult want = answer(false), got = answer(true);
+  CHECK(got.generated == want.generated);
+  CHECK(got.generated.size() == 150);
+  CHECK(got.n_accepted > 0);
+}

@@ -161,9 +161,10 @@ class Chat {
                    static_cast<long long>(session_->n_ctx()),
                    o_.context_shift ? ", or keep going: the oldest turns will be dropped" : "");
     if (!o_.quiet)
-      std::fprintf(stderr, "[prompt %lld tokens (new), %zu cached | generated %lld tokens, %.1f tok/s | %s]\n",
+      std::fprintf(stderr, "[prompt %lld tokens (new), %zu cached | generated %lld tokens, %.1f tok/s%s | %s]\n",
                    static_cast<long long>(r.n_prompt), plan.keep, static_cast<long long>(r.n_generated),
-                   static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9), finish_reason_text(r.finish));
+                   static_cast<double>(r.n_generated) / std::max(r.gen_s, 1e-9),
+                   spec_stats_text(r.n_drafted, r.n_accepted).c_str(), finish_reason_text(r.finish));
   }
 
   // The conversation with the cache rows of its tokens: loading it again
