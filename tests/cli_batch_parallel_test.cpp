@@ -44,12 +44,15 @@ std::string batch_file(const std::string& dir) {
   return path;
 }
 
-void check_same_records_at_any_np(const std::string& model, const std::vector<std::string>& sampling) {
+// extra_np8: flags of the -np 8 run only (drafts, which change no greedy answer).
+void check_same_records_at_any_np(const std::string& model, const std::vector<std::string>& sampling,
+                                  const std::vector<std::string>& extra_np8 = {}) {
   const std::string path = batch_file(test::temp_dir());
   std::vector<std::vector<json>> runs;
   for (const char* np : {"1", "8"}) {
     std::vector<std::string> args = {moe_bin(), "-m", model, "--batch", path, "-c", "128", "-t", "2", "-np", np, "-s", "42"};
     args.insert(args.end(), sampling.begin(), sampling.end());
+    if (np[0] == '8') args.insert(args.end(), extra_np8.begin(), extra_np8.end());
     const auto r = test::run_command(args);
     INFO("-np " << np << " stderr: " << r.err);
     CHECK(r.exit_code == 1);  // two lines failed
@@ -63,14 +66,29 @@ void check_same_records_at_any_np(const std::string& model, const std::vector<st
     CHECK(a.at("line") == static_cast<int>(i) + 1);  // input order
     CHECK(b.at("line") == a.at("line"));
     CHECK(b.value("error", "") == a.value("error", ""));
+    // (Drafts keep a sampled line's distribution, not its draws: only the
+    // greedy lines are compared then.)
+    const bool sampled_line = (i + 1) % 5 == 0;  // "seed": 5, "temperature": 1.1
+    if (!extra_np8.empty() && sampled_line) continue;
     CHECK(b.value("text", "<none>") == a.value("text", "<none>"));
     CHECK(b.value("generated_tokens", -1) == a.value("generated_tokens", -1));
     CHECK(b.value("prompt_tokens", -1) == a.value("prompt_tokens", -1));
     CHECK(b.at("finish_reason") == a.at("finish_reason"));
     if (a.contains("text")) ++answered, generated += a.at("generated_tokens").get<int>();
   }
+  if (!extra_np8.empty()) answered += 8;  // the sampled lines skipped above
   CHECK(answered == 38);
   CHECK(generated > 200);  // the answers are not trivially empty
+  int64_t drafted = 0, accepted = 0;
+  for (const json& rec : runs[1])
+    if (rec.contains("speculative"))
+      drafted += rec["speculative"].at("drafted").get<int64_t>(), accepted += rec["speculative"].at("accepted").get<int64_t>();
+  if (extra_np8.empty()) {
+    CHECK(drafted == 0);
+  } else {
+    CHECK(drafted > 50);
+    CHECK(accepted * 2 > drafted);
+  }
   CHECK(runs[0][6].at("error").get<std::string>().find("invalid JSON") != std::string::npos);
   CHECK(runs[1][22].at("error").get<std::string>().find("longer than the context") != std::string::npos);
 }
@@ -79,6 +97,10 @@ void check_same_records_at_any_np(const std::string& model, const std::vector<st
 
 TEST_CASE("moe --batch -np 8: every record equals its -np 1 record (trained model, greedy)") {
   check_same_records_at_any_np(kDefaultModel, {"--temp", "0"});
+}
+
+TEST_CASE("moe --batch -np 8 --spec-type draft-mtp: every greedy record equals its -np 1 record without drafts") {
+  check_same_records_at_any_np(kDefaultModel, {"--temp", "0"}, {"--spec-type", "draft-mtp", "--spec-draft-n-max", "2"});
 }
 
 TEST_CASE("moe --batch -np 8: every record equals its -np 1 record (trained model, seeded sampling)") {

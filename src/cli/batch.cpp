@@ -126,6 +126,7 @@ int run_batch(const CliOptions& o) {
       r.options.stop.insert(r.options.stop.end(), q.stop.begin(), q.stop.end());
       r.options.prompt_chunk = o.n_batch;
       r.options.ignore_eos = o.ignore_eos;
+      r.options.spec_draft_n = spec_draft_n(o);
       requests.push_back(std::move(r));
       request_record.push_back(records.size() - 1);
       request_line.push_back(&q);
@@ -163,7 +164,7 @@ int run_batch(const CliOptions& o) {
 
   int n_done = 0;
   double total_s = 0;
-  int64_t total_gen = 0;
+  int64_t total_gen = 0, total_drafted = 0, total_accepted = 0;
   install_interrupt_handler();
   const auto t0 = std::chrono::steady_clock::now();
   generate_parallel(
@@ -178,6 +179,8 @@ int run_batch(const CliOptions& o) {
         publish(request_record[i]);
         ++n_done;
         total_gen += r.n_generated;
+        total_drafted += r.n_drafted;
+        total_accepted += r.n_accepted;
       },
       [] { return interrupt_signal() != 0; });
   total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -188,9 +191,10 @@ int run_batch(const CliOptions& o) {
       if (records[printed]) print_record(*records[printed]);
   write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
-    std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens%s\n", n_done,
+    std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens%s%s\n", n_done,
                  n_failed, m.load_s, total_s, static_cast<long long>(total_gen),
-                 o.n_parallel > 1 ? (" | -np " + std::to_string(o.n_parallel)).c_str() : "");
+                 o.n_parallel > 1 ? (" | -np " + std::to_string(o.n_parallel)).c_str() : "",
+                 spec_stats_text(total_drafted, total_accepted).c_str());
   if (interrupt_signal() != 0) return 128 + interrupt_signal();
   return n_failed > 0 ? 1 : 0;
 }

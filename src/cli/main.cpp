@@ -158,9 +158,6 @@ int main(int argc, char** argv) {
     if (no_cnv && chat) throw_error("-no-cnv cannot be combined with -cnv, -i or -st");
     if (!o.batch_file.empty()) {
       if (has_prompt || chat) throw_error("--batch cannot be combined with -p, -f, -i, -cnv or -st");
-      if (o.spec_type != "none")
-        throw_error("--spec-type %s: speculative decoding runs in one-shot and chat mode, not yet with --batch",
-                    o.spec_type.c_str());
       return run_batch(o);
     }
     if (o.n_parallel > 1) throw_error("-np %d: parallel sequences are for --batch mode", o.n_parallel);

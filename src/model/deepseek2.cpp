@@ -437,7 +437,9 @@ void Deepseek2Session::forward_batch(const int32_t* tokens, const std::vector<Se
   int64_t n_out = 0, end = 0;
   for (const SeqSpan& sp : spans) {
     end += sp.n;
-    if (sp.logits) be.rms_norm(x_.rows_from(end - 1, 1), w.output_norm, eps, 1, h_.rows_from(n_out++, 1));
+    const int64_t rows = sp.all_logits ? sp.n : sp.logits ? 1 : 0;
+    if (rows > 0) be.rms_norm(x_.rows_from(end - rows, rows), w.output_norm, eps, rows, h_.rows_from(n_out, rows));
+    n_out += rows;
   }
   if (n_out > 0) be.output_head(w.output, h_, n_out, logits);
 }

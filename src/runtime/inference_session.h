@@ -11,11 +11,13 @@ namespace moe {
 
 // A run of tokens of one sequence in a multi-sequence step: the next `n`
 // tokens of sequence `seq`, at its next positions; `logits`: the logits of
-// its last token are wanted.
+// its last token are wanted; `all_logits`: those of every token of the span
+// (a speculative step verifying its drafts).
 struct SeqSpan {
   int32_t seq = 0;
   int64_t n = 0;
   bool logits = false;
+  bool all_logits = false;
 };
 
 class InferenceSession {
@@ -51,8 +53,8 @@ class InferenceSession {
   // several spans every product row is computed as it would be alone
   // (Backend::set_batch_invariant), so a sequence's logits do not depend on
   // its neighbours as long as its prompt chunks run as single spans. Writes
-  // the logits of each span that wants them, in span order,
-  // [spans wanting logits][n_vocab].
+  // the logits of each span that wants them, in span order: one row, or n
+  // rows for an all_logits span.
   virtual void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) = 0;
 
   // ---- multi-token prediction (speculative decoding) ----------------------------

@@ -116,21 +116,53 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
     tokens.clear();
     spans.clear();
     span_slot.clear();
+    size_t n_decoding = 0;
+    for (const Slot& s : slots) n_decoding += s.busy() && s.next >= 0 ? 1 : 0;
     for (size_t i = 0; i < slots.size(); ++i) {
       Slot& s = slots[i];
       if (!s.busy() || s.next < 0) continue;
+      // With the MTP module each sequence drafts on its own and verifies
+      // [next, drafts] in the shared step, as generate() does alone: the
+      // drafts stop at the token budget and at the step's room (one token
+      // is kept for each sequence still to come).
+      const GenerateOptions& go = requests[s.request].options;
+      const int64_t n_spec = session.has_mtp() ? std::max<int64_t>(0, go.spec_draft_n) : 0;
+      const int64_t gen_left = go.n_predict >= 0 ? go.n_predict - s.gen->result().n_generated - 1 : n_spec;
+      const int64_t room = budget - static_cast<int64_t>(tokens.size()) - static_cast<int64_t>(n_decoding - spans.size());
+      const int64_t want = std::min({n_spec, gen_left, room});
+      const size_t at = tokens.size();
       tokens.push_back(s.next);
-      spans.push_back({static_cast<int32_t>(i), 1, true});
+      tokens.resize(at + 1 + static_cast<size_t>(std::max<int64_t>(0, want)));
+      const int64_t k = want > 0 ? session.mtp_draft(static_cast<int64_t>(i), s.next, want, tokens.data() + at + 1) : 0;
+      tokens.resize(at + 1 + static_cast<size_t>(k));
+      spans.push_back({static_cast<int32_t>(i), 1 + k, true, k > 0});
       span_slot.push_back(&s);
     }
     bool any = !spans.empty();
     if (any) {
-      logits.resize(spans.size() * static_cast<size_t>(n_vocab));
+      logits.resize(tokens.size() * static_cast<size_t>(n_vocab));
       session.forward_spans(tokens.data(), spans, logits.data());
+      size_t row = 0;  // each span's first row of logits and first token
       for (size_t k = 0; k < spans.size(); ++k) {
         Slot& s = *span_slot[k];
-        s.next = s.gen->next(logits.data() + k * static_cast<size_t>(n_vocab), session.seq_pos(spans[k].seq),
-                             session.n_ctx());
+        const SeqSpan& sp = spans[k];
+        const int64_t n_draft = sp.n - 1, p = session.seq_pos(sp.seq) - sp.n;
+        const int32_t* drafts = tokens.data() + row + 1;
+        GenerateResult& r = s.gen->result();
+        int64_t j = 0;
+        for (;; ++j) {  // the agreeing drafts stay (generate() explains the step)
+          const int32_t draft = j < n_draft ? drafts[j] : -1;
+          s.next = s.gen->next(logits.data() + (row + static_cast<size_t>(j)) * static_cast<size_t>(n_vocab), p + 1 + j,
+                               session.n_ctx(), draft);
+          if (s.next < 0 || j == n_draft || s.next != draft) break;
+          ++r.n_accepted;
+        }
+        if (n_draft > 0) {
+          r.n_drafted += n_draft;
+          ++r.n_verify_steps;
+          session.seq_truncate(sp.seq, p + 1 + j);
+        }
+        row += static_cast<size_t>(sp.n);
         if (s.next < 0) finish(s);
       }
     }
