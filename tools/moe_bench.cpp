@@ -82,19 +82,26 @@ struct Test {
   }
 };
 
-std::vector<int> parse_list(const std::string& flag, const std::string& text, int min) {
-  std::vector<int> out;
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
   size_t begin = 0;
   while (begin <= text.size()) {
     size_t end = text.find(',', begin);
     if (end == std::string::npos) end = text.size();
-    const std::string item = text.substr(begin, end - begin);
+    out.push_back(text.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return out;
+}
+
+std::vector<int> parse_list(const std::string& flag, const std::string& text, int min) {
+  std::vector<int> out;
+  for (const std::string& item : split_commas(text)) {
     char* e = nullptr;
     const long v = std::strtol(item.c_str(), &e, 10);
     if (item.empty() || *e != '\0' || v < min || v > (1 << 24))
       throw_error("%s '%s': expected whole numbers from %d, separated by commas", flag.c_str(), text.c_str(), min);
     out.push_back(static_cast<int>(v));
-    begin = end + 1;
   }
   return out;
 }
@@ -102,17 +109,12 @@ std::vector<int> parse_list(const std::string& flag, const std::string& text, in
 // --spec-accept: probabilities in [0, 1], or -1.
 std::vector<double> parse_accept(const std::string& text) {
   std::vector<double> out;
-  size_t begin = 0;
-  while (begin <= text.size()) {
-    size_t end = text.find(',', begin);
-    if (end == std::string::npos) end = text.size();
-    const std::string item = text.substr(begin, end - begin);
+  for (const std::string& item : split_commas(text)) {
     char* e = nullptr;
     const double v = std::strtod(item.c_str(), &e);
     if (item.empty() || *e != '\0' || !(v == -1.0 || (v >= 0.0 && v <= 1.0)))
       throw_error("--spec-accept '%s': expected probabilities from 0 to 1 (or -1), separated by commas", text.c_str());
     out.push_back(v);
-    begin = end + 1;
   }
   return out;
 }

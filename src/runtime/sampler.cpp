@@ -263,24 +263,15 @@ int32_t Sampler::draw_given_draft(size_t n, int32_t draft) {
 
 int32_t Sampler::sample_speculative(const float* logits, int32_t draft) {
   MOE_ASSERT(logits != nullptr, "sampler: sample_speculative() got null logits");
-  size_t n = load_candidates(logits);
-  int32_t token = 0;
-  if (n > 0) {
-    if (params_.temp <= 0.0f) {
-      token = pick_greedy(n);
-    } else {
-      n = truncate_top_k(n);
-      n = truncate_top_p(n);
-      n = truncate_min_p(n);
-      token = draw_given_draft(n, draft);
-    }
-  }
-  accept(token);
-  return token;
+  return sample_given(logits, draft);
 }
 
 int32_t Sampler::sample(const float* logits) {
   MOE_ASSERT(logits != nullptr, "sampler: sample() got null logits");
+  return sample_given(logits, -1);
+}
+
+int32_t Sampler::sample_given(const float* logits, int32_t draft) {
   size_t n = load_candidates(logits);
   int32_t token = 0;  // every logit NaN or -inf: the first token
   if (n > 0) {
@@ -291,7 +282,7 @@ int32_t Sampler::sample(const float* logits) {
       n = truncate_top_k(n);
       n = truncate_top_p(n);
       n = truncate_min_p(n);
-      token = draw(n);
+      token = draft >= 0 ? draw_given_draft(n, draft) : draw(n);
     }
   }
   accept(token);

@@ -102,6 +102,7 @@ class Sampler {
   size_t truncate_min_p(size_t n);
   int32_t draw(size_t n);
   int32_t draw_given_draft(size_t n, int32_t draft);
+  int32_t sample_given(const float* logits, int32_t draft);  // draft < 0: none
 
   SamplerParams params_;
   int32_t n_vocab_;
