@@ -319,3 +319,39 @@ TEST_CASE("MTP drafts in batch mode: greedy answers of many sequences equal thos
     CHECK(accepted * 2 > drafted);  // the module is good at this text
   }
 }
+
+// mtp_draft_many: sequences drafting in one pass of the module get the
+// drafts each would get alone (chained drafts of different lengths, a
+// sequence asked for none, a sequence asked twice).
+TEST_CASE("MTP drafts of many sequences in one pass equal each sequence's drafts alone") {
+  const auto model = Deepseek2Model::load(kDefaultModel);
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const std::vector<int32_t> all = tok.encode(heldout_text(), true, true);
+  const std::vector<std::array<int64_t, 3>> seqs = {{0, 20, 3}, {50, 7, 1}, {120, 33, 4}, {200, 12, 0}};  // first, length, drafts
+  SessionOptions o = options(128, 512, true);
+  o.n_seq = static_cast<int64_t>(seqs.size());
+  Deepseek2Session together(*model, o);
+  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
+  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
+  std::vector<DraftAsk> asks;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
+    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
+  }
+  asks.push_back(asks[0]);  // asked twice: drafts once
+  std::vector<int32_t> dup(4, -1);
+  asks.back().drafts = dup.data();
+  together.mtp_draft_many(asks);
+  CHECK(asks.back().n_out == 0);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    CAPTURE(i);
+    Deepseek2Session alone(*model, options(128, 512, true));
+    alone.forward(all.data() + first, len, logits.data(), false);
+    std::vector<int32_t> want(4, -1);
+    CHECK(alone.mtp_draft(0, all[static_cast<size_t>(first + len)], n_draft, want.data()) == n_draft);
+    CHECK(asks[i].n_out == n_draft);
+    CHECK(got[i] == want);
+  }
+}

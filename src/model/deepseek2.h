@@ -95,7 +95,7 @@ class Deepseek2Session final : public InferenceSession {
 
   // ---- multi-token prediction (InferenceSession; deepseek2_mtp.cpp) --------------
   bool has_mtp() const override { return mtp_ != nullptr; }
-  int64_t mtp_draft(int64_t s, int32_t next, int64_t n_draft, int32_t* drafts) override;
+  void mtp_draft_many(std::vector<DraftAsk>& asks) override;
   // Positions of sequence s the MTP module's cache holds (tests).
   int64_t mtp_pos(int64_t s) const { return mtp_pos_[static_cast<size_t>(s)]; }
 
@@ -198,8 +198,8 @@ class Deepseek2Session final : public InferenceSession {
   std::vector<int32_t> last_tokens_;   // the last step's tokens
   std::vector<SpanAt> last_spans_;     // and spans (rows in order)
   Act mtp_cat_;                        // [n_rows][2 * hidden]: [enorm(emb) | hnorm(h)]
-  Act mtp_chain_;                      // [1][hidden]: the block's output a chained draft continues from
-  std::vector<float> mtp_logits_;      // [n_vocab]
+  Act mtp_chain_;                      // [n_seq][hidden]: the block's output a chained draft continues from
+  std::vector<float> mtp_logits_;      // [n_seq][n_vocab]
   int64_t n_batch_;
   int64_t n_rows_;                 // activation rows: max_step_tokens()
   std::vector<int64_t> seq_pos_;   // [sequence] cached positions

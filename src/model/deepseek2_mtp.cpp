@@ -41,8 +41,8 @@ void Deepseek2Session::mtp_init(const SessionOptions& o) {
   hid_ = be_->alloc(n_rows_, D);
   pending_ = be_->alloc(n_seq, D);
   mtp_cat_ = be_->alloc(n_rows_, 2 * D);
-  mtp_chain_ = be_->alloc(1, D);
-  mtp_logits_.resize(sz(c_.vocab_size));
+  mtp_chain_ = be_->alloc(n_seq, D);
+  mtp_logits_.resize(sz(n_seq * c_.vocab_size));
 }
 
 void Deepseek2Session::mtp_record_step(const int32_t* tokens, const std::vector<SpanAt>& at, int64_t n) {
@@ -143,39 +143,85 @@ void Deepseek2Session::mtp_catch_up(const std::vector<std::pair<int32_t, int32_t
   }
 }
 
-int64_t Deepseek2Session::mtp_draft(int64_t s, int32_t next, int64_t n_draft, int32_t* drafts) {
-  if (!mtp_ || s < 0 || s >= cache_.n_seq || next < 0 || next >= c_.vocab_size) return 0;
-  const int64_t p = seq_pos_[sz(s)];
-  n_draft = std::min(n_draft, cache_.n_ctx - p - 1);  // [next, drafts...] must fit
-  if (p == 0 || n_draft <= 0) return 0;
+void Deepseek2Session::mtp_draft_many(std::vector<DraftAsk>& asks) {
+  for (DraftAsk& a : asks) a.n_out = 0;
+  if (!mtp_) return;
+  // Every asking sequence's pending pairs, in one batch; a sequence whose
+  // pair at p - 1 is out of reach drafts nothing this step.
   std::vector<SpanAt> at;
   std::vector<int32_t> tokens;
-  const int64_t n = mtp_gather(static_cast<int32_t>(s), next, at, tokens, 0);
-  if (n == 0 || at.back().pos0 + at.back().n != p) {  // the pair at p - 1 is out of reach
-    if (n > 0) mtp_pos_[sz(s)] = at.back().pos0;
-    return 0;
+  std::vector<DraftAsk*> who;   // the asks that draft, in row order
+  std::vector<int64_t> rows;    // the row of each one's pair at p - 1
+  std::vector<int64_t> pos;     // each one's p
+  std::vector<bool> seen(sz(cache_.n_seq), false);
+  int64_t row = 0;
+  for (DraftAsk& a : asks) {
+    const int64_t s = a.seq;
+    if (s < 0 || s >= cache_.n_seq || seen[sz(s)] || a.next < 0 || a.next >= c_.vocab_size || !a.drafts) continue;
+    seen[sz(s)] = true;
+    const int64_t p = seq_pos_[sz(s)];
+    const int64_t n_draft = std::min(a.n_draft, cache_.n_ctx - p - 1);  // [next, drafts...] must fit
+    if (p == 0 || n_draft <= 0) continue;
+    const size_t n_at = at.size(), n_tokens = tokens.size();
+    const int64_t n = mtp_gather(static_cast<int32_t>(s), a.next, at, tokens, row);
+    if (n == 0 || at.back().pos0 + at.back().n != p) {
+      if (n > 0) mtp_pos_[sz(s)] = at.back().pos0;
+      at.resize(n_at);
+      tokens.resize(n_tokens);
+      continue;
+    }
+    row += n;
+    a.n_out = n_draft;
+    who.push_back(&a);
+    rows.push_back(row - 1);
+    pos.push_back(p);
   }
-  set_batch_invariant(false);
+  if (who.empty()) return;
+  // Each sequence's drafts as it would draft alone, whatever runs beside it.
+  set_batch_invariant(who.size() > 1);
   Backend& be = *be_;
   const MtpWeights& m = *mtp_;
-  const auto draft_from_last = [&](int64_t row) {  // argmax of the head over row `row` of x
-    be.copy_rows(x_.rows_from(row, 1), mtp_chain_, 1);
-    be.rms_norm(mtp_chain_, m.head_norm, c_.rms_norm_eps, 1, h_);
-    be.output_head(m.head, h_, 1, mtp_logits_.data());
-    return static_cast<int32_t>(std::max_element(mtp_logits_.begin(), mtp_logits_.end()) - mtp_logits_.begin());
+  const int64_t V = c_.vocab_size;
+  // drafts[k] of each ask: the argmax of the head over its row of x (kept
+  // in mtp_chain_, where a chained draft continues from).
+  const auto draft_k = [&](const std::vector<DraftAsk*>& asking, const std::vector<int64_t>& x_rows, int64_t k) {
+    const int64_t r = static_cast<int64_t>(asking.size());
+    for (int64_t i = 0; i < r; ++i) be.copy_rows(x_.rows_from(x_rows[sz(i)], 1), mtp_chain_.rows_from(i, 1), 1);
+    be.rms_norm(mtp_chain_, m.head_norm, c_.rms_norm_eps, r, h_);
+    be.output_head(m.head, h_, r, mtp_logits_.data());
+    for (int64_t i = 0; i < r; ++i) {
+      const float* l = mtp_logits_.data() + i * V;
+      asking[sz(i)]->drafts[k] = static_cast<int32_t>(std::max_element(l, l + V) - l);
+    }
   };
-  mtp_forward(tokens.data(), at, n);
-  mtp_pos_[sz(s)] = p;
-  drafts[0] = draft_from_last(n - 1);
+  mtp_forward(tokens.data(), at, row);
+  for (size_t i = 0; i < who.size(); ++i) mtp_pos_[sz(who[i]->seq)] = pos[i];
+  draft_k(who, rows, 0);
   Act h = mtp_cat_;
   h.data += c_.hidden_size;
   h.cols = c_.hidden_size;
-  for (int64_t k = 1; k < n_draft; ++k) {  // chained: the block's own output as the hidden state
-    be.copy_rows(mtp_chain_, h, 1);
-    mtp_forward(&drafts[k - 1], {{static_cast<int32_t>(s), p + k - 1, 1}}, 1);
-    drafts[k] = draft_from_last(0);
+  for (int64_t k = 1;; ++k) {  // chained: the block's own output as the hidden state
+    std::vector<DraftAsk*> next_who;
+    std::vector<int64_t> next_pos;
+    at.clear();
+    tokens.clear();
+    for (size_t i = 0; i < who.size(); ++i) {
+      if (who[i]->n_out <= k) continue;
+      const int64_t j = static_cast<int64_t>(next_who.size());
+      be.copy_rows(mtp_chain_.rows_from(static_cast<int64_t>(i), 1), h.rows_from(j, 1), 1);
+      tokens.push_back(who[i]->drafts[k - 1]);
+      at.push_back({static_cast<int32_t>(who[i]->seq), pos[i] + k - 1, 1});
+      next_who.push_back(who[i]);
+      next_pos.push_back(pos[i]);
+    }
+    if (next_who.empty()) break;
+    mtp_forward(tokens.data(), at, static_cast<int64_t>(tokens.size()));
+    std::vector<int64_t> x_rows(next_who.size());
+    for (size_t j = 0; j < x_rows.size(); ++j) x_rows[j] = static_cast<int64_t>(j);
+    draft_k(next_who, x_rows, k);
+    who = std::move(next_who);
+    pos = std::move(next_pos);
   }
-  return n_draft;
 }
 
 void Deepseek2Session::mtp_truncate(int64_t s, int64_t n) {

@@ -20,6 +20,15 @@ struct SeqSpan {
   bool all_logits = false;
 };
 
+// One sequence's request for drafts (InferenceSession::mtp_draft_many).
+struct DraftAsk {
+  int64_t seq = 0;
+  int32_t next = -1;          // the token chosen after its last cached position
+  int64_t n_draft = 0;        // most drafts wanted
+  int32_t* drafts = nullptr;  // [n_draft]
+  int64_t n_out = 0;          // drafts written
+};
+
 class InferenceSession {
  public:
   virtual ~InferenceSession() = default;
@@ -67,7 +76,16 @@ class InferenceSession {
   // context, 0 where the module cannot follow the sequence. The caller then
   // evaluates [next, drafts...] and truncates what it rejects; what the
   // module drafts never changes what the trunk computes.
-  virtual int64_t mtp_draft(int64_t /*s*/, int32_t /*next*/, int64_t /*n_draft*/, int32_t* /*drafts*/) { return 0; }
+  int64_t mtp_draft(int64_t s, int32_t next, int64_t n_draft, int32_t* drafts) {
+    std::vector<DraftAsk> one{{s, next, n_draft, drafts, 0}};
+    mtp_draft_many(one);
+    return one[0].n_out;
+  }
+  // The same for many sequences in one pass of the module (each sequence's
+  // drafts as if it drafted alone): sets every ask's n_out.
+  virtual void mtp_draft_many(std::vector<DraftAsk>& asks) {
+    for (DraftAsk& a : asks) a.n_out = 0;
+  }
 };
 
 }  // namespace moe

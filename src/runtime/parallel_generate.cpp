@@ -60,6 +60,8 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
   std::vector<SeqSpan> spans;
   std::vector<Slot*> span_slot;  // the slot of each span
   std::vector<float> logits;
+  std::vector<DraftAsk> asks;    // each decoding sequence's drafts
+  std::vector<int32_t> drafts;   // their room
   size_t next_request = 0;
   bool stopping = false;
 
@@ -116,27 +118,34 @@ size_t generate_parallel(InferenceSession& session, const Tokenizer& tok, const 
     tokens.clear();
     spans.clear();
     span_slot.clear();
-    size_t n_decoding = 0;
-    for (const Slot& s : slots) n_decoding += s.busy() && s.next >= 0 ? 1 : 0;
-    for (size_t i = 0; i < slots.size(); ++i) {
-      Slot& s = slots[i];
-      if (!s.busy() || s.next < 0) continue;
-      // With the MTP module each sequence drafts on its own and verifies
-      // [next, drafts] in the shared step, as generate() does alone: the
-      // drafts stop at the token budget and at the step's room (one token
-      // is kept for each sequence still to come).
+    // With the MTP module each sequence drafts (all in one pass of the
+    // module) and verifies [next, drafts] in the shared step, as generate()
+    // does alone: the drafts stop at the token budget and at the step's
+    // room (one token is kept for each sequence still to come).
+    asks.clear();
+    std::vector<Slot*> ask_slot;
+    for (size_t i = 0; i < slots.size(); ++i)
+      if (slots[i].busy() && slots[i].next >= 0) ask_slot.push_back(&slots[i]);
+    const size_t stride = static_cast<size_t>(std::max<int64_t>(1, budget));  // drafts of one sequence at most
+    drafts.resize(ask_slot.size() * stride);
+    int64_t room = budget - static_cast<int64_t>(ask_slot.size());
+    for (size_t k = 0; k < ask_slot.size(); ++k) {
+      const Slot& s = *ask_slot[k];
       const GenerateOptions& go = requests[s.request].options;
       const int64_t n_spec = session.has_mtp() ? std::max<int64_t>(0, go.spec_draft_n) : 0;
       const int64_t gen_left = go.n_predict >= 0 ? go.n_predict - s.gen->result().n_generated - 1 : n_spec;
-      const int64_t room = budget - static_cast<int64_t>(tokens.size()) - static_cast<int64_t>(n_decoding - spans.size());
-      const int64_t want = std::min({n_spec, gen_left, room});
-      const size_t at = tokens.size();
-      tokens.push_back(s.next);
-      tokens.resize(at + 1 + static_cast<size_t>(std::max<int64_t>(0, want)));
-      const int64_t k = want > 0 ? session.mtp_draft(static_cast<int64_t>(i), s.next, want, tokens.data() + at + 1) : 0;
-      tokens.resize(at + 1 + static_cast<size_t>(k));
-      spans.push_back({static_cast<int32_t>(i), 1 + k, true, k > 0});
-      span_slot.push_back(&s);
+      const int64_t want = std::max<int64_t>(0, std::min({n_spec, gen_left, room}));
+      room -= want;
+      const int32_t seq = static_cast<int32_t>(&s - slots.data());
+      asks.push_back({seq, s.next, want, drafts.data() + k * stride, 0});
+    }
+    if (session.has_mtp()) session.mtp_draft_many(asks);
+    for (size_t k = 0; k < ask_slot.size(); ++k) {
+      const DraftAsk& a = asks[k];
+      tokens.push_back(a.next);
+      tokens.insert(tokens.end(), a.drafts, a.drafts + a.n_out);
+      spans.push_back({static_cast<int32_t>(a.seq), 1 + a.n_out, true, a.n_out > 0});
+      span_slot.push_back(ask_slot[k]);
     }
     bool any = !spans.empty();
     if (any) {
