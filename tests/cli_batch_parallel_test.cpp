@@ -125,21 +125,28 @@ TEST_CASE("moe --batch --batch-unordered: every record, each once, as it finishe
 
 TEST_CASE("moe --batch -np 4: Ctrl-C keeps every finished record, in order, and ends the lines in flight") {
   std::string file;
-  for (int i = 1; i <= 60; ++i) file += "{\"id\": " + std::to_string(i) + ", \"prompt\": \"and Ruth said\"}\n";
+  constexpr int kLines = 120;
+  for (int i = 1; i <= kLines; ++i) file += "{\"id\": " + std::to_string(i) + ", \"prompt\": \"and Ruth said\"}\n";
   const std::string dir = test::temp_dir();
   test::write_file(dir + "/many.jsonl", file.data(), file.size());
-  // Long answers (--ignore-eos, 200 tokens each): the batch takes many
-  // seconds, so the signal lands while lines are in flight.
+  // Long answers (--ignore-eos, 200 tokens each). The signal is sent as soon
+  // as the first record is on disk (records are flushed one by one), not
+  // after a fixed delay: on a fast machine the whole batch once finished
+  // inside such a delay. By then about 1/30 of the work is done, so lines
+  // are in flight on any machine. The wait is bounded (30 s).
+  const std::string out_path = test::shell_quote(dir + "/out.jsonl");
   const auto r = test::run_shell(moe_bin() + " -m " + test::shell_quote(kDefaultModel) + " --batch " +
                                  test::shell_quote(dir + "/many.jsonl") +
-                                 " -c 256 -n 200 --ignore-eos -t 2 -np 4 > " + test::shell_quote(dir + "/out.jsonl") +
-                                 " 2>/dev/null & pid=$!; sleep 1.5; kill -INT $pid; wait $pid; echo $?");
+                                 " -c 256 -n 200 --ignore-eos -t 2 -np 4 > " + out_path +
+                                 " 2>/dev/null & pid=$!; i=0; while [ ! -s " + out_path +
+                                 " ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; kill -INT $pid; wait $pid; "
+                                 "echo $?");
   CHECK(r.out == "130\n");
   const std::string out(reinterpret_cast<const char*>(test::read_file(dir + "/out.jsonl").data()),
                         test::read_file(dir + "/out.jsonl").size());
   const std::vector<json> recs = test::parse_json_lines(out);  // every line is whole JSON
   REQUIRE(recs.size() >= 1);
-  CHECK(recs.size() < 60);  // it stopped early
+  CHECK(recs.size() < kLines);  // it stopped early
   int prev = 0, interrupted = 0;
   for (const json& rec : recs) {
     CHECK(rec.at("line").get<int>() == prev + 1);  // in order, none lost before the last
