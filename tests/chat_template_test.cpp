@@ -39,6 +39,7 @@ TEST_CASE("chat template: detection from the official Jinja sources") {
   CHECK(chat_family_detect(jinja("deepseek-v2.5.jinja")) == ChatFamily::deepseek25);
   CHECK(chat_family_detect(jinja("deepseek-v3.jinja")) == ChatFamily::deepseek3);
   CHECK(chat_family_detect(jinja("deepseek-r1.jinja")) == ChatFamily::deepseek_r1);
+  CHECK(chat_family_detect(jinja("deepseek-v3.1.jinja")) == ChatFamily::deepseek31);
   CHECK(chat_family_detect(jinja("qwen2-chatml.jinja")) == ChatFamily::chatml);
   CHECK(chat_family_detect(jinja("llama-3-instruct.jinja")) == ChatFamily::llama3);
   CHECK(chat_family_detect(jinja("mistral-instruct.jinja")) == ChatFamily::mistral);
@@ -47,8 +48,8 @@ TEST_CASE("chat template: detection from the official Jinja sources") {
   // Kimi K2's and GLM-4's markers, as llama.cpp detects them.
   CHECK(chat_family_detect("{{'<|im_assistant|>assistant<|im_middle|>'}}") == ChatFamily::kimi_k2);
   CHECK(chat_family_detect("[gMASK]<sop>{% for m in messages %}<|{{ m.role }}|>{% endfor %}") == ChatFamily::glm4);
-  for (const auto& n : {"deepseek2", "deepseek2.5", "deepseek3", "deepseek-r1", "chatml", "llama3", "mistral", "kimi-k2",
-                        "chatglm4"})
+  for (const auto& n : {"deepseek2", "deepseek2.5", "deepseek3", "deepseek-r1", "deepseek3.1", "deepseek3.2", "chatml",
+                        "llama3", "mistral", "kimi-k2", "chatglm4"})
     CHECK(std::string(chat_family_name(*chat_family_from_name(n))) == n);
   CHECK_FALSE(chat_family_from_name("vicuna").has_value());
 }
@@ -87,6 +88,59 @@ TEST_CASE("chat template: DeepSeek-R1 drops earlier reasoning and opens <think>"
         "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜>\n\nHello!<｜end▁of▁sentence｜><｜User｜>2+2?");
   CHECK(t.render(kOneUser, true) == "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>\n");
   CHECK(t.opens_reasoning());
+}
+
+TEST_CASE("chat template: DeepSeek-V3.1 thinks or not, and earlier answers lose their reasoning") {
+  ChatTemplate t = from_file("deepseek-v3.1.jinja", kDsBos, kDsEos);
+  CHECK(t.can_toggle_thinking());
+  const std::vector<ChatMessage> conv = {{"system", "You are terse."},
+                                         {"system", "Be kind."},
+                                         {"user", "Hi"},
+                                         {"assistant", "hmm</think>Hello!"},
+                                         {"user", "2+2?"}};
+  const std::string history =
+      "<｜begin▁of▁sentence｜>You are terse.\n\nBe kind.<｜User｜>Hi<｜Assistant｜></think>Hello!<｜end▁of▁sentence｜>"
+      "<｜User｜>2+2?";
+  CHECK(t.thinking());  // on unless turned off (llama.cpp's --reasoning-budget -1)
+  CHECK(t.render(conv, true) == history + "<｜Assistant｜><think>");
+  CHECK(t.opens_reasoning());
+  CHECK(t.render(conv, false) == history);
+  t.set_thinking(false);
+  CHECK(t.render(conv, true) == history + "<｜Assistant｜></think>");
+  CHECK_FALSE(t.opens_reasoning());
+  // Only the first </think> ends the reasoning (split('</think>', 1)[1]).
+  CHECK(t.render({{"user", "a"}, {"assistant", "r</think>x</think>y"}}, false) ==
+        "<｜begin▁of▁sentence｜><｜User｜>a<｜Assistant｜></think>x</think>y<｜end▁of▁sentence｜>");
+}
+
+TEST_CASE("chat template: DeepSeek-V3.2's encoding, thinking on and off") {
+  ChatTemplate t(ChatFamily::deepseek32, kDsBos, kDsEos);
+  CHECK(t.can_toggle_thinking());
+  const std::vector<ChatMessage> conv = {{"system", "You are terse."},
+                                         {"user", "Hi"},
+                                         {"assistant", "hmm</think>Hello!"},
+                                         {"system", "Now in French."},
+                                         {"user", "2+2?"}};
+  // Every user turn opens the answer; only the last one, thinking, opens a
+  // <think> block. System text stays where it is, not joined.
+  const std::string history =
+      "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hi<｜Assistant｜></think>Hello!<｜end▁of▁sentence｜>"
+      "Now in French.<｜User｜>2+2?<｜Assistant｜>";
+  CHECK(t.render(conv, true) == history + "<think>");
+  CHECK(t.render(conv, false) == history + "<think>");  // no separate generation prompt
+  CHECK(t.opens_reasoning());
+  t.set_thinking(false);
+  CHECK(t.render(conv, true) == history + "</think>");
+  CHECK_FALSE(t.opens_reasoning());
+  // An answer after the last user turn keeps its reasoning when thinking (a
+  // continued answer); otherwise reasoning is dropped.
+  const std::vector<ChatMessage> cont = {{"user", "Hi"}, {"assistant", "plan</think>Part"}};
+  CHECK(t.render(cont, true) ==
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>Part<｜end▁of▁sentence｜>");
+  t.set_thinking(true);
+  CHECK(t.render(cont, true) ==
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>plan</think>Part<｜end▁of▁sentence｜>");
+  CHECK_THROWS_WITH_AS(t.render({{"tool", "x"}}, true), doctest::Contains("deepseek3.2"), Error);
 }
 
 TEST_CASE("chat template: DeepSeek-V2-Chat") {

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "gguf/gguf_reader.h"
+#include "gguf/gguf_writer.h"
 #include "model/deepseek2.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -252,6 +254,70 @@ TEST_CASE("moe chat: R1 reasoning is hidden with --hide-reasoning, never dimmed 
   CHECK(shown.out.size() > 4);
   CHECK(hidden.out == "\n\n");  // the turn's newline and the one on leaving
   CHECK(count(hidden.err, "generated 8 tokens") == 1);
+}
+
+TEST_CASE("moe chat: DeepSeek-V3.2's format thinks by default, --reasoning-budget 0 and /set nothink turn it off") {
+  // The greedy answer to a rendering equals one-shot's to the same text: the
+  // user turn opens the answer, then "<think>" (thinking) or "</think>".
+  auto one_shot = [](const std::string& prompt) {
+    const auto r = test::run_command({test::bin_dir() + "/moe", "-m", test::local_fixture("tiny-dsv3.Q4_K_M.gguf"), "-t",
+                                      "2", "--temp", "0", "-n", "4", "--no-display-prompt", "-p", prompt});
+    REQUIRE(r.exit_code == 0);
+    return r.out;
+  };
+  const std::string on = one_shot("<｜User｜>Hi<｜Assistant｜><think>"), off = one_shot("<｜User｜>Hi<｜Assistant｜></think>");
+  REQUIRE(on != off);
+
+  const auto thinking = chat_from_file("Hi\n", "-n 4 --chat-template deepseek3.2");
+  const auto budget0 = chat_from_file("Hi\n", "-n 4 --chat-template deepseek3.2 --reasoning-budget 0");
+  const auto toggled = chat_from_file("/set nothink\nHi\n/set think\nAgain\n", "-n 4 --chat-template deepseek3.2");
+  INFO("stderr: " << thinking.err << budget0.err << toggled.err);
+  REQUIRE(thinking.exit_code == 0);
+  REQUIRE(budget0.exit_code == 0);
+  REQUIRE(toggled.exit_code == 0);
+  CHECK(thinking.err.find("template deepseek3.2 (thinking on)") != std::string::npos);
+  CHECK(budget0.err.find("template deepseek3.2 (thinking off)") != std::string::npos);
+  CHECK(thinking.out == on + "\n");  // and the newline on leaving
+  CHECK(budget0.out == off + "\n");
+  CHECK(toggled.out.rfind("[thinking off]\n" + off, 0) == 0);
+  CHECK(toggled.out.find("[thinking on]") != std::string::npos);
+  // The turn after /set think reuses the first turn's cache.
+  CHECK(count(toggled.err, "[prompt ") == 2);
+  const size_t second = toggled.err.find("[prompt ", toggled.err.find("[prompt ") + 1);
+  int fresh = 0, cached = 0;
+  REQUIRE(std::sscanf(toggled.err.c_str() + second, "[prompt %d tokens (new), %d cached", &fresh, &cached) == 2);
+  CHECK(cached >= 9);  // BOS, the user turn, its "</think>" and the answer
+
+  // A template without the switch says so; a budget other than -1 or 0 is refused.
+  const auto v3 = chat_from_file("/set nothink\n", "");
+  CHECK(v3.out.find("template has no thinking switch") != std::string::npos);
+  const auto bad = chat_from_file("Hi\n", "--reasoning-budget 100");
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("--reasoning-budget") != std::string::npos);
+}
+
+TEST_CASE("moe chat: a deepseek32 file without a template of its own gets DeepSeek-V3.2's format") {
+  const std::string src = test::shared_fixture("models/tiny-dsv32.Q8_0.gguf");
+  if (src.empty()) return test::skip("tiny-dsv32.Q8_0.gguf not found");
+  const GgufFile in = GgufFile::open(src);
+  const std::string out = test::temp_dir() + "/no-template.gguf";
+  {
+    GgufWriter w(out, in.alignment());
+    for (const auto& kv : in.metadata())
+      if (kv.key != "tokenizer.chat_template") w.set(kv.key, kv.value);
+    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
+    w.begin();
+    for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
+    w.finish();
+  }
+  auto chat = [](const std::string& model) {
+    return test::run_command({"/bin/sh", "-c", test::bin_dir() + "/moe -m " + model + " -t 2 -n 2 < /dev/null"});
+  };
+  const auto none = chat(out), own = chat(src);
+  INFO("stderr: " << none.err << own.err);
+  CHECK(none.exit_code == 0);
+  CHECK(none.err.find("template deepseek3.2 (thinking on)") != std::string::npos);
+  CHECK(own.err.find("template deepseek3,") != std::string::npos);  // the file's own (V3's) template wins
 }
 
 TEST_CASE("moe chat in a terminal: R1 reasoning is dimmed") {

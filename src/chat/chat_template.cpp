@@ -15,6 +15,7 @@ struct NamedFamily {
 constexpr NamedFamily kFamilies[] = {
     {ChatFamily::deepseek2, "deepseek2"}, {ChatFamily::deepseek25, "deepseek2.5"},
     {ChatFamily::deepseek3, "deepseek3"}, {ChatFamily::deepseek_r1, "deepseek-r1"},
+    {ChatFamily::deepseek31, "deepseek3.1"}, {ChatFamily::deepseek32, "deepseek3.2"},
     {ChatFamily::chatml, "chatml"},       {ChatFamily::llama3, "llama3"},
     {ChatFamily::mistral, "mistral"},     {ChatFamily::kimi_k2, "kimi-k2"},
     {ChatFamily::glm4, "chatglm4"},
@@ -63,9 +64,11 @@ void check_role(const ChatMessage& m, size_t i, const char* family) {
 }  // namespace
 
 std::optional<ChatFamily> chat_family_detect(std::string_view t) {
-  // DeepSeek V2.5 / V3 / R1 share the full-width markers; R1 strips the
-  // reasoning of earlier answers, V3 (and R1) join several system messages.
+  // DeepSeek V2.5 / V3 / R1 / V3.1 share the full-width markers; V3.1 has a
+  // `thinking` switch, R1 strips the reasoning of earlier answers, V3 (and
+  // R1) join several system messages.
   if (contains(t, "<｜User｜>") && contains(t, "<｜Assistant｜>")) {
+    if (contains(t, "thinking is defined") && contains(t, "</think>")) return ChatFamily::deepseek31;
     if (contains(t, "</think>")) return ChatFamily::deepseek_r1;
     if (contains(t, "is_first_sp")) return ChatFamily::deepseek3;
     return ChatFamily::deepseek25;
@@ -118,6 +121,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
     case ChatFamily::deepseek3:
     case ChatFamily::deepseek_r1: return render_deepseek(messages, add_generation_prompt);
     case ChatFamily::deepseek2: return render_deepseek2(messages, add_generation_prompt);
+    case ChatFamily::deepseek31: return render_deepseek31(messages, add_generation_prompt);
+    case ChatFamily::deepseek32: return render_deepseek32(messages);
     case ChatFamily::chatml: return render_chatml(messages, add_generation_prompt);
     case ChatFamily::llama3: return render_llama3(messages, add_generation_prompt);
     case ChatFamily::mistral: return render_mistral(messages);
@@ -159,6 +164,79 @@ std::string ChatTemplate::render_deepseek(const std::vector<ChatMessage>& messag
     }
   }
   if (add_generation_prompt) out += family_ == ChatFamily::deepseek_r1 ? "<｜Assistant｜><think>\n" : "<｜Assistant｜>";
+  return out;
+}
+
+namespace {
+// An earlier answer without its reasoning: the text after the first
+// </think> (V3.1's content.split('</think>', 1)[1]), all of it when it has none.
+std::string_view answer_without_reasoning(std::string_view content) {
+  const size_t p = content.find("</think>");
+  return p == std::string_view::npos ? content : content.substr(p + 8);
+}
+}  // namespace
+
+// DeepSeek-V3.1: {{bos_token}}{{ns.system_prompt}} (system messages joined by
+// "\n\n"), '<｜User｜>' + content; an answer right after a user turn opens
+// with '<｜Assistant｜></think>', then its text after the first '</think>' +
+// '<｜end▁of▁sentence｜>'; generation prompt (after a user turn)
+// '<｜Assistant｜>' + ('<think>' if thinking else '</think>').
+std::string ChatTemplate::render_deepseek31(const std::vector<ChatMessage>& messages,
+                                            bool add_generation_prompt) const {
+  std::string system;
+  bool first_system = true;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    check_role(messages[i], i, "deepseek3.1");
+    if (messages[i].role != "system") continue;
+    system += (first_system ? "" : "\n\n") + messages[i].content;
+    first_system = false;
+  }
+  std::string out = bos_ + system;
+  bool last_user = false;
+  for (const auto& m : messages) {
+    if (m.role == "user") {
+      out += "<｜User｜>" + m.content;
+      last_user = true;
+    } else if (m.role == "assistant") {
+      if (last_user) out += "<｜Assistant｜></think>";
+      last_user = false;
+      out += answer_without_reasoning(m.content);
+      out += "<｜end▁of▁sentence｜>";
+    }
+  }
+  if (add_generation_prompt && last_user) out += thinking_ ? "<｜Assistant｜><think>" : "<｜Assistant｜></think>";
+  return out;
+}
+
+// DeepSeek-V3.2 (encoding_dsv32.py of its release, chat without tools):
+// bos, then each message in order: system as its text; user as
+// '<｜User｜>' + content + '<｜Assistant｜>' followed by '<think>' for the
+// last user turn in thinking mode and '</think>' otherwise; an answer as its
+// text + '<｜end▁of▁sentence｜>', its reasoning kept only for an answer after
+// the last user turn in thinking mode (drop_thinking). Every user turn opens
+// the answer, so there is no separate generation prompt.
+std::string ChatTemplate::render_deepseek32(const std::vector<ChatMessage>& messages) const {
+  size_t last_user = messages.size();
+  for (size_t i = messages.size(); i-- > 0;)
+    if (messages[i].role == "user") {
+      last_user = i;
+      break;
+    }
+  std::string out = bos_;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    check_role(m, i, "deepseek3.2");
+    if (m.role == "system") {
+      out += m.content;
+    } else if (m.role == "user") {
+      out += "<｜User｜>" + m.content + "<｜Assistant｜>";
+      out += i == last_user && thinking_ ? "<think>" : "</think>";
+    } else {
+      const bool keep_reasoning = thinking_ && last_user < messages.size() && i > last_user;
+      out += keep_reasoning ? std::string_view(m.content) : answer_without_reasoning(m.content);
+      out += "<｜end▁of▁sentence｜>";
+    }
+  }
   return out;
 }
 

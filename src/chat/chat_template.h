@@ -13,6 +13,14 @@
 //   deepseek-r1  DeepSeek-R1             as V3; earlier answers lose their reasoning
 //                                        (text up to the last </think>); the generation
 //                                        prompt opens "<think>\n"
+//   deepseek3.1  DeepSeek-V3.1           as V3; thinking on: the generation prompt opens
+//                                        "<think>", off: it closes one ("</think>"); earlier
+//                                        answers as "<｜Assistant｜></think>" + the text after
+//                                        their first </think>
+//   deepseek3.2  DeepSeek-V3.2           its release's encoding script (the files carry no
+//                                        Jinja): system text in place, every user turn ends
+//                                        "<｜Assistant｜>" + "</think>", the last one "<think>"
+//                                        when thinking is on; earlier reasoning dropped
 //   chatml       Qwen2 / ChatML          <|im_start|>role\n...<|im_end|>\n (Qwen2's default
 //                                        system prompt when the template has one)
 //   llama3       Llama-3-Instruct        <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
@@ -35,7 +43,19 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFamily { deepseek2, deepseek25, deepseek3, deepseek_r1, chatml, llama3, mistral, kimi_k2, glm4 };
+enum class ChatFamily {
+  deepseek2,
+  deepseek25,
+  deepseek3,
+  deepseek_r1,
+  deepseek31,
+  deepseek32,
+  chatml,
+  llama3,
+  mistral,
+  kimi_k2,
+  glm4
+};
 
 // The family a template's Jinja source belongs to, or nullopt when none of
 // ours matches.
@@ -62,13 +82,26 @@ class ChatTemplate {
   // required user/assistant alternation).
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
+  // Thinking mode for the templates that have one (V3.1, V3.2): on (the
+  // default, as llama.cpp's --reasoning-budget -1) the model reasons in a
+  // <think> block before it answers; off, the block is closed for it.
+  bool can_toggle_thinking() const {
+    return family_ == ChatFamily::deepseek31 || family_ == ChatFamily::deepseek32;
+  }
+  void set_thinking(bool on) { thinking_ = on; }
+  bool thinking() const { return thinking_; }
+
   // Whether the generation prompt leaves the model inside a <think> block.
-  bool opens_reasoning() const { return family_ == ChatFamily::deepseek_r1; }
+  bool opens_reasoning() const {
+    return family_ == ChatFamily::deepseek_r1 || (can_toggle_thinking() && thinking_);
+  }
   ChatFamily family() const { return family_; }
 
  private:
   std::string render_deepseek(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_deepseek2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_deepseek31(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  std::string render_deepseek32(const std::vector<ChatMessage>& messages) const;
   std::string render_chatml(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_llama3(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_mistral(const std::vector<ChatMessage>& messages) const;
@@ -78,6 +111,7 @@ class ChatTemplate {
   ChatFamily family_;
   std::string bos_, eos_;
   std::string default_system_;  // chatml: used when the conversation has no system message
+  bool thinking_ = true;
 };
 
 }  // namespace moe

@@ -29,6 +29,7 @@ constexpr const char* kHelp =
     "Commands:\n"
     "  /help    this text (also /?)\n"
     "  /reset   forget the conversation (keeps --system; also /clear)\n"
+    "  /set think, /set nothink  thinking on or off (templates with a switch: DeepSeek-V3.1, V3.2)\n"
     "  /save FILE  write the conversation and its cache to FILE\n"
     "  /load FILE  continue a conversation saved with /save (same model and -ctk)\n"
     "  /exit    leave (also /quit, /bye, Ctrl-D, or Ctrl-C at the prompt)\n"
@@ -84,6 +85,18 @@ class Chat {
     if (!o_.system.empty()) messages_.push_back({"system", o_.system});
     // The cache is not cleared here: the next turn reuses whatever prefix
     // (BOS, the system prompt) still matches.
+  }
+
+  // Thinking on or off from the next turn on. The turns before keep their
+  // rendering (only the last user turn carries the switch), so the cache
+  // still serves them.
+  void set_thinking(bool on) {
+    if (!tmpl_.can_toggle_thinking()) {
+      std::printf("[the %s template has no thinking switch]\n", chat_family_name(tmpl_.family()));
+      return;
+    }
+    tmpl_.set_thinking(on);
+    std::printf("[thinking %s]\n", on ? "on" : "off");
   }
 
   void turn(const std::string& text) {
@@ -362,12 +375,13 @@ int run_chat(const CliOptions& o) {
   LoadedModel m = load_model(o);
   ChatTemplate tmpl = chat_template_for(o, m);
   const char* family = chat_family_name(tmpl.family());
+  const char* thinking = !tmpl.can_toggle_thinking() ? "" : tmpl.thinking() ? " (thinking on)" : " (thinking off)";
   sigint_install();
   Chat chat(o, m, std::move(tmpl));
   LineInput in;
   if (!o.quiet)
-    std::fprintf(stderr, "moe chat: template %s, context %lld tokens. /help for commands, Ctrl-D to leave.\n",
-                 family, static_cast<long long>(m.n_ctx));
+    std::fprintf(stderr, "moe chat: template %s%s, context %lld tokens. /help for commands, Ctrl-D to leave.\n",
+                 family, thinking, static_cast<long long>(m.n_ctx));
   // -p / -f: the first user message; -st: one turn, then leave.
   std::string first = o.prompt;
   if (!o.prompt_file.empty()) {
@@ -399,6 +413,10 @@ int run_chat(const CliOptions& o) {
     if (cmd == "/exit" || cmd == "/quit" || cmd == "/bye") break;
     if (cmd == "/help" || cmd == "/?") {
       std::fputs(kHelp, stdout);
+      continue;
+    }
+    if (cmd == "/set think" || cmd == "/set nothink") {  // Ollama's spelling
+      chat.set_thinking(cmd == "/set think");
       continue;
     }
     if (cmd == "/reset" || cmd == "/clear") {

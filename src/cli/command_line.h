@@ -37,8 +37,8 @@ inline FlagTable llama_common_flags() {
                         "-hfd", "-hfrd", "--hf-repo-draft", "-dr", "--docker-repo"})
     t.unsupported[f] = no_download;
   for (const char* f : {"-md", "--model-draft", "-cd", "--ctx-size-draft", "-ngld", "--gpu-layers-draft"})
-    t.unsupported[f] = "draft models are not supported (speculative decoding with the model's own MTP module is "
-                       "planned)";
+    t.unsupported[f] = "separate draft models are not supported: draft with the model's own MTP module "
+                       "(--spec-type draft-mtp)";
   for (const char* f : {"--lora", "--lora-scaled", "--lora-init-without-apply", "--control-vector",
                         "--control-vector-scaled", "--control-vector-layer-range"})
     t.unsupported[f] = "adapters and control vectors are not supported";

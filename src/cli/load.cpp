@@ -90,7 +90,9 @@ std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const Loaded
   return s;
 }
 
-ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m) {
+namespace {
+
+ChatTemplate chat_template_chosen(const CliOptions& o, const LoadedModel& m) {
   const Tokenizer& tok = m.tok;
   std::string bos = tok.bos() >= 0 ? tok.token_to_piece(tok.bos(), true) : std::string();
   std::string eos = tok.eos() >= 0 ? tok.token_to_piece(tok.eos(), true) : std::string();
@@ -104,10 +106,22 @@ ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m) {
     if (source && chat_family_detect(*source) == family) return ChatTemplate::for_source(*source, bos, eos);
     return ChatTemplate(*family, std::move(bos), std::move(eos));
   }
+  // DeepSeek-V3.2 ships its conversation format as a Python script, not as
+  // Jinja, so its files usually carry no template: the architecture says it.
+  if (!source && m.model->config().architecture == "deepseek32")
+    return ChatTemplate(ChatFamily::deepseek32, std::move(bos), std::move(eos));
   if (!source)
     throw_error("%s has no tokenizer.chat_template; choose one with --chat-template (%s)", o.model.c_str(),
                 chat_family_names().c_str());
   return ChatTemplate::for_source(*source, std::move(bos), std::move(eos));
+}
+
+}  // namespace
+
+ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m) {
+  ChatTemplate t = chat_template_chosen(o, m);
+  t.set_thinking(o.reasoning_budget != 0);
+  return t;
 }
 
 }  // namespace moe

@@ -44,6 +44,9 @@ struct CliOptions {
   std::string chat_template;  // family name; "" = detect from the model
   std::string system;
   bool hide_reasoning = false;
+  // --reasoning-budget: -1 lets models with a thinking switch (V3.1, V3.2)
+  // think, 0 turns thinking off (llama.cpp's flag and values).
+  int reasoning_budget = -1;
   bool context_shift = false;
   int n_keep = 0;  // --keep: prompt tokens a context shift keeps (-1: all)
   std::string prompt_cache;   // --prompt-cache FILE (one-shot)

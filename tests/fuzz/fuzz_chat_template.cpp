@@ -18,7 +18,7 @@ namespace {
 
 constexpr ChatFamily kFamilies[] = {ChatFamily::deepseek2, ChatFamily::deepseek25, ChatFamily::deepseek3,
                                     ChatFamily::deepseek_r1, ChatFamily::chatml, ChatFamily::llama3,
-                                    ChatFamily::mistral};
+                                    ChatFamily::mistral, ChatFamily::deepseek31, ChatFamily::deepseek32};
 constexpr size_t kNumFamilies = sizeof(kFamilies) / sizeof(kFamilies[0]);
 
 std::vector<ChatMessage> split_messages(std::string_view s) {
@@ -56,6 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const ChatFamily fam = kFamilies[selector % 16];
       (void)chat_family_name(fam);
       ChatTemplate t(fam, "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", (selector & 0x40) ? "Be brief." : "");
+      t.set_thinking(selector & 0x20);
       const std::vector<ChatMessage> msgs = split_messages(rest);
       (void)t.render(msgs, selector & 0x80);
       (void)t.opens_reasoning();
