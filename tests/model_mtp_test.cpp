@@ -16,6 +16,8 @@
 #include <sstream>
 #include <variant>
 
+#include <nlohmann/json.hpp>
+
 #include "model/deepseek2.h"
 #include "runtime/generate.h"
 #include "runtime/parallel_generate.h"
@@ -351,6 +353,97 @@ TEST_CASE("MTP drafts of many sequences in one pass equal each sequence's drafts
     alone.forward(all.data() + first, len, logits.data(), false);
     std::vector<int32_t> want(4, -1);
     CHECK(alone.mtp_draft(0, all[static_cast<size_t>(first + len)], n_draft, want.data()) == n_draft);
+    CHECK(asks[i].n_out == n_draft);
+    CHECK(got[i] == want);
+  }
+}
+
+// DeepSeek-V3.2: the module's block has a lightning indexer of its own, so it
+// keeps index keys of its own (one more layer per sequence beside the
+// trunk's). A tiny V3.2 with a module (moe-synth --mtp) whose top_k (16) is
+// below the prompts: answers with drafts equal those without, through
+// prompt chunks, chained drafts and context shifts, and the drafts of many
+// sequences in one pass equal each one's alone (a key written into another
+// sequence's or the trunk's rows would change them).
+TEST_CASE("MTP drafts on DeepSeek-V3.2: greedy answers unchanged, drafts of many sequences equal drafts alone") {
+  const std::string hf = test::shared_fixture("hf/hf-tiny-dsv3");
+  const std::string vocab = test::shared_fixture("models/tiny-dsv32.f32.gguf");
+  if (hf.empty() || vocab.empty()) return test::skip("hf-tiny-dsv3 / tiny-dsv32.f32.gguf fixtures not found");
+  const std::vector<uint8_t> text = test::read_file(hf + "/config.json");
+  auto config = nlohmann::json::parse(text.begin(), text.end());
+  config["architectures"] = {"DeepseekV32ForCausalLM"};
+  config["index_n_heads"] = 4;
+  config["index_head_dim"] = 64;
+  config["index_topk"] = 16;
+  const std::string dir = test::temp_dir(), cfg = dir + "/config.json", out = dir + "/v32-mtp.gguf";
+  const std::string dumped = config.dump();
+  test::write_file(cfg, dumped.data(), dumped.size());
+  const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", cfg, "--vocab", vocab, "--mtp", "--type",
+                                    "Q8_0", "-o", out});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  const auto model = Deepseek2Model::load(out);
+  REQUIRE(model->config().has_indexer());
+  REQUIRE_MESSAGE(model->weights().mtp, model->weights().mtp_missing);
+  REQUIRE(model->weights().mtp->block.mla.indexer.has_value());
+  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const std::vector<int32_t> all = tok.encode(heldout_text(), true, true);
+  REQUIRE(all.size() > 200);
+
+  for (const int64_t n_prompt : {5, 40}) {
+    CAPTURE(n_prompt);
+    const std::vector<int32_t> prompt(all.begin(), all.begin() + n_prompt);
+    Deepseek2Session plain(*model, options(128, 8, false)), spec(*model, options(128, 8, true));
+    const GenerateResult want = run(plain, tok, greedy(), prompt, 60, 0, 8);
+    const GenerateResult got = run(spec, tok, greedy(), prompt, 60, 2, 8);
+    CHECK(got.generated == want.generated);
+    CHECK(got.n_drafted > 0);
+  }
+  {  // context shifts while drafting: the module's keys move with its rows
+    const std::vector<int32_t> prompt(all.begin(), all.begin() + 20);
+    const auto answer = [&](bool mtp) {
+      Deepseek2Session s(*model, options(48, 512, mtp));
+      Sampler sampler(greedy(), static_cast<int32_t>(s.n_vocab()));
+      GenerateOptions g;
+      g.n_predict = 120;
+      g.ignore_eos = true;
+      g.shift_keep = 2;
+      g.spec_draft_n = mtp ? 2 : 0;
+      return generate(s, tok, sampler, prompt, g, [](std::string_view) {}, [] { return false; });
+    };
+    CHECK(answer(true).generated == answer(false).generated);
+  }
+
+  const std::vector<std::array<int64_t, 3>> seqs = {{0, 40, 2}, {50, 7, 1}, {100, 30, 3}};  // first, length, drafts
+  SessionOptions o = options(128, 512, true);
+  o.n_seq = static_cast<int64_t>(seqs.size());
+  Deepseek2Session together(*model, o);
+  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
+  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
+  std::vector<DraftAsk> asks;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
+    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
+  }
+  together.mtp_draft_many(asks);
+  // A second round after one more trunk step each: the module catches up
+  // over rows it wrote in the first round.
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    together.forward_spans(all.data() + first + len, {{static_cast<int32_t>(i), 1, false}}, logits.data());
+    asks[i].next = all[static_cast<size_t>(first + len + 1)];
+    asks[i].n_out = 0;
+  }
+  together.mtp_draft_many(asks);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    CAPTURE(i);
+    Deepseek2Session alone(*model, options(128, 512, true));
+    alone.forward(all.data() + first, len, logits.data(), false);
+    std::vector<int32_t> want(4, -1);
+    alone.mtp_draft(0, all[static_cast<size_t>(first + len)], n_draft, want.data());
+    alone.forward(all.data() + first + len, 1, logits.data(), false);
+    CHECK(alone.mtp_draft(0, all[static_cast<size_t>(first + len + 1)], n_draft, want.data()) == n_draft);
     CHECK(asks[i].n_out == n_draft);
     CHECK(got[i] == want);
   }

@@ -151,9 +151,6 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   mla_.rope_freqs = host_freqs;
   if (o.mtp) {
     if (!model.weights().mtp) throw_error("--spec-type draft-mtp: %s", model.weights().mtp_missing.c_str());
-    if (c_.has_indexer())
-      throw_error("--spec-type draft-mtp: %s: drafting with a DeepSeek-V3.2 (deepseek32) MTP module is not supported "
-                  "yet (it needs index keys of its own)", model.file().path().c_str());
     mtp_ = std::make_unique<MtpWeights>(*model.weights().mtp);
   }
   if (host) {
@@ -241,7 +238,8 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
     dsa_.rope_dim = c_.qk_rope_head_dim;
     dsa_.rope_freqs = mla_.rope_freqs;
     dsa_.rope_mscale = mla_.rope_mscale;
-    index_keys_ = be_->alloc(n_seq * L * o.n_ctx, c_.index_head_dim);
+    index_layers_ = L + (mtp_ ? 1 : 0);  // the module's block selects from keys of its own
+    index_keys_ = be_->alloc(n_seq * index_layers_ * o.n_ctx, c_.index_head_dim);
     index_q_ = be_->alloc(B, c_.index_n_heads * c_.index_head_dim);
     index_k_ = be_->alloc(B, c_.index_head_dim);
     index_w_ = be_->alloc(B, c_.index_n_heads);

@@ -180,9 +180,12 @@ class Deepseek2Session final : public InferenceSession {
   MlaParams mla_;
   LatentCache cache_;
   DsaParams dsa_;                  // deepseek32's indexer (n_heads 0: none)
-  Act index_keys_;                 // [sequence][layer][n_ctx][index_dim] f32: the indexer's keys
+  // [sequence][layer][n_ctx][index_dim] f32: the indexer's keys; with the
+  // MTP module one layer more per sequence (il = num_hidden_layers), its own.
+  Act index_keys_;
+  int64_t index_layers_ = 0;
   Act index_keys(int64_t seq, int64_t il) const {
-    return index_keys_.rows_from((seq * c_.num_hidden_layers + il) * cache_.n_ctx, cache_.n_ctx);
+    return index_keys_.rows_from((seq * index_layers_ + il) * cache_.n_ctx, cache_.n_ctx);
   }
   std::unique_ptr<HybridMoe> moe_;
   // The MTP module (null when not asked for): its weights as the compute

@@ -234,6 +234,7 @@ void Deepseek2Session::mtp_seq_copy(int64_t src, int64_t dst, int64_t n) {
   if (src == dst) return mtp_truncate(dst, n);
   const int64_t rows = std::min(mtp_pos_[sz(src)], std::max<int64_t>(0, n - 1));
   be_->copy_rows(mtp_cache_.sequence(src).layer(0), mtp_cache_.sequence(dst).layer(0), rows);
+  if (c_.has_indexer()) be_->copy_rows(index_keys(src, c_.num_hidden_layers), index_keys(dst, c_.num_hidden_layers), rows);
   mtp_pos_[sz(dst)] = rows;
   pending_pos_[sz(dst)] = -1;
   const Act h = n > 0 ? mtp_hidden_at(src, n - 1) : Act{};
@@ -249,6 +250,7 @@ void Deepseek2Session::mtp_seq_drop(int64_t s, int64_t p0, int64_t p1) {
   if (mp > p1) {
     LatentCache cache = mtp_cache_.sequence(s);
     be_->mla_kv_shift(mla_, cache, 0, p1, p0, mp - p1);
+    if (c_.has_indexer()) be_->dsa_keys_shift(dsa_, index_keys(s, c_.num_hidden_layers), p1, p0, mp - p1);
     mp -= d;
   } else {
     mp = std::min(mp, p0);

@@ -178,7 +178,8 @@ Deepseek2Weights Deepseek2Weights::bind(const GgufFile& f, const Deepseek2Config
 
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) w.layers.push_back(bind_layer(b, c, il));
   if (c.num_nextn_predict_layers <= 0) {
-    w.mtp_missing = strfmt("%s has no MTP layer (deepseek2.nextn_predict_layers is 0)", f.path().c_str());
+    w.mtp_missing =
+        strfmt("%s has no MTP layer (%s.nextn_predict_layers is 0)", f.path().c_str(), c.architecture.c_str());
   } else {
     try {
       w.mtp = bind_mtp(b, c, w, c.num_hidden_layers);
