@@ -171,6 +171,16 @@ TEST_CASE("habits: moe-bench takes llama-bench's flags") {
   const auto bad = test::run_command({bin("moe-bench"), "-m", kModel, "-sm", "row"});
   CHECK(bad.exit_code == 1);
   CHECK(has(bad.err, "multi-GPU"));
+  // --depth-fill random: the depth is imported random rows (the rows say so).
+  const auto rnd = test::run_command({bin("moe-bench"), "-m", kModel, "-p", "0", "-n", "4", "-d", "64", "-r", "1", "-t",
+                                      "1", "-o", "jsonl", "--depth-fill", "random"});
+  REQUIRE_MESSAGE(rnd.exit_code == 0, rnd.err);
+  const nlohmann::json row = nlohmann::json::parse(rnd.out.substr(0, rnd.out.find('\n')));
+  CHECK(row["test"] == "tg4 @ d64 (random rows)");
+  CHECK(row["avg_ts"].get<double>() > 0);
+  const auto bad_fill = test::run_command({bin("moe-bench"), "-m", kModel, "--depth-fill", "zeros"});
+  CHECK(bad_fill.exit_code != 0);
+  CHECK(has(bad_fill.err, "--depth-fill"));
 }
 
 TEST_CASE("habits: -c above the model's context is allowed, with a warning") {

@@ -55,6 +55,7 @@ struct Test {
   int spec_draft_n = 0;       // > 0: generation with MTP drafts
   double spec_accept = -1;    // simulated acceptance; -1: the model's greedy agreement
   int64_t drafted = 0, accepted = 0;
+  bool random_depth = false;  // --depth-fill random: the depth is random cache rows
   std::string name() const {
     std::string s = n_prompt > 0 && n_gen > 0 ? strfmt("pp%lld+tg%lld", static_cast<long long>(n_prompt),
                                                        static_cast<long long>(n_gen))
@@ -64,7 +65,7 @@ struct Test {
       s += strfmt(" mtp%d", spec_draft_n);
       s += spec_accept >= 0 ? strfmt(" a=%.2f", spec_accept) : strfmt(" a:%.2f", acceptance());
     }
-    if (n_depth > 0) s += strfmt(" @ d%lld", static_cast<long long>(n_depth));
+    if (n_depth > 0) s += strfmt(" @ d%lld%s", static_cast<long long>(n_depth), random_depth ? " (random rows)" : "");
     return s;
   }
   double acceptance() const { return drafted > 0 ? static_cast<double>(accepted) / static_cast<double>(drafted) : 0; }
@@ -126,12 +127,29 @@ std::vector<int32_t> random_tokens(int64_t n, std::mt19937& rng, int64_t n_vocab
   return v;
 }
 
-double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& logits) {
+// The first n_depth positions of the cache before a test: an evaluated
+// random prompt, or (random_rows, --depth-fill random) random cache rows
+// imported as a saved prompt cache is. Attention and the V3.2 indexer cost
+// the same over either, and the rows take no time to fill, so generation at
+// 32k of context is measurable on a machine where the prompt would take hours.
+void fill_depth(Deepseek2Session& session, int64_t n_depth, bool random_rows, std::mt19937& rng, int64_t n_vocab,
+                std::vector<float>& logits) {
   session.reset();
-  if (t.n_depth > 0) {
-    const std::vector<int32_t> fill = random_tokens(t.n_depth, rng, n_vocab);
-    session.forward(fill.data(), t.n_depth, logits.data(), false);
+  if (n_depth <= 0) return;
+  if (!random_rows) {
+    const std::vector<int32_t> fill = random_tokens(n_depth, rng, n_vocab);
+    session.forward(fill.data(), n_depth, logits.data(), false);
+    return;
   }
+  const int64_t layers = session.model().config().num_hidden_layers;
+  std::vector<float> rows(static_cast<size_t>(layers * n_depth * session.cache_row_floats()));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& x : rows) x = normal(rng);
+  session.cache_import(0, n_depth, rows.data(), n_depth);
+}
+
+double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& logits) {
+  fill_depth(session, t.n_depth, t.random_depth, rng, n_vocab, logits);
   const std::vector<int32_t> prompt = random_tokens(t.n_prompt, rng, n_vocab);
   const std::vector<int32_t> gen = random_tokens(t.n_gen, rng, n_vocab);
   const auto t0 = std::chrono::steady_clock::now();
@@ -148,11 +166,7 @@ int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max
 // keeping the agreeing drafts (or, with t.spec_accept >= 0, each draft with
 // that probability, the cache kept as if they agreed).
 double run_once_spec(Deepseek2Session& session, Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& rows) {
-  session.reset();
-  if (t.n_depth > 0) {
-    const std::vector<int32_t> fill = random_tokens(t.n_depth, rng, n_vocab);
-    session.forward(fill.data(), t.n_depth, rows.data(), false);
-  }
+  fill_depth(session, t.n_depth, t.random_depth, rng, n_vocab, rows);
   const int32_t first = random_tokens(1, rng, n_vocab)[0];
   std::uniform_real_distribution<double> u01(0.0, 1.0);
   std::vector<int32_t> step(static_cast<size_t>(t.spec_draft_n + 1));
@@ -240,6 +254,7 @@ int main(int argc, char** argv) {
   std::string npl;
   int npp = 128, ntg = 128;
   std::string spec_type = "none", spec_n = "1", spec_accept = "-1";
+  std::string depth_fill = "eval";
   app.add_option("-m,--model", path, "GGUF model file")->required();
   app.add_option("--npl", npl, "-npl B[,B]: batched mode, B sequences at once (llama-batched-bench)");
   app.add_option("--npp", npp, "-npp: batched mode, prompt tokens per sequence")->check(CLI::Range(0, 1 << 20));
@@ -249,6 +264,10 @@ int main(int argc, char** argv) {
   app.add_option("--n-gen-prompt", pgs, "-pg PP,TG: a prompt of PP tokens then TG generated, counted together")
       ->allow_extra_args(false);
   app.add_option("--n-depth", depths, "-d: tokens already in the cache when each test starts, comma-separated");
+  app.add_option("--depth-fill", depth_fill,
+                 "eval: -d evaluates a random prompt; random: it imports random cache rows instead (no prompt time, "
+                 "the same attention cost: long depths on slow machines)")
+      ->check(CLI::IsMember({"eval", "random"}));
   app.add_option("-b,--batch-size", n_batch, "batch size")->check(CLI::Range(1, 1 << 16));
   app.add_option("--ubatch-size", n_ubatch, "-ub: tokens per step (the smaller of -b and -ub is used)")
       ->check(CLI::Range(1, 1 << 16));
@@ -329,6 +348,7 @@ int main(int argc, char** argv) {
           tests.push_back({v[0], v[1], d, th, {}});
         }
       }
+    for (Test& t : tests) t.random_depth = depth_fill == "random";
     auto model = Deepseek2Model::load(path, mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead);
     const Deepseek2Config& c = model->config();
     int64_t n_ctx = 1;
