@@ -35,6 +35,15 @@ void dsa_key_shift(const DsaParams& p, float* x, int64_t old_pos, int64_t new_po
 void dsa_scores(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride, int64_t n_kv,
                 float* scores);
 
+// The same scores, vectorized (dsa_indexer_avx512.cpp): a head's products
+// summed in order of the index dimension, fused, and the heads' terms in
+// another order than the reference's, so scores agree with dsa_scores to
+// float rounding (tests/model_dsa_test.cpp states the bound). Null without
+// AVX-512.
+using DsaScoresFn = void (*)(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride,
+                             int64_t n_kv, float* scores);
+DsaScoresFn dsa_scores_kernel();
+
 // The positions of the k best scores of n (all n when n <= k), as ggml's
 // top_k picks them; returns how many. order: n ints of scratch.
 int64_t dsa_top_k(const float* scores, int64_t n, int64_t k, int32_t* out, int32_t* order);
