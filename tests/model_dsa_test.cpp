@@ -159,14 +159,22 @@ TEST_CASE("dsa: the tiny V3.2 model attends sparsely: dense attention changes th
     for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
     w.finish();
   }
-  const auto logits = [&](const std::string& path) {
+  const auto logits = [&](const std::string& path, int64_t n_batch) {
     const auto model = Deepseek2Model::load(path);
-    Deepseek2Session s(*model, 128, 64, 2);
+    Deepseek2Session s(*model, 128, n_batch, 2);
     std::vector<float> l(tokens.size() * static_cast<size_t>(s.n_vocab()));
     s.forward(tokens.data(), static_cast<int64_t>(tokens.size()), l.data(), true);
     return l;
   };
-  const std::vector<float> sparse = logits(src), dense = logits(dense_path);
+  const std::vector<float> sparse = logits(src, 64), dense = logits(dense_path, 64);
+  // In chunks of 8 the first two chunks see at most top_k (16) positions and
+  // take the dense path (every position chosen), the rest the indexer's:
+  // the same logits as one sparse chunk.
+  const std::vector<float> chunked = logits(src, 8);
+  double chunk_diff = 0.0;
+  for (size_t i = 0; i < sparse.size(); ++i) chunk_diff = std::max(chunk_diff, std::fabs(double(sparse[i]) - chunked[i]));
+  MESSAGE("max |one chunk - chunks of 8|: " << chunk_diff);
+  CHECK(chunk_diff <= 1e-5);
   const auto k = static_cast<size_t>(Deepseek2Model::load(src)->config().index_topk);
   const size_t V = sparse.size() / tokens.size();
   double before = 0.0, after = 0.0;

@@ -472,7 +472,11 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const Late
   }
   // [c_kv | k_rope] = W_DKV h; cache = [RMSNorm(c_kv) | RoPE(k_rope)]  (eq. 9, 14)
   be.matmul(m.wkv_a, h_, n, kv_a_);
-  if (m.indexer) return mla_attention_sparse(il, m, caches, cl, at, n);
+  // DeepSeek-V3.2: a token that sees at most top_k positions has them all
+  // chosen, which is dense attention: the dense forms below compute it (the
+  // decompressed one for prompts, where it pays). Beyond, the indexer chooses.
+  if (m.indexer && dsa_keys_and_need_choice(il, *m.indexer, at, n))
+    return mla_attention_sparse(il, m, caches, cl, at, n);
   // A prompt alone in its step may take the decompressed form (keys and
   // values rebuilt per head, eq. 10-11, 15-17), where that costs less.
   if (at.size() == 1 && be.mla_decompressed_pays(mla_, at[0].pos0, n)) {
@@ -500,24 +504,37 @@ void Deepseek2Session::mla_attention(int64_t il, const MlaWeights& m, const Late
   be.matmul(m.wo, attn_v_, n, out_);
 }
 
+// DeepSeek-V3.2: each token's index key (from the block's input) joins its
+// sequence's keys, whatever attention the token then takes.
+bool Deepseek2Session::dsa_keys_and_need_choice(int64_t il, const IndexerWeights& ix, const std::vector<SpanAt>& at,
+                                                int64_t n) {
+  be_->matmul(ix.wk, h_, n, index_k_);  // one index key per token
+  bool choose = false;
+  int64_t first = 0;
+  for (const SpanAt& sp : at) {
+    be_->dsa_keys_append(dsa_, index_k_.rows_from(first, sp.n), ix.k_norm, ix.k_norm_b, index_keys(sp.seq, il), sp.pos0,
+                         sp.n);
+    choose = choose || sp.pos0 + sp.n > dsa_.top_k;
+    first += sp.n;
+  }
+  return choose;
+}
+
 // DeepSeek Sparse Attention (DeepSeek-V3.2): the lightning indexer scores
 // every cached position for each query from the q-LoRA latent and the
 // block's input, and MLA (absorbed) attends to the top_k of them only.
-// q, q_a (normed) and kv_a are computed by mla_attention already.
+// q, q_a (normed), kv_a and the index keys are computed already.
 void Deepseek2Session::mla_attention_sparse(int64_t il, const MlaWeights& m, const LatentCache& caches, int64_t cl,
                                             const std::vector<SpanAt>& at, int64_t n) {
   Backend& be = *be_;
   const IndexerWeights& ix = *m.indexer;
   be.matmul(ix.wq_b, q_a_, n, index_q_);  // index queries from c_q
-  be.matmul(ix.wk, h_, n, index_k_);      // one index key per token
   be.matmul(ix.proj, h_, n, index_w_);    // per-head weights
   int64_t first = 0;
   for (const SpanAt& sp : at) {
     LatentCache cache = caches.sequence(sp.seq);
     const int64_t pos0 = sp.pos0;
     const Ids sel = selected_.rows_from(first, sp.n);
-    be.dsa_keys_append(dsa_, index_k_.rows_from(first, sp.n), ix.k_norm, ix.k_norm_b, index_keys(sp.seq, il), pos0,
-                       sp.n);
     be.dsa_select(dsa_, index_q_.rows_from(first, sp.n), index_w_.rows_from(first, sp.n), index_keys(sp.seq, il), pos0,
                   sp.n, sel);
     be.mla_kv_append(mla_, kv_a_.rows_from(first, sp.n), m.kv_a_norm, cache, cl, pos0, sp.n);

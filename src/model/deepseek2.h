@@ -137,6 +137,9 @@ class Deepseek2Session final : public InferenceSession {
              int64_t n);
   void mla_attention(int64_t il, const MlaWeights& m, const LatentCache& cache, int64_t cl,
                      const std::vector<SpanAt>& at, int64_t n);
+  // DeepSeek-V3.2: appends every token's index key; true when some token
+  // sees more positions than top_k (then the indexer must choose).
+  bool dsa_keys_and_need_choice(int64_t il, const IndexerWeights& ix, const std::vector<SpanAt>& at, int64_t n);
   void mla_attention_sparse(int64_t il, const MlaWeights& m, const LatentCache& cache, int64_t cl,
                             const std::vector<SpanAt>& at, int64_t n);
   // ---- the MTP module (deepseek2_mtp.cpp) ----
