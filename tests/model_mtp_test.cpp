@@ -63,6 +63,56 @@ std::string heldout_text() {
   return ss.str();
 }
 
+// Sequences {first, length, drafts} of `all` in one session draft together
+// (mtp_draft_many) for `rounds` rounds, each round after one more trunk
+// token; each one's drafts equal those it gets in a session of its own.
+// ask_twice: the first sequence asked twice in the first round drafts once.
+void check_drafts_together_equal_alone(const Deepseek2Model& model, const std::vector<int32_t>& all,
+                                       const std::vector<std::array<int64_t, 3>>& seqs, int rounds, bool ask_twice) {
+  SessionOptions o = options(128, 512, true);
+  o.n_seq = static_cast<int64_t>(seqs.size());
+  Deepseek2Session together(model, o);
+  std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
+  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
+  std::vector<DraftAsk> asks;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
+    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
+  }
+  std::vector<int32_t> dup(4, -1);
+  for (int r = 0; r < rounds; ++r) {
+    if (r > 0) {
+      asks.resize(seqs.size());
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const auto [first, len, n_draft] = seqs[i];
+        together.forward_spans(all.data() + first + len + r - 1, {{static_cast<int32_t>(i), 1, false}}, logits.data());
+        asks[i].next = all[static_cast<size_t>(first + len + r)];
+      }
+    } else if (ask_twice) {
+      asks.push_back(asks[0]);
+      asks.back().drafts = dup.data();
+    }
+    together.mtp_draft_many(asks);
+    if (r == 0 && ask_twice) CHECK(asks.back().n_out == 0);
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    CAPTURE(i);
+    Deepseek2Session alone(model, options(128, 512, true));
+    alone.forward(all.data() + first, len, logits.data(), false);
+    std::vector<int32_t> want(4, -1);
+    int64_t n_out = 0;
+    for (int r = 0; r < rounds; ++r) {
+      if (r > 0) alone.forward(all.data() + first + len + r - 1, 1, logits.data(), false);
+      n_out = alone.mtp_draft(0, all[static_cast<size_t>(first + len + r)], n_draft, want.data());
+    }
+    CHECK(n_out == n_draft);
+    CHECK(asks[i].n_out == n_draft);
+    CHECK(got[i] == want);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("MTP drafts: greedy answers are token for token the answers without them") {
@@ -329,33 +379,8 @@ TEST_CASE("MTP drafts of many sequences in one pass equal each sequence's drafts
   const auto model = Deepseek2Model::load(kDefaultModel);
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   const std::vector<int32_t> all = tok.encode(heldout_text(), true, true);
-  const std::vector<std::array<int64_t, 3>> seqs = {{0, 20, 3}, {50, 7, 1}, {120, 33, 4}, {200, 12, 0}};  // first, length, drafts
-  SessionOptions o = options(128, 512, true);
-  o.n_seq = static_cast<int64_t>(seqs.size());
-  Deepseek2Session together(*model, o);
-  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
-  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
-  std::vector<DraftAsk> asks;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
-    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
-  }
-  asks.push_back(asks[0]);  // asked twice: drafts once
-  std::vector<int32_t> dup(4, -1);
-  asks.back().drafts = dup.data();
-  together.mtp_draft_many(asks);
-  CHECK(asks.back().n_out == 0);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    CAPTURE(i);
-    Deepseek2Session alone(*model, options(128, 512, true));
-    alone.forward(all.data() + first, len, logits.data(), false);
-    std::vector<int32_t> want(4, -1);
-    CHECK(alone.mtp_draft(0, all[static_cast<size_t>(first + len)], n_draft, want.data()) == n_draft);
-    CHECK(asks[i].n_out == n_draft);
-    CHECK(got[i] == want);
-  }
+  // first, length, drafts
+  check_drafts_together_equal_alone(*model, all, {{0, 20, 3}, {50, 7, 1}, {120, 33, 4}, {200, 12, 0}}, 1, true);
 }
 
 // DeepSeek-V3.2: the module's block has a lightning indexer of its own, so it
@@ -413,38 +438,6 @@ TEST_CASE("MTP drafts on DeepSeek-V3.2: greedy answers unchanged, drafts of many
     CHECK(answer(true).generated == answer(false).generated);
   }
 
-  const std::vector<std::array<int64_t, 3>> seqs = {{0, 40, 2}, {50, 7, 1}, {100, 30, 3}};  // first, length, drafts
-  SessionOptions o = options(128, 512, true);
-  o.n_seq = static_cast<int64_t>(seqs.size());
-  Deepseek2Session together(*model, o);
-  std::vector<float> logits(static_cast<size_t>(model->config().vocab_size));
-  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
-  std::vector<DraftAsk> asks;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
-    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
-  }
-  together.mtp_draft_many(asks);
-  // A second round after one more trunk step each: the module catches up
-  // over rows it wrote in the first round.
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    together.forward_spans(all.data() + first + len, {{static_cast<int32_t>(i), 1, false}}, logits.data());
-    asks[i].next = all[static_cast<size_t>(first + len + 1)];
-    asks[i].n_out = 0;
-  }
-  together.mtp_draft_many(asks);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    CAPTURE(i);
-    Deepseek2Session alone(*model, options(128, 512, true));
-    alone.forward(all.data() + first, len, logits.data(), false);
-    std::vector<int32_t> want(4, -1);
-    alone.mtp_draft(0, all[static_cast<size_t>(first + len)], n_draft, want.data());
-    alone.forward(all.data() + first + len, 1, logits.data(), false);
-    CHECK(alone.mtp_draft(0, all[static_cast<size_t>(first + len + 1)], n_draft, want.data()) == n_draft);
-    CHECK(asks[i].n_out == n_draft);
-    CHECK(got[i] == want);
-  }
+  // Two rounds: the second catches the module up over rows the first wrote.
+  check_drafts_together_equal_alone(*model, all, {{0, 40, 2}, {50, 7, 1}, {100, 30, 3}}, 2, false);
 }
