@@ -16,6 +16,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cpu/dsa_indexer.h"
+#include "cpu/latent_rows.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
 #include "model/deepseek2.h"
@@ -137,6 +138,42 @@ TEST_CASE("dsa: each token chooses among its own and earlier positions, the best
       // (the backend's scores may be the vectorized kernel's: equal up to rounding)
       CHECK(scores[static_cast<size_t>(s)] >= sorted[static_cast<size_t>(p.top_k - 1)] - 1e-5f);
     }
+  }
+}
+
+// Sparse attention gathers the chosen rows in the cache's own type and
+// attends them with that type's kernels: with every position chosen, in
+// order, it is dense attention over the same rows, bit for bit, for each
+// -ctk type (a gather that mixed up types or row sizes would not be).
+TEST_CASE("dsa: sparse attention over all positions equals dense attention for every cache type") {
+  CpuBackend be("CPU", 2);
+  MlaParams p;
+  p.n_heads = 8, p.kv_lora_rank = 64, p.qk_rope_head_dim = 16, p.softmax_scale = 0.125f;
+  const int64_t L = p.latent_dim(), n_ctx = 100, pos0 = 90, n = 3;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const LatentType type : {LatentType::kF32, LatentType::kBf16, LatentType::kF16, LatentType::kQ8_0}) {
+    CAPTURE(latent_type_name(type));
+    LatentCache cache;
+    cache.type = type;
+    cache.n_layers = 1;
+    cache.n_ctx = n_ctx;
+    cache.rows = be.alloc(n_ctx, LatentCache::storage_cols(type, L));
+    std::vector<float> row(static_cast<size_t>(L));
+    for (int64_t s = 0; s < n_ctx; ++s) {
+      for (float& x : row) x = normal(rng);
+      latent_row_encode(type, row.data(), L, cache.rows.row(s));
+    }
+    const Act q = be.alloc(n, p.n_heads * L), dense = be.alloc(n, p.n_heads * p.kv_lora_rank),
+              sparse = be.alloc(n, p.n_heads * p.kv_lora_rank);
+    for (int64_t i = 0; i < n * q.cols; ++i) q.data[i] = normal(rng) * 0.2f;
+    const Ids all = be.alloc_ids(n, pos0 + n);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = 0; j < pos0 + n; ++j) all.row(t)[j] = j <= pos0 + t ? static_cast<int32_t>(j) : -1;
+    for (int64_t t = 0; t < n; ++t)  // one token at a time: generation's kernels on both sides
+      be.mla_attention(p, q.rows_from(t, 1), cache, 0, pos0 + t, 1, dense.rows_from(t, 1));
+    be.mla_attention_sparse(p, q, cache, 0, pos0, n, all, sparse);
+    for (int64_t i = 0; i < n * dense.cols; ++i) REQUIRE(sparse.data[i] == dense.data[i]);
   }
 }
 

@@ -40,6 +40,7 @@
 #include "cli/run_flags.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "cpu/latent_rows.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
 #include "model/deepseek2.h"
@@ -141,10 +142,18 @@ void fill_depth(Deepseek2Session& session, int64_t n_depth, bool random_rows, st
     session.forward(fill.data(), n_depth, logits.data(), false);
     return;
   }
-  const int64_t layers = session.model().config().num_hidden_layers;
-  std::vector<float> rows(static_cast<size_t>(layers * n_depth * session.cache_row_floats()));
+  // A row: the latent values in the cache's type (-ctk), then V3.2's index key in f32.
+  const Deepseek2Config& c = session.model().config();
+  const int64_t latent = c.kv_lora_rank + c.qk_rope_head_dim, W = session.cache_row_floats();
+  const int64_t stored = LatentCache::storage_cols(session.cache_type(), latent);
+  std::vector<float> rows(static_cast<size_t>(c.num_hidden_layers * n_depth * W)), x(static_cast<size_t>(latent));
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (float& x : rows) x = normal(rng);
+  for (int64_t r = 0; r < c.num_hidden_layers * n_depth; ++r) {
+    float* row = rows.data() + r * W;
+    for (float& v : x) v = normal(rng);
+    latent_row_encode(session.cache_type(), x.data(), latent, row);
+    for (int64_t i = stored; i < W; ++i) row[i] = normal(rng);
+  }
   session.cache_import(0, n_depth, rows.data(), n_depth);
 }
 

@@ -406,28 +406,30 @@ void CpuBackend::dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, 
   }
 }
 
-// Each token's chosen rows gathered (decoded to f32) into a cache of their
-// own and attended as that whole cache (the same kernels, threads and
-// splits as dense attention): a token's attention costs top_k rows at any
-// context.
+// Each token's chosen rows gathered, in the cache's own type, into a cache
+// of their own and attended as that whole cache (the same kernels, threads
+// and splits as dense attention over that type: bf16 rows keep AVX512-BF16's
+// products, q8_0 rows a quarter of the copying): a token's attention costs
+// top_k rows at any context.
 void CpuBackend::mla_attention_sparse(const MlaParams& p, const Act& q_abs, const LatentCache& cache, int64_t il,
                                       int64_t pos0, int64_t n, const Ids& selected, Act o_lat) {
-  const int64_t L = p.latent_dim(), K = selected.cols;
-  float* rows = scratch(sparse_, sz(K * L));
+  const int64_t K = selected.cols;
   const Act layer = cache.layer(il);
+  const int64_t cols = layer.cols;  // floats holding one stored row
+  float* rows = scratch(sparse_, sz(K * cols));
   for (int64_t t = 0; t < n; ++t) {
     const int32_t* sel = selected.row(t);
     int64_t m = 0;
     for (; m < K && sel[m] >= 0; ++m) {
       MOE_ASSERT(sel[m] <= pos0 + t, "sparse attention: token %lld chose position %d after its own",
                  static_cast<long long>(pos0 + t), sel[m]);
-      latent_row_decode(cache.type, layer.row(sel[m]), L, rows + m * L);
+      std::memcpy(rows + m * cols, layer.row(sel[m]), sz(cols) * sizeof(float));
     }
     LatentCache chosen;
-    chosen.type = LatentType::kF32;
+    chosen.type = cache.type;
     chosen.n_layers = 1;
     chosen.n_ctx = m;
-    chosen.rows = Act{rows, m, L, L, Device{}};
+    chosen.rows = Act{rows, m, cols, cols, Device{}};
     mla_attention(p, q_abs.rows_from(t, 1), chosen, 0, m - 1, 1, o_lat.rows_from(t, 1));  // sees rows [0, m)
   }
 }
