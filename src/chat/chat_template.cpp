@@ -132,11 +132,10 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
   return {};
 }
 
-// DeepSeek-V2.5/V3/R1: {{bos_token}}{{ns.system_prompt}} then per message
-// '<｜User｜>' + content, or '<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'
-// (the literal text, not eos_token); generation prompt '<｜Assistant｜>' (R1:
-// '<｜Assistant｜><think>\n'). Tool calls are outside what we render.
-std::string ChatTemplate::render_deepseek(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+// ns.system_prompt of DeepSeek-V2.5/V3/R1/V3.1's templates, the roles
+// checked: V2.5 keeps the last system message, the others join them all
+// with "\n\n" (is_first_sp).
+std::string ChatTemplate::deepseek_system_prompt(const std::vector<ChatMessage>& messages) const {
   std::string system;
   bool first_system = true;
   for (size_t i = 0; i < messages.size(); ++i) {
@@ -148,7 +147,15 @@ std::string ChatTemplate::render_deepseek(const std::vector<ChatMessage>& messag
       system += "\n\n" + messages[i].content;
     first_system = false;
   }
-  std::string out = bos_ + system;
+  return system;
+}
+
+// DeepSeek-V2.5/V3/R1: {{bos_token}}{{ns.system_prompt}} then per message
+// '<｜User｜>' + content, or '<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'
+// (the literal text, not eos_token); generation prompt '<｜Assistant｜>' (R1:
+// '<｜Assistant｜><think>\n'). Tool calls are outside what we render.
+std::string ChatTemplate::render_deepseek(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  std::string out = bos_ + deepseek_system_prompt(messages);
   for (const auto& m : messages) {
     if (m.role == "user") {
       out += "<｜User｜>" + m.content;
@@ -183,15 +190,7 @@ std::string_view answer_without_reasoning(std::string_view content) {
 // '<｜Assistant｜>' + ('<think>' if thinking else '</think>').
 std::string ChatTemplate::render_deepseek31(const std::vector<ChatMessage>& messages,
                                             bool add_generation_prompt) const {
-  std::string system;
-  bool first_system = true;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    check_role(messages[i], i, "deepseek3.1");
-    if (messages[i].role != "system") continue;
-    system += (first_system ? "" : "\n\n") + messages[i].content;
-    first_system = false;
-  }
-  std::string out = bos_ + system;
+  std::string out = bos_ + deepseek_system_prompt(messages);
   bool last_user = false;
   for (const auto& m : messages) {
     if (m.role == "user") {

@@ -98,6 +98,7 @@ class ChatTemplate {
   ChatFamily family() const { return family_; }
 
  private:
+  std::string deepseek_system_prompt(const std::vector<ChatMessage>& messages) const;
   std::string render_deepseek(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_deepseek2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_deepseek31(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
