@@ -27,6 +27,7 @@ namespace {
 constexpr int64_t kGroupHeads = 64;  // heads per pass: 4 vectors
 constexpr int kBlock = 4;            // positions sharing each load of the query
 constexpr int64_t kMaxQuery = 16384; // floats of the transposed query on the stack
+constexpr int64_t kMaxHeads = 1024;  // scaled head weights on the stack
 
 // The sum of the 16 lanes. (GCC 12's unmasked reductions, shuffles and
 // extracts warn of an uninitialized temporary in its own header; once per
@@ -80,9 +81,9 @@ void heads(const float* qt, int64_t Hp, const float* w, int64_t h0, const float*
 void dsa_scores_avx512(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride,
                        int64_t n_kv, float* scores) {
   const int64_t H = p.n_heads, D = p.head_dim, Hp = (H + 15) / 16 * 16;
-  if (Hp * D > kMaxQuery) return dsa_scores(p, q, w, keys, key_stride, n_kv, scores);
+  if (Hp * D > kMaxQuery || Hp > kMaxHeads) return dsa_scores(p, q, w, keys, key_stride, n_kv, scores);
   alignas(64) float qt[kMaxQuery];
-  alignas(64) float ws[kMaxQuery / 16];
+  alignas(64) float ws[kMaxHeads];
   for (int64_t d = 0; d < D; ++d) {
     for (int64_t h = 0; h < H; ++h) qt[d * Hp + h] = q[h * D + d];
     for (int64_t h = H; h < Hp; ++h) qt[d * Hp + h] = 0.0f;
