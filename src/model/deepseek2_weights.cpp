@@ -4,76 +4,17 @@
 
 #include "core/error.h"
 #include "gguf/gguf_reader.h"
+#include "model/tensor_binder.h"
 #include "quant/dequantize.h"
 
 namespace moe {
 
 namespace {
 
-class Binder {
- public:
-  Binder(const GgufFile& f, Deepseek2Weights& w) : f_(f), w_(w) {}
-
-  bool has(const std::string& name) const { return f_.find_tensor(name) != nullptr; }
-
-  // A tensor of exactly this shape (ggml order), any supported type.
-  TensorView tensor(const std::string& name, std::initializer_list<int64_t> shape) {
-    const GgufTensorInfo* t = f_.find_tensor(name);
-    if (!t) throw_error("%s: tensor '%s' is missing (expected %s)", f_.path().c_str(), name.c_str(), shape_str(shape).c_str());
-    std::array<int64_t, 4> ne{1, 1, 1, 1};
-    std::vector<int64_t> want(shape);
-    bool ok = t->shape.size() <= 4;
-    for (size_t i = 0; ok && i < 4; ++i) {
-      const int64_t have = i < t->shape.size() ? t->shape[i] : 1;
-      const int64_t exp = i < want.size() ? want[i] : 1;
-      ok = have == exp;
-      ne[i] = have;
-    }
-    if (!ok)
-      throw_error("%s: tensor '%s': expected %s, got %s %s", f_.path().c_str(), name.c_str(), shape_str(shape).c_str(),
-                  t->shape_string().c_str(), ggml_type_name(t->type));
-    ggml_require_supported(t->type, "tensor '" + name + "'");
-    return TensorView::contiguous(name, t->type, ne, t->data);
-  }
-
-  // A vector as f32: used in place when stored as f32, converted otherwise.
-  TensorView vector_f32(const std::string& name, int64_t n) {
-    const TensorView v = tensor(name, {n});
-    if (v.type == GgmlType::F32) return v;
-    std::vector<float> values(static_cast<size_t>(n));
-    dequantize_row_ref(v.type, v.data, values.data(), n);
-    return owned_f32(name, {n, 1, 1, 1}, std::move(values));
-  }
-
-  // An f32 tensor in memory we own.
-  TensorView owned_f32(const std::string& name, std::array<int64_t, 4> ne, std::vector<float> values) {
-    auto buf = std::make_shared<std::vector<uint8_t>>(values.size() * sizeof(float));
-    std::memcpy(buf->data(), values.data(), buf->size());
-    TensorView v = TensorView::contiguous(name, GgmlType::F32, ne, buf->data());
-    w_.owned.push_back(std::move(buf));
-    return v;
-  }
-
- private:
-  static std::string shape_str(std::initializer_list<int64_t> s) {
-    std::string r = "[";
-    bool first = true;
-    for (int64_t d : s) {
-      r += strfmt(first ? "%lld" : ", %lld", static_cast<long long>(d));
-      first = false;
-    }
-    return r + "]";
-  }
-  const GgufFile& f_;
-  Deepseek2Weights& w_;
-};
-
-std::string blk(int64_t il, const char* what) { return strfmt("blk.%lld.%s", static_cast<long long>(il), what); }
-
 // Legacy files store kv_b_proj unsplit: rows [h*(nope+v), h*(nope+v)+nope)
 // are head h's key part, the next v rows its value part, each of
 // kv_lora_rank columns. Split into wk_b (per head transposed) and wv_b.
-void split_legacy_kv_b(Binder& b, const Deepseek2Config& c, int64_t il, MlaWeights& m) {
+void split_legacy_kv_b(TensorBinder& b, const Deepseek2Config& c, int64_t il, MlaWeights& m) {
   const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim, r = c.kv_lora_rank;
   const TensorView kv_b = b.tensor(blk(il, "attn_kv_b.weight"), {r, H * (nope + v)});
   std::vector<float> row(static_cast<size_t>(r));
@@ -92,7 +33,7 @@ void split_legacy_kv_b(Binder& b, const Deepseek2Config& c, int64_t il, MlaWeigh
 }
 
 // The tensors of decoder block il (the trunk's, or the MTP module's).
-LayerWeights bind_layer(Binder& b, const Deepseek2Config& c, int64_t il) {
+LayerWeights bind_layer(TensorBinder& b, const Deepseek2Config& c, int64_t il) {
   const int64_t D = c.hidden_size, H = c.num_attention_heads;
   LayerWeights L;
   L.attn_norm = b.vector_f32(blk(il, "attn_norm.weight"), D);
@@ -149,7 +90,7 @@ LayerWeights bind_layer(Binder& b, const Deepseek2Config& c, int64_t il) {
 }
 
 // The MTP module of layer il = num_hidden_layers; throws naming a missing tensor.
-MtpWeights bind_mtp(Binder& b, const Deepseek2Config& c, const Deepseek2Weights& w, int64_t il) {
+MtpWeights bind_mtp(TensorBinder& b, const Deepseek2Config& c, const Deepseek2Weights& w, int64_t il) {
   const int64_t D = c.hidden_size, V = c.vocab_size;
   MtpWeights m;
   m.block = bind_layer(b, c, il);
@@ -170,7 +111,7 @@ MtpWeights bind_mtp(Binder& b, const Deepseek2Config& c, const Deepseek2Weights&
 
 Deepseek2Weights Deepseek2Weights::bind(const GgufFile& f, const Deepseek2Config& c) {
   Deepseek2Weights w;
-  Binder b(f, w);
+  TensorBinder b(f, w.owned);
   const int64_t D = c.hidden_size, V = c.vocab_size;
   w.token_embd = b.tensor("token_embd.weight", {D, V});
   w.output_norm = b.vector_f32("output_norm.weight", D);
