@@ -75,6 +75,24 @@ class CpuBackend final : public Backend {
   void grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) override;
   void moe_combine(const Act& slot_out, const Act& weights, int64_t top_k, int64_t n, Act out) override;
 
+  // DeepSeek-V4 (cpu_backend_dsv4.cpp, on the kernels of dsv4_ops.h).
+  bool supports_deepseek4() const override { return true; }
+  void hc_init(const Act& e, int64_t hc, int64_t n, Act x) override;
+  void hc_pre(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h, Act post, Act comb) override;
+  void hc_post(const HyperConnParams& p, const Act& out, const Act& post, const Act& comb, int64_t n, Act x) override;
+  void hc_head(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h) override;
+  void dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4LayerCache& c, int64_t pos0, int64_t n) override;
+  void dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act& score, const TensorView& ape,
+                     const TensorView& norm, bool indexer, Dsv4LayerCache& c, int64_t pos0, int64_t n) override;
+  void dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w, const Dsv4LayerCache& c, int64_t pos0,
+                         int64_t n, Ids selected) override;
+  void dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv4LayerCache& c, const TensorView& sinks,
+                      const Ids& selected, int64_t pos0, int64_t n, Act o) override;
+  void dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa) override;
+  void dsv4_route(const Dsv4RouteParams& p, const Act& logits, const int32_t* tokens, int64_t n, Ids ids,
+                  Act weights) override;
+  void swiglu_clamped(Act g, const Act& u, float limit, int64_t n) override;
+
  private:
   void* alloc_bytes(size_t bytes);
   template <typename Gather, typename Scatter>
@@ -112,6 +130,9 @@ class CpuBackend final : public Backend {
   std::vector<float> decompressed_;    // [threads][a head's rebuilt rows, weights, queries]
   std::vector<float> sparse_;          // [threads][selected rows, scores] (DeepSeek Sparse Attention)
   std::vector<int32_t> sparse_order_;  // [threads][positions] (the indexer's top-k)
+  std::vector<float> dsv4_in_, dsv4_out_;  // DeepSeek-V4's grouped output: one group's rows
+  std::vector<float> dsv4_scores_;         // [threads][keys + compressed rows]
+  std::vector<const float*> dsv4_keys_;    // [threads][window + compressed rows]
   GroupedExperts experts_;
 };
 

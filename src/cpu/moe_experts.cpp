@@ -104,9 +104,10 @@ void GroupedExperts::run(const ExpertWeights& w, const float* h, int64_t h_strid
                   stride_gate, g.count, &g_[sz(g.first * F)], F, tiles_[sz(thread)]);
   });
 
-  // silu(gate) * up, then the down projection's activations.
+  // silu(gate) * up (DeepSeek-V4: clamped), then the down projection's activations.
   for_rows(pool, S, F, [&](int64_t p0, int64_t p1) {
-    swiglu(&g_[sz(p0 * F)], &u_[sz(p0 * F)], (p1 - p0) * F, &g_[sz(p0 * F)]);
+    if (w.swiglu_limit > 0.0f) swiglu_clamped(&g_[sz(p0 * F)], &u_[sz(p0 * F)], (p1 - p0) * F, w.swiglu_limit);
+    else swiglu(&g_[sz(p0 * F)], &u_[sz(p0 * F)], (p1 - p0) * F, &g_[sz(p0 * F)]);
     for (int64_t p = p0; p < p1; ++p)
       quantize_activations(down.matrix(0), down_layout_[sz(pos_group_[sz(p)])], &g_[sz(p * F)],
                            &act_down_[stride_down * sz(p)]);

@@ -1,5 +1,6 @@
 #include "cpu/ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace moe {
@@ -26,6 +27,14 @@ void softmax_inplace(float* x, int64_t n) {
 
 void swiglu(const float* g, const float* u, int64_t n, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
+void swiglu_clamped(float* g, const float* u, int64_t n, float limit) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gate = std::min(g[i], limit);
+    const float up = std::clamp(u[i], -limit, limit);
+    g[i] = gate / (1.0f + std::exp(-gate)) * up;
+  }
 }
 
 void rope_pairs_apply(float* x, int64_t n_dims, const float* freqs, float pos, float mscale) {

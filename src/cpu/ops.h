@@ -18,6 +18,10 @@ void softmax_inplace(float* x, int64_t n);
 // y[i] = silu(g[i]) * u[i]
 void swiglu(const float* g, const float* u, int64_t n, float* y);
 
+// DeepSeek-V4's clamped SwiGLU, in place: g[i] = silu(min(g[i], L)) * clamp(u[i], -L, L)
+// (ggml's swiglu_clamp).
+void swiglu_clamped(float* g, const float* u, int64_t n, float limit);
+
 
 // Rotary position embedding on adjacent pairs (x[2i], x[2i+1]) — ggml's
 // "normal" rope, DeepSeek's view_as_complex — with per-pair angles

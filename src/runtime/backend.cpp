@@ -51,3 +51,42 @@ TensorView upload_experts(Backend& be, const TensorView& host, const std::vector
 }
 
 }  // namespace moe
+
+// ---- DeepSeek-V4: a backend that has not implemented these refuses ------------------------
+namespace moe {
+
+namespace {
+[[noreturn]] void no_dsv4(const Backend& b, const char* op) {
+  throw_error("backend %s has no DeepSeek-V4 op %s", b.name().c_str(), op);
+}
+}  // namespace
+
+void Backend::hc_init(const Act&, int64_t, int64_t, Act) { no_dsv4(*this, "hc_init"); }
+void Backend::hc_pre(const HyperConnParams&, const Act&, const Act&, int64_t, Act, Act, Act) { no_dsv4(*this, "hc_pre"); }
+void Backend::hc_post(const HyperConnParams&, const Act&, const Act&, const Act&, int64_t, Act) {
+  no_dsv4(*this, "hc_post");
+}
+void Backend::hc_head(const HyperConnParams&, const Act&, const Act&, int64_t, Act) { no_dsv4(*this, "hc_head"); }
+void Backend::dsv4_qkv(const Dsv4AttnParams&, Act, const Act&, Dsv4LayerCache&, int64_t, int64_t) {
+  no_dsv4(*this, "dsv4_qkv");
+}
+void Backend::dsv4_compress(const Dsv4AttnParams&, const Act&, const Act&, const TensorView&, const TensorView&, bool,
+                            Dsv4LayerCache&, int64_t, int64_t) {
+  no_dsv4(*this, "dsv4_compress");
+}
+void Backend::dsv4_index_select(const Dsv4AttnParams&, Act, const Act&, const Dsv4LayerCache&, int64_t, int64_t, Ids) {
+  no_dsv4(*this, "dsv4_index_select");
+}
+void Backend::dsv4_attention(const Dsv4AttnParams&, const Act&, const Dsv4LayerCache&, const TensorView&, const Ids&,
+                             int64_t, int64_t, Act) {
+  no_dsv4(*this, "dsv4_attention");
+}
+void Backend::dsv4_grouped_output(const TensorView&, int64_t, const Act&, int64_t, Act) {
+  no_dsv4(*this, "dsv4_grouped_output");
+}
+void Backend::dsv4_route(const Dsv4RouteParams&, const Act&, const int32_t*, int64_t, Ids, Act) {
+  no_dsv4(*this, "dsv4_route");
+}
+void Backend::swiglu_clamped(Act, const Act&, float, int64_t) { no_dsv4(*this, "swiglu_clamped"); }
+
+}  // namespace moe

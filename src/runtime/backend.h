@@ -167,10 +167,69 @@ struct ExpertDispatch {
 };
 
 // FFN_i(u) = W_down,i (silu(W_gate,i u) * W_up,i u) for each expert i held:
-// gate, up [hidden, moe_ffn, n]; down [moe_ffn, hidden, n].
+// gate, up [hidden, moe_ffn, n]; down [moe_ffn, hidden, n]. DeepSeek-V4
+// clamps its SwiGLU (swiglu_limit > 0): silu(min(g, L)) * clamp(u, -L, L).
 struct ExpertWeights {
   TensorView gate, up, down;
+  float swiglu_limit = 0.0f;
   bool empty() const { return gate.empty(); }
+};
+
+// ---- DeepSeek-V4 ---------------------------------------------------------------------
+// Hyper-connections: the residual is hc streams of `width`. Before a
+// sub-layer, mixes = fn · RMSNorm(streams) ([(2 + hc) * hc] per token) give
+//   pre[h]  = sigmoid(mixes[h] scale[0] + base[h]) + eps      (the sub-layer's input: sum_h pre[h] x[h])
+//   post[h] = 2 sigmoid(mixes[hc + h] scale[1] + base[hc + h]) (how its output enters each stream)
+//   comb    = Sinkhorn(mixes[2hc ..] scale[2] + base[2hc ..]) (hc x hc, how the streams mix)
+// and after it x[dst] = post[dst] out + sum_src comb[dst][src] x[src]. The
+// head collapses the streams with pre weights alone (hc mixes, one scale).
+struct HyperConnParams {
+  int64_t hc = 0, width = 0;
+  int64_t sinkhorn_iters = 0;
+  float eps = 0;
+  TensorView scale, base;  // f32: [3] and [(2 + hc) * hc], or [1] and [hc] for the head
+};
+
+// One layer's attention: n_heads queries over one shared KV head (K = V) of
+// head_dim, RoPE (adjacent pairs) on its last rope_dim values, attention
+// sinks. A token attends to its last `window` raw rows and, with ratio > 0,
+// to compressed rows: one per `ratio` tokens (HCA, ratio 128: all of them),
+// or for ratio 4 (CSA, overlapping windows of 8 tokens) the index_topk the
+// lightning indexer chooses: score[b] = sum_h w[h] ReLU(q_h . key_b),
+// w = W_proj h / sqrt(index_dim * index_heads).
+struct Dsv4AttnParams {
+  int64_t n_heads = 0, head_dim = 0, rope_dim = 0;
+  int64_t window = 0;
+  int64_t ratio = 0;
+  float rope_base = 10000.0f;           // q, kv and the output's de-rotation
+  float compress_rope_base = 10000.0f;  // compressed rows and the indexer
+  float eps = 1e-6f;                    // every RMSNorm
+  float scale = 1.0f;                   // of q . k
+  int64_t index_heads = 0, index_dim = 0, index_topk = 0;
+};
+
+// One sequence's cache of one layer, rows by position (blocks by index).
+// The compressors keep every token's projections (scores with their
+// position bias) so a block can be built once its last token arrives.
+struct Dsv4LayerCache {
+  Act raw;                    // [n_ctx][head_dim]
+  Act state_kv, state_score;  // [n_ctx][coff * head_dim], coff 2 for CSA, 1 for HCA
+  Act comp;                   // [n_ctx / ratio + 1][head_dim]
+  Act index_kv, index_score;  // CSA: [n_ctx][2 * index_dim]
+  Act index_keys;             // CSA: [n_ctx / 4 + 1][index_dim]
+};
+
+// Routing of a DeepSeek-V4 layer: probs = sqrt(softplus(logits)) (gating 4;
+// 2 sigmoid, 1 softmax); ids = the token's row of tid2eid (hash layers) or
+// the top_k of probs + bias; weights = probs[ids], normalised to sum 1 when
+// norm_topk_prob, times routed_scaling_factor.
+struct Dsv4RouteParams {
+  int64_t n_experts = 0, top_k = 0;
+  uint32_t gating_func = 4;
+  TensorView bias;     // [n_experts] f32, or empty
+  TensorView tid2eid;  // [top_k, vocab] i32, or empty
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
 };
 
 class Backend {
@@ -221,7 +280,7 @@ class Backend {
   // ---- ops (n: token rows) --------------------------------------------------------
   // x[t] = row tokens[t] of the embedding table, as f32.
   virtual void embed(const TensorView& table, const int32_t* tokens, int64_t n, Act x) = 0;
-  // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (y may be x)
+  // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (y may be x; w empty: no scale)
   virtual void rms_norm(const Act& x, const TensorView& w, float eps, int64_t n, Act y) = 0;
   // y[t] = W x[t], W [in, out] in its stored type.
   virtual void matmul(const TensorView& W, const Act& x, int64_t n, Act y) = 0;
@@ -283,6 +342,47 @@ class Backend {
   virtual void grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) = 0;
   // out[t] = sum_k weights[t][k] * slot_out[t * top_k + k], in slot order.
   virtual void moe_combine(const Act& slot_out, const Act& weights, int64_t top_k, int64_t n, Act out) = 0;
+
+  // ---- DeepSeek-V4 (structs above) ------------------------------------------------------
+  // A backend without these ops refuses deepseek4 sessions when they start.
+  virtual bool supports_deepseek4() const { return false; }
+  // x[t][s] = e[t] for every stream s.
+  virtual void hc_init(const Act& e, int64_t hc, int64_t n, Act x);
+  // h[t] = sum_s pre[s] x[t][s]; post [n][hc] and comb [n][hc * hc] kept for hc_post.
+  virtual void hc_pre(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h, Act post, Act comb);
+  // x[t][dst] = post[t][dst] out[t] + sum_src comb[t][dst][src] x[t][src].
+  virtual void hc_post(const HyperConnParams& p, const Act& out, const Act& post, const Act& comb, int64_t n, Act x);
+  // The head: h[t] = sum_s pre[s] x[t][s] with pre from the head's hc mixes.
+  virtual void hc_head(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h);
+  // n tokens at pos0.. of one sequence: q [n][heads * head_dim] RMSNorm'd per
+  // head (no scale) and rotated; kv [n][head_dim] (RMSNorm'd) rotated and
+  // written to c.raw at its positions.
+  virtual void dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4LayerCache& c, int64_t pos0, int64_t n);
+  // A compressor (the layer's, or with `indexer` its indexer's): the tokens'
+  // projections kv, score [n][coff * dim] into the state (score + ape[pos %
+  // ratio]), then every block they complete: its row = per channel the
+  // softmax over the block's (and for CSA the previous block's) scores of
+  // its values, RMSNorm'd (norm), rotated to the block's first position.
+  virtual void dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act& score, const TensorView& ape,
+                             const TensorView& norm, bool indexer, Dsv4LayerCache& c, int64_t pos0, int64_t n);
+  // CSA: iq [n][index_heads * index_dim] rotated in place, w [n][index_heads]
+  // (W_proj h); selected[t] = the index_topk best compressed rows the token
+  // sees (all when fewer), -1 after.
+  virtual void dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w, const Dsv4LayerCache& c, int64_t pos0,
+                                 int64_t n, Ids selected);
+  // o [n][heads * head_dim]: attention with sinks over the window's raw rows
+  // and the compressed rows (CSA: `selected`'s; HCA: all it sees), each
+  // head's output de-rotated at the token's position.
+  virtual void dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv4LayerCache& c, const TensorView& sinks,
+                              const Ids& selected, int64_t pos0, int64_t n, Act o);
+  // Grouped low-rank output: oa[t][g R + r] = (W_oa rows g R + r) . o[t][g gd ..],
+  // gd = o.cols / groups, R = wo_a.ne[1] / groups.
+  virtual void dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa);
+  // Routing: ids, weights [n][top_k]; tokens are host memory (hash layers).
+  virtual void dsv4_route(const Dsv4RouteParams& p, const Act& logits, const int32_t* tokens, int64_t n, Ids ids,
+                          Act weights);
+  // g[t] = silu(min(g, limit)) * clamp(u, -limit, limit)   (limit <= 0: swiglu)
+  virtual void swiglu_clamped(Act g, const Act& u, float limit, int64_t n);
 };
 
 // Uploads: a backend's own copy of a host tensor (its device tag set), and

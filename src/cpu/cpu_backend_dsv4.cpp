@@ -1,0 +1,191 @@
+// The CPU backend's DeepSeek-V4 ops (runtime/backend.h), on the row kernels
+// of dsv4_ops.h and the products of matmul.h; tokens split over the pool
+// where a token's work is more than a few hundred values.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "cpu/cpu_backend.h"
+#include "cpu/dsv4_ops.h"
+#include "cpu/matmul.h"
+#include "cpu/ops.h"
+
+namespace moe {
+
+namespace {
+
+size_t sz(int64_t n) { return static_cast<size_t>(n); }
+
+}  // namespace
+
+void CpuBackend::hc_init(const Act& e, int64_t hc, int64_t n, Act x) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t s = 0; s < hc; ++s) std::memcpy(x.row(t) + s * e.cols, e.row(t), sz(e.cols) * sizeof(float));
+}
+
+void CpuBackend::hc_pre(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h, Act post,
+                        Act comb) {
+  for (int64_t t = 0; t < n; ++t) {
+    float pre[64];
+    MOE_ASSERT(p.hc <= 64, "hc_pre: %lld streams", static_cast<long long>(p.hc));
+    dsv4_hc_weights(mixes.row(t), p.scale.f32(), p.base.f32(), p.hc, p.eps, p.sinkhorn_iters, pre, post.row(t),
+                    comb.row(t));
+    dsv4_hc_collapse(x.row(t), pre, p.hc, p.width, h.row(t));
+  }
+}
+
+void CpuBackend::hc_post(const HyperConnParams& p, const Act& out, const Act& post, const Act& comb, int64_t n, Act x) {
+  for (int64_t t = 0; t < n; ++t) dsv4_hc_expand(out.row(t), post.row(t), comb.row(t), p.hc, p.width, x.row(t));
+}
+
+void CpuBackend::hc_head(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h) {
+  for (int64_t t = 0; t < n; ++t) {
+    float pre[64];
+    MOE_ASSERT(p.hc <= 64, "hc_head: %lld streams", static_cast<long long>(p.hc));
+    dsv4_hc_head_weights(mixes.row(t), p.scale.f32(), p.base.f32(), p.hc, p.eps, pre);
+    dsv4_hc_collapse(x.row(t), pre, p.hc, p.width, h.row(t));
+  }
+}
+
+void CpuBackend::dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4LayerCache& c, int64_t pos0, int64_t n) {
+  const int64_t d = p.head_dim;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < p.n_heads; ++h) {
+      float* qh = q.row(t) + h * d;
+      moe::rms_norm(qh, nullptr, d, p.eps, qh);
+      dsv4_rope_tail(qh, d, p.rope_dim, pos0 + t, p.rope_base, false);
+    }
+    float* row = c.raw.row(pos0 + t);
+    std::memcpy(row, kv.row(t), sz(d) * sizeof(float));
+    dsv4_rope_tail(row, d, p.rope_dim, pos0 + t, p.rope_base, false);
+  }
+}
+
+void CpuBackend::dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act& score, const TensorView& ape,
+                               const TensorView& norm, bool indexer, Dsv4LayerCache& c, int64_t pos0, int64_t n) {
+  const int64_t ratio = indexer ? 4 : p.ratio;
+  const bool overlap = ratio == 4;
+  const int64_t dim = indexer ? p.index_dim : p.head_dim;
+  const int64_t width = (overlap ? 2 : 1) * dim;
+  Act& skv = indexer ? c.index_kv : c.state_kv;
+  Act& ssc = indexer ? c.index_score : c.state_score;
+  Act& rows = indexer ? c.index_keys : c.comp;
+  const float* bias = ape.f32();  // [ratio][width]
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t pos = pos0 + t;
+    std::memcpy(skv.row(pos), kv.row(t), sz(width) * sizeof(float));
+    const float* b = bias + (pos % ratio) * width;
+    for (int64_t i = 0; i < width; ++i) ssc.row(pos)[i] = score.row(t)[i] + b[i];
+  }
+  // The blocks these tokens complete, each from its tokens' state rows.
+  for (int64_t pos = pos0; pos < pos0 + n; ++pos) {
+    if ((pos + 1) % ratio != 0) continue;
+    const int64_t blk = pos / ratio, start = blk * ratio;
+    const bool has_prev = overlap && blk > 0;
+    float* row = rows.row(blk);
+    dsv4_compress_block(has_prev ? skv.row(start - ratio) : nullptr, has_prev ? ssc.row(start - ratio) : nullptr,
+                        skv.row(start), ssc.row(start), ratio, dim, overlap, row);
+    moe::rms_norm(row, norm.f32(), dim, p.eps, row);
+    dsv4_rope_tail(row, dim, p.rope_dim, start, p.compress_rope_base, false);
+  }
+}
+
+void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w, const Dsv4LayerCache& c,
+                                   int64_t pos0, int64_t n, Ids selected) {
+  const int64_t HI = p.index_heads, dI = p.index_dim, k = p.index_topk;
+  const float w_scale = 1.0f / std::sqrt(static_cast<float>(dI * HI));
+  const int64_t most = (pos0 + n) / 4 + 1;
+  float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * (most + HI)));
+  std::vector<std::vector<int32_t>> chosen(sz(pool_.size()));
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
+    float* scores = scores_all + sz(thread) * sz(most + HI);
+    float* wt = scores + most;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t pos = pos0 + t;
+      for (int64_t h = 0; h < HI; ++h) dsv4_rope_tail(iq.row(t) + h * dI, dI, p.rope_dim, pos, p.compress_rope_base, false);
+      for (int64_t h = 0; h < HI; ++h) wt[h] = w.row(t)[h] * w_scale;
+      const int64_t n_visible = (pos + 1) / 4;  // blocks that end at or before this token
+      int32_t* sel = selected.row(t);
+      std::fill(sel, sel + k, -1);
+      if (n_visible == 0) continue;
+      dsv4_indexer_scores(iq.row(t), wt, HI, dI, c.index_keys.row(0), n_visible, scores);
+      std::vector<int32_t>& ch = chosen[sz(thread)];
+      dsv4_top_k(scores, n_visible, k, ch);
+      std::copy(ch.begin(), ch.end(), sel);
+    }
+  });
+}
+
+void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv4LayerCache& c,
+                                const TensorView& sinks, const Ids& selected, int64_t pos0, int64_t n, Act o) {
+  const int64_t d = p.head_dim;
+  const int64_t n_comp = p.ratio == 4 ? p.index_topk : p.ratio > 0 ? (pos0 + n) / p.ratio : 0;
+  const int64_t most = p.window + n_comp;
+  float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most));
+  const float** keys_all = scratch(dsv4_keys_, sz(pool_.size() * most));
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
+    float* scores = scores_all + sz(thread * most);
+    const float** keys = keys_all + sz(thread * most);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t pos = pos0 + t;
+      int64_t nk = 0;
+      for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) keys[nk++] = c.raw.row(s);
+      if (p.ratio == 4) {
+        for (int64_t i = 0; i < p.index_topk && selected.row(t)[i] >= 0; ++i) keys[nk++] = c.comp.row(selected.row(t)[i]);
+      } else if (p.ratio > 0) {
+        for (int64_t b = 0; b < (pos + 1) / p.ratio; ++b) keys[nk++] = c.comp.row(b);
+      }
+      float* out = o.row(t);
+      dsv4_attention_sinks(q.row(t), p.n_heads, d, keys, nk, sinks.f32(), p.scale, scores, out);
+      for (int64_t h = 0; h < p.n_heads; ++h) dsv4_rope_tail(out + h * d, d, p.rope_dim, pos, p.rope_base, true);
+    }
+  });
+}
+
+void CpuBackend::dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa) {
+  const int64_t gd = o.cols / groups, R = wo_a.ne[1] / groups;
+  float* in = scratch(dsv4_in_, sz(n * gd));
+  float* out = scratch(dsv4_out_, sz(n * R));
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t t = 0; t < n; ++t) std::memcpy(in + t * gd, o.row(t) + g * gd, sz(gd) * sizeof(float));
+    TensorView w = wo_a;  // rows [g R, (g + 1) R): group g's projection
+    w.ne[1] = R;
+    w.data = wo_a.data + sz(g * R) * wo_a.nb[1];
+    moe::matmul(w, in, n, out, scratch(mm_scratch_, matmul_scratch_bytes(w, n, !batch_invariant_)), pool_,
+                !batch_invariant_);
+    for (int64_t t = 0; t < n; ++t) std::memcpy(oa.row(t) + g * R, out + t * R, sz(R) * sizeof(float));
+  }
+}
+
+void CpuBackend::dsv4_route(const Dsv4RouteParams& p, const Act& logits, const int32_t* tokens, int64_t n, Ids ids,
+                            Act weights) {
+  const int64_t E = p.n_experts, K = p.top_k;
+  float* probs = scratch(route_scratch_, sz(E));
+  const auto* table = reinterpret_cast<const int32_t*>(p.tid2eid.data);
+  const float* bias = p.bias.empty() ? nullptr : p.bias.f32();
+  for (int64_t t = 0; t < n; ++t) {
+    dsv4_gate_probs(logits.row(t), E, p.gating_func, probs);
+    int32_t* id = ids.row(t);
+    if (table) std::copy(table + tokens[t] * K, table + (tokens[t] + 1) * K, id);  // hash layer: by token
+    else dsv4_route_topk(probs, bias, E, K, id);
+    float* w = weights.row(t);
+    float sum = 0.0f;
+    for (int64_t k = 0; k < K; ++k) sum += w[k] = probs[id[k]];
+    if (p.norm_topk_prob) {
+      sum = std::max(sum, 6.103515625e-5f);  // llama.cpp's guard against a zero sum
+      for (int64_t k = 0; k < K; ++k) w[k] /= sum;
+    }
+    if (p.routed_scaling_factor != 1.0f)
+      for (int64_t k = 0; k < K; ++k) w[k] *= p.routed_scaling_factor;
+  }
+}
+
+void CpuBackend::swiglu_clamped(Act g, const Act& u, float limit, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) {
+    if (limit > 0.0f) moe::swiglu_clamped(g.row(t), u.row(t), g.cols, limit);
+    else moe::swiglu(g.row(t), u.row(t), g.cols, g.row(t));
+  }
+}
+
+}  // namespace moe
