@@ -622,9 +622,14 @@ TEST_CASE("moe-gguf --json agrees with an independent walker on every fixture") 
     const std::string want_arch = contains(path, "tiny-dsv32.") ? "deepseek32"
                                   : contains(path, "tiny-dsv4.") ? "deepseek4"
                                                                  : "deepseek2";
-    // V4 files hold tensors inference cannot use yet (i32 hash routing,
-    // MXFP4 experts); the others none.
-    const bool all_supported = want_arch != "deepseek4";
+    // Refused: tensors of a type the kernels cannot compute with, except
+    // DeepSeek-V4's token -> experts table (i32, read as it is).
+    bool all_supported = true;
+    for (const WalkTensor& t : w.tensors) {
+      const auto* traits = moe::ggml_type_traits(t.type);
+      const bool table = t.type == static_cast<uint32_t>(moe::GgmlType::I32) && contains(t.name, "ffn_gate_tid2eid");
+      if (traits && !traits->can_dequantize && !table) all_supported = false;
+    }
     const WalkKv* arch = w.find("general.architecture");
     REQUIRE(arch != nullptr);
     CHECK(arch->str == want_arch);

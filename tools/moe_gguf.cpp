@@ -66,7 +66,10 @@ Summary summarize(const GgufFile& f) {
     if (it == s.by_type.end()) it = s.by_type.insert(s.by_type.end(), TypeTotals{t.type});
     it->count += 1;
     it->bytes += t.nbytes;
-    if (!moe::ggml_type_traits(t.type).can_dequantize) s.unsupported.push_back(&t);
+    // Integer tables are read as they are, not computed with: DeepSeek-V4's
+    // hash layers' token -> experts map (ffn_gate_tid2eid, I32).
+    const bool table = t.type == moe::GgmlType::I32 && t.name.find("ffn_gate_tid2eid") != std::string::npos;
+    if (!moe::ggml_type_traits(t.type).can_dequantize && !table) s.unsupported.push_back(&t);
   }
   std::stable_sort(s.by_type.begin(), s.by_type.end(),
                    [](const TypeTotals& a, const TypeTotals& b) { return a.bytes > b.bytes; });
@@ -297,7 +300,9 @@ void print_text(const GgufFile& f, const Summary& s, bool all) {
     const double pct = s.n_bytes ? 100.0 * static_cast<double>(t.bytes) / static_cast<double>(s.n_bytes) : 0.0;
     std::printf("    %-8s %6" PRIu64 " tensors  %15s bytes  %5.1f%%%s\n", moe::ggml_type_name(t.type), t.count,
                 with_commas(t.bytes).c_str(), pct,
-                moe::ggml_type_traits(t.type).can_dequantize ? "" : "  (moe.cpp cannot compute with this type yet)");
+                moe::ggml_type_traits(t.type).can_dequantize || t.type == moe::GgmlType::I32
+                    ? ""
+                    : "  (moe.cpp cannot compute with this type yet)");
   }
 }
 

@@ -78,8 +78,8 @@ int run_batch(const CliOptions& o) {
   // which seed it used, so any answer can be reproduced.
   const uint64_t base_seed = o.sampling.seed != kRandomSeed ? o.sampling.seed : std::random_device{}() & 0xFFFFFFFFu;
   std::optional<ChatTemplate> tmpl;  // resolved on the first chat request
-  const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
-  Deepseek2Session& session = *session_ptr;
+  const std::unique_ptr<InferenceSession> session_ptr = make_session(o, m);
+  InferenceSession& session = *session_ptr;
   std::set<std::string> warned_keys;  // unknown JSONL keys, each warned about once
 
   // Every line becomes a record slot; lines that cannot be answered get
@@ -120,7 +120,7 @@ int run_batch(const CliOptions& o) {
       r.sampling = o.sampling;
       r.sampling.seed = q.seed ? *q.seed : base_seed + static_cast<uint64_t>(i);
       if (q.temperature) r.sampling.temp = *q.temperature;
-      sampler_params_validate(r.sampling, static_cast<int32_t>(m.model->config().vocab_size));
+      sampler_params_validate(r.sampling, static_cast<int32_t>(m.n_vocab()));
       r.options.n_predict = q.n_predict ? *q.n_predict : o.n_predict;
       r.options.stop = o.stop;
       r.options.stop.insert(r.options.stop.end(), q.stop.begin(), q.stop.end());
@@ -189,7 +189,7 @@ int run_batch(const CliOptions& o) {
   if (!o.batch_unordered)
     for (; printed < records.size(); ++printed)
       if (records[printed]) print_record(*records[printed]);
-  write_expert_stats(o.run, session, "moe");
+  if (Deepseek2Session* d2 = deepseek2_session(session)) write_expert_stats(o.run, *d2, "moe");
   if (!o.quiet)
     std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens%s%s\n", n_done,
                  n_failed, m.load_s, total_s, static_cast<long long>(total_gen),

@@ -74,11 +74,13 @@ class Chat {
  public:
   Chat(const CliOptions& o, LoadedModel& m, ChatTemplate tmpl)
       : o_(o), m_(m), tmpl_(std::move(tmpl)), session_(make_session(o, m)),
-        sampler_(o.sampling, static_cast<int32_t>(m.model->config().vocab_size)) {
+        sampler_(o.sampling, static_cast<int32_t>(m.n_vocab())) {
     reset();
   }
 
-  void write_stats() const { write_expert_stats(o_.run, *session_, "moe"); }
+  void write_stats() const {
+    if (Deepseek2Session* d2 = deepseek2_session(*session_)) write_expert_stats(o_.run, *d2, "moe");
+  }
 
   void reset() {
     messages_.clear();
@@ -183,18 +185,19 @@ class Chat {
   // The conversation with the cache rows of its tokens: loading it again
   // evaluates nothing the session held.
   void save(const std::string& path) const {
-    prompt_cache_save(path, *session_, cached_, encode_conversation({messages_, cached_text_}));
+    prompt_cache_save(path, saved_cache_session(), cached_, encode_conversation({messages_, cached_text_}));
     std::printf("[saved %zu messages, %zu tokens of cache, to %s]\n", messages_.size(), cached_.size(), path.c_str());
   }
 
   // Replaces the conversation and the cache with FILE's; a file that is
   // not a conversation of this model and -ctk changes nothing.
   void load(const std::string& path) {
-    PromptCacheData d = prompt_cache_read(path, *session_);
+    Deepseek2Session& s = saved_cache_session();
+    PromptCacheData d = prompt_cache_read(path, s);
     SavedConversation c = parse_conversation(d.conversation, path);
     const auto n = static_cast<int64_t>(d.tokens.size());
     session_->truncate(0);
-    if (n > 0) session_->cache_import(0, n, d.rows.data(), n);
+    if (n > 0) s.cache_import(0, n, d.rows.data(), n);
     messages_ = std::move(c.messages);
     cached_ = std::move(d.tokens);
     cached_text_ = std::move(c.cached_text);  // as the saving run had it: its answers' own tokens are kept
@@ -203,7 +206,14 @@ class Chat {
   }
 
  private:
-  static std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
+  // /save and /load write and read latent-cache rows: deepseek2 sessions.
+  Deepseek2Session& saved_cache_session() const {
+    Deepseek2Session* s = deepseek2_session(*session_);
+    if (!s) throw_error("/save and /load are not supported for %s models yet", m_.architecture().c_str());
+    return *s;
+  }
+
+  static std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
     // The session's worker threads inherit this mask: Ctrl-C is then always
     // delivered to the main thread, which is what a blocked read needs.
     sigset_t block, old;
@@ -262,7 +272,7 @@ class Chat {
   const CliOptions& o_;
   LoadedModel& m_;
   ChatTemplate tmpl_;
-  std::unique_ptr<Deepseek2Session> session_;
+  std::unique_ptr<InferenceSession> session_;
   Sampler sampler_;
   std::vector<ChatMessage> messages_;
   std::vector<int32_t> cached_;  // the tokens in the session, in order

@@ -28,10 +28,46 @@ void prefetch_with_progress(const GgufFile& f) {
   bar.finish();
 }
 
+// DeepSeek-V4 runs on the CPU backend alone, its cache in f32, and has no
+// placement, routing statistics, saved caches or MTP drafting yet: the
+// flags that ask for them are refused before any work.
+void check_deepseek4_flags(const CliOptions& o) {
+  auto refuse = [&](bool given, const char* flag) {
+    if (given) throw_error("%s: %s is not supported for deepseek4 models yet", o.model.c_str(), flag);
+  };
+  refuse(o.run.device != "cpu" && o.run.device != "none", "--device (deepseek4 runs on the CPU)");
+  refuse(o.run.cache_type_k != "f32", "-ctk (the deepseek4 cache is f32)");
+  refuse(!o.prompt_cache.empty(), "--prompt-cache");
+  refuse(!o.run.record_stats.empty(), "--record-expert-stats");
+  refuse(!o.run.placement.expert_stats_file.empty(), "--expert-stats");
+  refuse(spec_draft_n(o) > 0, "--spec-type draft-mtp");
+}
+
+LoadedModel load_deepseek4(const CliOptions& o, std::chrono::steady_clock::time_point t0) {
+  check_deepseek4_flags(o);
+  auto model = Deepseek4Model::load(o.model, o.weight_memory);
+  if (!o.quiet) prefetch_with_progress(model->file());
+  Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t model_ctx = model->config().max_position_embeddings;
+  int64_t n_ctx = o.n_ctx_given ? o.n_ctx : std::min<int64_t>(o.n_ctx, model_ctx);
+  const uint64_t avail = mem_available_bytes();
+  if (avail > 0 || n_ctx == 0) {
+    const uint64_t left = avail > 0 ? memory_for_caches(avail, model->file().total_size()) : UINT64_MAX;
+    const ContextChoice c = choose_context(n_ctx, model_ctx, model->cache_bytes_per_token(), o.n_parallel, left);
+    n_ctx = c.n_ctx;
+    if (!c.notice.empty() && !o.quiet) std::fprintf(stderr, "moe: %s\n", c.notice.c_str());
+  }
+  LoadedModel m{nullptr, std::move(model), std::move(tok), n_ctx, load_s};
+  return m;
+}
+
 }  // namespace
 
 LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
+  if (GgufFile::open(o.model, true).get_string_opt("general.architecture").value_or("") == "deepseek4")
+    return load_deepseek4(o, t0);
   auto model = Deepseek2Model::load(o.model, o.weight_memory);
   if (o.mlock)
     for (const MappedFile* m : model->file().mappings()) {
@@ -69,7 +105,7 @@ LoadedModel load_model(const CliOptions& o) {
     n_ctx = c.n_ctx;
     if (!c.notice.empty() && !o.quiet) std::fprintf(stderr, "moe: %s\n", c.notice.c_str());
   }
-  return LoadedModel{std::move(model), std::move(tok), n_ctx, load_s};
+  return LoadedModel{std::move(model), nullptr, std::move(tok), n_ctx, load_s};
 }
 
 std::string spec_stats_text(int64_t drafted, int64_t accepted) {
@@ -78,7 +114,15 @@ std::string spec_stats_text(int64_t drafted, int64_t accepted) {
                 static_cast<long long>(drafted), 100.0 * static_cast<double>(accepted) / static_cast<double>(drafted));
 }
 
-std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m) {
+std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
+  if (m.v4) {
+    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel);
+    if (o.verbose)
+      std::fprintf(stderr, "moe: %s | context %lld | batch %d | model %s | cache %zu bytes per token\n",
+                   s->backends_description().c_str(), static_cast<long long>(m.n_ctx), o.n_batch,
+                   m.v4->config().describe().c_str(), m.v4->cache_bytes_per_token());
+    return s;
+  }
   SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
   so.n_seq = o.n_parallel;  // caches checked against memory in load_model
   so.mtp = spec_draft_n(o) > 0;
@@ -96,7 +140,7 @@ ChatTemplate chat_template_chosen(const CliOptions& o, const LoadedModel& m) {
   const Tokenizer& tok = m.tok;
   std::string bos = tok.bos() >= 0 ? tok.token_to_piece(tok.bos(), true) : std::string();
   std::string eos = tok.eos() >= 0 ? tok.token_to_piece(tok.eos(), true) : std::string();
-  const auto source = m.model->file().get_string_opt("tokenizer.chat_template");
+  const auto source = m.file().get_string_opt("tokenizer.chat_template");
   if (!o.chat_template.empty()) {
     const auto family = chat_family_from_name(o.chat_template);
     if (!family)
@@ -108,7 +152,7 @@ ChatTemplate chat_template_chosen(const CliOptions& o, const LoadedModel& m) {
   }
   // DeepSeek-V3.2 ships its conversation format as a Python script, not as
   // Jinja, so its files usually carry no template: the architecture says it.
-  if (!source && m.model->config().architecture == "deepseek32")
+  if (!source && m.architecture() == "deepseek32")
     return ChatTemplate(ChatFamily::deepseek32, std::move(bos), std::move(eos));
   if (!source)
     throw_error("%s has no tokenizer.chat_template; choose one with --chat-template (%s)", o.model.c_str(),

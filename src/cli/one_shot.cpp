@@ -41,9 +41,10 @@ int run_one_shot(const CliOptions& o) {
   if (tokens.empty()) throw_error("the prompt tokenizes to nothing");
   require_prompt_fits(tokens.size(), static_cast<long long>(m.n_ctx), " (raise -c, or shorten the prompt)");
 
-  const std::unique_ptr<Deepseek2Session> session_ptr = make_session(o, m);
-  Deepseek2Session& session = *session_ptr;
-  Sampler sampler(o.sampling, static_cast<int32_t>(m.model->config().vocab_size));
+  const std::unique_ptr<InferenceSession> session_ptr = make_session(o, m);
+  InferenceSession& session = *session_ptr;
+  Deepseek2Session* d2 = deepseek2_session(session);
+  Sampler sampler(o.sampling, static_cast<int32_t>(m.n_vocab()));
   GenerateOptions g;
   g.n_predict = o.n_predict;
   g.stop = o.stop;
@@ -56,7 +57,7 @@ int run_one_shot(const CliOptions& o) {
     g.shift_keep = o.n_keep < 0 ? n : std::min<int64_t>(n, o.n_keep + (bos ? 1 : 0));
   }
 
-  const int64_t reused = o.prompt_cache.empty() ? 0 : prompt_cache_load(o.prompt_cache, session, tokens);
+  const int64_t reused = o.prompt_cache.empty() ? 0 : prompt_cache_load(o.prompt_cache, *d2, tokens);
   const std::vector<int32_t> fresh(tokens.begin() + reused, tokens.end());
   // The loaded prefix is prompt too: its tokens count for the penalties
   // (generate() adds the ones it evaluates).
@@ -68,19 +69,19 @@ int run_one_shot(const CliOptions& o) {
   };
   install_interrupt_handler();
   const GenerateResult r = generate(session, m.tok, sampler, fresh, g, stream, [] { return interrupt_signal() != 0; });
-  if (!o.prompt_cache.empty() && !o.prompt_cache_ro && r.prompt_complete) prompt_cache_save(o.prompt_cache, session, tokens);
+  if (!o.prompt_cache.empty() && !o.prompt_cache_ro && r.prompt_complete) prompt_cache_save(o.prompt_cache, *d2, tokens);
 
   if (o.json) {
     nlohmann::json j = generate_result_json(r, sampler.seed());
     j["timings"]["load_s"] = m.load_s;
     j["prompt_tokens_cached"] = reused;
-    j["placement"] = session.placement().to_json();
+    if (d2) j["placement"] = d2->placement().to_json();
     write_stdout(json_line(j));
   } else {
     write_stdout("\n");
   }
 
-  write_expert_stats(o.run, session, "moe");
+  if (d2) write_expert_stats(o.run, *d2, "moe");
   if (!o.quiet)
     std::fprintf(stderr,
                  "\nmoe: load %.2f s | prompt %lld tokens%s, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "

@@ -11,6 +11,7 @@
 #include "core/thread_pool.h"
 #include "core/weight_memory.h"
 #include "model/deepseek2.h"
+#include "model/deepseek4.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -66,19 +67,29 @@ inline int64_t spec_draft_n(const CliOptions& o) { return o.spec_type == "draft-
 // " | drafts 45 of 60 accepted (75%)" for the timing lines, or "".
 std::string spec_stats_text(int64_t drafted, int64_t accepted);
 
-// A loaded model with what every mode needs next to it.
+// A loaded model with what every mode needs next to it: a deepseek2 or
+// deepseek32 file (model), or a deepseek4 file (v4).
 struct LoadedModel {
   std::unique_ptr<Deepseek2Model> model;
+  std::unique_ptr<Deepseek4Model> v4;
   Tokenizer tok;
   int64_t n_ctx;  // the session's context: -c capped by the model's
   double load_s;
+
+  const GgufFile& file() const { return v4 ? v4->file() : model->file(); }
+  int64_t n_vocab() const { return v4 ? v4->config().vocab_size : model->config().vocab_size; }
+  const std::string& architecture() const { return v4 ? v4->config().architecture : model->config().architecture; }
 };
 
 // Loads the model (a progress bar on a terminal while its pages are read in).
 LoadedModel load_model(const CliOptions& o);
 // A session on the backends and placement the flags ask for; prints the
 // placement (unless -q).
-std::unique_ptr<Deepseek2Session> make_session(const CliOptions& o, const LoadedModel& m);
+std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m);
+// The deepseek2 session behind s, or null: a deepseek4 session has no
+// device placement, routing statistics or saved caches yet (load_model
+// refuses the flags that need them).
+inline Deepseek2Session* deepseek2_session(InferenceSession& s) { return dynamic_cast<Deepseek2Session*>(&s); }
 // The chat template: --chat-template NAME, else detected from the model's
 // tokenizer.chat_template. Throws naming the choices when neither works.
 ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m);

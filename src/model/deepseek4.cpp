@@ -1,0 +1,312 @@
+#include "model/deepseek4.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "runtime/moe_dispatch.h"
+
+namespace moe {
+
+namespace {
+
+size_t sz(int64_t n) { return static_cast<size_t>(n); }
+
+// Channels of a compressor's projection per token: CSA's overlapping
+// windows read two halves.
+int64_t coff(int64_t ratio) { return ratio == 4 ? 2 : 1; }
+
+}  // namespace
+
+std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, bool map) {
+  std::unique_ptr<Deepseek4Model> m(new Deepseek4Model(GgufFile::open(path, map)));
+  m->config_ = Deepseek4Config::from_gguf(m->file_);
+  m->weights_ = Deepseek4Weights::bind(m->file_, m->config_);
+  return m;
+}
+
+std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, WeightMemory memory) {
+  if (memory != WeightMemory::kAuto) return load(path, memory == WeightMemory::kMap);
+  auto mapped = load(path, true);
+  if (!read_weights_into_memory(memory, mapped->file().total_size(), mem_available_bytes())) return mapped;
+  mapped.reset();
+  return load(path, false);
+}
+
+size_t Deepseek4Model::cache_bytes_per_token() const {
+  const Deepseek4Config& c = config_;
+  double floats = 0;
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+    const int64_t r = c.compress_ratio(il), d = c.head_dim, di = c.index_head_dim;
+    floats += static_cast<double>(d);
+    if (r != 0) floats += static_cast<double>(2 * coff(r) * d) + static_cast<double>(d) / static_cast<double>(r);
+    if (c.attention_kind(il) == Dsv4Attention::kCsa) floats += static_cast<double>(4 * di) + static_cast<double>(di) / 4.0;
+  }
+  return static_cast<size_t>(floats * sizeof(float) + 0.5);
+}
+
+namespace {
+
+BackendOptions cpu_only(int n_threads) {
+  BackendOptions o;
+  o.n_threads = n_threads;
+  return o;
+}
+
+}  // namespace
+
+Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads,
+                                   int64_t n_seq)
+    : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq) {}
+
+Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch,
+                                   const BackendOptions& backends, int64_t n_seq)
+    : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(n_ctx), n_batch_(n_batch) {
+  if (n_ctx <= 0 || n_batch <= 0 || n_seq <= 0) throw_error("deepseek4 session: n_ctx, n_batch and n_seq must be positive");
+  backends_ = make_backends(backends);
+  be_ = &backends_.compute();
+  if (!be_->supports_deepseek4())
+    throw_error("%s: backend %s cannot run deepseek4 models yet", model.file().path().c_str(), be_->name().c_str());
+  n_rows_ = std::max(n_batch, n_seq);
+  const int64_t D = c_.hidden_size, hc = c_.hc, H = c_.num_attention_heads, d = c_.head_dim, n = n_rows_;
+  const int64_t K = c_.num_experts_per_tok, S = c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts);
+  x_ = be_->alloc(n, hc * D);
+  xn_ = be_->alloc(n, hc * D);
+  mix_ = be_->alloc(n, c_.hc_mix_dim());
+  post_ = be_->alloc(n, hc);
+  comb_ = be_->alloc(n, hc * hc);
+  h_ = be_->alloc(n, D);
+  out_ = be_->alloc(n, D);
+  qa_ = be_->alloc(n, c_.q_lora_rank);
+  q_ = be_->alloc(n, H * d);
+  kv_ = be_->alloc(n, d);
+  sc_kv_ = be_->alloc(n, 2 * d);
+  sc_score_ = be_->alloc(n, 2 * d);
+  ik_kv_ = be_->alloc(n, std::max<int64_t>(1, 2 * c_.index_head_dim));
+  ik_score_ = be_->alloc(n, std::max<int64_t>(1, 2 * c_.index_head_dim));
+  iq_ = be_->alloc(n, std::max<int64_t>(1, c_.index_n_heads * c_.index_head_dim));
+  iw_ = be_->alloc(n, std::max<int64_t>(1, c_.index_n_heads));
+  selected_ = be_->alloc_ids(n, std::max<int64_t>(1, c_.index_topk));
+  o_ = be_->alloc(n, H * d);
+  oa_ = be_->alloc(n, c_.o_groups * c_.o_lora_rank);
+  logit_e_ = be_->alloc(n, c_.n_routed_experts);
+  route_ids_ = be_->alloc_ids(n, K);
+  route_w_ = be_->alloc(n, K);
+  slot_out_ = be_->alloc(n * K, D);
+  sh_g_ = be_->alloc(n, S);
+  sh_u_ = be_->alloc(n, S);
+  ids_host_.resize(sz(n * K));
+
+  seqs_.resize(sz(n_seq));
+  for (SeqState& st : seqs_) {
+    st.tokens.reserve(sz(n_ctx));
+    for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
+      Dsv4LayerCache lc;
+      const int64_t r = c_.compress_ratio(il);
+      lc.raw = be_->alloc(n_ctx, d);
+      if (r != 0) {
+        lc.state_kv = be_->alloc(n_ctx, coff(r) * d);
+        lc.state_score = be_->alloc(n_ctx, coff(r) * d);
+        lc.comp = be_->alloc(n_ctx / r + 1, d);
+      }
+      if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
+        lc.index_kv = be_->alloc(n_ctx, 2 * c_.index_head_dim);
+        lc.index_score = be_->alloc(n_ctx, 2 * c_.index_head_dim);
+        lc.index_keys = be_->alloc(n_ctx / 4 + 1, c_.index_head_dim);
+      }
+      st.layers.push_back(lc);
+    }
+  }
+}
+
+Deepseek4Session::~Deepseek4Session() = default;
+
+void Deepseek4Session::check_tokens(const int32_t* tokens, int64_t n) const {
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
+      throw_error("token id %d is outside the vocabulary (0..%lld)", tokens[i], static_cast<long long>(c_.vocab_size - 1));
+}
+
+void Deepseek4Session::reset() {
+  for (SeqState& s : seqs_) s.tokens.clear();
+}
+
+void Deepseek4Session::seq_truncate(int64_t s, int64_t n) {
+  SeqState& st = seqs_.at(sz(s));
+  if (n < 0) throw_error("seq_truncate: negative position %lld", static_cast<long long>(n));
+  if (n < static_cast<int64_t>(st.tokens.size())) st.tokens.resize(sz(n));
+}
+
+void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
+  if (src == dst) return seq_truncate(src, n);
+  const SeqState& a = seqs_.at(sz(src));
+  SeqState& b = seqs_.at(sz(dst));
+  if (n > static_cast<int64_t>(a.tokens.size()))
+    throw_error("seq_copy: sequence %lld holds %zu positions, not %lld", static_cast<long long>(src), a.tokens.size(),
+                static_cast<long long>(n));
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
+    const Dsv4LayerCache& x = a.layers[sz(il)];
+    Dsv4LayerCache& y = b.layers[sz(il)];
+    const int64_t r = c_.compress_ratio(il);
+    be_->copy_rows(x.raw, y.raw, n);
+    if (r != 0) {
+      be_->copy_rows(x.state_kv, y.state_kv, n);
+      be_->copy_rows(x.state_score, y.state_score, n);
+      be_->copy_rows(x.comp, y.comp, n / r);
+    }
+    if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
+      be_->copy_rows(x.index_kv, y.index_kv, n);
+      be_->copy_rows(x.index_score, y.index_score, n);
+      be_->copy_rows(x.index_keys, y.index_keys, n / 4);
+    }
+  }
+  b.tokens.assign(a.tokens.begin(), a.tokens.begin() + static_cast<ptrdiff_t>(n));
+}
+
+void Deepseek4Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
+  SeqState& st = seqs_.at(sz(s));
+  const int64_t n = static_cast<int64_t>(st.tokens.size());
+  if (p0 < 0 || p1 < p0 || p1 > n)
+    throw_error("seq_drop: [%lld, %lld) is not inside the %lld cached positions", static_cast<long long>(p0),
+                static_cast<long long>(p1), static_cast<long long>(n));
+  if (p0 == p1) return;
+  std::vector<int32_t> kept(st.tokens.begin() + static_cast<ptrdiff_t>(p1), st.tokens.end());
+  st.tokens.resize(sz(p0));
+  for (int64_t i = 0; i < static_cast<int64_t>(kept.size()); i += n_batch_) {
+    const int64_t m = std::min<int64_t>(n_batch_, static_cast<int64_t>(kept.size()) - i);
+    forward_step(kept.data() + i, {SeqSpan{static_cast<int32_t>(s), m, false, false}}, nullptr, false);
+  }
+}
+
+void Deepseek4Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+  check_tokens(tokens, n);
+  if (n_past() + n > n_ctx_)
+    throw_error("context full: %lld cached + %lld new tokens exceed n_ctx %lld", static_cast<long long>(n_past()),
+                static_cast<long long>(n), static_cast<long long>(n_ctx_));
+  for (int64_t i = 0; i < n; i += n_batch_) {
+    const int64_t m = std::min(n_batch_, n - i);
+    const bool last = i + m == n;
+    SeqSpan span{0, m, all_logits || last, all_logits};
+    float* out = all_logits ? logits + i * c_.vocab_size : (last ? logits : nullptr);
+    forward_step(tokens + i, {span}, out, all_logits);
+  }
+}
+
+void Deepseek4Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
+  int64_t total = 0;
+  std::vector<bool> seen(seqs_.size(), false);
+  for (const SeqSpan& sp : spans) {
+    if (sp.seq < 0 || sp.seq >= n_seq()) throw_error("forward_spans: no sequence %d", sp.seq);
+    if (seen[sz(sp.seq)]) throw_error("forward_spans: sequence %d appears twice in one step", sp.seq);
+    seen[sz(sp.seq)] = true;
+    if (seq_pos(sp.seq) + sp.n > n_ctx_) throw_error("forward_spans: sequence %d would exceed n_ctx", sp.seq);
+    total += sp.n;
+  }
+  if (total > n_rows_) throw_error("forward_spans: %lld tokens exceed the step's %lld", static_cast<long long>(total),
+                                   static_cast<long long>(n_rows_));
+  check_tokens(tokens, total);
+  // With several sequences each row's products are computed as alone, so
+  // an answer does not depend on its neighbours.
+  be_->set_batch_invariant(spans.size() > 1);
+  forward_step(tokens, spans, logits, false);
+  be_->set_batch_invariant(false);
+}
+
+HyperConnParams Deepseek4Session::hc_params(const HyperConnWeights& w) const {
+  HyperConnParams p;
+  p.hc = c_.hc;
+  p.width = c_.hidden_size;
+  p.sinkhorn_iters = c_.sinkhorn_iters;
+  p.eps = c_.hc_eps;
+  p.scale = w.scale;
+  p.base = w.base;
+  return p;
+}
+
+void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits,
+                                    bool all_logits) {
+  const int64_t D = c_.hidden_size, hc = c_.hc;
+  std::vector<SpanAt> at;
+  int64_t n = 0;
+  for (const SeqSpan& sp : spans) {
+    if (sp.n == 0) continue;
+    at.push_back({sp.seq, seq_pos(sp.seq), sp.n, n});
+    n += sp.n;
+  }
+  if (n == 0) return;
+
+  // X: hc copies of the embedding.
+  be_->embed(w_.token_embd, tokens, n, h_);
+  be_->hc_init(h_, hc, n, x_);
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
+    const Dsv4LayerWeights& L = w_.layers[sz(il)];
+    hc_pre(L.hc_attn, L.attn_norm, n);
+    attention(il, at, n);
+    be_->hc_post(hc_params(L.hc_attn), out_, post_, comb_, n, x_);
+    hc_pre(L.hc_ffn, L.ffn_norm, n);
+    moe(il, tokens, n);
+    be_->hc_post(hc_params(L.hc_ffn), out_, post_, comb_, n, x_);
+  }
+  for (const SpanAt& a : at)
+    seqs_[sz(a.seq)].tokens.insert(seqs_[sz(a.seq)].tokens.end(), tokens + a.r0, tokens + a.r0 + a.n);
+  if (!logits) return;
+
+  // The rows whose logits are wanted, gathered to the front, through the head:
+  // logits = W_out RMSNorm(HC_head(X)).
+  int64_t m = 0;
+  int64_t r0 = 0;
+  for (const SeqSpan& sp : spans) {
+    const bool every = all_logits || sp.all_logits;
+    for (int64_t j = every ? 0 : sp.n - 1; (every || sp.logits) && j < sp.n; ++j) {
+      if (r0 + j != m) be_->copy_rows(x_.rows_from(r0 + j, 1), x_.rows_from(m, 1), 1);
+      ++m;
+    }
+    r0 += sp.n;
+  }
+  const Act head_mix = mix_.reshaped(hc);
+  be_->rms_norm(x_, TensorView{}, c_.rms_norm_eps, m, xn_);
+  be_->matmul(w_.hc_head.fn, xn_, m, head_mix);
+  be_->hc_head(hc_params(w_.hc_head), x_, head_mix, m, h_);
+  be_->rms_norm(h_, w_.output_norm, c_.rms_norm_eps, m, h_);
+  be_->output_head(w_.output, h_, m, logits);
+  (void)D;
+}
+
+void Deepseek4Session::hc_pre(const HyperConnWeights& w, const TensorView& norm, int64_t n) {
+  be_->rms_norm(x_, TensorView{}, c_.rms_norm_eps, n, xn_);
+  be_->matmul(w.fn, xn_, n, mix_);
+  be_->hc_pre(hc_params(w), x_, mix_, n, h_, post_, comb_);
+  be_->rms_norm(h_, norm, c_.rms_norm_eps, n, h_);
+}
+
+void Deepseek4Session::moe(int64_t il, const int32_t* tokens, int64_t n) {
+  const Dsv4LayerWeights& L = w_.layers[sz(il)];
+  const int64_t K = c_.num_experts_per_tok;
+  Dsv4RouteParams rp;
+  rp.n_experts = c_.n_routed_experts;
+  rp.top_k = K;
+  rp.gating_func = c_.gating_func;
+  rp.bias = L.score_bias;
+  rp.tid2eid = L.tid2eid;
+  rp.norm_topk_prob = c_.norm_topk_prob;
+  rp.routed_scaling_factor = c_.routed_scaling_factor;
+  be_->matmul(L.router, h_, n, logit_e_);
+  be_->dsv4_route(rp, logit_e_, tokens, n, route_ids_, route_w_);
+  // The (token, slot) pairs sorted by expert, each expert's weights read once.
+  be_->copy_to_host(ids_host_.data(), route_ids_.data, sz(n * K) * sizeof(int32_t));
+  moe_dispatch_sort(ids_host_.data(), n, K, c_.n_routed_experts, dispatch_, dispatch_start_);
+  // ggml applies the clamp only above 1e-6 (llama-graph.cpp).
+  const float limit = c_.swiglu_clamp_exp[sz(il)] > 1e-6f ? c_.swiglu_clamp_exp[sz(il)] : 0.0f;
+  be_->grouped_experts(ExpertWeights{L.gate_exps, L.up_exps, L.down_exps, limit}, h_, dispatch_, slot_out_);
+  be_->moe_combine(slot_out_, route_w_, K, n, out_);
+  if (L.shared) {
+    const float shared_limit = c_.swiglu_clamp_shexp[sz(il)] > 1e-6f ? c_.swiglu_clamp_shexp[sz(il)] : 0.0f;
+    be_->matmul(L.shared->gate, h_, n, sh_g_);
+    be_->matmul(L.shared->up, h_, n, sh_u_);
+    be_->swiglu_clamped(sh_g_, sh_u_, shared_limit, n);
+    be_->matmul(L.shared->down, sh_g_, n, slot_out_.reshaped(c_.hidden_size));
+    be_->add(out_, slot_out_, n);
+  }
+}
+
+}  // namespace moe

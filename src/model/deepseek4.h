@@ -1,0 +1,137 @@
+// The DeepSeek-V4 model (GGUF architecture "deepseek4"): loading, and the
+// forward pass over a batch of tokens of one or more sequences.
+//
+// Per layer (DeepSeek-V4 report; llama.cpp's models/deepseek4.cpp):
+//   X: hc streams of the residual (copies of the embedding at the start)
+//   a = RMSNorm(HC_pre(X)); X = HC_post(Attention(a), X)
+//   f = RMSNorm(HC_pre(X)); X = HC_post(MoE(f) + Shared(f), X)
+// and at the end logits = W_out RMSNorm(HC_head(X)).
+// Attention: q = RMSNorm_h(W_qb RMSNorm(W_qa a)), kv = RMSNorm(W_kv a) one
+// shared head (K = V), RoPE on the last rope_dim values; each token attends
+// with sinks to its last sliding_window raw rows plus compressed rows of its
+// layer's kind (none, the indexer's top-k of the 1-in-4 rows, or every
+// 1-in-128 row); the output loses its rotation, then goes through the
+// grouped low-rank projection W_ob [W_oa,g o_g]_g.
+//
+// Every step runs on the session's backend, through the seam's DeepSeek-V4
+// ops (runtime/backend.h: hyper-connections, the compressors, the indexer,
+// attention with sinks, grouped output, routing); a backend without them
+// refuses the session when it starts.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/weight_memory.h"
+#include "gguf/gguf_reader.h"
+#include "model/deepseek4_config.h"
+#include "model/deepseek4_weights.h"
+#include "runtime/backend.h"
+#include "runtime/backend_registry.h"
+#include "runtime/inference_session.h"
+
+namespace moe {
+
+class Deepseek4Model {
+ public:
+  static std::unique_ptr<Deepseek4Model> load(const std::string& path, bool map = true);
+  static std::unique_ptr<Deepseek4Model> load(const std::string& path, WeightMemory memory);
+
+  const GgufFile& file() const { return file_; }
+  const Deepseek4Config& config() const { return config_; }
+  const Deepseek4Weights& weights() const { return weights_; }
+  // Cache bytes one position of context costs (all layers, one sequence).
+  size_t cache_bytes_per_token() const;
+
+ private:
+  Deepseek4Model(GgufFile f) : file_(std::move(f)) {}
+  GgufFile file_;
+  Deepseek4Config config_;
+  Deepseek4Weights weights_;
+};
+
+class Deepseek4Session final : public InferenceSession {
+ public:
+  // Backends as the flags ask (the compute backend must have the V4 ops).
+  Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, const BackendOptions& backends,
+                   int64_t n_seq = 1);
+  // The CPU alone with n_threads.
+  Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq = 1);
+  ~Deepseek4Session() override;
+
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) override;
+  int64_t n_past() const override { return seq_pos(0); }
+  int64_t n_ctx() const override { return n_ctx_; }
+  int64_t n_vocab() const override { return c_.vocab_size; }
+  void reset() override;
+  void truncate(int64_t n) override { seq_truncate(0, n); }
+  // Compressed rows are built from blocks aligned to positions, so a shift
+  // cannot move them; the kept tokens after the hole are evaluated again at
+  // their new positions (the cache then equals a fresh evaluation).
+  void seq_drop(int64_t s, int64_t p0, int64_t p1) override;
+
+  int64_t n_seq() const override { return static_cast<int64_t>(seqs_.size()); }
+  int64_t max_step_tokens() const override { return n_rows_; }
+  int64_t seq_pos(int64_t s) const override { return static_cast<int64_t>(seqs_[static_cast<size_t>(s)].tokens.size()); }
+  // Rows of positions < n, and blocks that end before n, are what a fresh
+  // evaluation of those tokens gives: truncating only forgets.
+  void seq_truncate(int64_t s, int64_t n) override;
+  void seq_copy(int64_t src, int64_t dst, int64_t n) override;
+  void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
+
+  const Deepseek4Model& model() const { return model_; }
+  std::string backends_description() const { return be_->describe(); }
+
+ private:
+  // Every position's rows are kept (not a ring of the window), so
+  // truncating to any earlier position needs no recomputation.
+  struct SeqState {
+    std::vector<Dsv4LayerCache> layers;
+    std::vector<int32_t> tokens;  // every cached position's token
+  };
+  // A run of a step's rows: n tokens of sequence seq from position pos0, from row r0.
+  struct SpanAt {
+    int32_t seq;
+    int64_t pos0, n, r0;
+  };
+  void check_tokens(const int32_t* tokens, int64_t n) const;
+  void forward_step(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
+  // h_ = RMSNorm(HC_pre(x_)) * norm; post_ and comb_ kept for hc_post.
+  void hc_pre(const HyperConnWeights& w, const TensorView& norm, int64_t n);
+  HyperConnParams hc_params(const HyperConnWeights& w) const;
+  void attention(int64_t il, const std::vector<SpanAt>& at, int64_t n);
+  void moe(int64_t il, const int32_t* tokens, int64_t n);
+  Dsv4AttnParams attn_params(int64_t il) const;
+
+  const Deepseek4Model& model_;
+  const Deepseek4Config& c_;
+  const Deepseek4Weights& w_;
+  BackendSet backends_;
+  Backend* be_;
+  int64_t n_ctx_, n_batch_, n_rows_;
+  std::vector<SeqState> seqs_;
+
+  // Activations [n_rows][...] on the backend.
+  Act x_;       // [hc * hidden] the streams
+  Act xn_;      // [hc * hidden] RMSNorm'd streams (the mixes' input)
+  Act mix_;     // [(2 + hc) * hc]
+  Act post_, comb_;  // [hc], [hc * hc]
+  Act h_;       // [hidden] a sub-layer's input
+  Act out_;     // [hidden] its output
+  Act qa_, q_, kv_, o_, oa_;
+  Act sc_kv_, sc_score_;  // the compressor's projections [coff * head_dim]
+  Act ik_kv_, ik_score_;  // the indexer compressor's [2 * index_dim]
+  Act iq_, iw_;           // the indexer's queries and head weights
+  Ids selected_;  // [index_topk]
+  Act logit_e_;   // [n_experts]
+  Ids route_ids_;  // [top_k]
+  Act route_w_;    // [top_k]
+  Act slot_out_;   // [n_rows * top_k][hidden]
+  Act sh_g_, sh_u_;  // the shared experts' [n_shared * moe_ffn]
+  std::vector<int32_t> ids_host_;
+  ExpertDispatch dispatch_;
+  std::vector<int64_t> dispatch_start_;
+};
+
+}  // namespace moe

@@ -1,0 +1,81 @@
+// DeepSeek-V4 weights bound by name from a GGUF file (llama.cpp's names and
+// layout), shapes checked at load. Shapes use ggml order: [in, out(, n)].
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/deepseek4_config.h"
+#include "model/tensor_binder.h"
+
+namespace moe {
+
+class GgufFile;
+
+// One hyper-connection (before a sub-layer): mixes = fn · RMSNorm(flat
+// streams); pre = sigmoid(mixes[0:hc] * scale[0] + base) + eps weighs the
+// streams into the sub-layer's input; post = 2 sigmoid(..scale[1]..) spreads
+// its output back; comb (hc x hc, scale[2]) Sinkhorn-normalised mixes the
+// streams themselves.
+struct HyperConnWeights {
+  TensorView fn;     // [hc * hidden, (2 + hc) * hc]
+  TensorView base;   // [(2 + hc) * hc] f32
+  TensorView scale;  // [3] f32
+};
+
+// A compressor: every `ratio` tokens one row, the softmax-gated (per
+// channel) sum of its tokens' projections, RMSNorm'd and rotated. CSA's
+// windows overlap (each row also reads the previous block with the first
+// half of the channels), so its projections are twice as wide.
+struct CompressorWeights {
+  TensorView wkv;    // [hidden, coff * dim]
+  TensorView wgate;  // [hidden, coff * dim]
+  TensorView ape;    // [coff * dim, ratio] f32: score bias by position in the block
+  TensorView norm;   // [dim] f32
+};
+
+struct Dsv4IndexerWeights {
+  TensorView wq_b;   // [q_lora_rank, index_heads * index_dim]
+  TensorView proj;   // [hidden, index_heads]
+  CompressorWeights keys;
+};
+
+struct Dsv4FfnWeights {  // W_down(clamped_silu(W_gate x) * clamp(W_up x))
+  TensorView gate, up, down;
+};
+
+struct Dsv4LayerWeights {
+  HyperConnWeights hc_attn, hc_ffn;
+  TensorView attn_norm;      // [hidden] f32
+  TensorView sinks;          // [heads] f32
+  TensorView wq_a;           // [hidden, q_lora_rank]
+  TensorView q_a_norm;       // [q_lora_rank] f32
+  TensorView wq_b;           // [q_lora_rank, heads * head_dim]
+  TensorView wkv;            // [hidden, head_dim]
+  TensorView kv_norm;        // [head_dim] f32
+  TensorView wo_a;           // [heads * head_dim / groups, groups * o_lora_rank]: group g -> rows g*R..
+  TensorView wo_b;           // [groups * o_lora_rank, hidden]
+  std::optional<CompressorWeights> compressor;  // CSA and HCA layers
+  std::optional<Dsv4IndexerWeights> indexer;    // CSA layers
+  TensorView ffn_norm;       // [hidden] f32
+  TensorView router;         // [hidden, n_experts]
+  TensorView score_bias;     // [n_experts] f32, or empty (hash layers)
+  TensorView tid2eid;        // [top_k, vocab] i32: hash layers' experts per token, or empty
+  TensorView gate_exps, up_exps, down_exps;  // [hidden, ffn, E], [hidden, ffn, E], [ffn, hidden, E]
+  std::optional<Dsv4FfnWeights> shared;
+};
+
+struct Deepseek4Weights {
+  TensorView token_embd;     // [hidden, vocab]
+  HyperConnWeights hc_head;  // fn [hc * hidden, hc], base [hc], scale [1]
+  TensorView output_norm;    // [hidden] f32
+  TensorView output;         // [hidden, vocab]
+  std::vector<Dsv4LayerWeights> layers;
+  OwnedBuffers owned;
+
+  static Deepseek4Weights bind(const GgufFile& f, const Deepseek4Config& c);
+};
+
+}  // namespace moe

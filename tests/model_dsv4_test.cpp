@@ -1,0 +1,285 @@
+// DeepSeek-V4 (deepseek4): what the logits comparison against llama.cpp
+// (model_conformance_test, tiny-dsv4.*) does not pin down on its own — the
+// prompt in chunks, the sequence operations, the indexer's part, layer kinds
+// llama.cpp cannot run — and the row ops' invariants.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cpu/dsv4_ops.h"
+#include "cpu/ops.h"
+#include "gguf/gguf_reader.h"
+#include "gguf/gguf_writer.h"
+#include "model/deepseek4.h"
+#include "test_util.h"
+
+using namespace moe;
+
+namespace {
+
+struct Fixture {
+  std::string gguf;
+  std::vector<int32_t> prompt, greedy;
+};
+
+// tiny-dsv4.f32 and its prompt, or gguf empty (skipped).
+Fixture fixture() {
+  Fixture f;
+  f.gguf = test::shared_fixture("models/tiny-dsv4.f32.gguf");
+  if (f.gguf.empty()) return f;
+  const auto j = nlohmann::json::parse(std::ifstream(f.gguf.substr(0, f.gguf.size() - 5) + ".json"));
+  f.prompt = j["prompt_tokens"].get<std::vector<int32_t>>();
+  f.greedy = j["greedy_tokens"].get<std::vector<int32_t>>();
+  return f;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::fabs(a[i] - b[i])));
+  return m;
+}
+
+// Every prompt row's logits, in steps of n_batch tokens.
+std::vector<float> prompt_logits(const Deepseek4Model& m, const std::vector<int32_t>& tokens, int64_t n_batch) {
+  Deepseek4Session s(m, 256, n_batch, 2);
+  std::vector<float> out(tokens.size() * size_t(s.n_vocab()));
+  s.forward(tokens.data(), static_cast<int64_t>(tokens.size()), out.data(), true);
+  return out;
+}
+
+// A copy of `src` with its metadata changed by `edit`.
+std::string edited_copy(const std::string& src, const std::string& name,
+                        const std::function<void(GgufWriter&)>& edit) {
+  const GgufFile in = GgufFile::open(src);
+  const std::string out = test::temp_dir() + "/" + name;
+  GgufWriter w(out, in.alignment());
+  for (const auto& kv : in.metadata()) w.set(kv.key, kv.value);
+  edit(w);
+  for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
+  w.begin();
+  for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
+  w.finish();
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("deepseek4: a prompt in steps of 1, 7 or 64 tokens gives the logits of one step") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const auto m = Deepseek4Model::load(f.gguf);
+  const std::vector<float> whole = prompt_logits(*m, f.prompt, 256);
+  for (int64_t n_batch : {1, 7, 64}) {
+    CAPTURE(n_batch);
+    // Blocks of the compressors and the indexer's choice span steps; only
+    // the products' float order changes with the batch.
+    CHECK(max_abs_diff(prompt_logits(*m, f.prompt, n_batch), whole) <= 1e-4);
+  }
+}
+
+TEST_CASE("deepseek4: truncate, copy and drop leave the cache a fresh evaluation would") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const auto m = Deepseek4Model::load(f.gguf);
+  const int64_t V = m->config().vocab_size;
+  auto last_logits = [&](Deepseek4Session& s, const std::vector<int32_t>& t) {
+    std::vector<float> out(static_cast<size_t>(V));
+    s.forward(t.data(), static_cast<int64_t>(t.size()), out.data(), false);
+    return out;
+  };
+  const std::vector<int32_t> head(f.prompt.begin(), f.prompt.begin() + 150);
+  const std::vector<int32_t> tail(f.prompt.begin() + 150, f.prompt.end());
+  Deepseek4Session fresh(*m, 256, 64, 2);
+  const std::vector<float> want = last_logits(fresh, f.prompt);
+
+  Deepseek4Session s(*m, 256, 64, 2, 2);
+  last_logits(s, f.greedy);  // something else first, then forgotten
+  s.truncate(0);
+  last_logits(s, f.prompt);
+  s.truncate(150);  // mid-block for CSA (4) and HCA (128): rows of the cut block are rebuilt
+  CHECK(s.n_past() == 150);
+  CHECK(max_abs_diff(last_logits(s, tail), want) <= 1e-5);
+
+  // Sequence 1 takes the first 150 positions of sequence 0 and goes on alone.
+  s.seq_copy(0, 1, 150);
+  CHECK(s.seq_pos(1) == 150);
+  std::vector<float> row(static_cast<size_t>(V));
+  s.forward_spans(tail.data(), {SeqSpan{1, static_cast<int64_t>(tail.size()), true, false}}, row.data());
+  CHECK(max_abs_diff(row, want) <= 1e-5);
+
+  // Dropping [1, 11) leaves what evaluating the prompt without them gives.
+  std::vector<int32_t> shifted(f.prompt);
+  shifted.erase(shifted.begin() + 1, shifted.begin() + 11);
+  s.seq_drop(0, 1, 11);
+  CHECK(s.n_past() == static_cast<int64_t>(shifted.size()));
+  const std::vector<float> after = last_logits(s, {f.greedy[0]});
+  shifted.push_back(f.greedy[0]);
+  Deepseek4Session again(*m, 256, 64, 2);
+  CHECK(max_abs_diff(after, last_logits(again, shifted)) <= 1e-4);
+}
+
+TEST_CASE("deepseek4: the indexer's choice is in the logits (a top-k past the context changes them)") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const auto m = Deepseek4Model::load(f.gguf);
+  const std::string all = edited_copy(f.gguf, "dsv4-topk-all.gguf", [](GgufWriter& w) {
+    w.set("deepseek4.attention.indexer.top_k", GgufValue::u32(1000));
+  });
+  const auto dense = Deepseek4Model::load(all);
+  const int64_t V = m->config().vocab_size, k = m->config().index_topk;
+  const std::vector<float> a = prompt_logits(*m, f.prompt, 64), b = prompt_logits(*dense, f.prompt, 64);
+  // A CSA row sees (pos + 1) / 4 compressed rows: until more than top_k
+  // exist the choice is all of them, and the two agree exactly.
+  const int64_t first = 4 * (k + 1) - 1;
+  double before = 0, after = 0;
+  for (int64_t r = 0; r < static_cast<int64_t>(f.prompt.size()); ++r)
+    for (int64_t v = 0; v < V; ++v) {
+      const double d = std::fabs(a[size_t(r * V + v)] - b[size_t(r * V + v)]);
+      (r < first ? before : after) = std::max(r < first ? before : after, d);
+    }
+  MESSAGE("top-k " << k << " vs all: rows before " << first << " differ by " << before << ", after by " << after);
+  CHECK(before == 0.0);
+  CHECK(after > 1e-2);
+}
+
+// llama.cpp divides by the HCA ratio when a file has none (SIGFPE).
+TEST_CASE("deepseek4: a file whose compress_ratios has no HCA layer runs") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const std::string path = edited_copy(f.gguf, "dsv4-no-hca.gguf", [](GgufWriter& w) {
+    w.set("deepseek4.attention.compress_ratios", GgufValue::array<uint32_t>(GgufType::UINT32, {0, 4, 0, 4}));
+  });
+  const auto m = Deepseek4Model::load(path);
+  CHECK(m->config().attention_kind(2) == Dsv4Attention::kWindow);
+  const std::vector<float> logits = prompt_logits(*m, f.prompt, 64);
+  bool finite = true;
+  for (float x : logits) finite = finite && std::isfinite(x);
+  CHECK(finite);
+  // Layer 2 now sees its window only, rotated with the model's base instead
+  // of the compressed layers': other logits than the file's own.
+  const auto own = Deepseek4Model::load(f.gguf);
+  const std::vector<float> ref = prompt_logits(*own, f.prompt, 64);
+  CHECK(max_abs_diff(logits, ref) > 1e-3);
+}
+
+TEST_CASE("deepseek4: a compress ratio the model does not define is refused naming the key") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const std::string path = edited_copy(f.gguf, "dsv4-bad-ratio.gguf", [](GgufWriter& w) {
+    w.set("deepseek4.attention.compress_ratios", GgufValue::array<uint32_t>(GgufType::UINT32, {0, 4, 64, 4}));
+  });
+  CHECK_THROWS_WITH(Deepseek4Model::load(path), doctest::Contains("deepseek4.attention.compress_ratios[2] = 64"));
+}
+
+TEST_CASE("deepseek4 ops: Sinkhorn leaves every row and column of the stream mix summing to about 1") {
+  const int64_t hc = 4;
+  std::vector<float> mixes(24), base(24), scale{0.7f, 1.3f, 2.1f};
+  for (int i = 0; i < 24; ++i) mixes[size_t(i)] = std::sin(1.7f * float(i)), base[size_t(i)] = 0.1f * float(i % 5) - 0.2f;
+  std::vector<float> pre(hc), post(hc), comb(hc * hc);
+  dsv4_hc_weights(mixes.data(), scale.data(), base.data(), hc, 1e-6f, 20, pre.data(), post.data(), comb.data());
+  for (int64_t a = 0; a < hc; ++a) {
+    float rows = 0, cols = 0;
+    for (int64_t b = 0; b < hc; ++b) rows += comb[size_t(b + hc * a)], cols += comb[size_t(a + hc * b)];
+    CHECK(rows == doctest::Approx(1.0).epsilon(1e-4));
+    CHECK(cols == doctest::Approx(1.0).epsilon(1e-4));
+    CHECK(pre[size_t(a)] > 0.0f);
+    CHECK(post[size_t(a)] > 0.0f);
+    CHECK(post[size_t(a)] < 2.0f);
+  }
+}
+
+TEST_CASE("deepseek4 ops: RoPE of the tail turns back exactly under its inverse, and leaves the head alone") {
+  std::vector<float> v(64), w;
+  for (int i = 0; i < 64; ++i) v[size_t(i)] = std::cos(0.37f * float(i));
+  w = v;
+  dsv4_rope_tail(w.data(), 64, 32, 1234, 160000.0f, false);
+  for (int i = 0; i < 32; ++i) CHECK(w[size_t(i)] == v[size_t(i)]);
+  CHECK(std::fabs(w[40] - v[40]) > 1e-3);
+  dsv4_rope_tail(w.data(), 64, 32, 1234, 160000.0f, true);
+  for (int i = 32; i < 64; ++i) CHECK(w[size_t(i)] == doctest::Approx(v[size_t(i)]).epsilon(1e-5));
+}
+
+TEST_CASE("deepseek4 ops: a compressed row is the per-channel softmax-weighted sum of its block") {
+  // ratio 2, dim 1, overlap: the previous block's first-half channel and the
+  // current block's second-half channel compete in one softmax.
+  const float prev_kv[] = {1.0f, 100.0f, 2.0f, 100.0f}, prev_score[] = {0.0f, -50.0f, 0.0f, -50.0f};
+  const float cur_kv[] = {100.0f, 3.0f, 100.0f, 4.0f}, cur_score[] = {-50.0f, 0.0f, -50.0f, std::log(2.0f)};
+  float out = 0;
+  dsv4_compress_block(prev_kv, prev_score, cur_kv, cur_score, 2, 1, true, &out);
+  // weights e^0, e^0, e^0, 2 over values 1, 2, 3, 4: (1 + 2 + 3 + 8) / 5
+  CHECK(out == doctest::Approx(14.0 / 5.0).epsilon(1e-6));
+  dsv4_compress_block(nullptr, nullptr, cur_kv, cur_score, 2, 1, true, &out);  // first block: current only
+  CHECK(out == doctest::Approx(11.0 / 3.0).epsilon(1e-6));
+}
+
+TEST_CASE("deepseek4 ops: attention sinks take their share of the softmax") {
+  const float q[] = {1.0f, 0.0f}, k0[] = {2.0f, 0.0f}, k1[] = {0.0f, 5.0f};
+  const float* keys[] = {k0, k1};
+  const float sinks[] = {std::log(2.0f)};
+  float scores[2], out[2];
+  dsv4_attention_sinks(q, 1, 2, keys, 2, sinks, 1.0f, scores, out);
+  // logits 2 and 0, sink log 2: p = e^2, 1 over e^2 + 1 + 2
+  const double z = std::exp(2.0) + 3.0;
+  CHECK(out[0] == doctest::Approx(2.0 * std::exp(2.0) / z).epsilon(1e-6));
+  CHECK(out[1] == doctest::Approx(5.0 / z).epsilon(1e-6));
+}
+
+TEST_CASE("deepseek4 ops: routing by sqrt-softplus with a selection bias, and clamped SwiGLU") {
+  const float logits[] = {-1.0f, 0.5f, 30.0f, 0.0f};
+  float probs[4];
+  dsv4_gate_probs(logits, 4, 4, probs);
+  CHECK(probs[0] == doctest::Approx(std::sqrt(std::log1p(std::exp(-1.0)))));
+  CHECK(probs[2] == doctest::Approx(std::sqrt(30.0)));
+  const float bias[] = {10.0f, 0.0f, 0.0f, 0.0f};
+  int32_t ids[2];
+  dsv4_route_topk(probs, bias, 4, 2, ids);  // the bias picks expert 0; its weight stays its prob
+  CHECK(ids[0] == 0);
+  CHECK(ids[1] == 2);
+  float g[] = {20.0f, -3.0f, 1.0f};
+  const float u[] = {-20.0f, 2.0f, 0.5f};
+  swiglu_clamped(g, u, 3, 10.0f);
+  CHECK(g[0] == doctest::Approx(10.0 / (1.0 + std::exp(-10.0)) * -10.0));
+  CHECK(g[1] == doctest::Approx(-3.0 / (1.0 + std::exp(3.0)) * 2.0));
+  CHECK(g[2] == doctest::Approx(1.0 / (1.0 + std::exp(-1.0)) * 0.5));
+}
+
+// The moe program on a deepseek4 file: one-shot and --batch (two sequences
+// at once) give the same greedy answer, and flags whose features deepseek4
+// does not have yet are refused naming the flag.
+TEST_CASE("moe on a deepseek4 file: one-shot and batch agree, unsupported flags are refused") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const std::string dir = test::temp_dir();
+  const std::string prompt = "In the beginning God created the heaven and the earth.";
+  {
+    std::ofstream lines(dir + "/dsv4.jsonl");
+    for (int i = 0; i < 2; ++i) lines << nlohmann::json{{"prompt", prompt}, {"n_predict", 12}, {"temperature", 0}}.dump() << "\n";
+  }
+  const std::string moe = test::bin_dir() + "/moe";
+  const auto one = test::run_command({moe, "-m", f.gguf, "-p", prompt, "-n", "12", "--temp", "0", "--json", "-t", "2"});
+  const auto batch = test::run_command({moe, "-m", f.gguf, "--batch", dir + "/dsv4.jsonl", "-np", "2", "-t", "2"});
+  INFO("stderr: " << one.err << batch.err);
+  REQUIRE(one.exit_code == 0);
+  REQUIRE(batch.exit_code == 0);
+  const auto j = test::parse_json_lines(one.out);
+  const auto b = test::parse_json_lines(batch.out);
+  REQUIRE(j.size() == 1);
+  REQUIRE(b.size() == 2);
+  CHECK(j[0]["generated_tokens"] == 12);
+  CHECK(b[0]["text"] == j[0]["text"]);
+  CHECK(b[1]["text"] == j[0]["text"]);
+
+  for (const std::vector<std::string>& flags : std::vector<std::vector<std::string>>{
+           {"-ctk", "q8_0"}, {"--prompt-cache", dir + "/dsv4.cache"}, {"--spec-type", "draft-mtp"}}) {
+    std::vector<std::string> argv{moe, "-m", f.gguf, "-p", "x", "-n", "1"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    const auto r = test::run_command(argv);
+    CAPTURE(flags[0]);
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find(flags[0]) != std::string::npos);
+    CHECK(r.err.find("deepseek4") != std::string::npos);
+  }
+}
