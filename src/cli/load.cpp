@@ -53,7 +53,10 @@ LoadedModel load_deepseek4(const CliOptions& o, std::chrono::steady_clock::time_
   int64_t n_ctx = o.n_ctx_given ? o.n_ctx : std::min<int64_t>(o.n_ctx, model_ctx);
   const uint64_t avail = mem_available_bytes();
   if (avail > 0 || n_ctx == 0) {
-    const uint64_t left = avail > 0 ? memory_for_caches(avail, model->file().total_size()) : UINT64_MAX;
+    // Each sequence holds its rings whatever the context, and its blocks' rows per position.
+    const uint64_t fixed = static_cast<uint64_t>(model->cache_bytes_fixed(o.n_batch)) * static_cast<uint64_t>(o.n_parallel);
+    uint64_t left = avail > 0 ? memory_for_caches(avail, model->file().total_size()) : UINT64_MAX;
+    left = left > fixed ? left - fixed : 0;
     const ContextChoice c = choose_context(n_ctx, model_ctx, model->cache_bytes_per_token(), o.n_parallel, left);
     n_ctx = c.n_ctx;
     if (!c.notice.empty() && !o.quiet) std::fprintf(stderr, "moe: %s\n", c.notice.c_str());
@@ -118,9 +121,9 @@ std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const Loaded
   if (m.v4) {
     auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel);
     if (o.verbose)
-      std::fprintf(stderr, "moe: %s | context %lld | batch %d | model %s | cache %zu bytes per token\n",
+      std::fprintf(stderr, "moe: %s | context %lld | batch %d | model %s | cache %zu bytes per token + %zu per sequence\n",
                    s->backends_description().c_str(), static_cast<long long>(m.n_ctx), o.n_batch,
-                   m.v4->config().describe().c_str(), m.v4->cache_bytes_per_token());
+                   m.v4->config().describe().c_str(), m.v4->cache_bytes_per_token(), m.v4->cache_bytes_fixed(o.n_batch));
     return s;
   }
   SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);

@@ -50,13 +50,15 @@ void CpuBackend::hc_head(const HyperConnParams& p, const Act& x, const Act& mixe
 
 void CpuBackend::dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4LayerCache& c, int64_t pos0, int64_t n) {
   const int64_t d = p.head_dim;
+  MOE_ASSERT(c.raw.rows >= p.window + n, "dsv4_qkv: a raw ring of %lld rows for a window of %lld and %lld tokens",
+             static_cast<long long>(c.raw.rows), static_cast<long long>(p.window), static_cast<long long>(n));
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t h = 0; h < p.n_heads; ++h) {
       float* qh = q.row(t) + h * d;
       moe::rms_norm(qh, nullptr, d, p.eps, qh);
       dsv4_rope_tail(qh, d, p.rope_dim, pos0 + t, p.rope_base, false);
     }
-    float* row = c.raw.row(pos0 + t);
+    float* row = c.raw.row((pos0 + t) % c.raw.rows);
     std::memcpy(row, kv.row(t), sz(d) * sizeof(float));
     dsv4_rope_tail(row, d, p.rope_dim, pos0 + t, p.rope_base, false);
   }
@@ -72,20 +74,24 @@ void CpuBackend::dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act
   Act& ssc = indexer ? c.index_score : c.state_score;
   Act& rows = indexer ? c.index_keys : c.comp;
   const float* bias = ape.f32();  // [ratio][width]
+  MOE_ASSERT(skv.rows % ratio == 0 && skv.rows >= 2 * ratio + n, "dsv4_compress: a state ring of %lld rows for ratio %lld "
+             "and %lld tokens", static_cast<long long>(skv.rows), static_cast<long long>(ratio), static_cast<long long>(n));
   for (int64_t t = 0; t < n; ++t) {
     const int64_t pos = pos0 + t;
-    std::memcpy(skv.row(pos), kv.row(t), sz(width) * sizeof(float));
+    const int64_t slot = pos % skv.rows;
+    std::memcpy(skv.row(slot), kv.row(t), sz(width) * sizeof(float));
     const float* b = bias + (pos % ratio) * width;
-    for (int64_t i = 0; i < width; ++i) ssc.row(pos)[i] = score.row(t)[i] + b[i];
+    for (int64_t i = 0; i < width; ++i) ssc.row(slot)[i] = score.row(t)[i] + b[i];
   }
   // The blocks these tokens complete, each from its tokens' state rows.
   for (int64_t pos = pos0; pos < pos0 + n; ++pos) {
     if ((pos + 1) % ratio != 0) continue;
     const int64_t blk = pos / ratio, start = blk * ratio;
     const bool has_prev = overlap && blk > 0;
+    const int64_t cur = start % skv.rows, prev = has_prev ? (start - ratio) % skv.rows : 0;
     float* row = rows.row(blk);
-    dsv4_compress_block(has_prev ? skv.row(start - ratio) : nullptr, has_prev ? ssc.row(start - ratio) : nullptr,
-                        skv.row(start), ssc.row(start), ratio, dim, overlap, row);
+    dsv4_compress_block(has_prev ? skv.row(prev) : nullptr, has_prev ? ssc.row(prev) : nullptr, skv.row(cur),
+                        ssc.row(cur), ratio, dim, overlap, row);
     moe::rms_norm(row, norm.f32(), dim, p.eps, row);
     dsv4_rope_tail(row, dim, p.rope_dim, start, p.compress_rope_base, false);
   }
@@ -130,7 +136,7 @@ void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t pos = pos0 + t;
       int64_t nk = 0;
-      for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) keys[nk++] = c.raw.row(s);
+      for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) keys[nk++] = c.raw.row(s % c.raw.rows);
       if (p.ratio == 4) {
         for (int64_t i = 0; i < p.index_topk && selected.row(t)[i] >= 0; ++i) keys[nk++] = c.comp.row(selected.row(t)[i]);
       } else if (p.ratio > 0) {

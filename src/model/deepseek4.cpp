@@ -16,6 +16,10 @@ size_t sz(int64_t n) { return static_cast<size_t>(n); }
 // windows read two halves.
 int64_t coff(int64_t ratio) { return ratio == 4 ? 2 : 1; }
 
+// A compressor's state ring: a block and the one before it (CSA's overlap)
+// plus a step's tokens, whole blocks so a block's rows are contiguous.
+int64_t state_ring_rows(int64_t ratio, int64_t step) { return (2 * ratio + step + ratio - 1) / ratio * ratio; }
+
 }  // namespace
 
 std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, bool map) {
@@ -37,12 +41,24 @@ size_t Deepseek4Model::cache_bytes_per_token() const {
   const Deepseek4Config& c = config_;
   double floats = 0;
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
-    const int64_t r = c.compress_ratio(il), d = c.head_dim, di = c.index_head_dim;
-    floats += static_cast<double>(d);
-    if (r != 0) floats += static_cast<double>(2 * coff(r) * d) + static_cast<double>(d) / static_cast<double>(r);
-    if (c.attention_kind(il) == Dsv4Attention::kCsa) floats += static_cast<double>(4 * di) + static_cast<double>(di) / 4.0;
+    const int64_t r = c.compress_ratio(il);
+    if (r != 0) floats += static_cast<double>(c.head_dim) / static_cast<double>(r);
+    if (c.attention_kind(il) == Dsv4Attention::kCsa) floats += static_cast<double>(c.index_head_dim) / 4.0;
   }
   return static_cast<size_t>(floats * sizeof(float) + 0.5);
+}
+
+size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch) const {
+  const Deepseek4Config& c = config_;
+  size_t floats = 0;
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+    const int64_t r = c.compress_ratio(il);
+    floats += sz((c.sliding_window + n_batch) * c.head_dim);
+    if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * coff(r) * c.head_dim + c.head_dim);
+    if (c.attention_kind(il) == Dsv4Attention::kCsa)
+      floats += sz(2 * state_ring_rows(4, n_batch) * 2 * c.index_head_dim + c.index_head_dim);
+  }
+  return floats * sizeof(float);
 }
 
 namespace {
@@ -103,15 +119,15 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
     for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
       Dsv4LayerCache lc;
       const int64_t r = c_.compress_ratio(il);
-      lc.raw = be_->alloc(n_ctx, d);
+      lc.raw = be_->alloc(c_.sliding_window + n_rows_, d);
       if (r != 0) {
-        lc.state_kv = be_->alloc(n_ctx, coff(r) * d);
-        lc.state_score = be_->alloc(n_ctx, coff(r) * d);
+        lc.state_kv = be_->alloc(state_ring_rows(r, n_rows_), coff(r) * d);
+        lc.state_score = be_->alloc(state_ring_rows(r, n_rows_), coff(r) * d);
         lc.comp = be_->alloc(n_ctx / r + 1, d);
       }
       if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-        lc.index_kv = be_->alloc(n_ctx, 2 * c_.index_head_dim);
-        lc.index_score = be_->alloc(n_ctx, 2 * c_.index_head_dim);
+        lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), 2 * c_.index_head_dim);
+        lc.index_score = be_->alloc(state_ring_rows(4, n_rows_), 2 * c_.index_head_dim);
         lc.index_keys = be_->alloc(n_ctx / 4 + 1, c_.index_head_dim);
       }
       st.layers.push_back(lc);
@@ -128,13 +144,32 @@ void Deepseek4Session::check_tokens(const int32_t* tokens, int64_t n) const {
 }
 
 void Deepseek4Session::reset() {
-  for (SeqState& s : seqs_) s.tokens.clear();
+  for (SeqState& s : seqs_) s.tokens.clear(), s.high = 0;
+}
+
+void Deepseek4Session::reevaluate(int64_t s, std::vector<int32_t> tokens) {
+  SeqState& st = seqs_[sz(s)];
+  st.tokens.clear();
+  st.high = 0;
+  for (int64_t i = 0; i < static_cast<int64_t>(tokens.size()); i += n_batch_) {
+    const int64_t m = std::min<int64_t>(n_batch_, static_cast<int64_t>(tokens.size()) - i);
+    forward_step(tokens.data() + i, {SeqSpan{static_cast<int32_t>(s), m, false, false}}, nullptr, false);
+  }
 }
 
 void Deepseek4Session::seq_truncate(int64_t s, int64_t n) {
   SeqState& st = seqs_.at(sz(s));
   if (n < 0) throw_error("seq_truncate: negative position %lld", static_cast<long long>(n));
-  if (n < static_cast<int64_t>(st.tokens.size())) st.tokens.resize(sz(n));
+  if (n >= static_cast<int64_t>(st.tokens.size())) return;
+  // The rings hold rows of positions down to high - n_rows_ - window: a
+  // truncation within n_rows_ of the furthest write finds its window and
+  // its partial blocks' state intact (every later write is at most
+  // n_rows_ - 1 ahead of n, less than a ring's slack).
+  if (st.high - n <= n_rows_) {
+    st.tokens.resize(sz(n));
+    return;
+  }
+  reevaluate(s, std::vector<int32_t>(st.tokens.begin(), st.tokens.begin() + static_cast<ptrdiff_t>(n)));
 }
 
 void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
@@ -144,23 +179,26 @@ void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
   if (n > static_cast<int64_t>(a.tokens.size()))
     throw_error("seq_copy: sequence %lld holds %zu positions, not %lld", static_cast<long long>(src), a.tokens.size(),
                 static_cast<long long>(n));
+  // The rings whole, the blocks up to n; then dst is src truncated to n.
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
     const Dsv4LayerCache& x = a.layers[sz(il)];
     Dsv4LayerCache& y = b.layers[sz(il)];
     const int64_t r = c_.compress_ratio(il);
-    be_->copy_rows(x.raw, y.raw, n);
+    be_->copy_rows(x.raw, y.raw, x.raw.rows);
     if (r != 0) {
-      be_->copy_rows(x.state_kv, y.state_kv, n);
-      be_->copy_rows(x.state_score, y.state_score, n);
+      be_->copy_rows(x.state_kv, y.state_kv, x.state_kv.rows);
+      be_->copy_rows(x.state_score, y.state_score, x.state_score.rows);
       be_->copy_rows(x.comp, y.comp, n / r);
     }
     if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-      be_->copy_rows(x.index_kv, y.index_kv, n);
-      be_->copy_rows(x.index_score, y.index_score, n);
+      be_->copy_rows(x.index_kv, y.index_kv, x.index_kv.rows);
+      be_->copy_rows(x.index_score, y.index_score, x.index_score.rows);
       be_->copy_rows(x.index_keys, y.index_keys, n / 4);
     }
   }
-  b.tokens.assign(a.tokens.begin(), a.tokens.begin() + static_cast<ptrdiff_t>(n));
+  b.tokens = a.tokens;
+  b.high = a.high;
+  seq_truncate(dst, n);
 }
 
 void Deepseek4Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
@@ -171,7 +209,7 @@ void Deepseek4Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
                 static_cast<long long>(p1), static_cast<long long>(n));
   if (p0 == p1) return;
   std::vector<int32_t> kept(st.tokens.begin() + static_cast<ptrdiff_t>(p1), st.tokens.end());
-  st.tokens.resize(sz(p0));
+  seq_truncate(s, p0);
   for (int64_t i = 0; i < static_cast<int64_t>(kept.size()); i += n_batch_) {
     const int64_t m = std::min<int64_t>(n_batch_, static_cast<int64_t>(kept.size()) - i);
     forward_step(kept.data() + i, {SeqSpan{static_cast<int32_t>(s), m, false, false}}, nullptr, false);
@@ -247,8 +285,11 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
     moe(il, tokens, n);
     be_->hc_post(hc_params(L.hc_ffn), out_, post_, comb_, n, x_);
   }
-  for (const SpanAt& a : at)
-    seqs_[sz(a.seq)].tokens.insert(seqs_[sz(a.seq)].tokens.end(), tokens + a.r0, tokens + a.r0 + a.n);
+  for (const SpanAt& a : at) {
+    SeqState& st = seqs_[sz(a.seq)];
+    st.tokens.insert(st.tokens.end(), tokens + a.r0, tokens + a.r0 + a.n);
+    st.high = std::max(st.high, a.pos0 + a.n);
+  }
   if (!logits) return;
 
   // The rows whose logits are wanted, gathered to the front, through the head:

@@ -41,8 +41,12 @@ class Deepseek4Model {
   const GgufFile& file() const { return file_; }
   const Deepseek4Config& config() const { return config_; }
   const Deepseek4Weights& weights() const { return weights_; }
-  // Cache bytes one position of context costs (all layers, one sequence).
+  // Cache bytes one position of context adds (all layers, one sequence):
+  // the compressed rows and the indexer's keys.
   size_t cache_bytes_per_token() const;
+  // Cache bytes a sequence holds whatever its context: the rings of raw
+  // rows (window + n_batch) and of the compressors' state.
+  size_t cache_bytes_fixed(int64_t n_batch) const;
 
  private:
   Deepseek4Model(GgufFile f) : file_(std::move(f)) {}
@@ -84,11 +88,14 @@ class Deepseek4Session final : public InferenceSession {
   std::string backends_description() const { return be_->describe(); }
 
  private:
-  // Every position's rows are kept (not a ring of the window), so
-  // truncating to any earlier position needs no recomputation.
+  // The rings keep n_rows_ positions more than a step needs, so going back
+  // up to n_rows_ positions from the furthest ever written (rejected
+  // drafts, a chat turn's re-rendered end) finds every row intact; going
+  // further evaluates the kept tokens again.
   struct SeqState {
     std::vector<Dsv4LayerCache> layers;
     std::vector<int32_t> tokens;  // every cached position's token
+    int64_t high = 0;             // 1 + the furthest position written since the cache was last empty
   };
   // A run of a step's rows: n tokens of sequence seq from position pos0, from row r0.
   struct SpanAt {
@@ -96,6 +103,8 @@ class Deepseek4Session final : public InferenceSession {
     int64_t pos0, n, r0;
   };
   void check_tokens(const int32_t* tokens, int64_t n) const;
+  // Sequence s holds its tokens [0, n) again, evaluated from scratch.
+  void reevaluate(int64_t s, std::vector<int32_t> tokens);
   void forward_step(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
   // h_ = RMSNorm(HC_pre(x_)) * norm; post_ and comb_ kept for hc_post.
   void hc_pre(const HyperConnWeights& w, const TensorView& norm, int64_t n);

@@ -208,14 +208,17 @@ struct Dsv4AttnParams {
   int64_t index_heads = 0, index_dim = 0, index_topk = 0;
 };
 
-// One sequence's cache of one layer, rows by position (blocks by index).
-// The compressors keep every token's projections (scores with their
-// position bias) so a block can be built once its last token arrives.
+// One sequence's cache of one layer. What grows with the context is one
+// row per block (comp, index_keys); the raw rows and the compressors' state
+// are rings, position p in row p % rows: the raw ring holds the window and
+// a step's tokens, the state rings (a multiple of the ratio, so a block's
+// rows are contiguous) the tokens' projections (scores with their position
+// bias) until the block and the next one (CSA's overlap) are built.
 struct Dsv4LayerCache {
-  Act raw;                    // [n_ctx][head_dim]
-  Act state_kv, state_score;  // [n_ctx][coff * head_dim], coff 2 for CSA, 1 for HCA
+  Act raw;                    // [window + step][head_dim]
+  Act state_kv, state_score;  // [ring][coff * head_dim], coff 2 for CSA, 1 for HCA
   Act comp;                   // [n_ctx / ratio + 1][head_dim]
-  Act index_kv, index_score;  // CSA: [n_ctx][2 * index_dim]
+  Act index_kv, index_score;  // CSA: [ring][2 * index_dim]
   Act index_keys;             // CSA: [n_ctx / 4 + 1][index_dim]
 };
 
