@@ -232,3 +232,53 @@ TEST_CASE("moe-synth: --layers inside the dense lead writes a file that loads") 
   auto model = Deepseek2Model::load(out);
   CHECK(model->config().num_hidden_layers == 1);
 }
+
+// DeepSeek-V4: a config of tiny-dsv4's shape gives the tensors, shapes and
+// deepseek4.* keys llama.cpp's converter wrote for that fixture, and the
+// file runs (moe and moe-bench).
+TEST_CASE("moe-synth: a DeepseekV4ForCausalLM config gives tiny-dsv4's tensors and keys, and the file runs") {
+  const std::string fixture = test::shared_fixture("models/tiny-dsv4.f32.gguf");
+  if (fixture.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const std::string dir = test::temp_dir();
+  const nlohmann::json config = {
+      {"architectures", {"DeepseekV4ForCausalLM"}}, {"hidden_size", 256}, {"num_hidden_layers", 4},
+      {"num_attention_heads", 4}, {"head_dim", 64}, {"qk_rope_head_dim", 32}, {"q_lora_rank", 128}, {"o_groups", 2},
+      {"o_lora_rank", 32}, {"sliding_window", 32}, {"compress_ratios", {0, 4, 128, 4}},
+      {"compress_rope_theta", 160000.0}, {"index_n_heads", 4}, {"index_head_dim", 64}, {"index_topk", 8},
+      {"hc_mult", 4}, {"hc_sinkhorn_iters", 3}, {"hc_eps", 1e-6}, {"n_routed_experts", 4}, {"num_experts_per_tok", 2},
+      {"moe_intermediate_size", 64}, {"n_shared_experts", 1}, {"num_hash_layers", 1}, {"routed_scaling_factor", 1.5},
+      {"norm_topk_prob", true}, {"swiglu_limit", 10.0}, {"rms_norm_eps", 1e-6}, {"max_position_embeddings", 4096}};
+  test::write_file(dir + "/config.json", config.dump().data(), config.dump().size());
+  const std::string out = dir + "/v4.gguf";
+  const auto r = synth({"--config", dir + "/config.json", "--vocab", fixture, "-o", out, "--type", "F32"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+
+  const GgufFile ref = GgufFile::open(fixture), ours = GgufFile::open(out);
+  CHECK(ours.tensors().size() == ref.tensors().size());
+  for (const GgufTensorInfo& t : ref.tensors()) {
+    const GgufTensorInfo* o = ours.find_tensor(t.name);
+    CAPTURE(t.name);
+    REQUIRE(o != nullptr);
+    CHECK(o->shape == t.shape);
+    CHECK(o->type == t.type);  // f32, and the hash table's i32
+  }
+  for (const GgufKv& kv : ref.metadata()) {
+    if (kv.key.rfind("deepseek4.", 0) != 0) continue;
+    CAPTURE(kv.key);
+    const GgufValue* v = ours.find(kv.key);
+    REQUIRE(v != nullptr);
+    CHECK(v->to_string() == kv.value.to_string());
+  }
+
+  const auto run = test::run_command({test::bin_dir() + "/moe", "-m", out, "-p", "Hello", "-n", "4", "--temp", "0"});
+  CHECK(run.exit_code == 0);
+  const auto bench = test::run_command({test::bin_dir() + "/moe-bench", "-m", out, "-p", "16", "-n", "4", "-r", "1",
+                                        "-t", "2", "-o", "jsonl"});
+  INFO(bench.err);
+  REQUIRE(bench.exit_code == 0);
+  const auto rows = test::parse_json_lines(bench.out);
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0]["test"] == "pp16");
+  CHECK(rows[1]["avg_ts"].get<double>() > 0.0);
+}

@@ -44,6 +44,7 @@
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
 #include "model/deepseek2.h"
+#include "model/deepseek4.h"
 
 using namespace moe;
 
@@ -133,16 +134,17 @@ std::vector<int32_t> random_tokens(int64_t n, std::mt19937& rng, int64_t n_vocab
 // imported as a saved prompt cache is. Attention and the V3.2 indexer cost
 // the same over either, and the rows take no time to fill, so generation at
 // 32k of context is measurable on a machine where the prompt would take hours.
-void fill_depth(Deepseek2Session& session, int64_t n_depth, bool random_rows, std::mt19937& rng, int64_t n_vocab,
+void fill_depth(InferenceSession& s, int64_t n_depth, bool random_rows, std::mt19937& rng, int64_t n_vocab,
                 std::vector<float>& logits) {
-  session.reset();
+  s.reset();
   if (n_depth <= 0) return;
   if (!random_rows) {
     const std::vector<int32_t> fill = random_tokens(n_depth, rng, n_vocab);
-    session.forward(fill.data(), n_depth, logits.data(), false);
+    s.forward(fill.data(), n_depth, logits.data(), false);
     return;
   }
   // A row: the latent values in the cache's type (-ctk), then V3.2's index key in f32.
+  Deepseek2Session& session = dynamic_cast<Deepseek2Session&>(s);  // main() refuses random rows for others
   const Deepseek2Config& c = session.model().config();
   const int64_t latent = c.kv_lora_rank + c.qk_rope_head_dim, W = session.cache_row_floats();
   const int64_t stored = LatentCache::storage_cols(session.cache_type(), latent);
@@ -157,7 +159,7 @@ void fill_depth(Deepseek2Session& session, int64_t n_depth, bool random_rows, st
   session.cache_import(0, n_depth, rows.data(), n_depth);
 }
 
-double run_once(Deepseek2Session& session, const Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& logits) {
+double run_once(InferenceSession& session, const Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& logits) {
   fill_depth(session, t.n_depth, t.random_depth, rng, n_vocab, logits);
   const std::vector<int32_t> prompt = random_tokens(t.n_prompt, rng, n_vocab);
   const std::vector<int32_t> gen = random_tokens(t.n_gen, rng, n_vocab);
@@ -248,6 +250,70 @@ BatchedResult run_batched(const Deepseek2Model& model, const RunFlags& run, int6
     r.t_tg += std::chrono::duration<double>(t2 - t1).count() / reps;
   }
   return r;
+}
+
+// The results as llama-bench prints them (md, json, jsonl or csv).
+void print_tests(const std::vector<Test>& tests, const std::string& path, uint64_t size_bytes, const std::string& backend,
+                 const std::string& backends, const nlohmann::json& placement, const std::string& output) {
+  const double size_gib = static_cast<double>(size_bytes) / (1024.0 * 1024.0 * 1024.0);
+  const std::string name = path.substr(path.find_last_of('/') + 1);
+  auto record = [&](const Test& t) {
+    return nlohmann::json{{"model", path}, {"size_bytes", size_bytes}, {"backend", backend},
+                          {"threads", t.threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen},
+                          {"n_depth", t.n_depth}, {"test", t.name()}, {"avg_ts", t.mean()},
+                          {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
+                          {"spec_draft_n", t.spec_draft_n}, {"spec_accept", t.spec_accept},
+                          {"spec_acceptance", t.acceptance()},
+                          {"backends", backends}, {"placement", placement}};
+  };
+  if (output == "json") {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Test& t : tests) out.push_back(record(t));
+    std::printf("%s\n", out.dump(2).c_str());
+  } else if (output == "jsonl") {
+    for (const Test& t : tests) std::printf("%s\n", record(t).dump().c_str());
+  } else if (output == "csv") {
+    std::printf("model,size_bytes,backend,threads,n_prompt,n_gen,n_depth,test,avg_ts,stddev_ts\n");
+    for (const Test& t : tests)
+      std::printf("\"%s\",%llu,\"%s\",%d,%lld,%lld,%lld,\"%s\",%.6f,%.6f\n", path.c_str(),
+                  static_cast<unsigned long long>(size_bytes), backend.c_str(), t.threads,
+                  static_cast<long long>(t.n_prompt), static_cast<long long>(t.n_gen),
+                  static_cast<long long>(t.n_depth), t.name().c_str(), t.mean(), t.stddev());
+  } else {
+    std::printf("| %-40s | %10s | %-16s | %7s | %14s | %20s |\n", "model", "size", "backend", "threads", "test", "t/s");
+    std::printf("| %.40s | %.10s | %.16s | %.7s | %.14s | %.20s |\n", "----------------------------------------",
+                "----------", "----------------", "-------", "--------------", "--------------------");
+    for (const Test& t : tests)
+      std::printf("| %-40.40s | %6.2f GiB | %-16s | %7d | %14s | %11.2f ± %6.2f |\n", name.c_str(), size_gib,
+                  backend.c_str(), t.threads, t.name().c_str(), t.mean(), t.stddev());
+  }
+  if (std::fflush(stdout) != 0) throw_error("cannot write to standard output");
+}
+
+// DeepSeek-V4 files: the same tests on a Deepseek4Session (the CPU).
+int bench_deepseek4(const std::string& path, WeightMemory memory, std::vector<Test>& tests, int n_batch, int reps,
+                    const std::string& output, bool progress) {
+  auto model = Deepseek4Model::load(path, memory);
+  const int64_t V = model->config().vocab_size;
+  int64_t n_ctx = 1;
+  for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::mt19937 rng(42);
+  std::unique_ptr<Deepseek4Session> session;
+  int session_threads = 0;
+  for (Test& t : tests) {
+    if (!session || session_threads != t.threads) {
+      session.reset();
+      session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads);
+      session_threads = t.threads;
+    }
+    if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
+    run_once(*session, t, rng, V, logits);  // warm-up
+    for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, V, logits));
+  }
+  print_tests(tests, path, model->file().total_size(), std::string("CPU ") + cpu_isa_name(cpu_isa_active()),
+              session ? session->backends_description() : "", nullptr, output);
+  return 0;
 }
 
 }  // namespace
@@ -358,7 +424,14 @@ int main(int argc, char** argv) {
         }
       }
     for (Test& t : tests) t.random_depth = depth_fill == "random";
-    auto model = Deepseek2Model::load(path, mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead);
+    const WeightMemory memory = mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead;
+    if (GgufFile::open(path).get_string_opt("general.architecture").value_or("") == "deepseek4") {
+      if (depth_fill == "random" || spec_type != "none" || expert_load || !run.record_stats.empty())
+        throw_error("%s: --depth-fill random, --spec-type, --expert-load and --record-expert-stats are not supported "
+                    "for deepseek4 models yet", path.c_str());
+      return bench_deepseek4(path, memory, tests, std::min(n_batch, n_ubatch), reps, output, progress);
+    }
+    auto model = Deepseek2Model::load(path, memory);
     const Deepseek2Config& c = model->config();
     int64_t n_ctx = 1;
     for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
@@ -407,43 +480,12 @@ int main(int argc, char** argv) {
                      static_cast<unsigned long long>(total));
       }
     }
-    const double size_gib = static_cast<double>(model->file().total_size()) / (1024.0 * 1024.0 * 1024.0);
-    const char* isa = cpu_isa_name(cpu_isa_active());
     // llama-bench's backend column: "CPU AVX512-VNNI", or "CPU-device+CPU" when split.
     const ExpertPlacement& plan = session ? session->placement() : ExpertPlacement{};
-    const std::string backend =
-        plan.device_active ? plan.device_name + "+" + plan.host_name : std::string("CPU ") + isa;
-    const std::string name = path.substr(path.find_last_of('/') + 1);
-    auto record = [&](const Test& t) {
-      return nlohmann::json{{"model", path}, {"size_bytes", model->file().total_size()}, {"backend", backend},
-                            {"threads", t.threads}, {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen},
-                            {"n_depth", t.n_depth}, {"test", t.name()}, {"avg_ts", t.mean()},
-                            {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
-                            {"spec_draft_n", t.spec_draft_n}, {"spec_accept", t.spec_accept},
-                            {"spec_acceptance", t.acceptance()},
-                            {"backends", session->backends_description()}, {"placement", plan.to_json()}};
-    };
-    if (output == "json") {
-      nlohmann::json out = nlohmann::json::array();
-      for (const Test& t : tests) out.push_back(record(t));
-      std::printf("%s\n", out.dump(2).c_str());
-    } else if (output == "jsonl") {
-      for (const Test& t : tests) std::printf("%s\n", record(t).dump().c_str());
-    } else if (output == "csv") {
-      std::printf("model,size_bytes,backend,threads,n_prompt,n_gen,n_depth,test,avg_ts,stddev_ts\n");
-      for (const Test& t : tests)
-        std::printf("\"%s\",%llu,\"%s\",%d,%lld,%lld,%lld,\"%s\",%.6f,%.6f\n", path.c_str(),
-                    static_cast<unsigned long long>(model->file().total_size()), backend.c_str(), t.threads,
-                    static_cast<long long>(t.n_prompt), static_cast<long long>(t.n_gen),
-                    static_cast<long long>(t.n_depth), t.name().c_str(), t.mean(), t.stddev());
-    } else {
-      std::printf("| %-40s | %10s | %-16s | %7s | %14s | %20s |\n", "model", "size", "backend", "threads", "test", "t/s");
-      std::printf("| %.40s | %.10s | %.16s | %.7s | %.14s | %.20s |\n", "----------------------------------------",
-                  "----------", "----------------", "-------", "--------------", "--------------------");
-      for (const Test& t : tests)
-        std::printf("| %-40.40s | %6.2f GiB | %-16s | %7d | %14s | %11.2f ± %6.2f |\n", name.c_str(), size_gib,
-                    backend.c_str(), t.threads, t.name().c_str(), t.mean(), t.stddev());
-    }
+    const std::string backend = plan.device_active ? plan.device_name + "+" + plan.host_name
+                                                   : std::string("CPU ") + cpu_isa_name(cpu_isa_active());
+    print_tests(tests, path, model->file().total_size(), backend, session ? session->backends_description() : "",
+                plan.to_json(), output);
     if (std::fflush(stdout) != 0) throw_error("cannot write to standard output");
     return 0;
   } catch (const std::exception& e) {

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   SynthOptions o;
   o.models_dir = MOE_MODELS_DIR;
   std::string type = "Q4_K_M", hot;
-  app.add_option("--config", o.config, "built-in config (v2-lite, v2, v3, v3.2, kimi-k2, glm-4.7-flash), a config.json, or a checkpoint directory")
+  app.add_option("--config", o.config, "built-in config (v2-lite, v2, v3, v3.2, v4-flash, v4-pro, kimi-k2, glm-4.7-flash), a config.json, or a checkpoint directory")
       ->required();
   app.add_option("-o,--out", o.out, "output GGUF file")->required();
   app.add_option("--type", type, "file type as llama-quantize names it (Q4_K_M, Q8_0, F16, ...)");

@@ -1,4 +1,5 @@
 #include "convert/synth_model.h"
+#include "convert/synth_writer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,15 +26,6 @@ namespace moe {
 
 namespace {
 
-// What a tensor holds decides how its values are made.
-enum class Role { kNorm, kBias, kRouter, kEmbed, kMatrix };
-
-struct SynthTensor {
-  std::string name;
-  std::vector<int64_t> shape;  // ggml order
-  Role role;
-};
-
 // The tensors llama.cpp's converter writes for a deepseek2 model without MTP
 // layers, in the order of its fixtures: token_embd, each block, output_norm,
 // output. Shapes in ggml order ([in, out, experts]).
@@ -42,60 +34,60 @@ std::vector<SynthTensor> deepseek2_tensors(const HfConfig& c) {
   const int64_t NOPE = c.qk_nope_head_dim, ROPE = c.qk_rope_head_dim, V = c.v_head_dim;
   const int64_t E = c.n_routed_experts.value_or(0), F = c.moe_intermediate_size;
   std::vector<SynthTensor> t;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, Role role) {
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, SynthRole role) {
     t.push_back({name, std::move(shape), role});
   };
-  add("token_embd.weight", {D, c.vocab_size}, Role::kEmbed);
+  add("token_embd.weight", {D, c.vocab_size}, SynthRole::kEmbed);
   for (int64_t il = 0; il < c.num_hidden_layers + c.num_nextn_predict_layers; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
     if (il >= c.num_hidden_layers) {  // an MTP module; its embedding and head are the trunk's
-      add(b + "nextn.eh_proj.weight", {2 * D, D}, Role::kMatrix);
-      add(b + "nextn.enorm.weight", {D}, Role::kNorm);
-      add(b + "nextn.hnorm.weight", {D}, Role::kNorm);
-      add(b + "nextn.shared_head_norm.weight", {D}, Role::kNorm);
+      add(b + "nextn.eh_proj.weight", {2 * D, D}, SynthRole::kMatrix);
+      add(b + "nextn.enorm.weight", {D}, SynthRole::kNorm);
+      add(b + "nextn.hnorm.weight", {D}, SynthRole::kNorm);
+      add(b + "nextn.shared_head_norm.weight", {D}, SynthRole::kNorm);
     }
-    add(b + "attn_norm.weight", {D}, Role::kNorm);
+    add(b + "attn_norm.weight", {D}, SynthRole::kNorm);
     if (c.q_lora_rank) {
-      add(b + "attn_q_a.weight", {D, *c.q_lora_rank}, Role::kMatrix);
-      add(b + "attn_q_a_norm.weight", {*c.q_lora_rank}, Role::kNorm);
-      add(b + "attn_q_b.weight", {*c.q_lora_rank, H * (NOPE + ROPE)}, Role::kMatrix);
+      add(b + "attn_q_a.weight", {D, *c.q_lora_rank}, SynthRole::kMatrix);
+      add(b + "attn_q_a_norm.weight", {*c.q_lora_rank}, SynthRole::kNorm);
+      add(b + "attn_q_b.weight", {*c.q_lora_rank, H * (NOPE + ROPE)}, SynthRole::kMatrix);
     } else {
-      add(b + "attn_q.weight", {D, H * (NOPE + ROPE)}, Role::kMatrix);
+      add(b + "attn_q.weight", {D, H * (NOPE + ROPE)}, SynthRole::kMatrix);
     }
-    add(b + "attn_kv_a_mqa.weight", {D, R + ROPE}, Role::kMatrix);
-    add(b + "attn_kv_a_norm.weight", {R}, Role::kNorm);
-    add(b + "attn_k_b.weight", {NOPE, R, H}, Role::kMatrix);
-    add(b + "attn_v_b.weight", {R, V, H}, Role::kMatrix);
-    add(b + "attn_output.weight", {H * V, D}, Role::kMatrix);
+    add(b + "attn_kv_a_mqa.weight", {D, R + ROPE}, SynthRole::kMatrix);
+    add(b + "attn_kv_a_norm.weight", {R}, SynthRole::kNorm);
+    add(b + "attn_k_b.weight", {NOPE, R, H}, SynthRole::kMatrix);
+    add(b + "attn_v_b.weight", {R, V, H}, SynthRole::kMatrix);
+    add(b + "attn_output.weight", {H * V, D}, SynthRole::kMatrix);
     if (c.index_n_heads) {  // DeepSeek-V3.2's lightning indexer
       const int64_t HI = *c.index_n_heads, DI = *c.index_head_dim;
-      add(b + "indexer.k_norm.weight", {DI}, Role::kNorm);
-      add(b + "indexer.k_norm.bias", {DI}, Role::kBias);
-      add(b + "indexer.proj.weight", {D, HI}, Role::kMatrix);
-      add(b + "indexer.attn_k.weight", {D, DI}, Role::kMatrix);
-      add(b + "indexer.attn_q_b.weight", {c.q_lora_rank.value_or(0), HI * DI}, Role::kMatrix);
+      add(b + "indexer.k_norm.weight", {DI}, SynthRole::kNorm);
+      add(b + "indexer.k_norm.bias", {DI}, SynthRole::kBias);
+      add(b + "indexer.proj.weight", {D, HI}, SynthRole::kMatrix);
+      add(b + "indexer.attn_k.weight", {D, DI}, SynthRole::kMatrix);
+      add(b + "indexer.attn_q_b.weight", {c.q_lora_rank.value_or(0), HI * DI}, SynthRole::kMatrix);
     }
-    add(b + "ffn_norm.weight", {D}, Role::kNorm);
+    add(b + "ffn_norm.weight", {D}, SynthRole::kNorm);
     if (il < c.first_k_dense_replace || E == 0) {
-      add(b + "ffn_gate.weight", {D, c.intermediate_size}, Role::kMatrix);
-      add(b + "ffn_up.weight", {D, c.intermediate_size}, Role::kMatrix);
-      add(b + "ffn_down.weight", {c.intermediate_size, D}, Role::kMatrix);
+      add(b + "ffn_gate.weight", {D, c.intermediate_size}, SynthRole::kMatrix);
+      add(b + "ffn_up.weight", {D, c.intermediate_size}, SynthRole::kMatrix);
+      add(b + "ffn_down.weight", {c.intermediate_size, D}, SynthRole::kMatrix);
       continue;
     }
-    add(b + "ffn_gate_inp.weight", {D, E}, Role::kRouter);
-    if (c.topk_method.value_or("") == "noaux_tc") add(b + "exp_probs_b.bias", {E}, Role::kBias);
-    add(b + "ffn_gate_exps.weight", {D, F, E}, Role::kMatrix);
-    add(b + "ffn_up_exps.weight", {D, F, E}, Role::kMatrix);
-    add(b + "ffn_down_exps.weight", {F, D, E}, Role::kMatrix);
+    add(b + "ffn_gate_inp.weight", {D, E}, SynthRole::kRouter);
+    if (c.topk_method.value_or("") == "noaux_tc") add(b + "exp_probs_b.bias", {E}, SynthRole::kBias);
+    add(b + "ffn_gate_exps.weight", {D, F, E}, SynthRole::kMatrix);
+    add(b + "ffn_up_exps.weight", {D, F, E}, SynthRole::kMatrix);
+    add(b + "ffn_down_exps.weight", {F, D, E}, SynthRole::kMatrix);
     if (c.n_shared_experts > 0) {
       const int64_t FS = F * c.n_shared_experts;
-      add(b + "ffn_gate_shexp.weight", {D, FS}, Role::kMatrix);
-      add(b + "ffn_up_shexp.weight", {D, FS}, Role::kMatrix);
-      add(b + "ffn_down_shexp.weight", {FS, D}, Role::kMatrix);
+      add(b + "ffn_gate_shexp.weight", {D, FS}, SynthRole::kMatrix);
+      add(b + "ffn_up_shexp.weight", {D, FS}, SynthRole::kMatrix);
+      add(b + "ffn_down_shexp.weight", {FS, D}, SynthRole::kMatrix);
     }
   }
-  add("output_norm.weight", {D}, Role::kNorm);
-  add("output.weight", {D, c.vocab_size}, Role::kMatrix);
+  add("output_norm.weight", {D}, SynthRole::kNorm);
+  add("output.weight", {D, c.vocab_size}, SynthRole::kMatrix);
   return t;
 }
 
@@ -221,6 +213,7 @@ std::string synth_config_path(const std::string& name_or_path, const std::string
 }
 
 SynthReport synthesize_model(const SynthOptions& o) {
+  if (synth_is_deepseek4(o.config)) return synthesize_deepseek4(o);
   const std::string config_path = synth_config_path(o.config, o.models_dir);
   HfConfig c = parse_hf_config(read_text(config_path), config_path);
   if (o.layers > 0) {
@@ -264,12 +257,20 @@ SynthReport synthesize_model(const SynthOptions& o) {
   pm.n_expert = static_cast<uint32_t>(c.n_routed_experts.value_or(0));
   pm.n_head = static_cast<uint32_t>(c.num_attention_heads);
   pm.n_head_kv = 1;  // what the converter writes for MLA
+  return write_synthetic(o, kv, tensors, pm, c.hidden_size, c.n_routed_experts.value_or(0));
+}
+
+SynthReport write_synthetic(const SynthOptions& o, const GgufKvList& kv, const std::vector<SynthTensor>& tensors,
+                            const PlanModel& pm, int64_t hidden, int64_t n_experts) {
   std::vector<PlanTensor> pt;
-  for (const SynthTensor& t : tensors) pt.push_back({t.name, gguf_trimmed_shape(t.shape), GgmlType::F32});
+  for (const SynthTensor& t : tensors)
+    pt.push_back({t.name, gguf_trimmed_shape(t.shape), t.role == SynthRole::kTable ? GgmlType::I32 : GgmlType::F32});
   PlanOptions popt;
   popt.file_type = o.file_type;
   popt.overrides = o.overrides;
-  const QuantPlan plan = plan_tensor_types(pm, pt, popt);
+  QuantPlan plan = plan_tensor_types(pm, pt, popt);
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i].role == SynthRole::kTable) plan.types[i] = GgmlType::I32;  // tables are never quantized
 
   GgufWriter w(o.out);
   for (const auto& [key, value] : kv.items()) w.set(key, value);
@@ -284,7 +285,7 @@ SynthReport synthesize_model(const SynthOptions& o) {
   rep.n_tensors = static_cast<int64_t>(tensors.size());
   w.begin();
 
-  const int64_t D = c.hidden_size, E = c.n_routed_experts.value_or(0);
+  const int64_t D = hidden, E = n_experts;
   const HotExperts hot = make_hot_experts(D, E, o.hot_zipf, o.seed);
   std::map<std::tuple<GgmlType, int64_t, bool>, RowPool> pools;
   ProgressBar bar("moe-synth", rep.bytes, o.progress);
@@ -296,11 +297,27 @@ SynthReport synthesize_model(const SynthOptions& o) {
     const GgmlType type = plan.types[i];
     const int64_t n = t.shape[0];
     const int64_t rows = w.tensor_nbytes(i) / ggml_row_size(type, n);
-    if (t.role != Role::kMatrix && t.role != Role::kEmbed) {
+    if (t.role == SynthRole::kTable) {
+      // Each row: n distinct experts, drawn by seed.
+      std::vector<int32_t> v(static_cast<size_t>(n * rows));
+      std::vector<int32_t> perm(static_cast<size_t>(E));
+      std::mt19937_64 rng(splitmix64(o.seed ^ (i << 20)));
+      for (int64_t r = 0; r < rows; ++r) {
+        std::iota(perm.begin(), perm.end(), 0);
+        for (int64_t k = 0; k < n; ++k) {
+          std::swap(perm[static_cast<size_t>(k)], perm[static_cast<size_t>(k + static_cast<int64_t>(rng() % static_cast<uint64_t>(E - k)))]);
+          v[static_cast<size_t>(r * n + k)] = perm[static_cast<size_t>(k)];
+        }
+      }
+      w.write_tensor_data(v.data(), v.size() * sizeof(int32_t));
+      bar.advance(v.size() * sizeof(int32_t), t.name);
+      continue;
+    }
+    if (t.role != SynthRole::kMatrix && t.role != SynthRole::kEmbed) {
       // Small f32 tensors, made directly: norms 1, bias 0, routers random.
       MOE_ASSERT(type == GgmlType::F32, "%s: expected f32, the plan chose %s", t.name.c_str(), ggml_type_name(type));
-      std::vector<float> v(static_cast<size_t>(n * rows), t.role == Role::kNorm ? 1.0f : 0.0f);
-      if (t.role == Role::kRouter) {
+      std::vector<float> v(static_cast<size_t>(n * rows), t.role == SynthRole::kNorm ? 1.0f : 0.0f);
+      if (t.role == SynthRole::kRouter) {
         std::mt19937_64 rng(splitmix64(o.seed ^ (i << 20)));
         std::normal_distribution<float> normal(0.0f, 1.0f / std::sqrt(static_cast<float>(n)));
         for (float& x : v) x = normal(rng);
@@ -318,9 +335,9 @@ SynthReport synthesize_model(const SynthOptions& o) {
       bar.advance(v.size() * sizeof(float), t.name);
       continue;
     }
-    const auto key = std::make_tuple(type, n, t.role == Role::kEmbed);
+    const auto key = std::make_tuple(type, n, t.role == SynthRole::kEmbed);
     auto it = pools.find(key);
-    if (it == pools.end()) it = pools.emplace(key, RowPool(type, n, t.role == Role::kEmbed, hot, o.seed)).first;
+    if (it == pools.end()) it = pools.emplace(key, RowPool(type, n, t.role == SynthRole::kEmbed, hot, o.seed)).first;
     const RowPool& pool = it->second;
     const size_t rb = pool.row_bytes();
     const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kChunkBytes / rb));
