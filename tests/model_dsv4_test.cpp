@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu/dsv4_ops.h"
+#include "cpu/moe_route.h"
 #include "cpu/ops.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
@@ -230,14 +231,24 @@ TEST_CASE("deepseek4 ops: attention sinks take their share of the softmax") {
 TEST_CASE("deepseek4 ops: routing by sqrt-softplus with a selection bias, and clamped SwiGLU") {
   const float logits[] = {-1.0f, 0.5f, 30.0f, 0.0f};
   float probs[4];
-  dsv4_gate_probs(logits, 4, 4, probs);
+  moe_gate_scores(ScoringFunc::kSqrtSoftplus, logits, 4, probs);
   CHECK(probs[0] == doctest::Approx(std::sqrt(std::log1p(std::exp(-1.0)))));
   CHECK(probs[2] == doctest::Approx(std::sqrt(30.0)));
-  const float bias[] = {10.0f, 0.0f, 0.0f, 0.0f};
+  const std::vector<float> bias{10.0f, 0.0f, 0.0f, 0.0f};
+  MoeRouteParams p;
+  p.n_experts = 4;
+  p.top_k = 2;
+  p.scoring = ScoringFunc::kSqrtSoftplus;
+  p.bias = TensorView::contiguous("bias", GgmlType::F32, {4, 1, 1, 1}, reinterpret_cast<const uint8_t*>(bias.data()));
+  p.norm_topk_prob = true;
+  p.routed_scaling_factor = 1.5f;
   int32_t ids[2];
-  dsv4_route_topk(probs, bias, 4, 2, ids);  // the bias picks expert 0; its weight stays its prob
+  float w[2], scratch[8];
+  moe_route_topk(p, logits, ids, w, scratch);  // the bias picks expert 0; its weight stays its prob
   CHECK(ids[0] == 0);
   CHECK(ids[1] == 2);
+  CHECK(w[0] == doctest::Approx(1.5 * probs[0] / (probs[0] + probs[2])));
+  CHECK(w[0] + w[1] == doctest::Approx(1.5));
   float g[] = {20.0f, -3.0f, 1.0f};
   const float u[] = {-20.0f, 2.0f, 0.5f};
   swiglu_clamped(g, u, 3, 10.0f);

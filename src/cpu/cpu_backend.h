@@ -89,8 +89,8 @@ class CpuBackend final : public Backend {
   void dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv4LayerCache& c, const TensorView& sinks,
                       const Ids& selected, int64_t pos0, int64_t n, Act o) override;
   void dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa) override;
-  void dsv4_route(const Dsv4RouteParams& p, const Act& logits, const int32_t* tokens, int64_t n, Ids ids,
-                  Act weights) override;
+  void moe_route_hashed(const MoeRouteParams& p, const TensorView& tid2eid, const Act& logits, const int32_t* tokens,
+                        int64_t n, Ids ids, Act weights) override;
   void swiglu_clamped(Act g, const Act& u, float limit, int64_t n) override;
 
  private:

@@ -7,8 +7,10 @@
 
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
+#include "cpu/dsa_indexer.h"
 #include "cpu/dsv4_ops.h"
 #include "cpu/matmul.h"
+#include "cpu/moe_route.h"
 #include "cpu/ops.h"
 
 namespace moe {
@@ -97,28 +99,31 @@ void CpuBackend::dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act
   }
 }
 
+// The scores and the choice are V3.2's indexer's (dsa_indexer.h: the same
+// sum_h w_h ReLU(q_h . k), its AVX-512 kernel, ggml's top-k ties).
 void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w, const Dsv4LayerCache& c,
                                    int64_t pos0, int64_t n, Ids selected) {
   const int64_t HI = p.index_heads, dI = p.index_dim, k = p.index_topk;
-  const float w_scale = 1.0f / std::sqrt(static_cast<float>(dI * HI));
+  DsaParams dp;
+  dp.n_heads = HI;
+  dp.head_dim = dI;
+  const DsaScoresFn fast = dsa_scores_kernel();
   const int64_t most = (pos0 + n) / 4 + 1;
-  float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * (most + HI)));
-  std::vector<std::vector<int32_t>> chosen(sz(pool_.size()));
+  float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most));
+  int32_t* order_all = scratch(sparse_order_, sz(pool_.size() * most));
   pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
-    float* scores = scores_all + sz(thread) * sz(most + HI);
-    float* wt = scores + most;
+    float* scores = scores_all + sz(thread) * sz(most);
+    int32_t* order = order_all + sz(thread) * sz(most);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t pos = pos0 + t;
       for (int64_t h = 0; h < HI; ++h) dsv4_rope_tail(iq.row(t) + h * dI, dI, p.rope_dim, pos, p.compress_rope_base, false);
-      for (int64_t h = 0; h < HI; ++h) wt[h] = w.row(t)[h] * w_scale;
       const int64_t n_visible = (pos + 1) / 4;  // blocks that end at or before this token
       int32_t* sel = selected.row(t);
       std::fill(sel, sel + k, -1);
       if (n_visible == 0) continue;
-      dsv4_indexer_scores(iq.row(t), wt, HI, dI, c.index_keys.row(0), n_visible, scores);
-      std::vector<int32_t>& ch = chosen[sz(thread)];
-      dsv4_top_k(scores, n_visible, k, ch);
-      std::copy(ch.begin(), ch.end(), sel);
+      (fast ? fast : dsa_scores)(dp, iq.row(t), w.row(t), c.index_keys.row(0), c.index_keys.stride, n_visible, scores);
+      // In block order, as llama.cpp's mask over the compressed rows sums them.
+      std::sort(sel, sel + dsa_top_k(scores, n_visible, k, sel, order));
     }
   });
 }
@@ -164,26 +169,14 @@ void CpuBackend::dsv4_grouped_output(const TensorView& wo_a, int64_t groups, con
   }
 }
 
-void CpuBackend::dsv4_route(const Dsv4RouteParams& p, const Act& logits, const int32_t* tokens, int64_t n, Ids ids,
-                            Act weights) {
-  const int64_t E = p.n_experts, K = p.top_k;
-  float* probs = scratch(route_scratch_, sz(E));
-  const auto* table = reinterpret_cast<const int32_t*>(p.tid2eid.data);
-  const float* bias = p.bias.empty() ? nullptr : p.bias.f32();
+void CpuBackend::moe_route_hashed(const MoeRouteParams& p, const TensorView& tid2eid, const Act& logits,
+                                  const int32_t* tokens, int64_t n, Ids ids, Act weights) {
+  const auto* table = reinterpret_cast<const int32_t*>(tid2eid.data);
+  float* scores = scratch(route_scratch_, sz(p.n_experts));
   for (int64_t t = 0; t < n; ++t) {
-    dsv4_gate_probs(logits.row(t), E, p.gating_func, probs);
-    int32_t* id = ids.row(t);
-    if (table) std::copy(table + tokens[t] * K, table + (tokens[t] + 1) * K, id);  // hash layer: by token
-    else dsv4_route_topk(probs, bias, E, K, id);
-    float* w = weights.row(t);
-    float sum = 0.0f;
-    for (int64_t k = 0; k < K; ++k) sum += w[k] = probs[id[k]];
-    if (p.norm_topk_prob) {
-      sum = std::max(sum, 6.103515625e-5f);  // llama.cpp's guard against a zero sum
-      for (int64_t k = 0; k < K; ++k) w[k] /= sum;
-    }
-    if (p.routed_scaling_factor != 1.0f)
-      for (int64_t k = 0; k < K; ++k) w[k] *= p.routed_scaling_factor;
+    moe_gate_scores(p.scoring, logits.row(t), p.n_experts, scores);
+    std::copy(table + tokens[t] * p.top_k, table + (tokens[t] + 1) * p.top_k, ids.row(t));
+    moe_route_weights(p, scores, ids.row(t), weights.row(t));
   }
 }
 

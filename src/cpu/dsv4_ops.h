@@ -3,8 +3,9 @@
 // are the matmuls). Written to follow llama.cpp's deepseek4 graph so results
 // track it: hyper-connection mixing with Sinkhorn normalisation, the
 // compressors' gated block sums, attention with sinks over a window plus
-// compressed rows, the lightning indexer's choice and sqrt-softplus routing
-// (the clamped SwiGLU is cpu/ops.h's swiglu_clamped).
+// compressed rows (the indexer's scores and choice are V3.2's,
+// cpu/dsa_indexer.h; routing cpu/moe_route.h's; the clamped SwiGLU
+// cpu/ops.h's).
 #pragma once
 
 #include <cstdint>
@@ -50,19 +51,5 @@ void dsv4_compress_block(const float* prev_kv, const float* prev_score, const fl
 // over the rows keys[0..n) (pointers into the caches). scores: scratch [n].
 void dsv4_attention_sinks(const float* q, int64_t n_heads, int64_t dim, const float* const* keys, int64_t n,
                           const float* sinks, float scale, float* scores, float* out);
-
-// The lightning indexer's scores of n compressed keys for one token:
-//   score[s] = sum_h w[h] * ReLU(q_h . k_s)   (w already carries 1/sqrt(dim * heads))
-void dsv4_indexer_scores(const float* q, const float* w, int64_t n_heads, int64_t dim, const float* keys, int64_t n,
-                         float* scores);
-// The positions of the k best of n scores (all n when n <= k), ascending;
-// exact ties broken as ggml's top_k breaks them.
-void dsv4_top_k(const float* scores, int64_t n, int64_t k, std::vector<int32_t>& out);
-
-// ---- MoE -------------------------------------------------------------------------
-// Gating of router logits: 4 sqrt(softplus(x)), 2 sigmoid(x), 1 softmax.
-void dsv4_gate_probs(const float* logits, int64_t n, uint32_t gating_func, float* probs);
-// The top_k experts by probs + bias (bias may be null), best first.
-void dsv4_route_topk(const float* probs, const float* bias, int64_t n, int64_t top_k, int32_t* ids);
 
 }  // namespace moe

@@ -323,16 +323,17 @@ void Deepseek4Session::hc_pre(const HyperConnWeights& w, const TensorView& norm,
 void Deepseek4Session::moe(int64_t il, const int32_t* tokens, int64_t n) {
   const Dsv4LayerWeights& L = w_.layers[sz(il)];
   const int64_t K = c_.num_experts_per_tok;
-  Dsv4RouteParams rp;
+  MoeRouteParams rp;
   rp.n_experts = c_.n_routed_experts;
   rp.top_k = K;
-  rp.gating_func = c_.gating_func;
+  rp.scoring = c_.scoring;
   rp.bias = L.score_bias;
-  rp.tid2eid = L.tid2eid;
   rp.norm_topk_prob = c_.norm_topk_prob;
   rp.routed_scaling_factor = c_.routed_scaling_factor;
   be_->matmul(L.router, h_, n, logit_e_);
-  be_->dsv4_route(rp, logit_e_, tokens, n, route_ids_, route_w_);
+  // The first hash_layers route by token (a table); the others by score + bias.
+  if (!L.tid2eid.empty()) be_->moe_route_hashed(rp, L.tid2eid, logit_e_, tokens, n, route_ids_, route_w_);
+  else be_->moe_route(rp, logit_e_, n, route_ids_, route_w_);
   // The (token, slot) pairs sorted by expert, each expert's weights read once.
   be_->copy_to_host(ids_host_.data(), route_ids_.data, sz(n * K) * sizeof(int32_t));
   moe_dispatch_sort(ids_host_.data(), n, K, c_.n_routed_experts, dispatch_, dispatch_start_);

@@ -94,10 +94,13 @@ Deepseek4Config Deepseek4Config::from_gguf(const GgufFile& f) {
   c.routed_scaling_factor = f.get_f32_opt(key("expert_weights_scale")).value_or(1.0f);
   if (c.routed_scaling_factor == 0.0f) c.routed_scaling_factor = 1.0f;  // llama.cpp: 0 means unset
   c.norm_topk_prob = f.get_bool_opt(key("expert_weights_norm")).value_or(false);
-  c.gating_func = f.get_u32_opt(key("expert_gating_func")).value_or(4);
-  if (c.gating_func != 1 && c.gating_func != 2 && c.gating_func != 4)
+  const uint32_t gating = f.get_u32_opt(key("expert_gating_func")).value_or(4);
+  if (gating == 1) c.scoring = ScoringFunc::kSoftmax;
+  else if (gating == 2) c.scoring = ScoringFunc::kSigmoid;
+  else if (gating == 4) c.scoring = ScoringFunc::kSqrtSoftplus;
+  else
     throw_error("%s: %s = %u is not supported (1 softmax, 2 sigmoid, 4 sqrt-softplus)", f.path().c_str(),
-                key("expert_gating_func").c_str(), c.gating_func);
+                key("expert_gating_func").c_str(), gating);
   c.swiglu_clamp_exp = f32_per_layer(f, key("swiglu_clamp_exp"), n_layer_all, 0.0f, false);
   c.swiglu_clamp_shexp = f.has(key("swiglu_clamp_shexp"))
                              ? f32_per_layer(f, key("swiglu_clamp_shexp"), n_layer_all, 0.0f, true)

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend.h"  // ScoringFunc
+
 namespace moe {
 
 class GgufFile;
@@ -61,7 +63,7 @@ struct Deepseek4Config {
   int64_t hash_layers = 0;
   float routed_scaling_factor = 1.0f;
   bool norm_topk_prob = false;
-  uint32_t gating_func = 4;  // 4: sqrt(softplus(x)), 2: sigmoid, 1: softmax
+  ScoringFunc scoring = ScoringFunc::kSqrtSoftplus;  // expert_gating_func 4 (2 sigmoid, 1 softmax)
   std::vector<float> swiglu_clamp_exp;    // [layer] limit of routed experts' SwiGLU (0: none)
   std::vector<float> swiglu_clamp_shexp;  // [layer] of the shared experts'
 

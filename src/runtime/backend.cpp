@@ -84,8 +84,8 @@ void Backend::dsv4_attention(const Dsv4AttnParams&, const Act&, const Dsv4LayerC
 void Backend::dsv4_grouped_output(const TensorView&, int64_t, const Act&, int64_t, Act) {
   no_dsv4(*this, "dsv4_grouped_output");
 }
-void Backend::dsv4_route(const Dsv4RouteParams&, const Act&, const int32_t*, int64_t, Ids, Act) {
-  no_dsv4(*this, "dsv4_route");
+void Backend::moe_route_hashed(const MoeRouteParams&, const TensorView&, const Act&, const int32_t*, int64_t, Ids, Act) {
+  no_dsv4(*this, "moe_route_hashed");
 }
 void Backend::swiglu_clamped(Act, const Act&, float, int64_t) { no_dsv4(*this, "swiglu_clamped"); }
 

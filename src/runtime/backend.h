@@ -46,11 +46,12 @@ struct DeviceBuf {
 using Act = DeviceBuf<float>;    // activations
 using Ids = DeviceBuf<int32_t>;  // expert ids of (token, slot)
 
-// Expert gating (GGUF expert_gating_func 1, 2).
-enum class ScoringFunc { kSoftmax, kSigmoid };
+// Expert gating (GGUF expert_gating_func 1, 2, 4): softmax, sigmoid, or
+// DeepSeek-V4's sqrt(softplus(x)).
+enum class ScoringFunc { kSoftmax, kSigmoid, kSqrtSoftplus };
 
 // DeepSeekMoE routing (moe_route_topk in src/cpu/moe_route.h is the reference):
-//   s      = softmax(logits) or sigmoid(logits)
+//   s      = softmax(logits), sigmoid(logits) or sqrt(softplus(logits))
 //   choice = s + bias                         (aux-loss-free balancing, V3; selection only)
 //   groups : keep the topk_group best of n_group groups, scored by the sum of
 //            their top-2 choices when there is a bias (V3), else their best (V2)
@@ -222,18 +223,6 @@ struct Dsv4LayerCache {
   Act index_keys;             // CSA: [n_ctx / 4 + 1][index_dim]
 };
 
-// Routing of a DeepSeek-V4 layer: probs = sqrt(softplus(logits)) (gating 4;
-// 2 sigmoid, 1 softmax); ids = the token's row of tid2eid (hash layers) or
-// the top_k of probs + bias; weights = probs[ids], normalised to sum 1 when
-// norm_topk_prob, times routed_scaling_factor.
-struct Dsv4RouteParams {
-  int64_t n_experts = 0, top_k = 0;
-  uint32_t gating_func = 4;
-  TensorView bias;     // [n_experts] f32, or empty
-  TensorView tid2eid;  // [top_k, vocab] i32, or empty
-  bool norm_topk_prob = false;
-  float routed_scaling_factor = 1.0f;
-};
 
 class Backend {
  public:
@@ -381,9 +370,11 @@ class Backend {
   // Grouped low-rank output: oa[t][g R + r] = (W_oa rows g R + r) . o[t][g gd ..],
   // gd = o.cols / groups, R = wo_a.ne[1] / groups.
   virtual void dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa);
-  // Routing: ids, weights [n][top_k]; tokens are host memory (hash layers).
-  virtual void dsv4_route(const Dsv4RouteParams& p, const Act& logits, const int32_t* tokens, int64_t n, Ids ids,
-                          Act weights);
+  // Hash routing (DeepSeek-V4's first layers): ids = the token's row of
+  // tid2eid ([top_k, vocab] i32; tokens are host memory), weights as
+  // moe_route gives them for those ids.
+  virtual void moe_route_hashed(const MoeRouteParams& p, const TensorView& tid2eid, const Act& logits,
+                                const int32_t* tokens, int64_t n, Ids ids, Act weights);
   // g[t] = silu(min(g, limit)) * clamp(u, -limit, limit)   (limit <= 0: swiglu)
   virtual void swiglu_clamped(Act g, const Act& u, float limit, int64_t n);
 };
