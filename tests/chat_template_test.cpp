@@ -40,6 +40,7 @@ TEST_CASE("chat template: detection from the official Jinja sources") {
   CHECK(chat_family_detect(jinja("deepseek-v3.jinja")) == ChatFamily::deepseek3);
   CHECK(chat_family_detect(jinja("deepseek-r1.jinja")) == ChatFamily::deepseek_r1);
   CHECK(chat_family_detect(jinja("deepseek-v3.1.jinja")) == ChatFamily::deepseek31);
+  CHECK(chat_family_detect(jinja("deepseek-v4.jinja")) == ChatFamily::deepseek4);
   CHECK(chat_family_detect(jinja("qwen2-chatml.jinja")) == ChatFamily::chatml);
   CHECK(chat_family_detect(jinja("llama-3-instruct.jinja")) == ChatFamily::llama3);
   CHECK(chat_family_detect(jinja("mistral-instruct.jinja")) == ChatFamily::mistral);
@@ -111,6 +112,34 @@ TEST_CASE("chat template: DeepSeek-V3.1 thinks or not, and earlier answers lose 
   // Only the first </think> ends the reasoning (split('</think>', 1)[1]).
   CHECK(t.render({{"user", "a"}, {"assistant", "r</think>x</think>y"}}, false) ==
         "<｜begin▁of▁sentence｜><｜User｜>a<｜Assistant｜></think>x</think>y<｜end▁of▁sentence｜>");
+}
+
+// Written by hand from DeepSeek-V4's Jinja (tests/fixtures/chat-templates/deepseek-v4.jinja,
+// as llama.cpp's converter embeds it): drop_thinking true, no tools.
+TEST_CASE("chat template: DeepSeek-V4 thinks or not, joins user turns, keeps only the last answer's reasoning") {
+  ChatTemplate t = from_file("deepseek-v4.jinja", kDsBos, kDsEos);
+  CHECK(t.can_toggle_thinking());
+  const std::vector<ChatMessage> conv = {{"system", "You are terse."}, {"user", "Hi"},  {"user", "there"},
+                                         {"assistant", "hmm</think>Hello!"}, {"system", "Be kind."}, {"user", "2+2?"}};
+  const std::string history =
+      "<｜begin▁of▁sentence｜>You are terse.\n\nBe kind.<｜User｜>Hi\n\nthere<｜Assistant｜></think>Hello!"
+      "<｜end▁of▁sentence｜><｜User｜>2+2?";
+  CHECK(t.thinking());
+  CHECK(t.render(conv, true) == history + "<｜Assistant｜><think>");
+  CHECK(t.render(conv, false) == history);
+  // An answer after the last user turn (continuing it) keeps its reasoning when thinking.
+  const std::vector<ChatMessage> cont = {{"user", "Hi"}, {"assistant", "hmm</think>Hel"}};
+  CHECK(t.render(cont, false) ==
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>hmm</think>Hel<｜end▁of▁sentence｜>");
+  t.set_reasoning_effort("max");  // the preamble comes before the system text, only when thinking
+  const std::string max = t.render(conv, true);
+  CHECK(max.rfind("<｜begin▁of▁sentence｜>Reasoning Effort: Absolute maximum", 0) == 0);
+  CHECK(max.find("unchecked.\n\nYou are terse.") != std::string::npos);
+  t.set_thinking(false);
+  CHECK(t.render(conv, true) == history + "<｜Assistant｜></think>");
+  CHECK(t.render(cont, false) ==
+        "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜></think>Hel<｜end▁of▁sentence｜>");
+  CHECK_FALSE(t.opens_reasoning());
 }
 
 TEST_CASE("chat template: DeepSeek-V3.2's encoding, thinking on and off") {

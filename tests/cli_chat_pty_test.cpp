@@ -455,3 +455,30 @@ TEST_CASE("moe chat /save and /load: a saved conversation continues without eval
   const auto over = chat_from_file("/save " + test::local_fixture("tiny-dsv3.Q4_K_M.gguf") + "\n", "-n 4");
   CHECK(over.out.find("is the input file") != std::string::npos);
 }
+
+TEST_CASE("moe chat: a deepseek4 file without a template gets DeepSeek-V4's format, --chat-template-kwargs turns thinking off") {
+  const std::string src = test::shared_fixture("models/tiny-dsv4.f32.gguf");
+  if (src.empty()) return test::skip("tiny-dsv4.f32.gguf not found");
+  const GgufFile in = GgufFile::open(src);
+  const std::string out = test::temp_dir() + "/dsv4-no-template.gguf";
+  {
+    GgufWriter w(out, in.alignment());
+    for (const auto& kv : in.metadata())
+      if (kv.key != "tokenizer.chat_template") w.set(kv.key, kv.value);
+    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
+    w.begin();
+    for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
+    w.finish();
+  }
+  auto chat = [&](const std::string& extra) {
+    return test::run_command({"/bin/sh", "-c", test::bin_dir() + "/moe -m " + out + " -t 2 -n 2 " + extra + " < /dev/null"});
+  };
+  const auto on = chat(""), off = chat("--chat-template-kwargs '{\"enable_thinking\": false}'");
+  const auto bad = chat("--chat-template-kwargs '{\"reasoning_effort\": 3}'");
+  INFO("stderr: " << on.err << off.err << bad.err);
+  CHECK(on.exit_code == 0);
+  CHECK(on.err.find("template deepseek4 (thinking on)") != std::string::npos);
+  CHECK(off.err.find("template deepseek4 (thinking off)") != std::string::npos);
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("reasoning_effort") != std::string::npos);
+}

@@ -16,6 +16,7 @@ constexpr NamedFamily kFamilies[] = {
     {ChatFamily::deepseek2, "deepseek2"}, {ChatFamily::deepseek25, "deepseek2.5"},
     {ChatFamily::deepseek3, "deepseek3"}, {ChatFamily::deepseek_r1, "deepseek-r1"},
     {ChatFamily::deepseek31, "deepseek3.1"}, {ChatFamily::deepseek32, "deepseek3.2"},
+    {ChatFamily::deepseek4, "deepseek4"},
     {ChatFamily::chatml, "chatml"},       {ChatFamily::llama3, "llama3"},
     {ChatFamily::mistral, "mistral"},     {ChatFamily::kimi_k2, "kimi-k2"},
     {ChatFamily::glm4, "chatglm4"},
@@ -68,6 +69,8 @@ std::optional<ChatFamily> chat_family_detect(std::string_view t) {
   // `thinking` switch, R1 strips the reasoning of earlier answers, V3 (and
   // R1) join several system messages.
   if (contains(t, "<｜User｜>") && contains(t, "<｜Assistant｜>")) {
+    // V4: its tool-call markup and its switch for earlier turns' reasoning.
+    if (contains(t, "｜DSML｜") || contains(t, "drop_thinking")) return ChatFamily::deepseek4;
     if (contains(t, "thinking is defined") && contains(t, "</think>")) return ChatFamily::deepseek31;
     if (contains(t, "</think>")) return ChatFamily::deepseek_r1;
     if (contains(t, "is_first_sp")) return ChatFamily::deepseek3;
@@ -123,6 +126,7 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
     case ChatFamily::deepseek2: return render_deepseek2(messages, add_generation_prompt);
     case ChatFamily::deepseek31: return render_deepseek31(messages, add_generation_prompt);
     case ChatFamily::deepseek32: return render_deepseek32(messages);
+    case ChatFamily::deepseek4: return render_deepseek4(messages, add_generation_prompt);
     case ChatFamily::chatml: return render_chatml(messages, add_generation_prompt);
     case ChatFamily::llama3: return render_llama3(messages, add_generation_prompt);
     case ChatFamily::mistral: return render_mistral(messages);
@@ -214,6 +218,56 @@ std::string ChatTemplate::render_deepseek31(const std::vector<ChatMessage>& mess
 // text + '<｜end▁of▁sentence｜>', its reasoning kept only for an answer after
 // the last user turn in thinking mode (drop_thinking). Every user turn opens
 // the answer, so there is no separate generation prompt.
+// DeepSeek-V4 (its Jinja with drop_thinking true, no tools): bos, the
+// "max" effort preamble when thinking, the system messages joined by
+// "\n\n"; each run of user messages "<｜User｜>" + their texts joined by
+// "\n\n"; each answer "<｜Assistant｜>" + "</think>" + its text after the
+// reasoning + "<｜end▁of▁sentence｜>", except that an answer after the last
+// user turn keeps its reasoning when thinking ("<think>" + reasoning +
+// "</think>" + text); the generation prompt "<｜Assistant｜>" + "<think>" or
+// "</think>".
+std::string ChatTemplate::render_deepseek4(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  static constexpr std::string_view kEffortMax =
+      "Reasoning Effort: Absolute maximum with no shortcuts permitted.\nYou MUST be very thorough in your thinking and "
+      "comprehensively decompose the problem to resolve the root cause, rigorously stress-testing your logic against "
+      "all potential paths, edge cases, and adversarial scenarios.\nExplicitly write out your entire deliberation "
+      "process, documenting every intermediate step, considered alternative, and rejected hypothesis to ensure "
+      "absolutely no assumption is left unchecked.\n\n";
+  size_t last_user = messages.size();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    check_role(messages[i], i, "deepseek4");
+    if (messages[i].role == "user") last_user = i;
+  }
+  std::string out = bos_;
+  if (!messages.empty() && thinking_ && reasoning_effort_ == "max") out += kEffortMax;
+  out += deepseek_system_prompt(messages);
+  bool in_user = false;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (m.role == "user") {
+      out += in_user ? "\n\n" : "<｜User｜>";
+      in_user = true;
+      out += m.content;
+    } else if (m.role == "assistant") {
+      in_user = false;
+      out += "<｜Assistant｜>";
+      const bool keep_reasoning = thinking_ && last_user < messages.size() && i > last_user;
+      const size_t end = m.content.find("</think>");
+      if (keep_reasoning) {
+        // The stored answer is what followed "<think>": reasoning "</think>" text.
+        out += "<think>";
+        out += end == std::string::npos ? "</think>" + m.content : m.content;
+      } else {
+        out += "</think>";
+        out += answer_without_reasoning(m.content);
+      }
+      out += "<｜end▁of▁sentence｜>";
+    }
+  }
+  if (add_generation_prompt) out += thinking_ ? "<｜Assistant｜><think>" : "<｜Assistant｜></think>";
+  return out;
+}
+
 std::string ChatTemplate::render_deepseek32(const std::vector<ChatMessage>& messages) const {
   size_t last_user = messages.size();
   for (size_t i = messages.size(); i-- > 0;)

@@ -21,6 +21,13 @@
 //                                        Jinja): system text in place, every user turn ends
 //                                        "<｜Assistant｜>" + "</think>", the last one "<think>"
 //                                        when thinking is on; earlier reasoning dropped
+//   deepseek4    DeepSeek-V4             its Jinja for plain conversations: system text first
+//                                        (after "max" effort's preamble when thinking), user
+//                                        turns "<｜User｜>" (consecutive ones joined by "\n\n"),
+//                                        every answer "<｜Assistant｜></think>" + its text after
+//                                        the reasoning (kept, as "<think>..</think>", only after
+//                                        the last user turn); the generation prompt
+//                                        "<｜Assistant｜>" + "<think>" or "</think>"
 //   chatml       Qwen2 / ChatML          <|im_start|>role\n...<|im_end|>\n (Qwen2's default
 //                                        system prompt when the template has one)
 //   llama3       Llama-3-Instruct        <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>
@@ -50,6 +57,7 @@ enum class ChatFamily {
   deepseek_r1,
   deepseek31,
   deepseek32,
+  deepseek4,
   chatml,
   llama3,
   mistral,
@@ -82,14 +90,19 @@ class ChatTemplate {
   // required user/assistant alternation).
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
 
-  // Thinking mode for the templates that have one (V3.1, V3.2): on (the
+  // Thinking mode for the templates that have one (V3.1, V3.2, V4): on (the
   // default, as llama.cpp's --reasoning-budget -1) the model reasons in a
   // <think> block before it answers; off, the block is closed for it.
   bool can_toggle_thinking() const {
-    return family_ == ChatFamily::deepseek31 || family_ == ChatFamily::deepseek32;
+    return family_ == ChatFamily::deepseek31 || family_ == ChatFamily::deepseek32 || family_ == ChatFamily::deepseek4;
   }
   void set_thinking(bool on) { thinking_ = on; }
   bool thinking() const { return thinking_; }
+  // DeepSeek-V4's reasoning effort (its Jinja's reasoning_effort): "max"
+  // puts the release's maximum-effort instruction before the system text
+  // when thinking; "high" (the default) and anything else add nothing.
+  void set_reasoning_effort(std::string effort) { reasoning_effort_ = std::move(effort); }
+  const std::string& reasoning_effort() const { return reasoning_effort_; }
 
   // Whether the generation prompt leaves the model inside a <think> block.
   bool opens_reasoning() const {
@@ -103,6 +116,7 @@ class ChatTemplate {
   std::string render_deepseek2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_deepseek31(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_deepseek32(const std::vector<ChatMessage>& messages) const;
+  std::string render_deepseek4(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_chatml(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_llama3(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::string render_mistral(const std::vector<ChatMessage>& messages) const;
@@ -113,6 +127,7 @@ class ChatTemplate {
   std::string bos_, eos_;
   std::string default_system_;  // chatml: used when the conversation has no system message
   bool thinking_ = true;
+  std::string reasoning_effort_ = "high";
 };
 
 }  // namespace moe

@@ -29,7 +29,7 @@ constexpr const char* kHelp =
     "Commands:\n"
     "  /help    this text (also /?)\n"
     "  /reset   forget the conversation (keeps --system; also /clear)\n"
-    "  /set think, /set nothink  thinking on or off (templates with a switch: DeepSeek-V3.1, V3.2)\n"
+    "  /set think, /set nothink  thinking on or off (templates with a switch: DeepSeek-V3.1, V3.2, V4)\n"
     "  /save FILE  write the conversation and its cache to FILE\n"
     "  /load FILE  continue a conversation saved with /save (same model and -ctk)\n"
     "  /exit    leave (also /quit, /bye, Ctrl-D, or Ctrl-C at the prompt)\n"

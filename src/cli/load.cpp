@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "cli/options.h"
 #include "core/error.h"
@@ -157,6 +158,8 @@ ChatTemplate chat_template_chosen(const CliOptions& o, const LoadedModel& m) {
   // Jinja, so its files usually carry no template: the architecture says it.
   if (!source && m.architecture() == "deepseek32")
     return ChatTemplate(ChatFamily::deepseek32, std::move(bos), std::move(eos));
+  if (!source && m.architecture() == "deepseek4")
+    return ChatTemplate(ChatFamily::deepseek4, std::move(bos), std::move(eos));
   if (!source)
     throw_error("%s has no tokenizer.chat_template; choose one with --chat-template (%s)", o.model.c_str(),
                 chat_family_names().c_str());
@@ -168,6 +171,27 @@ ChatTemplate chat_template_chosen(const CliOptions& o, const LoadedModel& m) {
 ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m) {
   ChatTemplate t = chat_template_chosen(o, m);
   t.set_thinking(o.reasoning_budget != 0);
+  if (o.chat_template_kwargs.empty()) return t;
+  nlohmann::json kw;
+  try {
+    kw = nlohmann::json::parse(o.chat_template_kwargs);
+  } catch (const nlohmann::json::exception& e) {
+    throw_error("--chat-template-kwargs: not valid JSON: %s", e.what());
+  }
+  if (!kw.is_object()) throw_error("--chat-template-kwargs: expected a JSON object, got '%s'", o.chat_template_kwargs.c_str());
+  for (const auto& [key, value] : kw.items()) {
+    if (key == "enable_thinking" || key == "thinking") {
+      if (!value.is_boolean()) throw_error("--chat-template-kwargs: %s must be true or false", key.c_str());
+      t.set_thinking(value.get<bool>());
+    } else if (key == "reasoning_effort") {
+      if (!value.is_string() || (value != "max" && value != "high"))
+        throw_error("--chat-template-kwargs: reasoning_effort must be \"max\" or \"high\"");
+      t.set_reasoning_effort(value.get<std::string>());
+    } else if (!o.quiet) {
+      std::fprintf(stderr, "moe: warning: --chat-template-kwargs: '%s' changes nothing in the %s template\n",
+                   key.c_str(), chat_family_name(t.family()));
+    }
+  }
   return t;
 }
 

@@ -93,9 +93,12 @@ int main(int argc, char** argv) {
   app.add_option("--system,--system-prompt", o.system, "chat: system prompt (-sys)");
   app.add_flag("--hide-reasoning", o.hide_reasoning, "chat: do not show <think> reasoning");
   app.add_option("--reasoning-budget", o.reasoning_budget,
-                 "chat and batch: -1 lets a model with a thinking switch (DeepSeek-V3.1, V3.2) think before it "
+                 "chat and batch: -1 lets a model with a thinking switch (DeepSeek-V3.1, V3.2, V4) think before it "
                  "answers, 0 turns thinking off (only these two values, as in llama.cpp)")
       ->check(CLI::Range(-1, 0));
+  app.add_option("--chat-template-kwargs", o.chat_template_kwargs,
+                 "JSON object for the chat template, as llama.cpp takes it: {\"enable_thinking\": false} (or "
+                 "\"thinking\"), {\"reasoning_effort\": \"max\"} (DeepSeek-V4)");
   app.add_flag("--context-shift", o.context_shift,
                "when the context is full, drop the oldest tokens (after --keep; in chat the oldest turns after the "
                "system prompt) and go on, the kept cache shifted, not evaluated again");

@@ -48,6 +48,9 @@ struct CliOptions {
   // --reasoning-budget: -1 lets models with a thinking switch (V3.1, V3.2)
   // think, 0 turns thinking off (llama.cpp's flag and values).
   int reasoning_budget = -1;
+  // --chat-template-kwargs JSON (llama.cpp's): enable_thinking / thinking
+  // (bool) and reasoning_effort ("max" or "high", DeepSeek-V4).
+  std::string chat_template_kwargs;
   bool context_shift = false;
   int n_keep = 0;  // --keep: prompt tokens a context shift keeps (-1: all)
   std::string prompt_cache;   // --prompt-cache FILE (one-shot)
