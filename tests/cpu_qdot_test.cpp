@@ -26,7 +26,7 @@ void check_isa(CpuIsa isa) {
   const Case cases[] = {{GgmlType::Q8_0, 32}, {GgmlType::Q4_0, 32}, {GgmlType::Q5_0, 32}, {GgmlType::Q4_1, 32},
                         {GgmlType::Q5_1, 32}, {GgmlType::F16, 37}, {GgmlType::BF16, 37},
                         {GgmlType::Q2_K, 256}, {GgmlType::Q3_K, 256}, {GgmlType::Q4_K, 256}, {GgmlType::Q5_K, 256},
-                        {GgmlType::Q6_K, 256}};
+                        {GgmlType::Q6_K, 256}, {GgmlType::MXFP4, 32}};
   std::mt19937 rng(1234);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   int checked = 0;
@@ -77,7 +77,7 @@ void check_isa_random_blocks(CpuIsa isa) {
   const GgmlType types[] = {GgmlType::Q8_0,    GgmlType::Q4_0,   GgmlType::Q5_0,    GgmlType::Q4_1,   GgmlType::Q5_1,
                             GgmlType::Q2_K,    GgmlType::Q3_K,   GgmlType::Q4_K,    GgmlType::Q5_K,   GgmlType::Q6_K,
                             GgmlType::IQ2_XXS, GgmlType::IQ2_XS, GgmlType::IQ2_S,   GgmlType::IQ3_XXS, GgmlType::IQ3_S,
-                            GgmlType::IQ1_S,   GgmlType::IQ1_M,  GgmlType::IQ4_NL,  GgmlType::IQ4_XS};
+                            GgmlType::IQ1_S,   GgmlType::IQ1_M,  GgmlType::IQ4_NL,  GgmlType::IQ4_XS, GgmlType::MXFP4};
   std::mt19937 rng(99);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   int checked = 0;

@@ -702,7 +702,7 @@ TEST_CASE("moe-gguf: a missing file, a directory and bad arguments exit 1 with a
   CHECK(contains(r.err, empty));
 }
 
-TEST_CASE("moe-gguf describes ternary and MXFP4 tensors and warns that they cannot be computed with yet") {
+TEST_CASE("moe-gguf describes ternary and NVFP4 tensors and warns that they cannot be computed with yet") {
   const std::string path = moe::test::temp_dir() + "/tq.gguf";
   {
     moe::GgufWriter w(path);
@@ -712,7 +712,7 @@ TEST_CASE("moe-gguf describes ternary and MXFP4 tensors and warns that they cann
                               moe::GgufValue::array_of_strings({"a", "b"})}));
     w.add_tensor("blk.0.ffn_down_exps.weight", moe::GgmlType::TQ2_0, {256, 2});
     w.add_tensor("output_norm.weight", moe::GgmlType::F32, {256});
-    w.add_tensor("blk.0.ffn_up_exps.weight", moe::GgmlType::MXFP4, {256, 3});
+    w.add_tensor("blk.0.ffn_up_exps.weight", moe::GgmlType::NVFP4, {256, 3});
     w.begin();
     for (size_t i = 0; i < w.n_tensors(); ++i) {
       const std::vector<uint8_t> zeros(w.tensor_nbytes(i));
@@ -730,7 +730,7 @@ TEST_CASE("moe-gguf describes ternary and MXFP4 tensors and warns that they cann
   check_json_against_walk(doc, walked, path, bytes.size());
   CHECK(doc["tensors"][0]["type"] == "tq2_0");
   CHECK(doc["tensors"][0]["type_id"] == 35);
-  CHECK(doc["tensors"][2]["type"] == "mxfp4");
+  CHECK(doc["tensors"][2]["type"] == "nvfp4");
   CHECK(doc["metadata"]["test.nested"]["value"] == Json::parse(R"([[1, -2, 3], ["a", "b"]])"));
   CHECK(doc["summary"]["unsupported"] == Json::parse(R"(["blk.0.ffn_down_exps.weight", "blk.0.ffn_up_exps.weight"])"));
   CHECK(contains(j.err, "warning"));
@@ -746,7 +746,7 @@ TEST_CASE("moe-gguf describes ternary and MXFP4 tensors and warns that they cann
   INFO("warning: " << warning);
   CHECK(contains(warning, "cannot compute"));
   CHECK(contains(warning, "tq2_0"));
-  CHECK(contains(warning, "mxfp4"));
+  CHECK(contains(warning, "nvfp4"));
   CHECK(contains(warning, "blk.0.ffn_down_exps.weight"));
   CHECK(contains(warning, "blk.0.ffn_up_exps.weight"));
   CHECK_FALSE(contains(warning, "output_norm"));

@@ -257,6 +257,40 @@ TEST_CASE("q8_0 and q8_1: signed bytes times d and q8_1's sum field is ignored")
   }
 }
 
+TEST_CASE("mxfp4: E8M0 exponent e then nibbles as q4_0's, x = E2M1(q) * 2^(e - 127)") {
+  // E2M1 from the OCP MX spec: sign, 2 exponent bits (bias 1), 1 mantissa bit;
+  // exponent 0 is subnormal (0 or 0.5).
+  auto e2m1 = [](int q) {
+    const int sign = q >> 3, exp = (q >> 1) & 3, mant = q & 1;
+    const double mag = exp == 0 ? 0.5 * mant : std::ldexp(1.0 + 0.5 * mant, exp - 1);
+    return sign ? -mag : mag;
+  };
+  // Hand example: e = 127 (scale 1), byte 0xf7 is element 0 = 6 and element 16 = -6.
+  Bytes one(17);
+  one[0] = 127;
+  one[1] = 0xf7;
+  std::vector<double> want(32, 0.0);
+  want[0] = 6;
+  want[16] = -6;
+  check_row(GgmlType::MXFP4, one, want);
+
+  // e = 0 and 1: ggml's denormal half scales (the block scale 2^-127 and 2^-126).
+  const int exps[] = {0, 1, 2, 100, 127, 128, 150, 252};  // 252: 6 * 2^125 is still finite
+  Bytes b(17 * std::size(exps));
+  std::vector<double> e;
+  Pattern p(6);
+  for (size_t blk = 0; blk < std::size(exps); ++blk) {
+    const size_t o = 17 * blk;
+    b[o] = static_cast<uint8_t>(exps[blk]);
+    for (int i = 0; i < 32; ++i) {
+      const int q = i < 16 ? i : p.next(0, 15);  // every code once, then at random
+      put_bits(b, o + 1 + i % 16, 4 * (i / 16), 4, static_cast<unsigned>(q));
+      e.push_back(std::ldexp(e2m1(q), exps[blk] - 127));
+    }
+  }
+  check_row(GgmlType::MXFP4, b, e);
+}
+
 TEST_CASE("q2_K: 4-bit scales and mins then 2-bit planes then d and dmin") {
   // Element i: qs byte 32 * (i / 128) + i % 32 at bits 2 * ((i % 128) / 32);
   // sub-block i / 16 takes scale byte i / 16.

@@ -124,6 +124,7 @@ double round_trip_bound(GgmlType type) {
     case GgmlType::Q4_K: return 0.12;   // measured 7.18e-2
     case GgmlType::Q3_K: return 0.25;   // measured 0.150
     case GgmlType::Q2_K: return 0.45;   // measured 0.294
+    case GgmlType::MXFP4: return 0.18;  // measured 0.115
     default: return -1;
   }
 }
@@ -133,7 +134,7 @@ double round_trip_bound(GgmlType type) {
 TEST_CASE("quantize_row_ref round-trips random data within each type's error") {
   const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1,
                             GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
-                            GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K};
+                            GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K, GgmlType::MXFP4};
   constexpr int64_t kN = 256 * 16;
   std::mt19937 rng(1234);
   std::normal_distribution<float> normal(0.0f, 1.0f);

@@ -20,7 +20,7 @@ TEST_CASE("vec_dot_row equals the dot product of the dequantized rows, for every
   std::mt19937 rng(7);
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
                      GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
-                     GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K}) {
+                     GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_K, GgmlType::MXFP4}) {
     for (int64_t blocks : {1, 3, 11}) {
       const int64_t n = blocks * (ggml_type_traits(t).block_size == 1 ? 32 : ggml_type_traits(t).block_size);
       CAPTURE(ggml_type_name(t));

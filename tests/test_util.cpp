@@ -167,6 +167,8 @@ std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng) {
       case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
         std::memcpy(&w[o], &h, 2); std::memcpy(&w[o + 2], &h, 2); break;
       case GgmlType::Q8_K: { const float d = 0.01f; std::memcpy(&w[o], &d, 4); break; }
+      // Exponents whose half scales 2^-12 .. 2^3 keep every value finite.
+      case GgmlType::MXFP4: w[o] = static_cast<uint8_t>(116 + w[o] % 16); break;
       case GgmlType::IQ1_M:  // d's four nibbles are the top nibbles of the four scale words
         for (int k = 0; k < 4; ++k) {
           uint8_t& hi = w[o + 48 + 2 * k + 1];

@@ -64,7 +64,8 @@ std::string shell_quote(const std::string& s);
 
 // n elements of type t as random bytes (every bit pattern of packed scales,
 // mins and high bits), with the blocks' f16/f32 scale fields set to a small
-// finite value; F32/F16/BF16 get normal samples.
+// finite value (MXFP4: a random exponent of modest size); F32/F16/BF16 get
+// normal samples.
 std::vector<uint8_t> random_weights(GgmlType t, int64_t n, std::mt19937& rng);
 
 // moe-perplexity's final estimate for a model on tests/fixtures/kjv-ruth.txt

@@ -209,15 +209,16 @@ TEST_CASE("quantize plan: file type names and ids are parsed like llama-quantize
   CHECK_FALSE(moe::parse_file_type("").has_value());
   CHECK(std::string(moe::file_type_name(FileType::MOSTLY_Q4_K_M)) == "Q4_K_M");
   CHECK(moe::file_type_default_tensor_type(FileType::MOSTLY_Q3_K_L) == GgmlType::Q3_K);
-  // Every IQ file type has its quantizers (some need --imatrix); the ternary
-  // and MXFP4 types do not.
+  // Every IQ file type has its quantizers (some need --imatrix), and so does
+  // MXFP4_MOE; the ternary and Q1_0/Q2_0 types do not.
   for (FileType ft : {FileType::MOSTLY_IQ1_S, FileType::MOSTLY_IQ1_M, FileType::MOSTLY_IQ2_XXS, FileType::MOSTLY_IQ2_XS,
                       FileType::MOSTLY_IQ2_S, FileType::MOSTLY_IQ2_M, FileType::MOSTLY_IQ3_XXS, FileType::MOSTLY_IQ3_XS,
                       FileType::MOSTLY_IQ3_S, FileType::MOSTLY_IQ3_M, FileType::MOSTLY_IQ4_NL, FileType::MOSTLY_IQ4_XS,
-                      FileType::MOSTLY_Q2_K_S, FileType::MOSTLY_Q5_K_S})
+                      FileType::MOSTLY_Q2_K_S, FileType::MOSTLY_Q5_K_S, FileType::MOSTLY_MXFP4_MOE})
     CHECK_MESSAGE(moe::file_type_supported(ft), moe::file_type_name(ft));
+  CHECK(static_cast<int>(*moe::parse_file_type("mxfp4_moe")) == 38);
   CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_TQ1_0));
-  CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_MXFP4_MOE));
+  CHECK_FALSE(moe::file_type_supported(FileType::MOSTLY_Q1_0));
 }
 
 TEST_CASE("quantize plan: order and types match llama-quantize's for every reference run") {

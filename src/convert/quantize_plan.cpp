@@ -139,8 +139,8 @@ bool is_one_of(FileType ft, std::initializer_list<FileType> set) {
 }
 
 // llama_tensor_get_type_impl, branch for branch in llama.cpp's order (the
-// ternary, Q1_0/Q2_0 and MXFP4 branches are unreachable: those file types
-// are refused).
+// ternary and Q1_0/Q2_0 branches are unreachable: those file types are
+// refused).
 GgmlType mixture_type(RuleState& qs, GgmlType new_type, const PlanTensor& t, Category cat) {
   using F = FileType;
   using G = GgmlType;
@@ -152,11 +152,20 @@ GgmlType mixture_type(RuleState& qs, GgmlType new_type, const PlanTensor& t, Cat
   const bool iq2_s_or_m = ft == F::MOSTLY_IQ2_S || ft == F::MOSTLY_IQ2_M;
   if (cat == Category::Output || (qs.tied_embeddings && cat == Category::TokenEmbd)) {
     const int64_t nx = t.shape.at(0);
-    if (qs.falcon() || nx % ggml_type_traits(new_type).block_size != 0) new_type = G::Q8_0;
+    if (ft == F::MOSTLY_MXFP4_MOE) new_type = G::Q8_0;
+    else if (qs.falcon() || nx % ggml_type_traits(new_type).block_size != 0) new_type = G::Q8_0;
     else if (is_one_of(ft, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ3_XXS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ2_S,
                             F::MOSTLY_IQ2_M, F::MOSTLY_IQ1_M}))
       new_type = G::Q5_K;
     else if (new_type != G::Q8_0) new_type = G::Q6_K;
+  } else if (ft == F::MOSTLY_MXFP4_MOE) {
+    // Expert stacks (a third dimension over the experts) MXFP4, everything
+    // else Q8_0, untied token embeddings included: this branch comes first.
+    // bailingmoe3's MLA projections are 3-D too, so there only the FFN roles
+    // count as experts.
+    const bool experts = t.shape.size() > 2 && t.shape[2] > 1;
+    const bool ffn = cat == Category::FfnUp || cat == Category::FfnGate || cat == Category::FfnDown;
+    new_type = experts && (qs.model.arch != "bailingmoe3" || ffn) ? G::MXFP4 : G::Q8_0;
   } else if (cat == Category::TokenEmbd) {
     if (is_one_of(ft, {F::MOSTLY_IQ2_XXS, F::MOSTLY_IQ2_XS, F::MOSTLY_IQ1_S, F::MOSTLY_IQ1_M})) new_type = G::Q2_K;
     else if (iq2_s_or_m || ft == F::MOSTLY_IQ3_XXS) new_type = G::IQ3_S;
@@ -359,8 +368,7 @@ GgmlType file_type_default_tensor_type(FileType ft) {
 }
 
 bool file_type_supported(FileType ft) {
-  // TQ*, MXFP4, Q1_0, Q2_0 and some IQ types need quantizers moe.cpp does
-  // not have.
+  // TQ*, Q1_0 and Q2_0 need quantizers moe.cpp does not have.
   return quantize_rows_supported(file_type_default_tensor_type(ft));
 }
 

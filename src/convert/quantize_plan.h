@@ -18,8 +18,8 @@
 //   - --pure (no mixture: every quantizable tensor gets the default type,
 //     output.weight and token_embd included) and --tensor-type REGEX=TYPE
 //     overrides (first matching pattern wins, searched anywhere in the name).
-// The TQ*, MXFP4, Q1_0/Q2_0 file types and IQ types without a quantizer
-// parse, but plan_tensor_types refuses them.
+// The TQ* and Q1_0/Q2_0 file types parse, but plan_tensor_types refuses
+// them (moe.cpp has no quantizers for those types).
 #pragma once
 
 #include <cstdint>

@@ -50,7 +50,7 @@ constexpr GgmlTypeTraits kTraits[kGgmlTypeIdLimit] = {
     /* 36        */ {nullptr, 0, 0, false},
     /* 37        */ {nullptr, 0, 0, false},
     /* 38        */ {nullptr, 0, 0, false},
-    /* 39 MXFP4  */ {"mxfp4", 32, 1 + 16, false},
+    /* 39 MXFP4  */ {"mxfp4", 32, 1 + 16, true},
     /* 40 NVFP4  */ {"nvfp4", 64, 4 + 32, false},
     /* 41 Q1_0   */ {"q1_0", 128, 2 + 16, false},
     /* 42 Q2_0   */ {"q2_0", 64, 2 + 16, false},

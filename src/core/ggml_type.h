@@ -75,7 +75,7 @@ std::optional<GgmlType> ggml_type_from_name(std::string_view name);
 size_t ggml_row_size(GgmlType type, int64_t n);
 
 // Throws a clear error if tensor data of this type cannot be computed with
-// (IQ types, ternary and FP4 types): `what` names the tensor.
+// (ternary types, NVFP4, Q1_0/Q2_0, integer types): `what` names the tensor.
 void ggml_require_supported(GgmlType type, std::string_view what);
 
 }  // namespace moe

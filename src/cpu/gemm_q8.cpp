@@ -76,6 +76,16 @@ void gemm_decode_row_ref(GgmlType t, const uint8_t* row, int64_t n, const GemmRo
         p.d[i] = fp16_to_fp32(b->d);
       }
       return;
+    case GgmlType::MXFP4:  // the doubled E2M1 values + 128, the power-of-two half scale as d
+      for (int64_t i = 0; i < n / 32; ++i) {
+        const auto* b = blocks_of<BlockMXFP4>(row) + i;
+        for (int j = 0; j < 16; ++j) {
+          p.u[32 * i + j] = static_cast<uint8_t>(kMxfp4Values[b->qs[j] & 15] + 128);
+          p.u[32 * i + 16 + j] = static_cast<uint8_t>(kMxfp4Values[b->qs[j] >> 4] + 128);
+        }
+        p.d[i] = e8m0_to_fp32_half(b->e);
+      }
+      return;
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
       for (int64_t i = 0; i < n / 256; ++i) {
@@ -248,7 +258,7 @@ GemmFormat gemm_format(GgmlType t) {
     case GgmlType::IQ3_S: return {32, 256, 15, GemmMin::kNone};
     case GgmlType::IQ1_S: return {32, 256, 9, GemmMin::kNone};
     case GgmlType::IQ1_M: return {16, 256, 9, GemmMin::kNone};
-    case GgmlType::IQ4_NL: return {32, 32, 128, GemmMin::kNone};
+    case GgmlType::IQ4_NL: case GgmlType::MXFP4: return {32, 32, 128, GemmMin::kNone};
     case GgmlType::IQ4_XS: return {32, 256, 128, GemmMin::kNone};
     default: return {};
   }

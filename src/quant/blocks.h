@@ -12,6 +12,7 @@
 #include "core/host_device.h"
 #include "quant/blocks_k.h"
 #include "quant/blocks_legacy.h"
+#include "quant/blocks_mxfp4.h"
 
 namespace moe {
 
@@ -59,6 +60,7 @@ template <> struct BlockFormat<GgmlType::Q4_K> : BlockFormatOf<BlockQ4_K, dequan
 template <> struct BlockFormat<GgmlType::Q5_K> : BlockFormatOf<BlockQ5_K, dequant_block_q5_k> {};
 template <> struct BlockFormat<GgmlType::Q6_K> : BlockFormatOf<BlockQ6_K, dequant_block_q6_k> {};
 template <> struct BlockFormat<GgmlType::Q8_K> : BlockFormatOf<BlockQ8_K, dequant_block_q8_k> {};
+template <> struct BlockFormat<GgmlType::MXFP4> : BlockFormatOf<BlockMXFP4, dequant_block_mxfp4> {};
 
 // Calls f.template operator()<T>() with the compile-time type for `type`;
 // returns false (calling nothing) for a type without a decoder. The one
@@ -81,6 +83,7 @@ bool visit_block_format(GgmlType type, F&& f) {
     case GgmlType::Q5_K: f.template operator()<GgmlType::Q5_K>(); return true;
     case GgmlType::Q6_K: f.template operator()<GgmlType::Q6_K>(); return true;
     case GgmlType::Q8_K: f.template operator()<GgmlType::Q8_K>(); return true;
+    case GgmlType::MXFP4: f.template operator()<GgmlType::MXFP4>(); return true;
     default: return false;
   }
 }

@@ -12,7 +12,7 @@ namespace moe {
 
 // Decodes n elements of `type` at src (any alignment) into dst. Throws
 // moe::Error when n is negative or not a multiple of the type's block size,
-// or when the type has no decoder (IQ*, TQ*, MXFP4, NVFP4, integer types).
+// or when the type has no decoder (TQ*, NVFP4, Q1_0, Q2_0, integer types).
 void dequantize_row_ref(GgmlType type, const void* src, float* dst, int64_t n);
 
 // The same into a fresh vector.

@@ -145,6 +145,43 @@ void quantize_q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
   }
 }
 
+// MXFP4, as the OCP spec and ggml choose the scale: with the block's largest
+// magnitude 2^k times [1, 2), the E8M0 scale is 2^(k - 2), which puts it in
+// [4, 8) of E2M1's range (largest value 6: magnitudes above 7 of it clip).
+// In ggml's doubled values the half scale d = 2^(k - 3) and amax / d is in
+// [8, 16) against a largest value of 12. Each element takes the nearest of
+// the 16 values, the first index winning a tie (+0 over -0). ggml casts the
+// exponent float -> uint8_t, undefined when it is out of range (amax below
+// 2^-125 or infinite); x86 converts through int32, as here.
+int best_index_mxfp4(float x, float d) {
+  int best = 0;
+  float best_err = std::fabs(static_cast<float>(kMxfp4Values[0]) * d - x);
+  for (int i = 1; i < 16; ++i) {
+    const float err = std::fabs(static_cast<float>(kMxfp4Values[i]) * d - x);
+    if (err < best_err) {
+      best = i;
+      best_err = err;
+    }
+  }
+  return best;
+}
+
+void quantize_mxfp4(const float* x, BlockMXFP4* y, int64_t nb) {
+  constexpr int kHalf = QK_MXFP4 / 2;
+  for (int64_t i = 0; i < nb; ++i, x += QK_MXFP4) {
+    const float amax = signed_abs_max(x, QK_MXFP4).amax;
+    const uint8_t e =
+        amax > 0.0f ? static_cast<uint8_t>(static_cast<int32_t>(std::floor(std::log2(amax)) - 2 + 127)) : 0;
+    const float d = e8m0_to_fp32_half(e);
+    y[i].e = e;
+    for (int j = 0; j < kHalf; ++j) {
+      const int q0 = best_index_mxfp4(x[j], d);
+      const int q1 = best_index_mxfp4(x[kHalf + j], d);
+      y[i].qs[j] = static_cast<uint8_t>(q0 | q1 << 4);
+    }
+  }
+}
+
 void check_blocks(GgmlType type, int64_t n, int64_t block) {
   MOE_ASSERT(n >= 0 && n % block == 0, "quantize %s: %lld elements is not a multiple of the block size %lld",
              ggml_type_name(type), static_cast<long long>(n), static_cast<long long>(block));
@@ -158,7 +195,7 @@ bool quantize_supported(GgmlType type) {
     case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1:
     case GgmlType::Q8_0:
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
-    case GgmlType::Q6_K: case GgmlType::Q8_K:
+    case GgmlType::Q6_K: case GgmlType::Q8_K: case GgmlType::MXFP4:
       return true;
     default:
       return false;
@@ -189,6 +226,7 @@ void quantize_row_ref(GgmlType type, const float* x, void* y, int64_t n) {
     case GgmlType::Q5_0: return quantize_q5_0(x, static_cast<BlockQ5_0*>(y), nb);
     case GgmlType::Q5_1: return quantize_q5_1(x, static_cast<BlockQ5_1*>(y), nb);
     case GgmlType::Q8_0: return quantize_q8_0(x, static_cast<BlockQ8_0*>(y), nb);
+    case GgmlType::MXFP4: return quantize_mxfp4(x, static_cast<BlockMXFP4*>(y), nb);
     case GgmlType::Q2_K: return quant_detail::quantize_rows_q2_k(x, static_cast<BlockQ2_K*>(y), nb);
     case GgmlType::Q3_K: return quant_detail::quantize_rows_q3_k(x, static_cast<BlockQ3_K*>(y), nb);
     case GgmlType::Q4_K: return quant_detail::quantize_rows_q4_k(x, static_cast<BlockQ4_K*>(y), nb);
@@ -248,9 +286,11 @@ void quantize_rows(GgmlType type, const float* x, void* y, int64_t nrows, int64_
     default: break;
   }
   // ggml quantizes the K and legacy types without weights by the reference
-  // code, and Q8_0 and the float types ignore them.
-  if (!imatrix || type == GgmlType::Q8_0 || type == GgmlType::Q8_K || type == GgmlType::F32 || type == GgmlType::F16 ||
-      type == GgmlType::BF16)
+  // code, and Q8_0, MXFP4 and the float types ignore them (quantize_mxfp4
+  // takes quant_weights and never reads them: its scale is the block's amax
+  // exponent and each element is rounded to nearest, nothing to weigh).
+  if (!imatrix || type == GgmlType::Q8_0 || type == GgmlType::Q8_K || type == GgmlType::MXFP4 ||
+      type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16)
     return quantize_row_ref(type, x, y, nrows * n_per_row);
   switch (type) {
     case GgmlType::Q4_0: return each_row<BlockQ4_0>(quantize_row_q4_0_weighted, x, y, nrows, n_per_row, imatrix);

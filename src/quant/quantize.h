@@ -13,7 +13,7 @@ namespace moe {
 
 // Quantizes n floats of x into y, which must hold n / block_size blocks of
 // `type`. Supported: F32 (copy), F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K. Throws moe::Error when n is not a
+// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, MXFP4. Throws moe::Error when n is not a
 // multiple of the type's block size or the type is not supported.
 void quantize_row_ref(GgmlType type, const float* x, void* y, int64_t n);
 

@@ -13,7 +13,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "core/error.h"
 #include "core/fp16.h"
@@ -36,7 +35,7 @@ GgmlType vec_dot_type(GgmlType t) {
     case GgmlType::Q6_K: case GgmlType::Q8_K: return GgmlType::Q8_K;
     case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S: case GgmlType::IQ3_XXS:
     case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ4_XS: return GgmlType::Q8_K;
-    case GgmlType::IQ4_NL: return GgmlType::Q8_0;
+    case GgmlType::IQ4_NL: case GgmlType::MXFP4: return GgmlType::Q8_0;
     default: throw_error("no dot product for weights of type %s", ggml_type_name(t));
   }
 }
@@ -152,17 +151,40 @@ float dot_half(const uint16_t* x, const uint16_t* y, int64_t n) {
   return static_cast<float>(sum);
 }
 
-// Q8_0 against Q8_0: ggml's AVX2 lanes.
-float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t nb) {
+// Weight blocks of 32 signed values and one float scale against Q8_0:
+// ggml's AVX2 lanes for Q8_0. decode(i, q) writes block i's values to q and
+// returns its scale. IQ4_NL and MXFP4 (values from a 16-entry table) take
+// this arithmetic too, so one SIMD kernel (Tile32) serves all three; ggml's
+// own kernels for those two alternate two accumulators between even and odd
+// blocks, which only reorders the float sum.
+template <typename Decode>
+float dot_bytes32_q8_0(const BlockQ8_0* a, int64_t nb, Decode&& decode) {
   float acc[8] = {};
   int q[32], s[8];
   for (int64_t i = 0; i < nb; ++i) {
-    for (int j = 0; j < 32; ++j) q[j] = w[i].qs[j];
+    const float dw = decode(i, q);
     lane_sums32(q, a[i].qs, 0, s);
-    const float d = fp16_to_fp32(w[i].d) * fp16_to_fp32(a[i].d);
+    const float d = dw * fp16_to_fp32(a[i].d);
     for (int k = 0; k < 8; ++k) acc[k] = std::fma(d, static_cast<float>(s[k]), acc[k]);
   }
   return hsum8(acc);
+}
+
+// Q8_0 against Q8_0.
+float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* a, int64_t nb) {
+  return dot_bytes32_q8_0(a, nb, [w](int64_t i, int* q) {
+    for (int j = 0; j < 32; ++j) q[j] = w[i].qs[j];
+    return fp16_to_fp32(w[i].d);
+  });
+}
+
+// A block of 16-entry-table values (IQ4_NL, MXFP4): byte j holds element j
+// in its low nibble and j + 16 in its high one.
+inline void table_values32(const int8_t* table, const uint8_t* qs, int* q) {
+  for (int j = 0; j < 16; ++j) {
+    q[j] = table[qs[j] & 0xf];
+    q[j + 16] = table[qs[j] >> 4];
+  }
 }
 
 // Q8_1 against Q8_1.
@@ -379,18 +401,21 @@ float vec_dot_row(GgmlType wt, const void* w, const void* a, int64_t n) {
     case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ4_XS:
       return vec_dot_iq_row(wt, w, a, n);
     case GgmlType::IQ4_NL: {
-      // Its blocks are Q8_0's with values from a table: decoded to Q8_0 they
-      // take Q8_0's arithmetic (and its SIMD kernel's order).
-      std::vector<BlockQ8_0> q(static_cast<size_t>(n / 32));
+      // Q8_0's blocks with values from a table: Q8_0's arithmetic.
       const auto* x = static_cast<const BlockIQ4_NL*>(w);
-      for (size_t i = 0; i < q.size(); ++i) {
-        q[i].d = x[i].d;
-        for (int j = 0; j < 16; ++j) {
-          q[i].qs[j] = kIq4nlValues[x[i].qs[j] & 0xf];
-          q[i].qs[j + 16] = kIq4nlValues[x[i].qs[j] >> 4];
-        }
-      }
-      return dot_q8_0(q.data(), static_cast<const BlockQ8_0*>(a), n / 32);
+      return dot_bytes32_q8_0(static_cast<const BlockQ8_0*>(a), n / 32, [x](int64_t i, int* q) {
+        table_values32(kIq4nlValues, x[i].qs, q);
+        return fp16_to_fp32(x[i].d);
+      });
+    }
+    case GgmlType::MXFP4: {
+      // The same with the doubled E2M1 values and a power-of-two half scale
+      // (ggml_vec_dot_mxfp4_q8_0).
+      const auto* x = static_cast<const BlockMXFP4*>(w);
+      return dot_bytes32_q8_0(static_cast<const BlockQ8_0*>(a), n / 32, [x](int64_t i, int* q) {
+        table_values32(kMxfp4Values, x[i].qs, q);
+        return e8m0_to_fp32_half(x[i].e);
+      });
     }
     default: throw_error("no dot product for weights of type %s", ggml_type_name(wt));
   }

@@ -10,7 +10,7 @@
 
 namespace moe {
 
-// Q4_0/Q5_0/Q8_0/IQ4_NL -> Q8_0, Q4_1/Q5_1 -> Q8_1, K and IQ quants -> Q8_K,
+// Q4_0/Q5_0/Q8_0/IQ4_NL/MXFP4 -> Q8_0, Q4_1/Q5_1 -> Q8_1, K and IQ quants -> Q8_K,
 // F16 -> F16, BF16 -> BF16, F32 -> F32.
 GgmlType vec_dot_type(GgmlType weight_type);
 

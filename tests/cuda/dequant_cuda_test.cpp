@@ -45,6 +45,8 @@ std::vector<uint8_t> random_blocks(GgmlType type, int64_t n_blocks, std::mt19937
         std::memcpy(&b, bytes.data() + i * sizeof(Block), sizeof b);
         if constexpr (T == GgmlType::Q8_K) {
           b.d = moe::fp16_to_fp32(random_scale_half(rng));
+        } else if constexpr (T == GgmlType::MXFP4) {
+          b.e = static_cast<uint8_t>(rng() % 255);  // every exponent but E8M0's NaN, the denormal halves included
         } else {
           b.d = random_scale_half(rng);
         }
