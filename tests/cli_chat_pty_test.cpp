@@ -296,20 +296,24 @@ TEST_CASE("moe chat: DeepSeek-V3.2's format thinks by default, --reasoning-budge
   CHECK(bad.err.find("--reasoning-budget") != std::string::npos);
 }
 
+// A copy of a GGUF file without tokenizer.chat_template, in the temp dir.
+static std::string copy_without_template(const std::string& src, const std::string& name) {
+  const GgufFile in = GgufFile::open(src);
+  const std::string out = test::temp_dir() + "/" + name;
+  GgufWriter w(out, in.alignment());
+  for (const auto& kv : in.metadata())
+    if (kv.key != "tokenizer.chat_template") w.set(kv.key, kv.value);
+  for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
+  w.begin();
+  for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
+  w.finish();
+  return out;
+}
+
 TEST_CASE("moe chat: a deepseek32 file without a template of its own gets DeepSeek-V3.2's format") {
   const std::string src = test::shared_fixture("models/tiny-dsv32.Q8_0.gguf");
   if (src.empty()) return test::skip("tiny-dsv32.Q8_0.gguf not found");
-  const GgufFile in = GgufFile::open(src);
-  const std::string out = test::temp_dir() + "/no-template.gguf";
-  {
-    GgufWriter w(out, in.alignment());
-    for (const auto& kv : in.metadata())
-      if (kv.key != "tokenizer.chat_template") w.set(kv.key, kv.value);
-    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
-    w.begin();
-    for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
-    w.finish();
-  }
+  const std::string out = copy_without_template(src, "no-template.gguf");
   auto chat = [](const std::string& model) {
     return test::run_command({"/bin/sh", "-c", test::bin_dir() + "/moe -m " + model + " -t 2 -n 2 < /dev/null"});
   };
@@ -459,17 +463,7 @@ TEST_CASE("moe chat /save and /load: a saved conversation continues without eval
 TEST_CASE("moe chat: a deepseek4 file without a template gets DeepSeek-V4's format, --chat-template-kwargs turns thinking off") {
   const std::string src = test::shared_fixture("models/tiny-dsv4.f32.gguf");
   if (src.empty()) return test::skip("tiny-dsv4.f32.gguf not found");
-  const GgufFile in = GgufFile::open(src);
-  const std::string out = test::temp_dir() + "/dsv4-no-template.gguf";
-  {
-    GgufWriter w(out, in.alignment());
-    for (const auto& kv : in.metadata())
-      if (kv.key != "tokenizer.chat_template") w.set(kv.key, kv.value);
-    for (const auto& t : in.tensors()) w.add_tensor(t.name, t.type, t.shape);
-    w.begin();
-    for (const auto& t : in.tensors()) w.write_tensor_data(t.data, t.nbytes);
-    w.finish();
-  }
+  const std::string out = copy_without_template(src, "dsv4-no-template.gguf");
   auto chat = [&](const std::string& extra) {
     return test::run_command({"/bin/sh", "-c", test::bin_dir() + "/moe -m " + out + " -t 2 -n 2 " + extra + " < /dev/null"});
   };

@@ -188,6 +188,7 @@ TEST_CASE("conformance: quantized models agree with llama.cpp (top-1 >= 90%, mea
       // kernels change with the batch), and the hyper-connections carry an
       // int8-rounding flip to every later row.
       {"tiny-dsv4.Q8_0", 0.95, 0.03},
+      {"tiny-dsv4.MXFP4_MOE", 0.95, 0.01},  // issue 26's bound, met
   };
   for (const QuantTarget& q : targets) {
     const std::string gguf = models(std::string(q.stem) + ".gguf");

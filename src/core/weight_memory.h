@@ -29,4 +29,17 @@ uint64_t parse_mem_available(const std::string& meminfo);
 // available memory (0) maps.
 bool read_weights_into_memory(WeightMemory m, uint64_t model_bytes, uint64_t available_bytes);
 
+// A model loaded as `m` asks: load(map) for kMap/kRead; for kAuto mapped
+// first (that reads only the metadata and gives the set's size), then read
+// into memory when read_weights_into_memory says so. load(bool) returns a
+// pointer to a model with file().total_size().
+template <typename Load>
+auto load_with_weight_memory(WeightMemory m, const Load& load) {
+  if (m != WeightMemory::kAuto) return load(m == WeightMemory::kMap);
+  auto mapped = load(true);
+  if (!read_weights_into_memory(m, mapped->file().total_size(), mem_available_bytes())) return mapped;
+  mapped.reset();
+  return load(false);
+}
+
 }  // namespace moe

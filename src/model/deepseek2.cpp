@@ -57,12 +57,7 @@ std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, bo
 }
 
 std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, WeightMemory memory) {
-  if (memory != WeightMemory::kAuto) return load(path, memory == WeightMemory::kMap);
-  // Mapped first: that reads only the metadata, and gives the set's size.
-  auto mapped = load(path, true);
-  if (!read_weights_into_memory(memory, mapped->file().total_size(), mem_available_bytes())) return mapped;
-  mapped.reset();
-  return load(path, false);
+  return load_with_weight_memory(memory, [&](bool map) { return load(path, map); });
 }
 
 bool Deepseek2Model::weights_read() const {

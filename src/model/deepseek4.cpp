@@ -30,11 +30,7 @@ std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, bo
 }
 
 std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, WeightMemory memory) {
-  if (memory != WeightMemory::kAuto) return load(path, memory == WeightMemory::kMap);
-  auto mapped = load(path, true);
-  if (!read_weights_into_memory(memory, mapped->file().total_size(), mem_available_bytes())) return mapped;
-  mapped.reset();
-  return load(path, false);
+  return load_with_weight_memory(memory, [&](bool map) { return load(path, map); });
 }
 
 size_t Deepseek4Model::cache_bytes_per_token() const {
