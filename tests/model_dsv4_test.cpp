@@ -294,3 +294,38 @@ TEST_CASE("moe on a deepseek4 file: one-shot and batch agree, unsupported flags 
     CHECK(r.err.find("deepseek4") != std::string::npos);
   }
 }
+
+TEST_CASE("deepseek4: YaRN and linear RoPE scaling as llama.cpp applies them (compressed layers only)") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const std::string dir = test::local_fixture("dsv4-rope-scaling");
+  const auto info = nlohmann::json::parse(std::ifstream(dir + "/rows.json"));
+  const std::vector<int64_t> rows = info["rows"].get<std::vector<int64_t>>();
+  const int64_t V = info["n_vocab"].get<int64_t>();
+  const std::vector<float> plain = prompt_logits(*Deepseek4Model::load(f.gguf), f.prompt, 256);
+  for (const char* type : {"yarn", "linear"}) {
+    CAPTURE(type);
+    const std::string path = edited_copy(f.gguf, std::string("dsv4-rope-") + type + ".gguf", [&](GgufWriter& w) {
+      w.set("deepseek4.rope.scaling.type", GgufValue::string(type));
+      w.set("deepseek4.rope.scaling.factor", GgufValue::f32(4.0f));
+      w.set("deepseek4.rope.scaling.original_context_length", GgufValue::u32(64));
+    });
+    const std::vector<float> got = prompt_logits(*Deepseek4Model::load(path), f.prompt, 256);
+    const std::vector<uint8_t> bytes = test::read_file(dir + "/tiny-dsv4." + type + ".rows.f32");
+    REQUIRE(bytes.size() == rows.size() * size_t(V) * sizeof(float));
+    const float* ref = reinterpret_cast<const float*>(bytes.data());
+    double worst = 0, moved = 0;
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int64_t v = 0; v < V; ++v) {
+        const size_t at = size_t(rows[i] * V + v);
+        worst = std::max(worst, double(std::fabs(got[at] - ref[i * size_t(V) + size_t(v)])));
+        moved = std::max(moved, double(std::fabs(got[at] - plain[at])));
+      }
+    CHECK(worst <= 1e-4);  // measured 1.3e-5
+    CHECK(moved > 1.0);    // the scaling is in the logits (measured ~10)
+  }
+  const std::string bad = edited_copy(f.gguf, "dsv4-rope-longrope.gguf", [](GgufWriter& w) {
+    w.set("deepseek4.rope.scaling.type", GgufValue::string("longrope"));
+  });
+  CHECK_THROWS_WITH_AS(Deepseek4Model::load(bad), doctest::Contains("rope.scaling.type = 'longrope'"), Error);
+}

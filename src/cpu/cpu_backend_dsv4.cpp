@@ -58,11 +58,11 @@ void CpuBackend::dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4Lay
     for (int64_t h = 0; h < p.n_heads; ++h) {
       float* qh = q.row(t) + h * d;
       moe::rms_norm(qh, nullptr, d, p.eps, qh);
-      dsv4_rope_tail(qh, d, p.rope_dim, pos0 + t, p.rope_base, false);
+      dsv4_rope_tail(qh, d, p.rope_dim, pos0 + t, p.rope_base, p.rope_scaling, false);
     }
     float* row = c.raw.row((pos0 + t) % c.raw.rows);
     std::memcpy(row, kv.row(t), sz(d) * sizeof(float));
-    dsv4_rope_tail(row, d, p.rope_dim, pos0 + t, p.rope_base, false);
+    dsv4_rope_tail(row, d, p.rope_dim, pos0 + t, p.rope_base, p.rope_scaling, false);
   }
 }
 
@@ -95,7 +95,7 @@ void CpuBackend::dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act
     dsv4_compress_block(has_prev ? skv.row(prev) : nullptr, has_prev ? ssc.row(prev) : nullptr, skv.row(cur),
                         ssc.row(cur), ratio, dim, overlap, row);
     moe::rms_norm(row, norm.f32(), dim, p.eps, row);
-    dsv4_rope_tail(row, dim, p.rope_dim, start, p.compress_rope_base, false);
+    dsv4_rope_tail(row, dim, p.rope_dim, start, p.compress_rope_base, p.rope_scaling, false);
   }
 }
 
@@ -116,7 +116,7 @@ void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w
     int32_t* order = order_all + sz(thread) * sz(most);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t pos = pos0 + t;
-      for (int64_t h = 0; h < HI; ++h) dsv4_rope_tail(iq.row(t) + h * dI, dI, p.rope_dim, pos, p.compress_rope_base, false);
+      for (int64_t h = 0; h < HI; ++h) dsv4_rope_tail(iq.row(t) + h * dI, dI, p.rope_dim, pos, p.compress_rope_base, p.rope_scaling, false);
       const int64_t n_visible = (pos + 1) / 4;  // blocks that end at or before this token
       int32_t* sel = selected.row(t);
       std::fill(sel, sel + k, -1);
@@ -149,7 +149,7 @@ void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv
       }
       float* out = o.row(t);
       dsv4_attention_sinks(q.row(t), p.n_heads, d, keys, nk, sinks.f32(), p.scale, scores, out);
-      for (int64_t h = 0; h < p.n_heads; ++h) dsv4_rope_tail(out + h * d, d, p.rope_dim, pos, p.rope_base, true);
+      for (int64_t h = 0; h < p.n_heads; ++h) dsv4_rope_tail(out + h * d, d, p.rope_dim, pos, p.rope_base, p.rope_scaling, true);
     }
   });
 }

@@ -69,17 +69,26 @@ void dsv4_hc_expand(const float* out, const float* post, const float* comb, int6
   }
 }
 
-void dsv4_rope_tail(float* v, int64_t dim, int64_t rope_dim, int64_t pos, float base, bool inverse) {
-  // ggml_rope_cache_init: theta starts at pos and is multiplied by theta_scale per pair.
+void dsv4_rope_tail(float* v, int64_t dim, int64_t rope_dim, int64_t pos, float base, const RopeScalingParams& sc,
+                    bool inverse) {
+  // ggml_rope_cache_init: theta starts at pos and is multiplied by theta_scale per pair;
+  // rope_yarn mixes the interpolated and the original angle per pair.
   const float theta_scale = std::pow(base, -2.0f / static_cast<float>(rope_dim));
-  float theta = static_cast<float>(pos);
+  float theta_extrap = static_cast<float>(pos);
   float* x = v + (dim - rope_dim);
   for (int64_t i = 0; i < rope_dim; i += 2) {
-    const float c = std::cos(theta), s = inverse ? -std::sin(theta) : std::sin(theta);
+    const float theta_interp = sc.freq_scale * theta_extrap;
+    float theta = theta_interp;
+    if (sc.ext_factor != 0.0f) {
+      const float y = (static_cast<float>(i / 2) - sc.corr_low) / std::max(0.001f, sc.corr_high - sc.corr_low);
+      const float ramp_mix = (1.0f - std::min(1.0f, std::max(0.0f, y))) * sc.ext_factor;
+      theta = theta_interp * (1.0f - ramp_mix) + theta_extrap * ramp_mix;
+    }
+    theta_extrap *= theta_scale;
+    const float c = std::cos(theta) * sc.mscale, s = (inverse ? -std::sin(theta) : std::sin(theta)) * sc.mscale;
     const float x0 = x[i], x1 = x[i + 1];
     x[i] = x0 * c - x1 * s;
     x[i + 1] = x0 * s + x1 * c;
-    theta *= theta_scale;
   }
 }
 

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/backend.h"  // RopeScalingParams
+
 namespace moe {
 
 // ---- hyper-connections (hc streams of width D) ------------------------------------
@@ -31,8 +33,13 @@ void dsv4_hc_expand(const float* out, const float* post, const float* comb, int6
 
 // ---- RoPE on the last rope_dim values of a head ----------------------------------
 // ggml's "normal" rope (adjacent pairs) with theta_i = pos * base^(-2i / rope_dim), on
-// v[nope ..]; inverse = true turns it back (the attention output's de-rotation).
-void dsv4_rope_tail(float* v, int64_t dim, int64_t rope_dim, int64_t pos, float base, bool inverse);
+// v[nope ..], scaled as `s` says; inverse = true turns it back (the attention output's
+// de-rotation: ggml_rope_ext_back, the same cos and sin with the sine negated).
+void dsv4_rope_tail(float* v, int64_t dim, int64_t rope_dim, int64_t pos, float base, const RopeScalingParams& s,
+                    bool inverse);
+inline void dsv4_rope_tail(float* v, int64_t dim, int64_t rope_dim, int64_t pos, float base, bool inverse) {
+  dsv4_rope_tail(v, dim, rope_dim, pos, base, RopeScalingParams{}, inverse);
+}
 
 // ---- compressors -----------------------------------------------------------------
 // One compressed row of `dim` values from the block of `ratio` tokens whose

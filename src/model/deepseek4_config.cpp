@@ -1,5 +1,8 @@
 #include "model/deepseek4_config.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/error.h"
 #include "gguf/gguf_reader.h"
 
@@ -61,10 +64,20 @@ Deepseek4Config Deepseek4Config::from_gguf(const GgufFile& f) {
   c.o_lora_rank = f.get_u32(key("attention.output_lora_rank"));
   c.rope_theta = f.get_f32_opt(key("rope.freq_base")).value_or(10000.0f);
   c.compress_rope_theta = f.get_f32(key("attention.compress_rope_freq_base"));
-  const std::string scaling = f.get_string_opt(key("rope.scaling.type")).value_or("none");
-  if (scaling != "none")
-    throw_error("%s: %s = '%s': RoPE scaling is not supported for deepseek4 yet", f.path().c_str(),
-                key("rope.scaling.type").c_str(), scaling.c_str());
+  c.rope_scaling = f.get_string_opt(key("rope.scaling.type")).value_or("none");
+  if (c.rope_scaling != "none" && c.rope_scaling != "linear" && c.rope_scaling != "yarn")
+    throw_error("%s: %s = '%s': deepseek4 supports none, linear and yarn", f.path().c_str(),
+                key("rope.scaling.type").c_str(), c.rope_scaling.c_str());
+  if (c.rope_scaling != "none") {
+    const float factor = f.get_f32_opt(key("rope.scaling.factor")).value_or(0.0f);
+    c.rope_factor = factor == 0.0f ? 1.0f : factor;  // llama.cpp: 0 or absent means 1
+    if (!(c.rope_factor > 0.0f) || !std::isfinite(c.rope_factor))
+      throw_error("%s: %s = %g: must be positive", f.path().c_str(), key("rope.scaling.factor").c_str(), factor);
+  }
+  c.rope_orig_ctx = f.get_u32_opt(key("rope.scaling.original_context_length")).value_or(0);
+  // llama.cpp's deepseek4 loader reads no rope.scaling.yarn_* keys: the ramp
+  // is always beta_fast 32, beta_slow 1 (the release's values) and YaRN's
+  // ext_factor 1. A file that sets them is run as llama.cpp runs it.
 
   const std::vector<int32_t> ratios = f.get_i32_array(key("attention.compress_ratios"));
   if (static_cast<int64_t>(ratios.size()) < n_layer_all)
@@ -133,7 +146,31 @@ Deepseek4Config Deepseek4Config::from_gguf(const GgufFile& f) {
     check(c.index_n_heads > 0 && c.index_head_dim >= c.rope_dim && c.index_topk > 0,
           "CSA layers need attention.indexer.{head_count,key_length,top_k}");
   }
+  if (c.rope_orig_ctx == 0) c.rope_orig_ctx = c.max_position_embeddings;
   return c;
+}
+
+RopeScalingParams Deepseek4Config::rope_scaling_params(int64_t il) const {
+  RopeScalingParams s;
+  if (compress_ratio(il) == 0 || rope_scaling == "none") return s;
+  // llama.cpp (models/deepseek4.cpp, llama-context.cpp, ggml_rope_yarn_corr_dims):
+  // freq_scale = 1/factor; ext_factor 1 for YaRN; the ramp's ends from the
+  // original context and the compressed layers' base; attn_factor
+  // 1/(1 + 0.1 ln(1/freq_scale)) against rope_yarn's 1 + 0.1 ln(1/freq_scale).
+  s.freq_scale = 1.0f / rope_factor;
+  s.ext_factor = rope_scaling == "yarn" ? 1.0f : 0.0f;
+  auto corr_dim = [&](float n_rot) {
+    return static_cast<float>(rope_dim) *
+           std::log(static_cast<float>(rope_orig_ctx) / (n_rot * 2.0f * static_cast<float>(M_PI))) /
+           (2.0f * std::log(compress_rope_theta));
+  };
+  s.corr_low = std::max(0.0f, std::floor(corr_dim(yarn_beta_fast)));
+  s.corr_high = std::min(static_cast<float>(rope_dim - 1), std::ceil(corr_dim(yarn_beta_slow)));
+  if (s.ext_factor != 0.0f) {
+    const float attn_factor = 1.0f / (1.0f + 0.1f * std::log(1.0f / s.freq_scale));
+    s.mscale = attn_factor * (1.0f + 0.1f * std::log(1.0f / s.freq_scale));
+  }
+  return s;
 }
 
 }  // namespace moe

@@ -43,6 +43,13 @@ struct Deepseek4Config {
   float rope_theta = 10000.0f;           // window-only layers
   float compress_rope_theta = 160000.0f; // layers with compressed rows
   std::vector<int64_t> compress_ratios;  // [layer]: 0, 4 or 128
+  // rope.scaling.*: "none", "linear" or "yarn" (V4's release: YaRN, factor 16
+  // over 64k), applied by llama.cpp to the layers with compressed rows only,
+  // without YaRN's magnitude correction (its attn_factor cancels it).
+  std::string rope_scaling = "none";
+  float rope_factor = 1.0f;
+  int64_t rope_orig_ctx = 0;  // rope.scaling.original_context_length, else context_length
+  float yarn_beta_fast = 32.0f, yarn_beta_slow = 1.0f;  // fixed, as llama.cpp
 
   // The lightning indexer of CSA layers.
   int64_t index_n_heads = 0;
@@ -75,6 +82,8 @@ struct Deepseek4Config {
   }
   int64_t compress_ratio(int64_t il) const { return compress_ratios[static_cast<size_t>(il)]; }
   int64_t rope_nope_dim() const { return head_dim - rope_dim; }
+  // The scaling of layer il's rotations (plain for window-only layers).
+  RopeScalingParams rope_scaling_params(int64_t il) const;
   // Width of the mixing vector of one hyper-connection: pre (hc), post (hc), comb (hc*hc).
   int64_t hc_mix_dim() const { return (2 + hc) * hc; }
   std::string describe() const;

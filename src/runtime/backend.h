@@ -198,12 +198,26 @@ struct HyperConnParams {
 // or for ratio 4 (CSA, overlapping windows of 8 tokens) the index_topk the
 // lightning indexer chooses: score[b] = sum_h w[h] ReLU(q_h . key_b),
 // w = W_proj h / sqrt(index_dim * index_heads).
+// RoPE scaling as ggml's rope_yarn computes it (llama.cpp applies it to V4's
+// layers with compressed rows only): theta_e = pos * base^(-2i / rope_dim),
+// theta_i = freq_scale * theta_e, theta = theta_i (1 - r) + theta_e r with
+// r = ext_factor * ramp(i; corr_low, corr_high) (1 below corr_low: pairs kept,
+// 0 above corr_high: interpolated); cos and sin times mscale. The defaults
+// are plain RoPE.
+struct RopeScalingParams {
+  float freq_scale = 1.0f;  // 1 / rope.scaling.factor (linear and YaRN)
+  float ext_factor = 0.0f;  // 1 for YaRN
+  float corr_low = 0.0f, corr_high = 0.0f;
+  float mscale = 1.0f;
+};
+
 struct Dsv4AttnParams {
   int64_t n_heads = 0, head_dim = 0, rope_dim = 0;
   int64_t window = 0;
   int64_t ratio = 0;
   float rope_base = 10000.0f;           // q, kv and the output's de-rotation
   float compress_rope_base = 10000.0f;  // compressed rows and the indexer
+  RopeScalingParams rope_scaling;       // every rotation of the layer
   float eps = 1e-6f;                    // every RMSNorm
   float scale = 1.0f;                   // of q . k
   int64_t index_heads = 0, index_dim = 0, index_topk = 0;
