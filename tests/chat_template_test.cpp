@@ -16,8 +16,11 @@ using namespace moe;
 
 namespace {
 
+// DeepSeek-V4's is the one moe-convert writes (models/templates); the rest are fixtures.
 std::string jinja(const std::string& name) {
-  const auto b = test::read_file(test::local_fixture("chat-templates/" + name));
+  const std::string path = name == "deepseek-v4.jinja" ? std::string(MOE_MODELS_DIR) + "/templates/" + name
+                                                       : test::local_fixture("chat-templates/" + name);
+  const auto b = test::read_file(path);
   return std::string(b.begin(), b.end());
 }
 
@@ -114,7 +117,7 @@ TEST_CASE("chat template: DeepSeek-V3.1 thinks or not, and earlier answers lose 
         "<｜begin▁of▁sentence｜><｜User｜>a<｜Assistant｜></think>x</think>y<｜end▁of▁sentence｜>");
 }
 
-// Written by hand from DeepSeek-V4's Jinja (tests/fixtures/chat-templates/deepseek-v4.jinja,
+// Written by hand from DeepSeek-V4's Jinja (models/templates/deepseek-v4.jinja,
 // as llama.cpp's converter embeds it): drop_thinking true, no tools.
 TEST_CASE("chat template: DeepSeek-V4 thinks or not, joins user turns, keeps only the last answer's reasoning") {
   ChatTemplate t = from_file("deepseek-v4.jinja", kDsBos, kDsEos);

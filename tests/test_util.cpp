@@ -209,4 +209,25 @@ std::string trained_model_f32(const std::string& dir) {
   return out;
 }
 
+void write_safetensors(const std::string& path, const std::vector<SafetensorBytes>& ts) {
+  std::string header = "{";
+  std::vector<uint8_t> data;
+  for (const SafetensorBytes& t : ts) {
+    std::string shape;
+    for (size_t i = 0; i < t.shape.size(); ++i) shape += (i ? "," : "") + std::to_string(t.shape[i]);
+    if (header.size() > 1) header += ',';
+    header += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" + shape + "],\"data_offsets\":[" +
+              std::to_string(data.size()) + "," + std::to_string(data.size() + t.bytes.size()) + "]}";
+    data.insert(data.end(), t.bytes.begin(), t.bytes.end());
+  }
+  header += "}";
+  while (header.size() % 8) header += ' ';
+  std::vector<uint8_t> file(8);
+  const uint64_t n = header.size();
+  std::memcpy(file.data(), &n, 8);
+  file.insert(file.end(), header.begin(), header.end());
+  file.insert(file.end(), data.begin(), data.end());
+  write_file(path, file);
+}
+
 }  // namespace moe::test

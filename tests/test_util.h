@@ -45,6 +45,16 @@ inline void write_file(const std::string& path, const std::vector<uint8_t>& b) {
 // A fresh empty directory under the system temp dir, removed at exit.
 std::string temp_dir();
 
+// A safetensors file of raw tensors (dtype as the format names it: "F32",
+// "BF16", "F8_E4M3", "F8_E8M0", "I8", "I64", ...), in the order given.
+struct SafetensorBytes {
+  std::string name, dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+void write_safetensors(const std::string& path, const std::vector<SafetensorBytes>& tensors);
+
+
 struct CommandResult {
   int exit_code = -1;   // -1 when killed by a signal
   int signal = 0;       // the signal, when killed

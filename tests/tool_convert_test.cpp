@@ -73,28 +73,9 @@ std::vector<uint8_t> encode(const StTensor& t) {
 }
 
 void write_safetensors(const std::string& path, const std::vector<StTensor>& ts) {
-  std::string header = "{";
-  std::vector<uint8_t> data;
-  for (const StTensor& t : ts) {
-    const auto bytes = encode(t);
-    std::string shape;
-    for (size_t i = 0; i < t.shape.size(); ++i) {
-      if (i) shape += ',';
-      shape += std::to_string(t.shape[i]);
-    }
-    if (header.size() > 1) header += ',';
-    header += "\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[" + shape + "],\"data_offsets\":[" +
-              std::to_string(data.size()) + "," + std::to_string(data.size() + bytes.size()) + "]}";
-    data.insert(data.end(), bytes.begin(), bytes.end());
-  }
-  header += "}";
-  while (header.size() % 8) header += ' ';
-  std::vector<uint8_t> file(8);
-  const uint64_t n = header.size();
-  std::memcpy(file.data(), &n, 8);
-  file.insert(file.end(), header.begin(), header.end());
-  file.insert(file.end(), data.begin(), data.end());
-  moe::test::write_file(path, file);
+  std::vector<moe::test::SafetensorBytes> raw;
+  for (const StTensor& t : ts) raw.push_back({t.name, t.dtype, t.shape, encode(t)});
+  moe::test::write_safetensors(path, raw);
 }
 
 // Values as the stored dtype gives them back.

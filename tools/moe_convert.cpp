@@ -1,6 +1,7 @@
 // moe-convert: a Hugging Face DeepSeek-V2/V3 checkpoint (safetensors, F32 /
-// F16 / BF16 / FP8 with block scales) to a deepseek2 GGUF laid out as
-// llama.cpp's convert_hf_to_gguf.py lays it out.
+// F16 / BF16 / FP8 with block scales) to a deepseek2 GGUF, or a DeepSeek-V4
+// one (FP8 weights, FP4 experts) to a deepseek4 GGUF, laid out as llama.cpp's
+// convert_hf_to_gguf.py lays them out.
 //
 //   moe-convert HF_DIR -o OUT.gguf [--outtype f32|f16|bf16|q8_0] [--no-mtp] [-t THREADS]
 #include <CLI/CLI.hpp>
@@ -16,13 +17,13 @@
 #include "core/output_guard.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-convert: Hugging Face DeepSeek-V2/V3 checkpoint -> deepseek2 GGUF"};
+  CLI::App app{"moe-convert: Hugging Face DeepSeek-V2/V3 checkpoint -> deepseek2 GGUF, DeepSeek-V4 -> deepseek4 GGUF"};
   std::string dir, out, outtype = "f16", name;
   bool no_mtp = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app.add_option("dir", dir, "checkpoint directory (config.json, *.safetensors, tokenizer.json)")->required();
   app.add_option("-o,--outfile", out, "output GGUF file")->required();
-  app.add_option("--outtype", outtype, "f32, f16, bf16 or q8_0 (as convert_hf_to_gguf.py)")
+  app.add_option("--outtype", outtype, "f32, f16, bf16 or q8_0 (as convert_hf_to_gguf.py; DeepSeek-V4 keeps its FP4 experts as MXFP4, FP8 as Q8_0, BF16 and F32 as they are)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}))
       ->capture_default_str();
   app.add_flag("--no-mtp", no_mtp, "drop the multi-token-prediction layers (num_nextn_predict_layers)");
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
     o.n_threads = threads;
     o.model_name = name;
     o.split = split;
+    o.deepseek4_template_file = std::string(MOE_MODELS_DIR) + "/templates/deepseek-v4.jinja";
     if (!split_size.empty()) o.split.max_bytes = moe::parse_split_size(split_size);
     const auto t0 = std::chrono::steady_clock::now();
     const moe::ConvertSummary s = moe::convert_hf_checkpoint(dir, out, o);

@@ -8,7 +8,9 @@
 #include <optional>
 #include <set>
 
+#include "convert/deepseek4_gguf_layout.h"
 #include "convert/hf_tokenizer.h"
+#include "convert/row_writer.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/progress.h"
@@ -249,44 +251,22 @@ std::vector<PlannedTensor> plan_deepseek2_tensors(const SafetensorsCheckpoint& c
 
 namespace {
 
-// Converts `n_rows` float32 rows of `ne0` to `type` in parallel and appends them to the output.
-class RowWriter {
- public:
-  RowWriter(GgufSetWriter& w, ThreadPool& pool, ProgressBar& bar) : w_(w), pool_(pool), bar_(bar) {}
-
-  void write(const PlannedTensor& p, const float* x, int64_t n_rows) {
-    const int64_t ne0 = p.ne[0];
-    const size_t row_bytes = ggml_row_size(p.type, ne0);
-    bytes_.resize(row_bytes * static_cast<size_t>(n_rows));
-    pool_.parallel_for(n_rows, [&](int64_t begin, int64_t end, int) {
-      for (int64_t r = begin; r < end; ++r)
-        quantize_row_ref(p.type, x + r * ne0, bytes_.data() + static_cast<size_t>(r) * row_bytes, ne0);
-    });
-    w_.write_tensor_part(bytes_.data(), bytes_.size());
-    bar_.advance(bytes_.size(), p.name);
-  }
-
- private:
-  GgufSetWriter& w_;
-  ThreadPool& pool_;
-  ProgressBar& bar_;
-  std::vector<uint8_t> bytes_;
-};
-
 std::vector<float> load_f32(const SafetensorsCheckpoint& ckpt, const HfConfig& c, const std::string& name) {
   const SafetensorInfo& t = ckpt.tensor(name);
   return tensor_to_f32(t, ckpt.find_scale_inv(name), c.fp8_block_rows, c.fp8_block_cols);
 }
 
-std::string default_model_name(const std::string& dir) {
+
+}  // namespace
+
+std::string checkpoint_model_name(const std::string& dir) {
   std::filesystem::path p(dir);
   if (p.filename().empty()) p = p.parent_path();  // "dir/"
   return std::filesystem::absolute(p).lexically_normal().filename().string();
 }
 
-}  // namespace
-
 ConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::string& out_path, const ConvertOptions& o) {
+  if (is_deepseek4_config(hf_dir + "/config.json")) return convert_deepseek4_checkpoint(hf_dir, out_path, o);
   const HfConfig config = load_hf_config(hf_dir);
   const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
   const std::vector<PlannedTensor> plan = plan_deepseek2_tensors(ckpt, config, o);
@@ -294,7 +274,7 @@ ConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::strin
   Deepseek2LayoutOptions lo;
   lo.outtype = o.outtype;
   lo.keep_mtp = o.keep_mtp;
-  lo.model_name = o.model_name.empty() ? default_model_name(hf_dir) : o.model_name;
+  lo.model_name = o.model_name.empty() ? checkpoint_model_name(hf_dir) : o.model_name;
   GgufKvList kv;
   deepseek2_model_metadata(config, lo, kv);
   hf_tokenizer_metadata(hf_dir, config, kv);

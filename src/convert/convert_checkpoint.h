@@ -23,6 +23,9 @@ struct ConvertOptions {
   std::string model_name;  // general.name; "" = the checkpoint directory's name, as the converter
   bool progress = true;    // a progress bar when stderr is a terminal
   SplitOptions split;      // --split-max-tensors / --split-max-size: write a gguf-split set
+  // DeepSeek-V4: the chat template written when the checkpoint has none
+  // (its release has none; llama.cpp's converter adds this one). "" = none.
+  std::string deepseek4_template_file;
 };
 
 // How one output tensor is made from the checkpoint.
@@ -58,5 +61,14 @@ struct ConvertSummary {
 // cleanly between pieces.
 ConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::string& out_path,
                                      const ConvertOptions& options);
+
+// DeepSeek-V4 (config.json architectures DeepseekV4ForCausalLM; called by
+// convert_hf_checkpoint): the release's own tensor names, FP8 weights with
+// E8M0 block scales, FP4 routed experts; see convert_deepseek4.cpp.
+ConvertSummary convert_deepseek4_checkpoint(const std::string& hf_dir, const std::string& out_path,
+                                            const ConvertOptions& options);
+
+// general.name for a checkpoint directory: its name, as llama.cpp's converter.
+std::string checkpoint_model_name(const std::string& dir);
 
 }  // namespace moe

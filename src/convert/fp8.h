@@ -14,6 +14,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -47,5 +48,10 @@ inline constexpr std::array<float, 256> kFp8E4m3Table = [] {
 inline float fp8_e4m3_to_f32(uint8_t q) { return kFp8E4m3Table[q]; }
 
 inline float fp8_e5m2_to_f32(uint8_t q) { return fp16_to_fp32(static_cast<uint16_t>(q << 8)); }
+
+// E8M0 (torch.float8_e8m0fnu, the OCP MX scale): 2^(q - 127); 0xFF is NaN.
+inline float e8m0_to_f32(uint8_t q) {
+  return q == 0xFF ? std::numeric_limits<float>::quiet_NaN() : std::ldexp(1.0f, static_cast<int>(q) - 127);
+}
 
 }  // namespace moe

@@ -33,6 +33,7 @@ constexpr DtypeTraits kDtypes[] = {
     {SafetensorsDtype::I16, "I16", 2},        {SafetensorsDtype::I8, "I8", 1},
     {SafetensorsDtype::U8, "U8", 1},          {SafetensorsDtype::BOOL, "BOOL", 1},
     {SafetensorsDtype::F8_E4M3, "F8_E4M3", 1}, {SafetensorsDtype::F8_E5M2, "F8_E5M2", 1},
+    {SafetensorsDtype::F8_E8M0, "F8_E8M0", 1},
 };
 
 // Limits on what a header may describe, whatever its size. DeepSeek-V3's
@@ -190,7 +191,7 @@ SafetensorsFile SafetensorsFile::parse(const uint8_t* data, size_t size, const s
     const auto dtype = safetensors_dtype_from_name(dt.get_ref<const std::string&>());
     if (!dtype)
       throw_error("%s: tensor '%s': unknown dtype '%s' (expected one of F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL "
-                  "F8_E4M3 F8_E5M2)",
+                  "F8_E4M3 F8_E5M2 F8_E8M0)",
                   path, tn, dt.get_ref<const std::string&>().c_str());
     t.dtype = *dtype;
 
@@ -406,6 +407,7 @@ float element_f32(const SafetensorInfo& t, uint64_t i) {
     }
     case SafetensorsDtype::F8_E4M3: return fp8_e4m3_to_f32(p[i]);
     case SafetensorsDtype::F8_E5M2: return fp8_e5m2_to_f32(p[i]);
+    case SafetensorsDtype::F8_E8M0: return e8m0_to_f32(p[i]);
     default: return 0.0f;
   }
 }
@@ -450,9 +452,9 @@ std::vector<float> tensor_to_f32(const SafetensorInfo& t, const SafetensorInfo* 
     throw_error("%s: tensor '%s': FP8 block scales need a 2-D weight, found shape %s", file, tn, t.shape_string().c_str());
   MOE_ASSERT(block_rows > 0 && block_cols > 0, "FP8 block size %" PRId64 "x%" PRId64 " must be positive", block_rows,
              block_cols);
-  if (!is_float_dtype(scale_inv->dtype) || scale_inv->dtype == SafetensorsDtype::F8_E4M3 ||
-      scale_inv->dtype == SafetensorsDtype::F8_E5M2)
-    throw_error("%s: scale '%s' of tensor '%s' is %s, expected F32, BF16 or F16", scale_inv->file.c_str(), sn, tn,
+  if (!(is_float_dtype(scale_inv->dtype) || scale_inv->dtype == SafetensorsDtype::F8_E8M0) ||
+      scale_inv->dtype == SafetensorsDtype::F8_E4M3 || scale_inv->dtype == SafetensorsDtype::F8_E5M2)
+    throw_error("%s: scale '%s' of tensor '%s' is %s, expected F32, BF16, F16 or F8_E8M0", scale_inv->file.c_str(), sn, tn,
                 safetensors_dtype_name(scale_inv->dtype));
   const int64_t rows = t.shape[0], cols = t.shape[1];
   const int64_t srows = (rows + block_rows - 1) / block_rows, scols = (cols + block_cols - 1) / block_cols;

@@ -33,7 +33,8 @@ namespace moe {
 
 class MappedFile;
 
-enum class SafetensorsDtype : uint8_t { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2 };
+// F8_E8M0: a power of two 2^(b - 127) per byte (0xFF NaN), DeepSeek-V4's block scales.
+enum class SafetensorsDtype : uint8_t { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2, F8_E8M0 };
 
 const char* safetensors_dtype_name(SafetensorsDtype t);  // "F8_E4M3"
 uint64_t safetensors_dtype_size(SafetensorsDtype t);     // bytes per element
@@ -115,7 +116,8 @@ class SafetensorsCheckpoint {
 
 // One tensor as float32, row-major in the tensor's own order. Supports F32,
 // F16, BF16, F8_E4M3 and F8_E5M2. An FP8 tensor needs `scale_inv` (DeepSeek's
-// block scales: a 2-D F32/BF16/F16 tensor of shape
+// block scales: a 2-D F32/BF16/F16 tensor (V3's `_scale_inv`) or F8_E8M0
+// (V4's `.scale`) of shape
 // [ceil(rows/block_rows), ceil(cols/block_cols)] for a weight [rows, cols]);
 // each value is fp8_to_f32(q) * scale_inv[r/block_rows][c/block_cols], one
 // float32 multiply, as DeepSeek's weight_dequant_kernel (inference/kernel.py:

@@ -9,21 +9,14 @@
 
 #include "convert/quantize_plan.h"
 #include "convert/synth_model.h"
+#include "convert/tensor_layout.h"
 #include "convert/deepseek2_gguf_layout.h"  // GgufKvList
 #include "gguf/gguf_writer.h"
 
 namespace moe {
 
-// What a tensor holds decides how its values are made: norms 1, biases 0,
-// routers and matrices random, tables (i32 token -> experts) random
-// distinct experts per row.
-enum class SynthRole { kNorm, kBias, kRouter, kEmbed, kMatrix, kTable };
-
-struct SynthTensor {
-  std::string name;
-  std::vector<int64_t> shape;  // ggml order
-  SynthRole role;
-};
+using SynthRole = TensorRole;
+using SynthTensor = LayoutTensor;
 
 // Writes kv and the tensors (in the order given) to o.out; types from
 // llama-quantize's plan for pm and o.file_type.
