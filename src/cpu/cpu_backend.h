@@ -131,6 +131,7 @@ class CpuBackend final : public Backend {
   std::vector<float> sparse_;          // [threads][selected rows, scores] (DeepSeek Sparse Attention)
   std::vector<int32_t> sparse_order_;  // [threads][positions] (the indexer's top-k)
   std::vector<float> dsv4_in_, dsv4_out_;  // DeepSeek-V4's grouped output: one group's rows
+  std::vector<float> dsv4_hc_old_;         // [threads][hc * width]: hc_post's copy of the streams
   std::vector<float> dsv4_scores_;         // [threads][keys + compressed rows]
   std::vector<const float*> dsv4_keys_;    // [threads][window + compressed rows]
   GroupedExperts experts_;

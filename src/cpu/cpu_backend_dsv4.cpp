@@ -28,26 +28,35 @@ void CpuBackend::hc_init(const Act& e, int64_t hc, int64_t n, Act x) {
 
 void CpuBackend::hc_pre(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h, Act post,
                         Act comb) {
-  for (int64_t t = 0; t < n; ++t) {
-    float pre[64];
-    MOE_ASSERT(p.hc <= 64, "hc_pre: %lld streams", static_cast<long long>(p.hc));
-    dsv4_hc_weights(mixes.row(t), p.scale.f32(), p.base.f32(), p.hc, p.eps, p.sinkhorn_iters, pre, post.row(t),
-                    comb.row(t));
-    dsv4_hc_collapse(x.row(t), pre, p.hc, p.width, h.row(t));
-  }
+  MOE_ASSERT(p.hc <= 64, "hc_pre: %lld streams", static_cast<long long>(p.hc));
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float pre[64];
+      dsv4_hc_weights(mixes.row(t), p.scale.f32(), p.base.f32(), p.hc, p.eps, p.sinkhorn_iters, pre, post.row(t),
+                      comb.row(t));
+      dsv4_hc_collapse(x.row(t), pre, p.hc, p.width, h.row(t));
+    }
+  });
 }
 
 void CpuBackend::hc_post(const HyperConnParams& p, const Act& out, const Act& post, const Act& comb, int64_t n, Act x) {
-  for (int64_t t = 0; t < n; ++t) dsv4_hc_expand(out.row(t), post.row(t), comb.row(t), p.hc, p.width, x.row(t));
+  const size_t per = sz(p.hc * p.width);
+  float* old_all = scratch(dsv4_hc_old_, sz(pool_.size()) * per);
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
+    for (int64_t t = t0; t < t1; ++t)
+      dsv4_hc_expand(out.row(t), post.row(t), comb.row(t), p.hc, p.width, x.row(t), old_all + sz(thread) * per);
+  });
 }
 
 void CpuBackend::hc_head(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h) {
-  for (int64_t t = 0; t < n; ++t) {
-    float pre[64];
-    MOE_ASSERT(p.hc <= 64, "hc_head: %lld streams", static_cast<long long>(p.hc));
-    dsv4_hc_head_weights(mixes.row(t), p.scale.f32(), p.base.f32(), p.hc, p.eps, pre);
-    dsv4_hc_collapse(x.row(t), pre, p.hc, p.width, h.row(t));
-  }
+  MOE_ASSERT(p.hc <= 64, "hc_head: %lld streams", static_cast<long long>(p.hc));
+  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float pre[64];
+      dsv4_hc_head_weights(mixes.row(t), p.scale.f32(), p.base.f32(), p.hc, p.eps, pre);
+      dsv4_hc_collapse(x.row(t), pre, p.hc, p.width, h.row(t));
+    }
+  });
 }
 
 void CpuBackend::dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4LayerCache& c, int64_t pos0, int64_t n) {

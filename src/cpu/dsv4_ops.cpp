@@ -56,14 +56,15 @@ void dsv4_hc_collapse(const float* x, const float* pre, int64_t hc, int64_t D, f
     for (int64_t i = 0; i < D; ++i) y[i] += x[h * D + i] * pre[h];
 }
 
-void dsv4_hc_expand(const float* out, const float* post, const float* comb, int64_t hc, int64_t D, float* x) {
-  std::vector<float> old(x, x + hc * D);  // every new stream reads every old one
+void dsv4_hc_expand(const float* out, const float* post, const float* comb, int64_t hc, int64_t D, float* x,
+                    float* old) {
+  std::copy(x, x + hc * D, old);  // every new stream reads every old one
   for (int64_t dst = 0; dst < hc; ++dst) {
     float* y = x + dst * D;
     for (int64_t i = 0; i < D; ++i) y[i] = out[i] * post[dst];
     for (int64_t src = 0; src < hc; ++src) {
       const float c = comb[dst + hc * src];
-      const float* r = old.data() + src * D;
+      const float* r = old + src * D;
       for (int64_t i = 0; i < D; ++i) y[i] += r[i] * c;
     }
   }

@@ -28,8 +28,10 @@ void dsv4_hc_weights(const float* mixes, const float* scale, const float* base, 
 void dsv4_hc_head_weights(const float* mixes, const float* scale, const float* base, int64_t hc, float eps, float* pre);
 // y = sum_h pre[h] * x[h]   (x [hc][D])
 void dsv4_hc_collapse(const float* x, const float* pre, int64_t hc, int64_t D, float* y);
-// x[dst] = out * post[dst] + sum_src comb[dst + hc * src] * x[src], in place (x [hc][D]).
-void dsv4_hc_expand(const float* out, const float* post, const float* comb, int64_t hc, int64_t D, float* x);
+// x[dst] = out * post[dst] + sum_src comb[dst + hc * src] * x[src], in place (x [hc][D]);
+// `old` is scratch for hc * D values.
+void dsv4_hc_expand(const float* out, const float* post, const float* comb, int64_t hc, int64_t D, float* x,
+                    float* old);
 
 // ---- RoPE on the last rope_dim values of a head ----------------------------------
 // ggml's "normal" rope (adjacent pairs) with theta_i = pos * base^(-2i / rope_dim), on

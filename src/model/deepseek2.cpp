@@ -268,17 +268,11 @@ void Deepseek2Session::check_tokens(const int32_t* tokens, int64_t n) const {
 }
 
 void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
-  if (seq_pos_[0] + n > cache_.n_ctx)
-    throw_error("context full: %lld tokens already in the cache, %lld more do not fit in the context of %lld",
-                static_cast<long long>(seq_pos_[0]), static_cast<long long>(n), static_cast<long long>(cache_.n_ctx));
   check_tokens(tokens, n);
   set_batch_invariant(false);
-  for (int64_t i = 0; i < n; i += n_batch_) {
-    const int64_t m = std::min(n_batch_, n - i);
-    const bool last = i + m == n;
-    float* out = all_logits ? logits + i * c_.vocab_size : logits;
-    forward_batch(tokens + i, {{0, m, all_logits || last}}, out, all_logits);
-  }
+  forward_in_steps(tokens, n, n_batch_, logits, all_logits, [&](const int32_t* t, const SeqSpan& span, float* out) {
+    forward_batch(t, {span}, out, all_logits);
+  });
 }
 
 void Deepseek2Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
@@ -365,22 +359,7 @@ void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int
 }
 
 void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
-  int64_t n = 0;
-  std::vector<bool> seen(seq_pos_.size(), false);
-  for (const SeqSpan& sp : spans) {
-    if (sp.seq < 0 || sp.seq >= cache_.n_seq)
-      throw_error("sequence %d is outside the %lld sequences of the session", sp.seq, static_cast<long long>(cache_.n_seq));
-    if (seen[sz(sp.seq)]) throw_error("sequence %d appears twice in one step", sp.seq);
-    seen[sz(sp.seq)] = true;
-    if (sp.n <= 0) throw_error("sequence %d: a span needs at least one token", sp.seq);
-    if (seq_pos_[sz(sp.seq)] + sp.n > cache_.n_ctx)
-      throw_error("context full: sequence %d holds %lld tokens, %lld more do not fit in its context of %lld", sp.seq,
-                  static_cast<long long>(seq_pos_[sz(sp.seq)]), static_cast<long long>(sp.n),
-                  static_cast<long long>(cache_.n_ctx));
-    n += sp.n;
-  }
-  if (n > n_rows_)
-    throw_error("%lld tokens in one step; the session takes %lld", static_cast<long long>(n), static_cast<long long>(n_rows_));
+  const int64_t n = check_step_spans(spans);
   if (n == 0) return;
   check_tokens(tokens, n);
   // Several sequences: every product row as it would be alone (a step of

@@ -214,30 +214,14 @@ void Deepseek4Session::seq_drop(int64_t s, int64_t p0, int64_t p1) {
 
 void Deepseek4Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
   check_tokens(tokens, n);
-  if (n_past() + n > n_ctx_)
-    throw_error("context full: %lld cached + %lld new tokens exceed n_ctx %lld", static_cast<long long>(n_past()),
-                static_cast<long long>(n), static_cast<long long>(n_ctx_));
-  for (int64_t i = 0; i < n; i += n_batch_) {
-    const int64_t m = std::min(n_batch_, n - i);
-    const bool last = i + m == n;
-    SeqSpan span{0, m, all_logits || last, all_logits};
-    float* out = all_logits ? logits + i * c_.vocab_size : (last ? logits : nullptr);
-    forward_step(tokens + i, {span}, out, all_logits);
-  }
+  forward_in_steps(tokens, n, n_batch_, logits, all_logits, [&](const int32_t* t, const SeqSpan& span, float* out) {
+    forward_step(t, {span}, out, all_logits);
+  });
 }
 
 void Deepseek4Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
-  int64_t total = 0;
-  std::vector<bool> seen(seqs_.size(), false);
-  for (const SeqSpan& sp : spans) {
-    if (sp.seq < 0 || sp.seq >= n_seq()) throw_error("forward_spans: no sequence %d", sp.seq);
-    if (seen[sz(sp.seq)]) throw_error("forward_spans: sequence %d appears twice in one step", sp.seq);
-    seen[sz(sp.seq)] = true;
-    if (seq_pos(sp.seq) + sp.n > n_ctx_) throw_error("forward_spans: sequence %d would exceed n_ctx", sp.seq);
-    total += sp.n;
-  }
-  if (total > n_rows_) throw_error("forward_spans: %lld tokens exceed the step's %lld", static_cast<long long>(total),
-                                   static_cast<long long>(n_rows_));
+  const int64_t total = check_step_spans(spans);
+  if (total == 0) return;
   check_tokens(tokens, total);
   // With several sequences each row's products are computed as alone, so
   // an answer does not depend on its neighbours.
@@ -259,7 +243,7 @@ HyperConnParams Deepseek4Session::hc_params(const HyperConnWeights& w) const {
 
 void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits,
                                     bool all_logits) {
-  const int64_t D = c_.hidden_size, hc = c_.hc;
+  const int64_t hc = c_.hc;
   std::vector<SpanAt> at;
   int64_t n = 0;
   for (const SeqSpan& sp : spans) {
@@ -306,7 +290,6 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
   be_->hc_head(hc_params(w_.hc_head), x_, head_mix, m, h_);
   be_->rms_norm(h_, w_.output_norm, c_.rms_norm_eps, m, h_);
   be_->output_head(w_.output, h_, m, logits);
-  (void)D;
 }
 
 void Deepseek4Session::hc_pre(const HyperConnWeights& w, const TensorView& norm, int64_t n) {

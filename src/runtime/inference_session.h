@@ -4,8 +4,11 @@
 // group steps many sequences, each in its own slot of the cache, at once.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include "core/error.h"
 
 namespace moe {
 
@@ -85,6 +88,48 @@ class InferenceSession {
   // drafts as if it drafted alone): sets every ask's n_out.
   virtual void mtp_draft_many(std::vector<DraftAsk>& asks) {
     for (DraftAsk& a : asks) a.n_out = 0;
+  }
+
+ protected:
+  // forward() for a model: the context checked, then steps of at most
+  // n_batch tokens of sequence 0; step(tokens, span, out) evaluates one,
+  // `out` where its logits go (nullptr when none are wanted).
+  template <typename Step>
+  void forward_in_steps(const int32_t* tokens, int64_t n, int64_t n_batch, float* logits, bool all_logits,
+                        Step&& step) {
+    if (n_past() + n > n_ctx())
+      throw_error("context full: %lld tokens already in the cache, %lld more do not fit in the context of %lld",
+                  static_cast<long long>(n_past()), static_cast<long long>(n), static_cast<long long>(n_ctx()));
+    for (int64_t i = 0; i < n; i += n_batch) {
+      const int64_t m = std::min(n_batch, n - i);
+      const bool last = i + m == n;
+      float* out = all_logits ? logits + i * n_vocab() : (last ? logits : nullptr);
+      step(tokens + i, SeqSpan{0, m, all_logits || last, all_logits}, out);
+    }
+  }
+
+  // forward_spans()'s checks: every sequence in range and at most once, no
+  // empty span, each within the context, max_step_tokens() in all. Returns
+  // the step's tokens.
+  int64_t check_step_spans(const std::vector<SeqSpan>& spans) const {
+    int64_t n = 0;
+    std::vector<bool> seen(static_cast<size_t>(n_seq()), false);
+    for (const SeqSpan& sp : spans) {
+      if (sp.seq < 0 || sp.seq >= n_seq())
+        throw_error("sequence %d is outside the %lld sequences of the session", sp.seq, static_cast<long long>(n_seq()));
+      if (seen[static_cast<size_t>(sp.seq)]) throw_error("sequence %d appears twice in one step", sp.seq);
+      seen[static_cast<size_t>(sp.seq)] = true;
+      if (sp.n <= 0) throw_error("sequence %d: a span needs at least one token", sp.seq);
+      if (seq_pos(sp.seq) + sp.n > n_ctx())
+        throw_error("context full: sequence %d holds %lld tokens, %lld more do not fit in its context of %lld", sp.seq,
+                    static_cast<long long>(seq_pos(sp.seq)), static_cast<long long>(sp.n),
+                    static_cast<long long>(n_ctx()));
+      n += sp.n;
+    }
+    if (n > max_step_tokens())
+      throw_error("%lld tokens in one step; the session takes %lld", static_cast<long long>(n),
+                  static_cast<long long>(max_step_tokens()));
+    return n;
   }
 };
 
