@@ -476,3 +476,38 @@ TEST_CASE("moe chat: a deepseek4 file without a template gets DeepSeek-V4's form
   CHECK(bad.exit_code != 0);
   CHECK(bad.err.find("reasoning_effort") != std::string::npos);
 }
+
+// The same for DeepSeek-V4, whose cache is saved as rings and blocks.
+TEST_CASE("moe chat /save and /load with a deepseek4 file: the next turn evaluates only itself and answers alike") {
+  const std::string src = test::shared_fixture("models/tiny-dsv4.f32.gguf");
+  if (src.empty()) return test::skip("tiny-dsv4.f32.gguf not found");
+  const std::string dir = test::temp_dir();
+  auto chat = [&](const std::string& input) {
+    const std::string path = dir + "/dsv4-in.txt";
+    test::write_file(path, input.data(), input.size());
+    return test::run_command({"/bin/sh", "-c", test::bin_dir() + "/moe -m " + src + " -t 2 --temp 0 -n 10 < " + path});
+  };
+  const std::string saved = dir + "/dsv4.conversation";
+  const auto a = chat("Who was Ruth\n/save " + saved + "\n");
+  INFO("first run: " << a.out << a.err);
+  REQUIRE(a.exit_code == 0);
+  CHECK(a.out.find("[saved 2 messages") != std::string::npos);
+  const auto b = chat("/load " + saved + "\nAnd Naomi\n");
+  const auto whole = chat("Who was Ruth\nAnd Naomi\n");
+  INFO("loaded run: " << b.out << b.err << "\nwhole run: " << whole.out << whole.err);
+  REQUIRE(b.exit_code == 0);
+  REQUIRE(whole.exit_code == 0);
+  const size_t loaded = b.out.find("[loaded 2 messages");
+  REQUIRE(loaded != std::string::npos);
+  const std::string answer = b.out.substr(b.out.find('\n', loaded) + 1);
+  CHECK(answer.size() > 2);
+  REQUIRE(whole.out.size() >= answer.size());
+  CHECK(whole.out.compare(whole.out.size() - answer.size(), answer.size(), answer) == 0);
+  std::smatch mb, mw;
+  REQUIRE(std::regex_search(b.err, mb, kStats));
+  REQUIRE(std::regex_search(whole.err, mw, kStats));
+  const std::string second = mw.suffix();
+  REQUIRE(std::regex_search(second, mw, kStats));
+  CHECK(mb[1] == mw[1]);  // tokens evaluated: the new turn only
+  CHECK(mb[2] == mw[2]);  // tokens cached
+}

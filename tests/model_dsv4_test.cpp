@@ -283,8 +283,29 @@ TEST_CASE("moe on a deepseek4 file: one-shot and batch agree, unsupported flags 
   CHECK(b[0]["text"] == j[0]["text"]);
   CHECK(b[1]["text"] == j[0]["text"]);
 
+  // --prompt-cache: the second run loads the prompt short of its last token
+  // and answers as the first; a longer prompt reuses what it shares.
+  const std::string cache = dir + "/dsv4.cache";
+  std::vector<std::string> cached{moe, "-m", f.gguf, "-p", prompt, "-n", "12", "--temp", "0", "--json", "-t", "2",
+                                  "--prompt-cache", cache};
+  for (int run = 0; run < 2; ++run) {
+    const auto r = test::run_command(cached);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exit_code == 0);
+    const auto rj = test::parse_json_lines(r.out);
+    CHECK(rj[0]["text"] == j[0]["text"]);
+    CHECK(rj[0]["prompt_tokens_cached"] == (run == 0 ? 0 : j[0]["prompt_tokens"].get<int64_t>() - 1));
+  }
+  cached[4] = prompt + " And the earth was without form, and void.";
+  const auto longer = test::run_command(cached);
+  const auto fresh = test::run_command({moe, "-m", f.gguf, "-p", cached[4], "-n", "12", "--temp", "0", "--json", "-t", "2"});
+  REQUIRE(longer.exit_code == 0);
+  REQUIRE(fresh.exit_code == 0);
+  CHECK(test::parse_json_lines(longer.out)[0]["text"] == test::parse_json_lines(fresh.out)[0]["text"]);
+  CHECK(test::parse_json_lines(longer.out)[0]["prompt_tokens_cached"].get<int64_t>() > 0);
+
   for (const std::vector<std::string>& flags : std::vector<std::vector<std::string>>{
-           {"-ctk", "q8_0"}, {"--prompt-cache", dir + "/dsv4.cache"}, {"--spec-type", "draft-mtp"}}) {
+           {"-ctk", "q8_0"}, {"--spec-type", "draft-mtp"}}) {
     std::vector<std::string> argv{moe, "-m", f.gguf, "-p", "x", "-n", "1"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     const auto r = test::run_command(argv);
@@ -328,4 +349,56 @@ TEST_CASE("deepseek4: YaRN and linear RoPE scaling as llama.cpp applies them (co
     w.set("deepseek4.rope.scaling.type", GgufValue::string("longrope"));
   });
   CHECK_THROWS_WITH_AS(Deepseek4Model::load(bad), doctest::Contains("rope.scaling.type = 'longrope'"), Error);
+}
+
+TEST_CASE("deepseek4: a saved state loads into a session of another step size, at its end or a little before") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  const auto m = Deepseek4Model::load(f.gguf);
+  const int64_t V = m->config().vocab_size;
+  auto last_logits = [&](Deepseek4Session& s, const std::vector<int32_t>& t) {
+    std::vector<float> out(static_cast<size_t>(V));
+    s.forward(t.data(), static_cast<int64_t>(t.size()), out.data(), false);
+    return out;
+  };
+  // Saved at 160 of the 197 prompt tokens, by a session that went on to the
+  // end (its rings still hold 160's neighbourhood) and one that went far on
+  // (it evaluates the 160 again to save them).
+  const int64_t n = 160;
+  for (int64_t n_batch : {64, 16}) {
+    CAPTURE(n_batch);
+    Deepseek4Session a(*m, 512, n_batch, 2);
+    std::vector<int32_t> all(f.prompt);
+    if (n_batch == 16) all.insert(all.end(), f.prompt.begin(), f.prompt.end());  // 394 positions: 160 is far back
+    last_logits(a, all);
+    PromptCacheData d;
+    d.tokens.assign(f.prompt.begin(), f.prompt.begin() + n);
+    a.saved_cache_export(n, d);
+    CHECK(a.n_past() >= n);
+    // Through the file format, then into sessions with other rings.
+    const PromptCacheData back = decode_prompt_cache(encode_prompt_cache(a.saved_cache_shape(), d),
+                                                     a.saved_cache_shape(), "test");
+    for (int64_t use : {n, n - 5, n - 60}) {  // the end, within the history, before it (evaluated again)
+      CAPTURE(use);
+      Deepseek4Session b(*m, 512, 7, 2);
+      b.saved_cache_import(back, use);
+      CHECK(b.n_past() == use);
+      const std::vector<int32_t> rest(f.prompt.begin() + use, f.prompt.end());
+      Deepseek4Session fresh(*m, 512, 7, 2);
+      CHECK(max_abs_diff(last_logits(b, rest), last_logits(fresh, f.prompt)) <= 1e-4);
+    }
+  }
+  // A state cut short or of another length is refused before anything is written.
+  Deepseek4Session a(*m, 512, 64, 2);
+  last_logits(a, f.prompt);
+  PromptCacheData d;
+  d.tokens.assign(f.prompt.begin(), f.prompt.begin() + n);
+  a.saved_cache_export(n, d);
+  PromptCacheData cut = d;
+  cut.state.resize(cut.state.size() - 4);
+  CHECK_THROWS_WITH_AS(a.saved_cache_import(cut, n), doctest::Contains("DeepSeek-V4 state of"), Error);
+  PromptCacheData other = d;
+  other.tokens.pop_back();
+  CHECK_THROWS_WITH_AS(a.saved_cache_import(other, n - 1), doctest::Contains("positions"), Error);
+  CHECK(a.n_past() == static_cast<int64_t>(f.prompt.size()));  // untouched
 }

@@ -185,19 +185,16 @@ class Chat {
   // The conversation with the cache rows of its tokens: loading it again
   // evaluates nothing the session held.
   void save(const std::string& path) const {
-    prompt_cache_save(path, saved_cache_session(), cached_, encode_conversation({messages_, cached_text_}));
+    prompt_cache_save(path, o_.model, *session_, cached_, encode_conversation({messages_, cached_text_}));
     std::printf("[saved %zu messages, %zu tokens of cache, to %s]\n", messages_.size(), cached_.size(), path.c_str());
   }
 
   // Replaces the conversation and the cache with FILE's; a file that is
   // not a conversation of this model and -ctk changes nothing.
   void load(const std::string& path) {
-    Deepseek2Session& s = saved_cache_session();
-    PromptCacheData d = prompt_cache_read(path, s);
+    PromptCacheData d = prompt_cache_read(path, *session_);
     SavedConversation c = parse_conversation(d.conversation, path);
-    const auto n = static_cast<int64_t>(d.tokens.size());
-    session_->truncate(0);
-    if (n > 0) s.cache_import(0, n, d.rows.data(), n);
+    session_->saved_cache_import(d, static_cast<int64_t>(d.tokens.size()));
     messages_ = std::move(c.messages);
     cached_ = std::move(d.tokens);
     cached_text_ = std::move(c.cached_text);  // as the saving run had it: its answers' own tokens are kept
@@ -206,13 +203,6 @@ class Chat {
   }
 
  private:
-  // /save and /load write and read latent-cache rows: deepseek2 sessions.
-  Deepseek2Session& saved_cache_session() const {
-    Deepseek2Session* s = deepseek2_session(*session_);
-    if (!s) throw_error("/save and /load are not supported for %s models yet", m_.architecture().c_str());
-    return *s;
-  }
-
   static std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
     // The session's worker threads inherit this mask: Ctrl-C is then always
     // delivered to the main thread, which is what a blocked read needs.

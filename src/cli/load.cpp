@@ -30,7 +30,7 @@ void prefetch_with_progress(const GgufFile& f) {
 }
 
 // DeepSeek-V4 runs on the CPU backend alone, its cache in f32, and has no
-// placement, routing statistics, saved caches or MTP drafting yet: the
+// placement, routing statistics or MTP drafting yet: the
 // flags that ask for them are refused before any work.
 void check_deepseek4_flags(const CliOptions& o) {
   auto refuse = [&](bool given, const char* flag) {
@@ -38,7 +38,6 @@ void check_deepseek4_flags(const CliOptions& o) {
   };
   refuse(o.run.device != "cpu" && o.run.device != "none", "--device (deepseek4 runs on the CPU)");
   refuse(o.run.cache_type_k != "f32", "-ctk (the deepseek4 cache is f32)");
-  refuse(!o.prompt_cache.empty(), "--prompt-cache");
   refuse(!o.run.record_stats.empty(), "--record-expert-stats");
   refuse(!o.run.placement.expert_stats_file.empty(), "--expert-stats");
   refuse(spec_draft_n(o) > 0, "--spec-type draft-mtp");

@@ -57,7 +57,7 @@ int run_one_shot(const CliOptions& o) {
     g.shift_keep = o.n_keep < 0 ? n : std::min<int64_t>(n, o.n_keep + (bos ? 1 : 0));
   }
 
-  const int64_t reused = o.prompt_cache.empty() ? 0 : prompt_cache_load(o.prompt_cache, *d2, tokens);
+  const int64_t reused = o.prompt_cache.empty() ? 0 : prompt_cache_load(o.prompt_cache, session, tokens);
   const std::vector<int32_t> fresh(tokens.begin() + reused, tokens.end());
   // The loaded prefix is prompt too: its tokens count for the penalties
   // (generate() adds the ones it evaluates).
@@ -69,7 +69,8 @@ int run_one_shot(const CliOptions& o) {
   };
   install_interrupt_handler();
   const GenerateResult r = generate(session, m.tok, sampler, fresh, g, stream, [] { return interrupt_signal() != 0; });
-  if (!o.prompt_cache.empty() && !o.prompt_cache_ro && r.prompt_complete) prompt_cache_save(o.prompt_cache, *d2, tokens);
+  if (!o.prompt_cache.empty() && !o.prompt_cache_ro && r.prompt_complete)
+    prompt_cache_save(o.prompt_cache, o.model, session, tokens);
 
   if (o.json) {
     nlohmann::json j = generate_result_json(r, sampler.seed());

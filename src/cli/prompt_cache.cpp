@@ -11,24 +11,7 @@
 
 namespace moe {
 
-namespace {
-
-PromptCacheShape shape_of(const Deepseek2Session& s) {
-  const Deepseek2Model& m = s.model();
-  PromptCacheShape p;
-  p.model_id = m.fingerprint();
-  p.model_name = m.file().get_string_opt("general.name").value_or(m.file().path());
-  p.latent_type = static_cast<uint32_t>(s.cache_type());
-  p.n_layers = static_cast<uint32_t>(m.config().num_hidden_layers);
-  p.row_floats = static_cast<uint32_t>(s.cache_row_floats());
-  p.n_ctx = s.n_ctx();
-  p.n_vocab = s.n_vocab();
-  return p;
-}
-
-}  // namespace
-
-PromptCacheData prompt_cache_read(const std::string& path, const Deepseek2Session& s) {
+PromptCacheData prompt_cache_read(const std::string& path, const InferenceSession& s) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) throw_error("prompt cache '%s' is a directory", path.c_str());
   std::ifstream f(path, std::ios::binary);
@@ -36,10 +19,10 @@ PromptCacheData prompt_cache_read(const std::string& path, const Deepseek2Sessio
   std::stringstream ss;
   ss << f.rdbuf();
   if (!f) throw_error("cannot read prompt cache '%s'", path.c_str());
-  return decode_prompt_cache(ss.str(), shape_of(s), "'" + path + "'");
+  return decode_prompt_cache(ss.str(), s.saved_cache_shape(), "'" + path + "'");
 }
 
-int64_t prompt_cache_load(const std::string& path, Deepseek2Session& s, const std::vector<int32_t>& tokens) {
+int64_t prompt_cache_load(const std::string& path, InferenceSession& s, const std::vector<int32_t>& tokens) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return 0;
   const PromptCacheData d = prompt_cache_read(path, s);
@@ -47,19 +30,18 @@ int64_t prompt_cache_load(const std::string& path, Deepseek2Session& s, const st
   size_t n = 0;
   while (n < limit && d.tokens[n] == tokens[n]) ++n;
   if (n == 0) return 0;
-  s.cache_import(0, static_cast<int64_t>(n), d.rows.data(), static_cast<int64_t>(d.tokens.size()));
+  s.saved_cache_import(d, static_cast<int64_t>(n));
   return static_cast<int64_t>(n);
 }
 
-void prompt_cache_save(const std::string& path, const Deepseek2Session& s, const std::vector<int32_t>& tokens,
-                       const std::string& conversation) {
-  refuse_output_over_input(path, s.model().file().path());
+void prompt_cache_save(const std::string& path, const std::string& model_path, InferenceSession& s,
+                       const std::vector<int32_t>& tokens, const std::string& conversation) {
+  refuse_output_over_input(path, model_path);
   require_writable_output(path);
-  const PromptCacheShape shape = shape_of(s);
+  const PromptCacheShape shape = s.saved_cache_shape();
   PromptCacheData d;
   d.tokens = tokens;
-  d.rows.resize(static_cast<size_t>(shape.n_layers) * tokens.size() * shape.row_floats);
-  s.cache_export(0, static_cast<int64_t>(tokens.size()), d.rows.data());
+  s.saved_cache_export(static_cast<int64_t>(tokens.size()), d);
   d.conversation = conversation;
   write_file_atomic(path, encode_prompt_cache(shape, d));
 }

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "model/deepseek2.h"
+#include "runtime/inference_session.h"
 #include "runtime/prompt_cache_file.h"
 
 namespace moe {
@@ -18,12 +18,13 @@ namespace moe {
 // another model) and loads into sequence 0 the longest prefix of `tokens`
 // it holds, short of the last token (whose logits the run needs). Returns
 // the tokens loaded (0 without a file).
-int64_t prompt_cache_load(const std::string& path, Deepseek2Session& s, const std::vector<int32_t>& tokens);
+int64_t prompt_cache_load(const std::string& path, InferenceSession& s, const std::vector<int32_t>& tokens);
 // Writes FILE (atomically) with the first tokens.size() positions of
 // sequence 0, which must hold them, and a conversation (chat's /save).
-void prompt_cache_save(const std::string& path, const Deepseek2Session& s, const std::vector<int32_t>& tokens,
-                       const std::string& conversation = "");
+// `model_path` is the model's file, which FILE must not be.
+void prompt_cache_save(const std::string& path, const std::string& model_path, InferenceSession& s,
+                       const std::vector<int32_t>& tokens, const std::string& conversation = "");
 // FILE whole, checked against the session (chat's /load).
-PromptCacheData prompt_cache_read(const std::string& path, const Deepseek2Session& s);
+PromptCacheData prompt_cache_read(const std::string& path, const InferenceSession& s);
 
 }  // namespace moe

@@ -169,7 +169,7 @@ class Deepseek4Plan {
     for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
       const std::string src = "layers." + std::to_string(il) + ".ffn.gate.bias_vl";
       if (ckpt.find(src))
-        plan({"blk." + std::to_string(il) + ".exp_probs_b_vl.bias", {c.n_routed_experts}, TensorRole::kBias}, outtype);
+        plan({"blk." + std::to_string(il) + ".exp_probs_b_vl.bias", {c.n_routed_experts}, LayoutRole::kBias}, outtype);
     }
     check_leftovers();
   }
@@ -214,7 +214,7 @@ class Deepseek4Plan {
     const std::string name = prefix + it->second;
     const SafetensorInfo& src = need(name, lt.name);
     v.t.sources = {name};
-    if (lt.role == TensorRole::kTable) {
+    if (lt.role == LayoutRole::kTable) {
       check_shape(src, hf, lt.name);
       if (!is_int_dtype(src.dtype))
         throw_error("%s: tensor '%s' is %s, expected an integer table", src.file.c_str(), name.c_str(),

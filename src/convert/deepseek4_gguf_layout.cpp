@@ -195,60 +195,60 @@ std::vector<LayoutTensor> deepseek4_tensors(const Deepseek4HfConfig& c, int64_t 
   const int64_t hc = c.hc_mult, E = c.n_routed_experts, K = c.num_experts_per_tok, F = c.moe_intermediate_size;
   const int64_t S = c.n_shared_experts, HI = c.index_n_heads, DI = c.index_head_dim, q_lora = c.q_lora_rank;
   std::vector<LayoutTensor> t;
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, TensorRole role) {
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, LayoutRole role) {
     t.push_back({name, std::move(shape), role});
   };
   const int64_t mix = (2 + hc) * hc;
-  add("token_embd.weight", {D, V}, TensorRole::kEmbed);
+  add("token_embd.weight", {D, V}, LayoutRole::kEmbed);
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
     const std::string b = "blk." + std::to_string(il) + ".";
     const int64_t ratio = c.compress_ratios[static_cast<size_t>(il)], coff = ratio == 4 ? 2 : 1;
-    add(b + "attn_norm.weight", {D}, TensorRole::kNorm);
-    add(b + "attn_sinks.weight", {H}, TensorRole::kBias);
-    add(b + "attn_q_a.weight", {D, q_lora}, TensorRole::kMatrix);
-    add(b + "attn_q_a_norm.weight", {q_lora}, TensorRole::kNorm);
-    add(b + "attn_q_b.weight", {q_lora, H * d}, TensorRole::kMatrix);
-    add(b + "attn_kv.weight", {D, d}, TensorRole::kMatrix);
-    add(b + "attn_kv_a_norm.weight", {d}, TensorRole::kNorm);
-    add(b + "attn_output_a.weight", {H * d / G, G * R}, TensorRole::kMatrix);
-    add(b + "attn_output_b.weight", {G * R, D}, TensorRole::kMatrix);
+    add(b + "attn_norm.weight", {D}, LayoutRole::kNorm);
+    add(b + "attn_sinks.weight", {H}, LayoutRole::kBias);
+    add(b + "attn_q_a.weight", {D, q_lora}, LayoutRole::kMatrix);
+    add(b + "attn_q_a_norm.weight", {q_lora}, LayoutRole::kNorm);
+    add(b + "attn_q_b.weight", {q_lora, H * d}, LayoutRole::kMatrix);
+    add(b + "attn_kv.weight", {D, d}, LayoutRole::kMatrix);
+    add(b + "attn_kv_a_norm.weight", {d}, LayoutRole::kNorm);
+    add(b + "attn_output_a.weight", {H * d / G, G * R}, LayoutRole::kMatrix);
+    add(b + "attn_output_b.weight", {G * R, D}, LayoutRole::kMatrix);
     for (const char* which : {"hc_attn", "hc_ffn"}) {
-      add(b + which + "_fn.weight", {hc * D, mix}, TensorRole::kMatrix);
-      add(b + which + "_base.weight", {mix}, TensorRole::kBias);
-      add(b + which + "_scale.weight", {3}, TensorRole::kNorm);
+      add(b + which + "_fn.weight", {hc * D, mix}, LayoutRole::kMatrix);
+      add(b + which + "_base.weight", {mix}, LayoutRole::kBias);
+      add(b + which + "_scale.weight", {3}, LayoutRole::kNorm);
     }
     if (ratio != 0) {
-      add(b + "attn_compressor_kv.weight", {D, coff * d}, TensorRole::kMatrix);
-      add(b + "attn_compressor_gate.weight", {D, coff * d}, TensorRole::kMatrix);
-      add(b + "attn_compressor_ape.weight", {coff * d, ratio}, TensorRole::kMatrix);
-      add(b + "attn_compressor_norm.weight", {d}, TensorRole::kNorm);
+      add(b + "attn_compressor_kv.weight", {D, coff * d}, LayoutRole::kMatrix);
+      add(b + "attn_compressor_gate.weight", {D, coff * d}, LayoutRole::kMatrix);
+      add(b + "attn_compressor_ape.weight", {coff * d, ratio}, LayoutRole::kMatrix);
+      add(b + "attn_compressor_norm.weight", {d}, LayoutRole::kNorm);
     }
     if (ratio == 4) {
-      add(b + "indexer.proj.weight", {D, HI}, TensorRole::kMatrix);
-      add(b + "indexer.attn_q_b.weight", {q_lora, HI * DI}, TensorRole::kMatrix);
-      add(b + "indexer_compressor_kv.weight", {D, 2 * DI}, TensorRole::kMatrix);
-      add(b + "indexer_compressor_gate.weight", {D, 2 * DI}, TensorRole::kMatrix);
-      add(b + "indexer_compressor_ape.weight", {2 * DI, 4}, TensorRole::kMatrix);
-      add(b + "indexer_compressor_norm.weight", {DI}, TensorRole::kNorm);
+      add(b + "indexer.proj.weight", {D, HI}, LayoutRole::kMatrix);
+      add(b + "indexer.attn_q_b.weight", {q_lora, HI * DI}, LayoutRole::kMatrix);
+      add(b + "indexer_compressor_kv.weight", {D, 2 * DI}, LayoutRole::kMatrix);
+      add(b + "indexer_compressor_gate.weight", {D, 2 * DI}, LayoutRole::kMatrix);
+      add(b + "indexer_compressor_ape.weight", {2 * DI, 4}, LayoutRole::kMatrix);
+      add(b + "indexer_compressor_norm.weight", {DI}, LayoutRole::kNorm);
     }
-    add(b + "ffn_gate_inp.weight", {D, E}, TensorRole::kRouter);
-    if (il < c.num_hash_layers) add(b + "ffn_gate_tid2eid.weight", {K, V}, TensorRole::kTable);
-    else add(b + "exp_probs_b.bias", {E}, TensorRole::kBias);
-    add(b + "ffn_norm.weight", {D}, TensorRole::kNorm);
-    add(b + "ffn_gate_exps.weight", {D, F, E}, TensorRole::kMatrix);
-    add(b + "ffn_down_exps.weight", {F, D, E}, TensorRole::kMatrix);
-    add(b + "ffn_up_exps.weight", {D, F, E}, TensorRole::kMatrix);
+    add(b + "ffn_gate_inp.weight", {D, E}, LayoutRole::kRouter);
+    if (il < c.num_hash_layers) add(b + "ffn_gate_tid2eid.weight", {K, V}, LayoutRole::kTable);
+    else add(b + "exp_probs_b.bias", {E}, LayoutRole::kBias);
+    add(b + "ffn_norm.weight", {D}, LayoutRole::kNorm);
+    add(b + "ffn_gate_exps.weight", {D, F, E}, LayoutRole::kMatrix);
+    add(b + "ffn_down_exps.weight", {F, D, E}, LayoutRole::kMatrix);
+    add(b + "ffn_up_exps.weight", {D, F, E}, LayoutRole::kMatrix);
     if (S > 0) {
-      add(b + "ffn_gate_shexp.weight", {D, F * S}, TensorRole::kMatrix);
-      add(b + "ffn_down_shexp.weight", {F * S, D}, TensorRole::kMatrix);
-      add(b + "ffn_up_shexp.weight", {D, F * S}, TensorRole::kMatrix);
+      add(b + "ffn_gate_shexp.weight", {D, F * S}, LayoutRole::kMatrix);
+      add(b + "ffn_down_shexp.weight", {F * S, D}, LayoutRole::kMatrix);
+      add(b + "ffn_up_shexp.weight", {D, F * S}, LayoutRole::kMatrix);
     }
   }
-  add("output_hc_fn.weight", {hc * D, hc}, TensorRole::kMatrix);
-  add("output_hc_base.weight", {hc}, TensorRole::kBias);
-  add("output_hc_scale.weight", {1}, TensorRole::kNorm);
-  add("output_norm.weight", {D}, TensorRole::kNorm);
-  add("output.weight", {D, V}, TensorRole::kMatrix);
+  add("output_hc_fn.weight", {hc * D, hc}, LayoutRole::kMatrix);
+  add("output_hc_base.weight", {hc}, LayoutRole::kBias);
+  add("output_hc_scale.weight", {1}, LayoutRole::kNorm);
+  add("output_norm.weight", {D}, LayoutRole::kNorm);
+  add("output.weight", {D, V}, LayoutRole::kMatrix);
 
   std::vector<std::string> names;
   for (const LayoutTensor& x : t) names.push_back(x.name);

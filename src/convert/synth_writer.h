@@ -15,7 +15,7 @@
 
 namespace moe {
 
-using SynthRole = TensorRole;
+using SynthRole = LayoutRole;
 using SynthTensor = LayoutTensor;
 
 // Writes kv and the tensors (in the order given) to o.out; types from

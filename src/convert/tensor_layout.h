@@ -11,12 +11,12 @@ namespace moe {
 
 // Norms 1, biases 0, routers and matrices random, tables (i32 token ->
 // experts) random distinct experts per row.
-enum class TensorRole { kNorm, kBias, kRouter, kEmbed, kMatrix, kTable };
+enum class LayoutRole { kNorm, kBias, kRouter, kEmbed, kMatrix, kTable };
 
 struct LayoutTensor {
   std::string name;
   std::vector<int64_t> shape;  // ggml order
-  TensorRole role;
+  LayoutRole role;
 };
 
 }  // namespace moe

@@ -4,6 +4,7 @@
 // DeepSeek's inference/model.py. The arithmetic is the backend's; this file
 // holds no loops over data, no scratch and no threads.
 #include "model/deepseek2.h"
+#include "model/model_fingerprint.h"
 
 #include <algorithm>
 #include <cmath>
@@ -74,20 +75,7 @@ std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   return out;
 }
 
-uint64_t Deepseek2Model::fingerprint() const {
-  uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&](const void* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const uint8_t*>(p)[i]) * 0x100000001b3ull;
-  };
-  mix(&config_.vocab_size, sizeof config_.vocab_size);
-  for (const GgufTensorInfo& t : file_.tensors()) {
-    mix(t.name.data(), t.name.size());
-    mix(&t.type, sizeof t.type);
-    mix(t.shape.data(), t.shape.size() * sizeof(int64_t));
-    mix(t.data, static_cast<size_t>(std::min<uint64_t>(t.nbytes, 64)));
-  }
-  return h;
-}
+uint64_t Deepseek2Model::fingerprint() const { return model_fingerprint(file_, config_.vocab_size); }
 
 size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {  // one sequence
   // The latent rows, and DeepSeek-V3.2's index keys (f32) beside them.
@@ -334,6 +322,28 @@ void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
       be_->copy_to_host(row + cols, keys.row(t), sz(c_.index_head_dim) * sizeof(float));
     }
   }
+}
+
+PromptCacheShape Deepseek2Session::saved_cache_shape() const {
+  PromptCacheShape p;
+  p.model_id = model_.fingerprint();
+  p.model_name = model_.file().get_string_opt("general.name").value_or(model_.file().path());
+  p.latent_type = static_cast<uint32_t>(cache_type());
+  p.n_layers = static_cast<uint32_t>(c_.num_hidden_layers);
+  p.row_floats = static_cast<uint32_t>(cache_row_floats());
+  p.n_ctx = n_ctx();
+  p.n_vocab = n_vocab();
+  return p;
+}
+
+void Deepseek2Session::saved_cache_export(int64_t n, PromptCacheData& d) {
+  d.rows.resize(sz(c_.num_hidden_layers * n * cache_row_floats()));
+  cache_export(0, n, d.rows.data());
+}
+
+void Deepseek2Session::saved_cache_import(const PromptCacheData& d, int64_t n) {
+  truncate(0);
+  if (n > 0) cache_import(0, n, d.rows.data(), static_cast<int64_t>(d.tokens.size()));
 }
 
 void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer) {

@@ -107,6 +107,9 @@ class Deepseek2Session final : public InferenceSession {
   int64_t cache_row_floats() const { return cache_.rows.cols + (c_.has_indexer() ? c_.index_head_dim : 0); }
   LatentType cache_type() const { return cache_.type; }
   void cache_export(int64_t s, int64_t n, float* rows) const;
+  PromptCacheShape saved_cache_shape() const override;
+  void saved_cache_export(int64_t n, PromptCacheData& d) override;
+  void saved_cache_import(const PromptCacheData& d, int64_t n) override;
   void cache_import(int64_t s, int64_t n, const float* rows, int64_t rows_per_layer);
 
   const Deepseek2Model& model() const { return model_; }

@@ -140,13 +140,14 @@ void Deepseek4Session::check_tokens(const int32_t* tokens, int64_t n) const {
 }
 
 void Deepseek4Session::reset() {
-  for (SeqState& s : seqs_) s.tokens.clear(), s.high = 0;
+  for (SeqState& s : seqs_) s.tokens.clear(), s.high = 0, s.valid_from = 0;
 }
 
 void Deepseek4Session::reevaluate(int64_t s, std::vector<int32_t> tokens) {
   SeqState& st = seqs_[sz(s)];
   st.tokens.clear();
   st.high = 0;
+  st.valid_from = 0;
   for (int64_t i = 0; i < static_cast<int64_t>(tokens.size()); i += n_batch_) {
     const int64_t m = std::min<int64_t>(n_batch_, static_cast<int64_t>(tokens.size()) - i);
     forward_step(tokens.data() + i, {SeqSpan{static_cast<int32_t>(s), m, false, false}}, nullptr, false);
@@ -161,7 +162,7 @@ void Deepseek4Session::seq_truncate(int64_t s, int64_t n) {
   // truncation within n_rows_ of the furthest write finds its window and
   // its partial blocks' state intact (every later write is at most
   // n_rows_ - 1 ahead of n, less than a ring's slack).
-  if (st.high - n <= n_rows_) {
+  if (st.high - n <= n_rows_ && n >= st.valid_from) {
     st.tokens.resize(sz(n));
     return;
   }
@@ -194,6 +195,7 @@ void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
   }
   b.tokens = a.tokens;
   b.high = a.high;
+  b.valid_from = a.valid_from;
   seq_truncate(dst, n);
 }
 

@@ -84,6 +84,15 @@ class Deepseek4Session final : public InferenceSession {
   void seq_copy(int64_t src, int64_t dst, int64_t n) override;
   void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) override;
 
+  // Saved caches: a state of sequence 0 (deepseek4_saved_cache.cpp): the
+  // blocks' rows up to n and the rings' last positions before it, with up
+  // to kSavedHistory positions more so that a prompt a little shorter
+  // than the saved one (the usual rerun) still finds its rows.
+  static constexpr int64_t kSavedHistory = 32;
+  PromptCacheShape saved_cache_shape() const override;
+  void saved_cache_export(int64_t n, PromptCacheData& d) override;
+  void saved_cache_import(const PromptCacheData& d, int64_t n) override;
+
   const Deepseek4Model& model() const { return model_; }
   std::string backends_description() const { return be_->describe(); }
 
@@ -96,7 +105,13 @@ class Deepseek4Session final : public InferenceSession {
     std::vector<Dsv4LayerCache> layers;
     std::vector<int32_t> tokens;  // every cached position's token
     int64_t high = 0;             // 1 + the furthest position written since the cache was last empty
+    // The rings hold nothing of positions before this (a loaded state holds
+    // only its last ones): a truncation below it evaluates again.
+    int64_t valid_from = 0;
   };
+  // Positions h (<= kSavedHistory) before n for which the rings still hold
+  // everything a continuation from n - h needs.
+  int64_t ring_history(const SeqState& st, int64_t n) const;
   // A run of a step's rows: n tokens of sequence seq from position pos0, from row r0.
   struct SpanAt {
     int32_t seq;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "runtime/prompt_cache_file.h"
 
 namespace moe {
 
@@ -88,6 +89,27 @@ class InferenceSession {
   // drafts as if it drafted alone): sets every ask's n_out.
   virtual void mtp_draft_many(std::vector<DraftAsk>& asks) {
     for (DraftAsk& a : asks) a.n_out = 0;
+  }
+
+  // ---- saved caches (--prompt-cache, chat's /save and /load) --------------------
+  // What a file must match to be loaded into this session (the model, the
+  // cache's type and shape).
+  virtual PromptCacheShape saved_cache_shape() const {
+    throw_error("saved caches are not supported for this model yet");
+  }
+  // The cache of sequence 0's first n positions (n <= n_past()) into d.rows
+  // or d.state. May evaluate those positions again where the cache no longer
+  // holds what they need (the session then holds exactly them).
+  virtual void saved_cache_export(int64_t n, PromptCacheData& d) {
+    (void)n, (void)d;
+    throw_error("saved caches are not supported for this model yet");
+  }
+  // Sequence 0 becomes the first n of d.tokens (n <= d.tokens.size()), from
+  // d's cache; d is checked against saved_cache_shape() already. Throws for
+  // a state this session cannot use.
+  virtual void saved_cache_import(const PromptCacheData& d, int64_t n) {
+    (void)n, (void)d;
+    throw_error("saved caches are not supported for this model yet");
   }
 
  protected:

@@ -10,7 +10,8 @@ namespace moe {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'O', 'E', 'P', 'C', 'A', 'C', 'H'};
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;
+constexpr uint64_t kMaxStateBytes = 64ull << 30;
 constexpr uint32_t kMaxConversationBytes = 64u << 20;
 
 uint64_t fnv1a(std::string_view b) {
@@ -58,6 +59,7 @@ class Reader {
 
 // LatentType's name for a stored value (runtime/backend.h).
 std::string type_name(uint32_t t) {
+  if (t == kDeepseek4StateType) return "deepseek4-state";
   return t <= static_cast<uint32_t>(LatentType::kQ8_0) ? latent_type_name(static_cast<LatentType>(t))
                                                         : "type-" + std::to_string(t);
 }
@@ -82,6 +84,8 @@ std::string encode_prompt_cache(const PromptCacheShape& shape, const PromptCache
   put(out, static_cast<uint64_t>(data.tokens.size()));
   out.append(reinterpret_cast<const char*>(data.tokens.data()), data.tokens.size() * sizeof(int32_t));
   out.append(reinterpret_cast<const char*>(data.rows.data()), data.rows.size() * sizeof(float));
+  put(out, static_cast<uint64_t>(data.state.size()));
+  out += data.state;
   put(out, fnv1a(out));
   return out;
 }
@@ -119,9 +123,9 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
                 static_cast<unsigned long long>(n), static_cast<long long>(expect.n_ctx));
   // Sizes against the bytes there are, before allocating for them.
   const uint64_t row_bytes = static_cast<uint64_t>(layers) * row * sizeof(float) + sizeof(int32_t);
-  if (n * row_bytes + sizeof(uint64_t) != r.left())
+  if (n * row_bytes + 2 * sizeof(uint64_t) > r.left())
     throw_error("prompt cache %s: %llu tokens need %llu more bytes, the file has %zu", what.c_str(),
-                static_cast<unsigned long long>(n), static_cast<unsigned long long>(n * row_bytes + 8), r.left());
+                static_cast<unsigned long long>(n), static_cast<unsigned long long>(n * row_bytes + 16), r.left());
   d.tokens.resize(n);
   d.rows.resize(n * layers * row);
   const std::string_view tokens = r.bytes(n * sizeof(int32_t), "tokens");
@@ -130,6 +134,14 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
     std::memcpy(d.tokens.data(), tokens.data(), tokens.size());
     std::memcpy(d.rows.data(), rows.data(), rows.size());
   }
+  const auto state_len = r.get<uint64_t>("state length");
+  if (state_len > kMaxStateBytes || state_len + sizeof(uint64_t) != r.left())
+    throw_error("prompt cache %s: a state of %llu bytes where %zu remain", what.c_str(),
+                static_cast<unsigned long long>(state_len), r.left());
+  if (state_len != 0 && expect.row_floats != 0)
+    throw_error("prompt cache %s: a state of %llu bytes in a file of cache rows", what.c_str(),
+                static_cast<unsigned long long>(state_len));
+  d.state = std::string(r.bytes(state_len, "state"));
   const size_t body = r.pos();
   if (r.get<uint64_t>("checksum") != fnv1a(bytes.substr(0, body)))
     throw_error("prompt cache %s: the checksum does not match (a torn or edited file)", what.c_str());

@@ -6,10 +6,15 @@
 //
 // Chat's /save writes the same file with the conversation it holds.
 //
+// Models whose cache is not one row per token (DeepSeek-V4: rings of recent
+// rows and the compressors' state, one row per block) save a state of their
+// own making instead of rows (`state`, checked by the session that reads it).
+//
 // Layout (little-endian): "MOEPCACH", u32 version, u64 model id, u32 model
-// name length and bytes, u32 latent type, u32 layers, u32 floats per row,
+// name length and bytes, u32 cache type, u32 layers, u32 floats per row,
 // u32 conversation length and bytes, u64 tokens n, n i32 tokens,
-// layers * n * row floats, u64 FNV-1a of all the bytes before it. A file is read like any hostile input: every size is
+// layers * n * row floats, u64 state bytes s and s bytes, u64 FNV-1a of all
+// the bytes before it. A file is read like any hostile input: every size is
 // checked against the bytes there are (and the model's shape) before
 // anything is allocated, and the checksum catches a torn or edited file.
 #pragma once
@@ -22,12 +27,15 @@
 namespace moe {
 
 // What a file must match to be used with a session.
+// The cache type of a DeepSeek-V4 state (its rows are f32).
+inline constexpr uint32_t kDeepseek4StateType = 0x34565344;  // "DSV4"
+
 struct PromptCacheShape {
-  uint64_t model_id = 0;      // Deepseek2Model::fingerprint()
+  uint64_t model_id = 0;      // gguf_model_fingerprint()
   std::string model_name;     // for messages
-  uint32_t latent_type = 0;   // LatentType
+  uint32_t latent_type = 0;   // LatentType, or kDeepseek4StateType
   uint32_t n_layers = 0;
-  uint32_t row_floats = 0;    // storage floats of one cache row
+  uint32_t row_floats = 0;    // storage floats of one cache row (0: a state instead)
   int64_t n_ctx = 0;          // most tokens it may hold
   int64_t n_vocab = 0;
 };
@@ -35,6 +43,7 @@ struct PromptCacheShape {
 struct PromptCacheData {
   std::vector<int32_t> tokens;
   std::vector<float> rows;   // [layer][token][row_floats]
+  std::string state;         // or the session's own state (row_floats 0)
   std::string conversation;  // chat /save: the messages as JSON; "" for --prompt-cache
 };
 
