@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "cpu/dsv4_ops.h"
 #include "cpu/moe_route.h"
@@ -226,6 +227,29 @@ TEST_CASE("deepseek4 ops: attention sinks take their share of the softmax") {
   const double z = std::exp(2.0) + 3.0;
   CHECK(out[0] == doctest::Approx(2.0 * std::exp(2.0) / z).epsilon(1e-6));
   CHECK(out[1] == doctest::Approx(5.0 / z).epsilon(1e-6));
+  float ref[2];
+  dsv4_attention_sinks_ref(q, 1, 2, keys, 2, sinks, 1.0f, scores, ref);
+  CHECK(ref[0] == out[0]);
+  CHECK(ref[1] == out[1]);
+}
+
+TEST_CASE("deepseek4 ops: the key-blocked attention equals the head-by-head reference exactly") {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g;
+  for (int64_t n : {1, 7, 8, 9, 61}) {
+    CAPTURE(n);
+    const int64_t H = 5, d = 64;
+    std::vector<float> q(size_t(H * d)), rows(size_t(n * d)), sinks(static_cast<size_t>(H)), a(size_t(H * d)), b(size_t(H * d));
+    for (float& v : q) v = g(rng);
+    for (float& v : rows) v = g(rng);
+    for (float& v : sinks) v = g(rng);
+    std::vector<const float*> keys;
+    for (int64_t j = n - 1; j >= 0; --j) keys.push_back(rows.data() + j * d);  // any order of rows
+    std::vector<float> scores(size_t(H * n));
+    dsv4_attention_sinks_ref(q.data(), H, d, keys.data(), n, sinks.data(), 0.125f, scores.data(), a.data());
+    dsv4_attention_sinks(q.data(), H, d, keys.data(), n, sinks.data(), 0.125f, scores.data(), b.data());
+    CHECK(a == b);
+  }
 }
 
 TEST_CASE("deepseek4 ops: routing by sqrt-softplus with a selection bias, and clamped SwiGLU") {

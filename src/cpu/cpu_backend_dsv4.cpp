@@ -120,21 +120,40 @@ void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w
   const int64_t most = (pos0 + n) / 4 + 1;
   float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most));
   int32_t* order_all = scratch(sparse_order_, sz(pool_.size() * most));
-  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
-    float* scores = scores_all + sz(thread) * sz(most);
-    int32_t* order = order_all + sz(thread) * sz(most);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t pos = pos0 + t;
-      for (int64_t h = 0; h < HI; ++h) dsv4_rope_tail(iq.row(t) + h * dI, dI, p.rope_dim, pos, p.compress_rope_base, p.rope_scaling, false);
-      const int64_t n_visible = (pos + 1) / 4;  // blocks that end at or before this token
-      int32_t* sel = selected.row(t);
-      std::fill(sel, sel + k, -1);
-      if (n_visible == 0) continue;
-      (fast ? fast : dsa_scores)(dp, iq.row(t), w.row(t), c.index_keys.row(0), c.index_keys.stride, n_visible, scores);
-      // In block order, as llama.cpp's mask over the compressed rows sums them.
-      std::sort(sel, sel + dsa_top_k(scores, n_visible, k, sel, order));
-    }
-  });
+  auto rope_q = [&](int64_t t) {
+    for (int64_t h = 0; h < HI; ++h)
+      dsv4_rope_tail(iq.row(t) + h * dI, dI, p.rope_dim, pos0 + t, p.compress_rope_base, p.rope_scaling, false);
+  };
+  // Scores of keys [k0, k1) for token t (each key's score alone, so the
+  // keys may be split among threads).
+  auto score = [&](int64_t t, int64_t k0, int64_t k1, float* scores) {
+    (fast ? fast : dsa_scores)(dp, iq.row(t), w.row(t), c.index_keys.row(k0), c.index_keys.stride, k1 - k0, scores + k0);
+  };
+  auto choose = [&](int64_t t, const float* scores, int32_t* order) {
+    const int64_t n_visible = (pos0 + t + 1) / 4;  // blocks that end at or before this token
+    int32_t* sel = selected.row(t);
+    std::fill(sel, sel + k, -1);
+    // In block order, as llama.cpp's mask over the compressed rows sums them.
+    if (n_visible > 0) std::sort(sel, sel + dsa_top_k(scores, n_visible, k, sel, order));
+  };
+  if (n >= pool_.size()) {  // a prompt: tokens split among the threads
+    pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
+      float* scores = scores_all + sz(thread) * sz(most);
+      int32_t* order = order_all + sz(thread) * sz(most);
+      for (int64_t t = t0; t < t1; ++t) {
+        rope_q(t);
+        score(t, 0, (pos0 + t + 1) / 4, scores);
+        choose(t, scores, order);
+      }
+    });
+    return;
+  }
+  // Generation: each token's keys split among the threads.
+  for (int64_t t = 0; t < n; ++t) {
+    rope_q(t);
+    pool_.parallel_for((pos0 + t + 1) / 4, [&](int64_t k0, int64_t k1, int) { score(t, k0, k1, scores_all); });
+    choose(t, scores_all, order_all);
+  }
 }
 
 void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv4LayerCache& c,
@@ -142,25 +161,41 @@ void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv
   const int64_t d = p.head_dim;
   const int64_t n_comp = p.ratio == 4 ? p.index_topk : p.ratio > 0 ? (pos0 + n) / p.ratio : 0;
   const int64_t most = p.window + n_comp;
-  float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most));
+  float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most * p.n_heads));
   const float** keys_all = scratch(dsv4_keys_, sz(pool_.size() * most));
-  pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
-    float* scores = scores_all + sz(thread * most);
-    const float** keys = keys_all + sz(thread * most);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t pos = pos0 + t;
-      int64_t nk = 0;
-      for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) keys[nk++] = c.raw.row(s % c.raw.rows);
-      if (p.ratio == 4) {
-        for (int64_t i = 0; i < p.index_topk && selected.row(t)[i] >= 0; ++i) keys[nk++] = c.comp.row(selected.row(t)[i]);
-      } else if (p.ratio > 0) {
-        for (int64_t b = 0; b < (pos + 1) / p.ratio; ++b) keys[nk++] = c.comp.row(b);
-      }
-      float* out = o.row(t);
-      dsv4_attention_sinks(q.row(t), p.n_heads, d, keys, nk, sinks.f32(), p.scale, scores, out);
-      for (int64_t h = 0; h < p.n_heads; ++h) dsv4_rope_tail(out + h * d, d, p.rope_dim, pos, p.rope_base, p.rope_scaling, true);
+  // The rows token t attends to: its window, then the compressed rows it sees.
+  auto gather = [&](int64_t t, const float** keys) {
+    const int64_t pos = pos0 + t;
+    int64_t nk = 0;
+    for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) keys[nk++] = c.raw.row(s % c.raw.rows);
+    if (p.ratio == 4) {
+      for (int64_t i = 0; i < p.index_topk && selected.row(t)[i] >= 0; ++i) keys[nk++] = c.comp.row(selected.row(t)[i]);
+    } else if (p.ratio > 0) {
+      for (int64_t b = 0; b < (pos + 1) / p.ratio; ++b) keys[nk++] = c.comp.row(b);
     }
-  });
+    return nk;
+  };
+  // Heads [h0, h1) of token t, each head alone (so heads may be split among threads).
+  auto attend = [&](int64_t t, const float* const* keys, int64_t nk, int64_t h0, int64_t h1, float* scores) {
+    float* out = o.row(t);
+    dsv4_attention_sinks(q.row(t) + h0 * d, h1 - h0, d, keys, nk, sinks.f32() + h0, p.scale, scores, out + h0 * d);
+    for (int64_t h = h0; h < h1; ++h) dsv4_rope_tail(out + h * d, d, p.rope_dim, pos0 + t, p.rope_base, p.rope_scaling, true);
+  };
+  if (n >= pool_.size()) {  // a prompt: tokens split among the threads
+    pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
+      float* scores = scores_all + sz(thread * most * p.n_heads);
+      const float** keys = keys_all + sz(thread * most);
+      for (int64_t t = t0; t < t1; ++t) attend(t, keys, gather(t, keys), 0, p.n_heads, scores);
+    });
+    return;
+  }
+  // Generation: each token's heads split among the threads.
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t nk = gather(t, keys_all);
+    pool_.parallel_for(p.n_heads, [&](int64_t h0, int64_t h1, int thread) {
+      attend(t, keys_all, nk, h0, h1, scores_all + sz(thread * most * p.n_heads));
+    });
+  }
 }
 
 void CpuBackend::dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa) {

@@ -120,8 +120,8 @@ void dsv4_compress_block(const float* prev_kv, const float* prev_score, const fl
   }
 }
 
-void dsv4_attention_sinks(const float* q, int64_t n_heads, int64_t dim, const float* const* keys, int64_t n,
-                          const float* sinks, float scale, float* scores, float* out) {
+void dsv4_attention_sinks_ref(const float* q, int64_t n_heads, int64_t dim, const float* const* keys, int64_t n,
+                              const float* sinks, float scale, float* scores, float* out) {
   for (int64_t h = 0; h < n_heads; ++h) {
     const float* qh = q + h * dim;
     float mx = sinks[h];
@@ -138,6 +138,36 @@ void dsv4_attention_sinks(const float* q, int64_t n_heads, int64_t dim, const fl
     float* oh = out + h * dim;
     std::fill(oh, oh + dim, 0.0f);
     for (int64_t j = 0; j < n; ++j) axpy_f32(scores[j] * inv, keys[j], dim, oh);
+  }
+}
+
+void dsv4_attention_sinks(const float* q, int64_t n_heads, int64_t dim, const float* const* keys, int64_t n,
+                          const float* sinks, float scale, float* scores, float* out) {
+  constexpr int64_t kBlock = 8;  // rows of 2 KB (V4's 512 values): a block stays in L1 across the heads
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t j1 = std::min(n, j0 + kBlock);
+    for (int64_t h = 0; h < n_heads; ++h)
+      for (int64_t j = j0; j < j1; ++j) scores[h * n + j] = dot_f32(q + h * dim, keys[j], dim) * scale;
+  }
+  std::vector<float> inv_buf;  // not per token in practice: n_heads <= 128 fits the stack below
+  float inv_stack[128];
+  float* inv = n_heads <= 128 ? inv_stack : (inv_buf.resize(static_cast<size_t>(n_heads)), inv_buf.data());
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* sc = scores + h * n;
+    float mx = sinks[h];
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[j]);
+    double sum = std::exp(static_cast<double>(sinks[h] - mx));
+    for (int64_t j = 0; j < n; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    inv[h] = static_cast<float>(1.0 / sum);
+    std::fill(out + h * dim, out + (h + 1) * dim, 0.0f);
+  }
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t j1 = std::min(n, j0 + kBlock);
+    for (int64_t h = 0; h < n_heads; ++h)
+      for (int64_t j = j0; j < j1; ++j) axpy_f32(scores[h * n + j] * inv[h], keys[j], dim, out + h * dim);
   }
 }
 

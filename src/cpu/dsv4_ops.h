@@ -57,7 +57,13 @@ void dsv4_compress_block(const float* prev_kv, const float* prev_score, const fl
 // One token, heads of dim over one shared KV head (K = V): for head h,
 //   p_j = exp(scale q_h.k_j - m) / (sum_j exp(scale q_h.k_j - m) + exp(sink_h - m))
 //   out_h = sum_j p_j k_j
-// over the rows keys[0..n) (pointers into the caches). scores: scratch [n].
+// over the rows keys[0..n) (pointers into the caches). The reference goes
+// head by head (scores: scratch [n]); the fast one key block by key block
+// over every head, so each row is read from memory once for all heads, with
+// each head's sums in the reference's order (equal results; scores:
+// scratch [n_heads * n]).
+void dsv4_attention_sinks_ref(const float* q, int64_t n_heads, int64_t dim, const float* const* keys, int64_t n,
+                              const float* sinks, float scale, float* scores, float* out);
 void dsv4_attention_sinks(const float* q, int64_t n_heads, int64_t dim, const float* const* keys, int64_t n,
                           const float* sinks, float scale, float* scores, float* out);
 
