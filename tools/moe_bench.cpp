@@ -292,7 +292,7 @@ void print_tests(const std::vector<Test>& tests, const std::string& path, uint64
 
 // DeepSeek-V4 files: the same tests on a Deepseek4Session (the CPU).
 int bench_deepseek4(const std::string& path, WeightMemory memory, std::vector<Test>& tests, int n_batch, int reps,
-                    const std::string& output, bool progress) {
+                    LatentType cache_type, const std::string& output, bool progress) {
   auto model = Deepseek4Model::load(path, memory);
   const int64_t V = model->config().vocab_size;
   int64_t n_ctx = 1;
@@ -304,7 +304,7 @@ int bench_deepseek4(const std::string& path, WeightMemory memory, std::vector<Te
   for (Test& t : tests) {
     if (!session || session_threads != t.threads) {
       session.reset();
-      session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads);
+      session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads, 1, cache_type);
       session_threads = t.threads;
     }
     if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
@@ -429,7 +429,8 @@ int main(int argc, char** argv) {
       if (depth_fill == "random" || spec_type != "none" || expert_load || !run.record_stats.empty())
         throw_error("%s: --depth-fill random, --spec-type, --expert-load and --record-expert-stats are not supported "
                     "for deepseek4 models yet", path.c_str());
-      return bench_deepseek4(path, memory, tests, std::min(n_batch, n_ubatch), reps, output, progress);
+      return bench_deepseek4(path, memory, tests, std::min(n_batch, n_ubatch), reps,
+                             parse_latent_type(run.cache_type_k, "-ctk"), output, progress);
     }
     auto model = Deepseek2Model::load(path, memory);
     const Deepseek2Config& c = model->config();

@@ -29,7 +29,7 @@ void prefetch_with_progress(const GgufFile& f) {
   bar.finish();
 }
 
-// DeepSeek-V4 runs on the CPU backend alone, its cache in f32, and has no
+// DeepSeek-V4 runs on the CPU backend alone, and has no
 // placement, routing statistics or MTP drafting yet: the
 // flags that ask for them are refused before any work.
 void check_deepseek4_flags(const CliOptions& o) {
@@ -37,7 +37,6 @@ void check_deepseek4_flags(const CliOptions& o) {
     if (given) throw_error("%s: %s is not supported for deepseek4 models yet", o.model.c_str(), flag);
   };
   refuse(o.run.device != "cpu" && o.run.device != "none", "--device (deepseek4 runs on the CPU)");
-  refuse(o.run.cache_type_k != "f32", "-ctk (the deepseek4 cache is f32)");
   refuse(!o.run.record_stats.empty(), "--record-expert-stats");
   refuse(!o.run.placement.expert_stats_file.empty(), "--expert-stats");
   refuse(spec_draft_n(o) > 0, "--spec-type draft-mtp");
@@ -54,10 +53,12 @@ LoadedModel load_deepseek4(const CliOptions& o, std::chrono::steady_clock::time_
   const uint64_t avail = mem_available_bytes();
   if (avail > 0 || n_ctx == 0) {
     // Each sequence holds its rings whatever the context, and its blocks' rows per position.
-    const uint64_t fixed = static_cast<uint64_t>(model->cache_bytes_fixed(o.n_batch)) * static_cast<uint64_t>(o.n_parallel);
+    const LatentType type = parse_latent_type(o.run.cache_type_k, "-ctk");
+    const uint64_t fixed =
+        static_cast<uint64_t>(model->cache_bytes_fixed(o.n_batch, type)) * static_cast<uint64_t>(o.n_parallel);
     uint64_t left = avail > 0 ? memory_for_caches(avail, model->file().total_size()) : UINT64_MAX;
     left = left > fixed ? left - fixed : 0;
-    const ContextChoice c = choose_context(n_ctx, model_ctx, model->cache_bytes_per_token(), o.n_parallel, left);
+    const ContextChoice c = choose_context(n_ctx, model_ctx, model->cache_bytes_per_token(type), o.n_parallel, left);
     n_ctx = c.n_ctx;
     if (!c.notice.empty() && !o.quiet) std::fprintf(stderr, "moe: %s\n", c.notice.c_str());
   }
@@ -119,11 +120,14 @@ std::string spec_stats_text(int64_t drafted, int64_t accepted) {
 
 std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
   if (m.v4) {
-    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel);
+    const LatentType type = parse_latent_type(o.run.cache_type_k, "-ctk");
+    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel, type);
     if (o.verbose)
-      std::fprintf(stderr, "moe: %s | context %lld | batch %d | model %s | cache %zu bytes per token + %zu per sequence\n",
+      std::fprintf(stderr,
+                   "moe: %s | context %lld | batch %d | model %s | cache (%s) %zu bytes per token + %zu per sequence\n",
                    s->backends_description().c_str(), static_cast<long long>(m.n_ctx), o.n_batch,
-                   m.v4->config().describe().c_str(), m.v4->cache_bytes_per_token(), m.v4->cache_bytes_fixed(o.n_batch));
+                   m.v4->config().describe().c_str(), latent_type_name(type), m.v4->cache_bytes_per_token(type),
+                   m.v4->cache_bytes_fixed(o.n_batch, type));
     return s;
   }
   SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);

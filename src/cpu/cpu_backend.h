@@ -131,6 +131,8 @@ class CpuBackend final : public Backend {
   std::vector<float> sparse_;          // [threads][selected rows, scores] (DeepSeek Sparse Attention)
   std::vector<int32_t> sparse_order_;  // [threads][positions] (the indexer's top-k)
   std::vector<float> dsv4_in_, dsv4_out_;  // DeepSeek-V4's grouped output: one group's rows
+  std::vector<float> dsv4_row_;            // one V4 cache row before it is stored in the cache type
+  std::vector<float> dsv4_decoded_;        // [threads][rows][head_dim]: V4 cache rows read back as f32
   std::vector<float> dsv4_hc_old_;         // [threads][hc * width]: hc_post's copy of the streams
   std::vector<float> dsv4_scores_;         // [threads][keys + compressed rows]
   std::vector<const float*> dsv4_keys_;    // [threads][window + compressed rows]

@@ -9,6 +9,7 @@
 #include "cpu/cpu_backend.h"
 #include "cpu/dsa_indexer.h"
 #include "cpu/dsv4_ops.h"
+#include "cpu/latent_rows.h"
 #include "cpu/matmul.h"
 #include "cpu/moe_route.h"
 #include "cpu/ops.h"
@@ -69,9 +70,11 @@ void CpuBackend::dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4Lay
       moe::rms_norm(qh, nullptr, d, p.eps, qh);
       dsv4_rope_tail(qh, d, p.rope_dim, pos0 + t, p.rope_base, p.rope_scaling, false);
     }
-    float* row = c.raw.row((pos0 + t) % c.raw.rows);
+    float* slot = c.raw.row((pos0 + t) % c.raw.rows);
+    float* row = p.cache_type == LatentType::kF32 ? slot : scratch(dsv4_row_, sz(d));
     std::memcpy(row, kv.row(t), sz(d) * sizeof(float));
     dsv4_rope_tail(row, d, p.rope_dim, pos0 + t, p.rope_base, p.rope_scaling, false);
+    if (row != slot) latent_row_encode(p.cache_type, row, d, slot);
   }
 }
 
@@ -100,11 +103,14 @@ void CpuBackend::dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act
     const int64_t blk = pos / ratio, start = blk * ratio;
     const bool has_prev = overlap && blk > 0;
     const int64_t cur = start % skv.rows, prev = has_prev ? (start - ratio) % skv.rows : 0;
-    float* row = rows.row(blk);
+    // The index keys stay f32; the attention's rows are stored in the cache type.
+    const bool typed = !indexer && p.cache_type != LatentType::kF32;
+    float* row = typed ? scratch(dsv4_row_, sz(dim)) : rows.row(blk);
     dsv4_compress_block(has_prev ? skv.row(prev) : nullptr, has_prev ? ssc.row(prev) : nullptr, skv.row(cur),
                         ssc.row(cur), ratio, dim, overlap, row);
     moe::rms_norm(row, norm.f32(), dim, p.eps, row);
     dsv4_rope_tail(row, dim, p.rope_dim, start, p.compress_rope_base, p.rope_scaling, false);
+    if (typed) latent_row_encode(p.cache_type, row, dim, rows.row(blk));
   }
 }
 
@@ -163,18 +169,29 @@ void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv
   const int64_t most = p.window + n_comp;
   float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most * p.n_heads));
   const float** keys_all = scratch(dsv4_keys_, sz(pool_.size() * most));
+  // Rows stored in another type are read back as f32 into a thread's buffer.
+  const bool typed = p.cache_type != LatentType::kF32;
+  float* decoded_all = typed ? scratch(dsv4_decoded_, sz(pool_.size() * most * d)) : nullptr;
   // The rows token t attends to: its window, then the compressed rows it sees.
-  auto gather = [&](int64_t t, const float** keys) {
+  auto gather = [&](int64_t t, const float** keys, float* decoded) {
     const int64_t pos = pos0 + t;
     int64_t nk = 0;
-    for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) keys[nk++] = c.raw.row(s % c.raw.rows);
+    auto take = [&](const float* stored) {
+      if (typed) {
+        latent_row_decode(p.cache_type, stored, d, decoded + nk * d);
+        stored = decoded + nk * d;
+      }
+      keys[nk++] = stored;
+    };
+    for (int64_t s = std::max<int64_t>(0, pos - p.window + 1); s <= pos; ++s) take(c.raw.row(s % c.raw.rows));
     if (p.ratio == 4) {
-      for (int64_t i = 0; i < p.index_topk && selected.row(t)[i] >= 0; ++i) keys[nk++] = c.comp.row(selected.row(t)[i]);
+      for (int64_t i = 0; i < p.index_topk && selected.row(t)[i] >= 0; ++i) take(c.comp.row(selected.row(t)[i]));
     } else if (p.ratio > 0) {
-      for (int64_t b = 0; b < (pos + 1) / p.ratio; ++b) keys[nk++] = c.comp.row(b);
+      for (int64_t b = 0; b < (pos + 1) / p.ratio; ++b) take(c.comp.row(b));
     }
     return nk;
   };
+  auto decoded_of = [&](int thread) { return typed ? decoded_all + sz(thread) * sz(most * d) : nullptr; };
   // Heads [h0, h1) of token t, each head alone (so heads may be split among threads).
   auto attend = [&](int64_t t, const float* const* keys, int64_t nk, int64_t h0, int64_t h1, float* scores) {
     float* out = o.row(t);
@@ -185,13 +202,13 @@ void CpuBackend::dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv
     pool_.parallel_for(n, [&](int64_t t0, int64_t t1, int thread) {
       float* scores = scores_all + sz(thread * most * p.n_heads);
       const float** keys = keys_all + sz(thread * most);
-      for (int64_t t = t0; t < t1; ++t) attend(t, keys, gather(t, keys), 0, p.n_heads, scores);
+      for (int64_t t = t0; t < t1; ++t) attend(t, keys, gather(t, keys, decoded_of(thread)), 0, p.n_heads, scores);
     });
     return;
   }
   // Generation: each token's heads split among the threads.
   for (int64_t t = 0; t < n; ++t) {
-    const int64_t nk = gather(t, keys_all);
+    const int64_t nk = gather(t, keys_all, decoded_of(0));
     pool_.parallel_for(p.n_heads, [&](int64_t h0, int64_t h1, int thread) {
       attend(t, keys_all, nk, h0, h1, scores_all + sz(thread * most * p.n_heads));
     });

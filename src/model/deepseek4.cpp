@@ -33,24 +33,26 @@ std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, We
   return load_with_weight_memory(memory, [&](bool map) { return load(path, map); });
 }
 
-size_t Deepseek4Model::cache_bytes_per_token() const {
+size_t Deepseek4Model::cache_bytes_per_token(LatentType type) const {
   const Deepseek4Config& c = config_;
+  const double row = static_cast<double>(LatentCache::storage_cols(type, c.head_dim));  // floats of a stored row
   double floats = 0;
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
     const int64_t r = c.compress_ratio(il);
-    if (r != 0) floats += static_cast<double>(c.head_dim) / static_cast<double>(r);
+    if (r != 0) floats += row / static_cast<double>(r);
     if (c.attention_kind(il) == Dsv4Attention::kCsa) floats += static_cast<double>(c.index_head_dim) / 4.0;
   }
   return static_cast<size_t>(floats * sizeof(float) + 0.5);
 }
 
-size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch) const {
+size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch, LatentType type) const {
   const Deepseek4Config& c = config_;
+  const int64_t row = LatentCache::storage_cols(type, c.head_dim);
   size_t floats = 0;
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
     const int64_t r = c.compress_ratio(il);
-    floats += sz((c.sliding_window + n_batch) * c.head_dim);
-    if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * coff(r) * c.head_dim + c.head_dim);
+    floats += sz((c.sliding_window + n_batch) * row);
+    if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * coff(r) * c.head_dim + row);
     if (c.attention_kind(il) == Dsv4Attention::kCsa)
       floats += sz(2 * state_ring_rows(4, n_batch) * 2 * c.index_head_dim + c.index_head_dim);
   }
@@ -68,12 +70,12 @@ BackendOptions cpu_only(int n_threads) {
 }  // namespace
 
 Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads,
-                                   int64_t n_seq)
-    : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq) {}
+                                   int64_t n_seq, LatentType cache_type)
+    : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq, cache_type) {}
 
 Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch,
-                                   const BackendOptions& backends, int64_t n_seq)
-    : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(n_ctx), n_batch_(n_batch) {
+                                   const BackendOptions& backends, int64_t n_seq, LatentType cache_type)
+    : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(n_ctx), n_batch_(n_batch), cache_type_(cache_type) {
   if (n_ctx <= 0 || n_batch <= 0 || n_seq <= 0) throw_error("deepseek4 session: n_ctx, n_batch and n_seq must be positive");
   backends_ = make_backends(backends);
   be_ = &backends_.compute();
@@ -115,11 +117,12 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
     for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
       Dsv4LayerCache lc;
       const int64_t r = c_.compress_ratio(il);
-      lc.raw = be_->alloc(c_.sliding_window + n_rows_, d);
+      const int64_t row = LatentCache::storage_cols(cache_type_, d);
+      lc.raw = be_->alloc(c_.sliding_window + n_rows_, row);
       if (r != 0) {
         lc.state_kv = be_->alloc(state_ring_rows(r, n_rows_), coff(r) * d);
         lc.state_score = be_->alloc(state_ring_rows(r, n_rows_), coff(r) * d);
-        lc.comp = be_->alloc(n_ctx / r + 1, d);
+        lc.comp = be_->alloc(n_ctx / r + 1, row);
       }
       if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
         lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), 2 * c_.index_head_dim);

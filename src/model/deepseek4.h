@@ -43,10 +43,10 @@ class Deepseek4Model {
   const Deepseek4Weights& weights() const { return weights_; }
   // Cache bytes one position of context adds (all layers, one sequence):
   // the compressed rows and the indexer's keys.
-  size_t cache_bytes_per_token() const;
+  size_t cache_bytes_per_token(LatentType type = LatentType::kF32) const;
   // Cache bytes a sequence holds whatever its context: the rings of raw
   // rows (window + n_batch) and of the compressors' state.
-  size_t cache_bytes_fixed(int64_t n_batch) const;
+  size_t cache_bytes_fixed(int64_t n_batch, LatentType type = LatentType::kF32) const;
 
  private:
   Deepseek4Model(GgufFile f) : file_(std::move(f)) {}
@@ -57,11 +57,14 @@ class Deepseek4Model {
 
 class Deepseek4Session final : public InferenceSession {
  public:
-  // Backends as the flags ask (the compute backend must have the V4 ops).
+  // Backends as the flags ask (the compute backend must have the V4 ops);
+  // the raw and compressed rows cached in cache_type (-ctk).
   Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, const BackendOptions& backends,
-                   int64_t n_seq = 1);
+                   int64_t n_seq = 1, LatentType cache_type = LatentType::kF32);
   // The CPU alone with n_threads.
-  Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq = 1);
+  Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq = 1,
+                   LatentType cache_type = LatentType::kF32);
+  LatentType cache_type() const { return cache_type_; }
   ~Deepseek4Session() override;
 
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) override;
@@ -134,6 +137,7 @@ class Deepseek4Session final : public InferenceSession {
   BackendSet backends_;
   Backend* be_;
   int64_t n_ctx_, n_batch_, n_rows_;
+  LatentType cache_type_;
   std::vector<SeqState> seqs_;
 
   // Activations [n_rows][...] on the backend.

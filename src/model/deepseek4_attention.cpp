@@ -18,6 +18,7 @@ Dsv4AttnParams Deepseek4Session::attn_params(int64_t il) const {
   p.rope_base = p.ratio != 0 ? c_.compress_rope_theta : c_.rope_theta;
   p.compress_rope_base = c_.compress_rope_theta;
   p.rope_scaling = c_.rope_scaling_params(il);
+  p.cache_type = cache_type_;
   p.eps = c_.rms_norm_eps;
   p.scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
   p.index_heads = c_.index_n_heads;

@@ -9,7 +9,8 @@
 // rerun of a saved prompt stops one token short of it.
 //
 // State bytes (little-endian): "DSV4", u32 version, i64 n, i64 h, then per
-// layer, f32 rows in position order:
+// layer, rows in position order (raw and compressed rows as the cache
+// stores them, in its -ctk type; the rest f32):
 //   raw          positions [max(0, n - h - window), n)            x head_dim
 //   ratio r > 0: state kv, state score  [max(0, n - h - 2r), n)  x coff * head_dim
 //                compressed rows        blocks [0, n / r)        x head_dim
@@ -42,7 +43,7 @@ PromptCacheShape Deepseek4Session::saved_cache_shape() const {
   PromptCacheShape p;
   p.model_id = model_fingerprint(model_.file(), c_.vocab_size);
   p.model_name = model_.file().get_string_opt("general.name").value_or(model_.file().path());
-  p.latent_type = kDeepseek4StateType;
+  p.latent_type = kDeepseek4StateType + static_cast<uint32_t>(cache_type_);
   p.n_layers = static_cast<uint32_t>(c_.num_hidden_layers);
   p.row_floats = 0;
   p.n_ctx = n_ctx_;
@@ -132,8 +133,9 @@ void Deepseek4Session::saved_cache_import(const PromptCacheData& d, int64_t n_us
   size_t want = head;
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
     const int64_t r = c_.compress_ratio(il), d_ = c_.head_dim, dI = c_.index_head_dim;
-    want += sz(n - from(n, h, c_.sliding_window)) * sz(d_) * sizeof(float);
-    if (r != 0) want += (2 * sz(n - from(n, h, 2 * r)) * sz((r == 4 ? 2 : 1) * d_) + sz(n / r) * sz(d_)) * sizeof(float);
+    const int64_t row = LatentCache::storage_cols(cache_type_, d_);  // raw and compressed rows as stored
+    want += sz(n - from(n, h, c_.sliding_window)) * sz(row) * sizeof(float);
+    if (r != 0) want += (2 * sz(n - from(n, h, 2 * r)) * sz((r == 4 ? 2 : 1) * d_) + sz(n / r) * sz(row)) * sizeof(float);
     if (c_.attention_kind(il) == Dsv4Attention::kCsa)
       want += (2 * sz(n - from(n, h, 8)) * sz(2 * dI) + sz(n / 4) * sz(dI)) * sizeof(float);
   }

@@ -218,6 +218,10 @@ struct Dsv4AttnParams {
   float rope_base = 10000.0f;           // q, kv and the output's de-rotation
   float compress_rope_base = 10000.0f;  // compressed rows and the indexer
   RopeScalingParams rope_scaling;       // every rotation of the layer
+  // The type of the raw and compressed rows in the cache (-ctk; stored as
+  // LatentCache::storage_cols(type, head_dim) floats a row). The indexer's
+  // keys and the compressors' state stay f32, as llama.cpp keeps them.
+  LatentType cache_type = LatentType::kF32;
   float eps = 1e-6f;                    // every RMSNorm
   float scale = 1.0f;                   // of q . k
   int64_t index_heads = 0, index_dim = 0, index_topk = 0;
@@ -230,9 +234,9 @@ struct Dsv4AttnParams {
 // rows are contiguous) the tokens' projections (scores with their position
 // bias) until the block and the next one (CSA's overlap) are built.
 struct Dsv4LayerCache {
-  Act raw;                    // [window + step][head_dim]
+  Act raw;                    // [window + step][head_dim] in the cache type
   Act state_kv, state_score;  // [ring][coff * head_dim], coff 2 for CSA, 1 for HCA
-  Act comp;                   // [n_ctx / ratio + 1][head_dim]
+  Act comp;                   // [n_ctx / ratio + 1][head_dim] in the cache type
   Act index_kv, index_score;  // CSA: [ring][2 * index_dim]
   Act index_keys;             // CSA: [n_ctx / 4 + 1][index_dim]
 };

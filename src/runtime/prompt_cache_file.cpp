@@ -59,7 +59,8 @@ class Reader {
 
 // LatentType's name for a stored value (runtime/backend.h).
 std::string type_name(uint32_t t) {
-  if (t == kDeepseek4StateType) return "deepseek4-state";
+  if (t >= kDeepseek4StateType && t <= kDeepseek4StateType + static_cast<uint32_t>(LatentType::kQ8_0))
+    return std::string("deepseek4 ") + latent_type_name(static_cast<LatentType>(t - kDeepseek4StateType));
   return t <= static_cast<uint32_t>(LatentType::kQ8_0) ? latent_type_name(static_cast<LatentType>(t))
                                                         : "type-" + std::to_string(t);
 }

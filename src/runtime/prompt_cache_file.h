@@ -27,13 +27,13 @@
 namespace moe {
 
 // What a file must match to be used with a session.
-// The cache type of a DeepSeek-V4 state (its rows are f32).
+// The cache type of a DeepSeek-V4 state: this plus its rows' LatentType.
 inline constexpr uint32_t kDeepseek4StateType = 0x34565344;  // "DSV4"
 
 struct PromptCacheShape {
   uint64_t model_id = 0;      // gguf_model_fingerprint()
   std::string model_name;     // for messages
-  uint32_t latent_type = 0;   // LatentType, or kDeepseek4StateType
+  uint32_t latent_type = 0;   // LatentType, or kDeepseek4StateType + LatentType
   uint32_t n_layers = 0;
   uint32_t row_floats = 0;    // storage floats of one cache row (0: a state instead)
   int64_t n_ctx = 0;          // most tokens it may hold
