@@ -482,3 +482,27 @@ TEST_CASE("deepseek4: -ctk f16, bf16 and q8_0 store the raw and compressed rows 
   CHECK_THROWS_WITH_AS(decode_prompt_cache(bytes, b.saved_cache_shape(), "test"), doctest::Contains("deepseek4 f16"),
                        Error);
 }
+
+TEST_CASE("moe-logits runs deepseek4 files: llama.cpp's logits and greedy tokens for tiny-dsv4") {
+  const Fixture f = fixture();
+  if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
+  std::string list;
+  for (int32_t t : f.prompt) list += (list.empty() ? "" : ",") + std::to_string(t);
+  const std::string out = test::temp_dir() + "/dsv4-logits";
+  const auto r = test::run_command({test::bin_dir() + "/moe-logits", "-m", f.gguf, "--tokens", list, "--gen", "4",
+                                    "--out", out, "-t", "2"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  const std::string base = f.gguf.substr(0, f.gguf.size() - 5);
+  const std::vector<uint8_t> got = test::read_file(out + ".prefill.f32"), want = test::read_file(base + ".prefill.f32");
+  REQUIRE(got.size() == want.size());
+  const auto* a = reinterpret_cast<const float*>(got.data());
+  const auto* b = reinterpret_cast<const float*>(want.data());
+  double worst = 0;
+  for (size_t i = 0; i < got.size() / 4; ++i) worst = std::max(worst, double(std::fabs(a[i] - b[i])));
+  CHECK(worst <= 1e-4);
+  const auto j = nlohmann::json::parse(std::ifstream(out + ".json"));
+  const std::vector<int32_t> greedy = j["greedy_tokens"].get<std::vector<int32_t>>();
+  REQUIRE(greedy.size() == 4);
+  CHECK(std::equal(greedy.begin(), greedy.end(), f.greedy.begin()));
+}

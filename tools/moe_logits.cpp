@@ -7,7 +7,8 @@
 // greedy tokens one at a time through the cache, writing PREFIX.decode.f32
 // (row k = logits after feeding greedy token k), and PREFIX.json with the
 // tokens and greedy_tokens — the layout of the reference fixtures. Everything
-// is computed in float32 (latent cache and attention included).
+// is computed in float32 (latent cache and attention included). DeepSeek-V2/V3
+// (deepseek2, deepseek32) and DeepSeek-V4 (deepseek4) files.
 #include <CLI/CLI.hpp>
 
 #include "cli/command_line.h"
@@ -21,6 +22,7 @@
 #include "cli/run_flags.h"
 #include "core/error.h"
 #include "model/deepseek2.h"
+#include "model/deepseek4.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace moe;
@@ -81,19 +83,38 @@ int main(int argc, char** argv) {
   if (const int rc = parse_command_line(app, argc, argv, "moe-logits", llama_common_flags()); rc >= 0) return rc;
   try {
     check_run_flags(run, "moe-logits");
-    auto model = Deepseek2Model::load(model_path);
+    // Either model; the session is the one interface both run behind.
+    const bool v4 = GgufFile::open(model_path).get_string_opt("general.architecture").value_or("") == "deepseek4";
+    std::unique_ptr<Deepseek2Model> model;
+    std::unique_ptr<Deepseek4Model> model4;
+    if (v4) {
+      if (run.device != "cpu" && run.device != "none")
+        throw_error("%s: --device: deepseek4 models run on the CPU", model_path.c_str());
+      if (!run.record_stats.empty()) throw_error("%s: --record-expert-stats is not supported for deepseek4 models yet", model_path.c_str());
+      model4 = Deepseek4Model::load(model_path);
+    } else {
+      model = Deepseek2Model::load(model_path);
+    }
+    const GgufFile& file = v4 ? model4->file() : model->file();
     std::vector<int32_t> tokens;
     if (!text.empty()) {
-      const Tokenizer tok = Tokenizer::from_gguf(model->file());
+      const Tokenizer tok = Tokenizer::from_gguf(file);
       tokens = tok.encode(text, /*add_bos=*/true, /*parse_special=*/true);
     } else if (!tokens_arg.empty()) {
       tokens = parse_tokens(tokens_arg);
     } else {
       throw_error("give the prompt with --tokens or --text");
     }
-    const int64_t V = model->config().vocab_size;
     const int64_t n = static_cast<int64_t>(tokens.size());
-    Deepseek2Session session(*model, run.session(n + gen, n, threads));
+    std::unique_ptr<InferenceSession> session_ptr;
+    if (v4) {
+      session_ptr = std::make_unique<Deepseek4Session>(*model4, n + gen, n, threads, 1,
+                                                       parse_latent_type(run.cache_type_k, "-ctk"));
+    } else {
+      session_ptr = std::make_unique<Deepseek2Session>(*model, run.session(n + gen, n, threads));
+    }
+    InferenceSession& session = *session_ptr;
+    const int64_t V = session.n_vocab();
     std::vector<float> prefill(static_cast<size_t>(n * V));
     session.forward(tokens.data(), n, prefill.data(), /*all_logits=*/true);
     write_f32(out + ".prefill.f32", prefill);
@@ -109,7 +130,7 @@ int main(int argc, char** argv) {
       last = row;
     }
     if (gen > 0) write_f32(out + ".decode.f32", decode);
-    write_expert_stats(run, session, "moe-logits");
+    if (!v4) write_expert_stats(run, static_cast<Deepseek2Session&>(session), "moe-logits");
     nlohmann::json j;
     j["model"] = model_path;
     j["n_vocab"] = V;
