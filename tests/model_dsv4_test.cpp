@@ -52,6 +52,13 @@ std::vector<float> prompt_logits(const Deepseek4Model& m, const std::vector<int3
   return out;
 }
 
+// The logits of the last of `t`, evaluated after what s holds.
+std::vector<float> last_logits(Deepseek4Session& s, const std::vector<int32_t>& t) {
+  std::vector<float> out(static_cast<size_t>(s.n_vocab()));
+  s.forward(t.data(), static_cast<int64_t>(t.size()), out.data(), false);
+  return out;
+}
+
 // A copy of `src` with its metadata changed by `edit`.
 std::string edited_copy(const std::string& src, const std::string& name,
                         const std::function<void(GgufWriter&)>& edit) {
@@ -87,11 +94,6 @@ TEST_CASE("deepseek4: truncate, copy and drop leave the cache a fresh evaluation
   if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
   const auto m = Deepseek4Model::load(f.gguf);
   const int64_t V = m->config().vocab_size;
-  auto last_logits = [&](Deepseek4Session& s, const std::vector<int32_t>& t) {
-    std::vector<float> out(static_cast<size_t>(V));
-    s.forward(t.data(), static_cast<int64_t>(t.size()), out.data(), false);
-    return out;
-  };
   const std::vector<int32_t> head(f.prompt.begin(), f.prompt.begin() + 150);
   const std::vector<int32_t> tail(f.prompt.begin() + 150, f.prompt.end());
   Deepseek4Session fresh(*m, 256, 64, 2);
@@ -384,12 +386,6 @@ TEST_CASE("deepseek4: a saved state loads into a session of another step size, a
   const Fixture f = fixture();
   if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
   const auto m = Deepseek4Model::load(f.gguf);
-  const int64_t V = m->config().vocab_size;
-  auto last_logits = [&](Deepseek4Session& s, const std::vector<int32_t>& t) {
-    std::vector<float> out(static_cast<size_t>(V));
-    s.forward(t.data(), static_cast<int64_t>(t.size()), out.data(), false);
-    return out;
-  };
   // Saved at 160 of the 197 prompt tokens, by a session that went on to the
   // end (its rings still hold 160's neighbourhood) and one that went far on
   // (it evaluates the 160 again to save them).
@@ -487,7 +483,10 @@ TEST_CASE("moe-logits runs deepseek4 files: llama.cpp's logits and greedy tokens
   const Fixture f = fixture();
   if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
   std::string list;
-  for (int32_t t : f.prompt) list += (list.empty() ? "" : ",") + std::to_string(t);
+  for (int32_t t : f.prompt) {
+    if (!list.empty()) list += ',';
+    list += std::to_string(t);
+  }
   const std::string out = test::temp_dir() + "/dsv4-logits";
   const auto r = test::run_command({test::bin_dir() + "/moe-logits", "-m", f.gguf, "--tokens", list, "--gen", "4",
                                     "--out", out, "-t", "2"});

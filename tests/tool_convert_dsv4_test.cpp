@@ -12,7 +12,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -225,15 +227,28 @@ BuiltCheckpoint build_checkpoint(const GgufFile& f32, const GgufFile& mx, const 
   return b;
 }
 
+struct Fixtures {
+  std::string mx_path, tok_dir;
+  GgufFile f32, mx;
+};
+
+// tiny-dsv4 (f32, MXFP4_MOE) and hf-tiny-dsv3's tokenizer, or nothing (skipped).
+std::optional<Fixtures> fixtures() {
+  const std::string f32 = test::shared_fixture("models/tiny-dsv4.f32.gguf");
+  const std::string mx = test::shared_fixture("models/tiny-dsv4.MXFP4_MOE.gguf");
+  const std::string tok = test::shared_fixture("hf/hf-tiny-dsv3");
+  if (f32.empty() || mx.empty() || tok.empty()) return std::nullopt;
+  return Fixtures{mx, tok, GgufFile::open(f32), GgufFile::open(mx)};
+}
+
 }  // namespace
 
 TEST_CASE("moe-convert: a DeepSeek-V4 checkpoint (FP8 weights, FP4 experts) gives llama.cpp's deepseek4 layout") {
-  const std::string f32_path = test::shared_fixture("models/tiny-dsv4.f32.gguf");
-  const std::string mx_path = test::shared_fixture("models/tiny-dsv4.MXFP4_MOE.gguf");
-  const std::string tok_dir = test::shared_fixture("hf/hf-tiny-dsv3");
-  if (f32_path.empty() || mx_path.empty() || tok_dir.empty()) return test::skip("tiny-dsv4 / hf-tiny-dsv3 fixtures not found");
-  const GgufFile f32 = GgufFile::open(f32_path), mx = GgufFile::open(mx_path);
-  const BuiltCheckpoint ck = build_checkpoint(f32, mx, tok_dir);
+  const std::optional<Fixtures> fx = fixtures();
+  if (!fx) return test::skip("tiny-dsv4 / hf-tiny-dsv3 fixtures not found");
+  const GgufFile &f32 = fx->f32, &mx = fx->mx;
+  const std::string& mx_path = fx->mx_path;
+  const BuiltCheckpoint ck = build_checkpoint(f32, mx, fx->tok_dir);
   const std::string out = test::temp_dir() + "/converted-dsv4.gguf";
   const auto r = test::run_command({test::bin_dir() + "/moe-convert", ck.dir, "-o", out, "-t", "2"});
   INFO("stderr: " << r.err);
@@ -320,50 +335,36 @@ TEST_CASE("moe-convert: a DeepSeek-V4 checkpoint (FP8 weights, FP4 experts) give
 }
 
 TEST_CASE("moe-convert: a DeepSeek-V4 checkpoint with a tensor missing, unknown or mis-shaped is refused by name") {
-  const std::string f32_path = test::shared_fixture("models/tiny-dsv4.f32.gguf");
-  const std::string mx_path = test::shared_fixture("models/tiny-dsv4.MXFP4_MOE.gguf");
-  const std::string tok_dir = test::shared_fixture("hf/hf-tiny-dsv3");
-  if (f32_path.empty() || mx_path.empty() || tok_dir.empty()) return test::skip("tiny-dsv4 / hf-tiny-dsv3 fixtures not found");
-  const GgufFile f32 = GgufFile::open(f32_path), mx = GgufFile::open(mx_path);
-  const BuiltCheckpoint ck = build_checkpoint(f32, mx, tok_dir);
-  // More layers in the config than the checkpoint has.
-  {
-    const std::string dir = test::temp_dir() + "/hf-tiny-dsv4-layers";
+  const std::optional<Fixtures> fx = fixtures();
+  if (!fx) return test::skip("tiny-dsv4 / hf-tiny-dsv3 fixtures not found");
+  const GgufFile &f32 = fx->f32, &mx = fx->mx;
+  const BuiltCheckpoint ck = build_checkpoint(f32, mx, fx->tok_dir);
+  // The checkpoint with its config.json changed by `edit`, converted.
+  auto convert_edited = [&](const char* name, const std::function<void(nlohmann::json&)>& edit) {
+    const std::string dir = test::temp_dir() + "/" + name;
     fs::remove_all(dir);
     fs::copy(ck.dir, dir);
     nlohmann::json c = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
+    edit(c);
+    std::ofstream(dir + "/config.json") << c.dump(1);
+    return test::run_command({test::bin_dir() + "/moe-convert", dir, "-o", test::temp_dir() + "/bad-dsv4.gguf"});
+  };
+  // More layers in the config than the checkpoint has.
+  const auto more = convert_edited("hf-tiny-dsv4-layers", [](nlohmann::json& c) {
     c["num_hidden_layers"] = 5;
     c["compress_ratios"].push_back(0);
-    std::ofstream(dir + "/config.json") << c.dump(1);
-    const auto r = test::run_command({test::bin_dir() + "/moe-convert", dir, "-o", test::temp_dir() + "/bad-dsv4.gguf"});
-    CHECK(r.exit_code != 0);
-    CHECK(r.err.find("'layers.4.") != std::string::npos);
-    CHECK(r.err.find("is missing") != std::string::npos);
-  }
-  {
-    // Fewer layers in the config: layer 3's tensors are not part of the layout.
-    const std::string dir = test::temp_dir() + "/hf-tiny-dsv4-fewer";
-    fs::remove_all(dir);
-    fs::copy(ck.dir, dir);
-    nlohmann::json c = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
-    c["num_hidden_layers"] = 3;
-    std::ofstream(dir + "/config.json") << c.dump(1);
-    const auto r = test::run_command({test::bin_dir() + "/moe-convert", dir, "-o", test::temp_dir() + "/bad-dsv4.gguf"});
-    CHECK(r.exit_code != 0);
-    CHECK(r.err.find("tensor 'layers.3.") != std::string::npos);
-    CHECK(r.err.find("not part of DeepSeek-V4's layout") != std::string::npos);
-  }
-  {
-    // An expert count the tensors do not have.
-    const std::string dir = test::temp_dir() + "/hf-tiny-dsv4-experts";
-    fs::remove_all(dir);
-    fs::copy(ck.dir, dir);
-    nlohmann::json c = nlohmann::json::parse(std::ifstream(dir + "/config.json"));
-    c["moe_intermediate_size"] = 96;
-    std::ofstream(dir + "/config.json") << c.dump(1);
-    const auto r = test::run_command({test::bin_dir() + "/moe-convert", dir, "-o", test::temp_dir() + "/bad-dsv4.gguf"});
-    CHECK(r.exit_code != 0);
-    CHECK(r.err.find("has shape") != std::string::npos);
-    CHECK(!fs::exists(test::temp_dir() + "/bad-dsv4.gguf"));
-  }
+  });
+  CHECK(more.exit_code != 0);
+  CHECK(more.err.find("'layers.4.") != std::string::npos);
+  CHECK(more.err.find("is missing") != std::string::npos);
+  // Fewer layers in the config: layer 3's tensors are not part of the layout.
+  const auto fewer = convert_edited("hf-tiny-dsv4-fewer", [](nlohmann::json& c) { c["num_hidden_layers"] = 3; });
+  CHECK(fewer.exit_code != 0);
+  CHECK(fewer.err.find("tensor 'layers.3.") != std::string::npos);
+  CHECK(fewer.err.find("not part of DeepSeek-V4's layout") != std::string::npos);
+  // Experts of another width than the tensors have.
+  const auto width = convert_edited("hf-tiny-dsv4-experts", [](nlohmann::json& c) { c["moe_intermediate_size"] = 96; });
+  CHECK(width.exit_code != 0);
+  CHECK(width.err.find("has shape") != std::string::npos);
+  CHECK(!fs::exists(test::temp_dir() + "/bad-dsv4.gguf"));
 }

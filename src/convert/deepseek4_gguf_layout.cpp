@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "convert/quantize_plan.h"  // llama_tensor_order
 #include "core/error.h"
@@ -75,23 +76,27 @@ Deepseek4HfConfig read_deepseek4_config(const std::string& path, int64_t layers)
                   static_cast<long long>(c.num_hidden_layers));
     c.num_hidden_layers = layers;
   }
-  c.hidden_size = need<int64_t>(j, "hidden_size", path);
-  c.num_attention_heads = need<int64_t>(j, "num_attention_heads", path);
-  c.head_dim = need<int64_t>(j, "head_dim", path);
-  c.qk_rope_head_dim = need<int64_t>(j, "qk_rope_head_dim", path);
-  c.q_lora_rank = need<int64_t>(j, "q_lora_rank", path);
-  c.o_groups = need<int64_t>(j, "o_groups", path);
-  c.o_lora_rank = need<int64_t>(j, "o_lora_rank", path);
-  c.sliding_window = need<int64_t>(j, "sliding_window", path);
-  c.hc_mult = need<int64_t>(j, "hc_mult", path);
+  using F = int64_t Deepseek4HfConfig::*;
+  static const std::pair<const char*, F> kRequired[] = {
+      {"hidden_size", &Deepseek4HfConfig::hidden_size},
+      {"num_attention_heads", &Deepseek4HfConfig::num_attention_heads},
+      {"head_dim", &Deepseek4HfConfig::head_dim},
+      {"qk_rope_head_dim", &Deepseek4HfConfig::qk_rope_head_dim},
+      {"q_lora_rank", &Deepseek4HfConfig::q_lora_rank},
+      {"o_groups", &Deepseek4HfConfig::o_groups},
+      {"o_lora_rank", &Deepseek4HfConfig::o_lora_rank},
+      {"sliding_window", &Deepseek4HfConfig::sliding_window},
+      {"hc_mult", &Deepseek4HfConfig::hc_mult},
+      {"n_routed_experts", &Deepseek4HfConfig::n_routed_experts},
+      {"num_experts_per_tok", &Deepseek4HfConfig::num_experts_per_tok},
+      {"moe_intermediate_size", &Deepseek4HfConfig::moe_intermediate_size},
+      {"n_shared_experts", &Deepseek4HfConfig::n_shared_experts},
+      {"index_n_heads", &Deepseek4HfConfig::index_n_heads},
+      {"index_head_dim", &Deepseek4HfConfig::index_head_dim},
+      {"index_topk", &Deepseek4HfConfig::index_topk},
+  };
+  for (const auto& [key, field] : kRequired) c.*field = need<int64_t>(j, key, path);
   c.hc_sinkhorn_iters = opt<int64_t>(j, "hc_sinkhorn_iters", 20, path);
-  c.n_routed_experts = need<int64_t>(j, "n_routed_experts", path);
-  c.num_experts_per_tok = need<int64_t>(j, "num_experts_per_tok", path);
-  c.moe_intermediate_size = need<int64_t>(j, "moe_intermediate_size", path);
-  c.n_shared_experts = need<int64_t>(j, "n_shared_experts", path);
-  c.index_n_heads = need<int64_t>(j, "index_n_heads", path);
-  c.index_head_dim = need<int64_t>(j, "index_head_dim", path);
-  c.index_topk = need<int64_t>(j, "index_topk", path);
   c.num_hash_layers = std::min(need<int64_t>(j, "num_hash_layers", path), c.num_hidden_layers);
   c.max_position_embeddings = opt<int64_t>(j, "max_position_embeddings", 1048576, path);
   c.vocab_size = opt_id(j, "vocab_size", path);
