@@ -83,8 +83,8 @@ std::string encode_prompt_cache(const PromptCacheShape& shape, const PromptCache
   put(out, static_cast<uint32_t>(data.conversation.size()));
   out += data.conversation;
   put(out, static_cast<uint64_t>(data.tokens.size()));
-  out.append(reinterpret_cast<const char*>(data.tokens.data()), data.tokens.size() * sizeof(int32_t));
-  out.append(reinterpret_cast<const char*>(data.rows.data()), data.rows.size() * sizeof(float));
+  if (!data.tokens.empty()) out.append(reinterpret_cast<const char*>(data.tokens.data()), data.tokens.size() * sizeof(int32_t));
+  if (!data.rows.empty()) out.append(reinterpret_cast<const char*>(data.rows.data()), data.rows.size() * sizeof(float));
   put(out, static_cast<uint64_t>(data.state.size()));
   out += data.state;
   put(out, fnv1a(out));
@@ -131,10 +131,10 @@ PromptCacheData decode_prompt_cache(std::string_view bytes, const PromptCacheSha
   d.rows.resize(n * layers * row);
   const std::string_view tokens = r.bytes(n * sizeof(int32_t), "tokens");
   const std::string_view rows = r.bytes(d.rows.size() * sizeof(float), "rows");
-  if (n > 0) {  // an empty vector's data() may be null, which memcpy may not take
-    std::memcpy(d.tokens.data(), tokens.data(), tokens.size());
-    std::memcpy(d.rows.data(), rows.data(), rows.size());
-  }
+  // An empty vector's data() may be null, which memcpy may not take (a state
+  // file has tokens and no rows).
+  if (!tokens.empty()) std::memcpy(d.tokens.data(), tokens.data(), tokens.size());
+  if (!rows.empty()) std::memcpy(d.rows.data(), rows.data(), rows.size());
   const auto state_len = r.get<uint64_t>("state length");
   if (state_len > kMaxStateBytes || state_len + sizeof(uint64_t) != r.left())
     throw_error("prompt cache %s: a state of %llu bytes where %zu remain", what.c_str(),
