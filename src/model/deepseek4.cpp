@@ -12,10 +12,6 @@ namespace {
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
-// Channels of a compressor's projection per token: CSA's overlapping
-// windows read two halves.
-int64_t coff(int64_t ratio) { return ratio == 4 ? 2 : 1; }
-
 // A compressor's state ring: a block and the one before it (CSA's overlap)
 // plus a step's tokens, whole blocks so a block's rows are contiguous.
 int64_t state_ring_rows(int64_t ratio, int64_t step) { return (2 * ratio + step + ratio - 1) / ratio * ratio; }
@@ -52,9 +48,9 @@ size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch, LatentType type) const
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
     const int64_t r = c.compress_ratio(il);
     floats += sz((c.sliding_window + n_batch) * row);
-    if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * coff(r) * c.head_dim + row);
+    if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * Deepseek4Config::compressor_overlap(r) * c.head_dim + row);
     if (c.attention_kind(il) == Dsv4Attention::kCsa)
-      floats += sz(2 * state_ring_rows(4, n_batch) * 2 * c.index_head_dim + c.index_head_dim);
+      floats += sz(2 * state_ring_rows(4, n_batch) * Deepseek4Config::compressor_overlap(4) * c.index_head_dim + c.index_head_dim);
   }
   return floats * sizeof(float);
 }
@@ -94,10 +90,11 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
   qa_ = be_->alloc(n, c_.q_lora_rank);
   q_ = be_->alloc(n, H * d);
   kv_ = be_->alloc(n, d);
-  sc_kv_ = be_->alloc(n, 2 * d);
-  sc_score_ = be_->alloc(n, 2 * d);
-  ik_kv_ = be_->alloc(n, std::max<int64_t>(1, 2 * c_.index_head_dim));
-  ik_score_ = be_->alloc(n, std::max<int64_t>(1, 2 * c_.index_head_dim));
+  const int64_t widest = Deepseek4Config::compressor_overlap(4);  // CSA's compressors
+  sc_kv_ = be_->alloc(n, widest * d);
+  sc_score_ = be_->alloc(n, widest * d);
+  ik_kv_ = be_->alloc(n, std::max<int64_t>(1, widest * c_.index_head_dim));
+  ik_score_ = be_->alloc(n, std::max<int64_t>(1, widest * c_.index_head_dim));
   iq_ = be_->alloc(n, std::max<int64_t>(1, c_.index_n_heads * c_.index_head_dim));
   iw_ = be_->alloc(n, std::max<int64_t>(1, c_.index_n_heads));
   selected_ = be_->alloc_ids(n, std::max<int64_t>(1, c_.index_topk));
@@ -120,13 +117,13 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
       const int64_t row = LatentCache::storage_cols(cache_type_, d);
       lc.raw = be_->alloc(c_.sliding_window + n_rows_, row);
       if (r != 0) {
-        lc.state_kv = be_->alloc(state_ring_rows(r, n_rows_), coff(r) * d);
-        lc.state_score = be_->alloc(state_ring_rows(r, n_rows_), coff(r) * d);
+        lc.state_kv = be_->alloc(state_ring_rows(r, n_rows_), Deepseek4Config::compressor_overlap(r) * d);
+        lc.state_score = be_->alloc(state_ring_rows(r, n_rows_), Deepseek4Config::compressor_overlap(r) * d);
         lc.comp = be_->alloc(n_ctx / r + 1, row);
       }
       if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-        lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), 2 * c_.index_head_dim);
-        lc.index_score = be_->alloc(state_ring_rows(4, n_rows_), 2 * c_.index_head_dim);
+        lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c_.index_head_dim);
+        lc.index_score = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c_.index_head_dim);
         lc.index_keys = be_->alloc(n_ctx / 4 + 1, c_.index_head_dim);
       }
       st.layers.push_back(lc);

@@ -36,7 +36,7 @@ void Deepseek4Session::attention(int64_t il, const std::vector<SpanAt>& at, int6
   be_->matmul(L.wq_b, qa_, n, q_);
   be_->matmul(L.wkv, h_, n, kv_);
   be_->rms_norm(kv_, L.kv_norm, p.eps, n, kv_);
-  const int64_t width = (p.ratio == 4 ? 2 : 1) * c_.head_dim;
+  const int64_t width = Deepseek4Config::compressor_overlap(p.ratio) * c_.head_dim;
   if (L.compressor) {
     be_->matmul(L.compressor->wkv, h_, n, sc_kv_.reshaped(width));
     be_->matmul(L.compressor->wgate, h_, n, sc_score_.reshaped(width));

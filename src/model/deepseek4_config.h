@@ -82,6 +82,10 @@ struct Deepseek4Config {
   }
   int64_t compress_ratio(int64_t il) const { return compress_ratios[static_cast<size_t>(il)]; }
   int64_t rope_nope_dim() const { return head_dim - rope_dim; }
+  // A compressor's projection width per token, in compressed rows: CSA's
+  // blocks (ratio 4) overlap the block before, so its compressors (and the
+  // indexer's) project two halves; HCA's one.
+  static int64_t compressor_overlap(int64_t ratio) { return ratio == 4 ? 2 : 1; }
   // The scaling of layer il's rotations (plain for window-only layers).
   RopeScalingParams rope_scaling_params(int64_t il) const;
   // Width of the mixing vector of one hyper-connection: pre (hc), post (hc), comb (hc*hc).

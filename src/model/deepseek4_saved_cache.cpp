@@ -37,6 +37,25 @@ size_t sz(int64_t n) { return static_cast<size_t>(n); }
 // before n (what a continuation from n needs) and h more.
 int64_t from(int64_t n, int64_t h, int64_t back) { return std::max<int64_t>(0, n - h - back); }
 
+// One part of a layer's state: a ring whose last `back` positions before n
+// a continuation needs (per == 0), or a table with a row per block of `per`
+// positions (back == 0), rows in position order.
+template <class Cache, class Fn>
+void for_each_saved_part(Cache& c, const Deepseek4Config& cfg, int64_t il, Fn&& fn) {
+  const int64_t r = cfg.compress_ratio(il);
+  fn(c.raw, cfg.sliding_window, int64_t{0});
+  if (r != 0) {
+    fn(c.state_kv, 2 * r, int64_t{0});
+    fn(c.state_score, 2 * r, int64_t{0});
+    fn(c.comp, int64_t{0}, r);
+  }
+  if (cfg.attention_kind(il) == Dsv4Attention::kCsa) {
+    fn(c.index_kv, int64_t{8}, int64_t{0});
+    fn(c.index_score, int64_t{8}, int64_t{0});
+    fn(c.index_keys, int64_t{0}, int64_t{4});
+  }
+}
+
 }  // namespace
 
 PromptCacheShape Deepseek4Session::saved_cache_shape() const {
@@ -56,16 +75,12 @@ int64_t Deepseek4Session::ring_history(const SeqState& st, int64_t n) const {
   // loaded part (valid_from) nor overwritten (more than its rows before high).
   for (int64_t h = std::min(kSavedHistory, n); h >= 0; --h) {
     bool ok = true;
-    for (int64_t il = 0; il < c_.num_hidden_layers && ok; ++il) {
-      const Dsv4LayerCache& c = st.layers[sz(il)];
-      const int64_t r = c_.compress_ratio(il);
-      auto holds = [&](const Act& ring, int64_t back) {
+    for (int64_t il = 0; il < c_.num_hidden_layers && ok; ++il)
+      for_each_saved_part(st.layers[sz(il)], c_, il, [&](const Act& ring, int64_t back, int64_t) {
+        if (back == 0) return;  // a table keeps every block
         const int64_t lo = from(n, h, back);
-        return lo >= st.valid_from && lo >= st.high - ring.rows;
-      };
-      ok = holds(c.raw, c_.sliding_window) && (r == 0 || holds(c.state_kv, 2 * r)) &&
-           (c_.attention_kind(il) != Dsv4Attention::kCsa || holds(c.index_kv, 8));
-    }
+        ok = ok && lo >= st.valid_from && lo >= st.high - ring.rows;
+      });
     if (ok) return h;
   }
   return -1;
@@ -95,21 +110,11 @@ void Deepseek4Session::saved_cache_export(int64_t n, PromptCacheData& d) {
       put(row.data(), row.size() * sizeof(float));
     }
   };
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
-    const Dsv4LayerCache& c = st.layers[sz(il)];
-    const int64_t r = c_.compress_ratio(il);
-    save(c.raw, from(n, h, c_.sliding_window), n, true);
-    if (r != 0) {
-      save(c.state_kv, from(n, h, 2 * r), n, true);
-      save(c.state_score, from(n, h, 2 * r), n, true);
-      save(c.comp, 0, n / r, false);
-    }
-    if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-      save(c.index_kv, from(n, h, 8), n, true);
-      save(c.index_score, from(n, h, 8), n, true);
-      save(c.index_keys, 0, n / 4, false);
-    }
-  }
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    for_each_saved_part(st.layers[sz(il)], c_, il, [&](const Act& a, int64_t back, int64_t per) {
+      if (back > 0) save(a, from(n, h, back), n, true);
+      else save(a, 0, n / per, false);
+    });
 }
 
 void Deepseek4Session::saved_cache_import(const PromptCacheData& d, int64_t n_use) {
@@ -131,14 +136,10 @@ void Deepseek4Session::saved_cache_import(const PromptCacheData& d, int64_t n_us
                 static_cast<long long>(n), static_cast<long long>(h), static_cast<long long>(n_saved));
   // The length the model's shape gives, before anything is written.
   size_t want = head;
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
-    const int64_t r = c_.compress_ratio(il), d_ = c_.head_dim, dI = c_.index_head_dim;
-    const int64_t row = LatentCache::storage_cols(cache_type_, d_);  // raw and compressed rows as stored
-    want += sz(n - from(n, h, c_.sliding_window)) * sz(row) * sizeof(float);
-    if (r != 0) want += (2 * sz(n - from(n, h, 2 * r)) * sz((r == 4 ? 2 : 1) * d_) + sz(n / r) * sz(row)) * sizeof(float);
-    if (c_.attention_kind(il) == Dsv4Attention::kCsa)
-      want += (2 * sz(n - from(n, h, 8)) * sz(2 * dI) + sz(n / 4) * sz(dI)) * sizeof(float);
-  }
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    for_each_saved_part(seqs_[0].layers[sz(il)], c_, il, [&](const Act& a, int64_t back, int64_t per) {
+      want += sz(back > 0 ? n - from(n, h, back) : n / per) * sz(a.cols) * sizeof(float);
+    });
   if (b.size() != want)
     throw_error("saved cache: a DeepSeek-V4 state of %zu bytes; %lld positions of this model take %zu", b.size(),
                 static_cast<long long>(n), want);
@@ -153,21 +154,11 @@ void Deepseek4Session::saved_cache_import(const PromptCacheData& d, int64_t n_us
     at += sz(lo - lo_saved) * bytes;  // positions this session's rings do not keep
     for (int64_t p = lo; p < hi; ++p, at += bytes) be_->copy_from_host(a.row(ring ? p % a.rows : p), b.data() + at, bytes);
   };
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
-    Dsv4LayerCache& c = st.layers[sz(il)];
-    const int64_t r = c_.compress_ratio(il);
-    load(c.raw, from(n, h, c_.sliding_window), from(n, h_use, c_.sliding_window), n, true);
-    if (r != 0) {
-      load(c.state_kv, from(n, h, 2 * r), from(n, h_use, 2 * r), n, true);
-      load(c.state_score, from(n, h, 2 * r), from(n, h_use, 2 * r), n, true);
-      load(c.comp, 0, 0, n / r, false);
-    }
-    if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-      load(c.index_kv, from(n, h, 8), from(n, h_use, 8), n, true);
-      load(c.index_score, from(n, h, 8), from(n, h_use, 8), n, true);
-      load(c.index_keys, 0, 0, n / 4, false);
-    }
-  }
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    for_each_saved_part(st.layers[sz(il)], c_, il, [&](Act& a, int64_t back, int64_t per) {
+      if (back > 0) load(a, from(n, h, back), from(n, h_use, back), n, true);
+      else load(a, 0, 0, n / per, false);
+    });
   MOE_ASSERT(at == b.size(), "saved_cache_import: read %zu of %zu bytes", at, b.size());
   st.tokens = d.tokens;
   st.high = n;

@@ -18,7 +18,7 @@ HyperConnWeights bind_hc(TensorBinder& b, const Deepseek4Config& c, const std::s
 
 CompressorWeights bind_compressor(TensorBinder& b, const Deepseek4Config& c, int64_t il, const char* prefix,
                                   int64_t dim) {
-  const int64_t ratio = c.compress_ratio(il), coff = ratio == 4 ? 2 : 1;
+  const int64_t ratio = c.compress_ratio(il), coff = Deepseek4Config::compressor_overlap(ratio);
   auto name = [&](const char* what) { return blk(il, (std::string(prefix) + what).c_str()); };
   CompressorWeights w;
   w.wkv = b.tensor(name("_kv.weight"), {c.hidden_size, coff * dim});
