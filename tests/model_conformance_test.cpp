@@ -26,27 +26,6 @@ std::vector<float> read_f32(const std::string& path) {
   return v;
 }
 
-int64_t argmax(const float* x, int64_t n) {
-  int64_t b = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (x[i] > x[b]) b = i;
-  return b;
-}
-
-// KL(p || q) of the softmaxes of two logit rows, in nats.
-double kl_divergence(const float* p, const float* q, int64_t n) {
-  double mp = -INFINITY, mq = -INFINITY;
-  for (int64_t i = 0; i < n; ++i) mp = std::max(mp, double(p[i])), mq = std::max(mq, double(q[i]));
-  double sp = 0, sq = 0;
-  for (int64_t i = 0; i < n; ++i) sp += std::exp(p[i] - mp), sq += std::exp(q[i] - mq);
-  double kl = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
-    kl += std::exp(lp) * (lp - lq);
-  }
-  return kl;
-}
-
 struct Comparison {
   double max_abs = 0;
   int top1_agree = 0;
@@ -54,8 +33,8 @@ struct Comparison {
   double kl_sum = 0;
   void add(const float* ref, const float* ours, int64_t V) {
     for (int64_t i = 0; i < V; ++i) max_abs = std::max(max_abs, double(std::fabs(ref[i] - ours[i])));
-    top1_agree += argmax(ref, V) == argmax(ours, V);
-    kl_sum += kl_divergence(ref, ours, V);
+    top1_agree += test::argmax(ref, V) == test::argmax(ours, V);
+    kl_sum += test::kl_divergence(ref, ours, V);
     ++rows;
   }
   double top1() const { return double(top1_agree) / rows; }
@@ -98,7 +77,7 @@ RunResult run_fixture(const std::string& gguf, const std::string& json, const st
   std::vector<float> row(static_cast<size_t>(V));
   const float* last = &logits[size_t((n - 1) * V)];
   for (size_t k = 0; k < greedy.size(); ++k) {
-    r.greedy.push_back(static_cast<int32_t>(argmax(last, V)));
+    r.greedy.push_back(static_cast<int32_t>(test::argmax(last, V)));
     s.forward(&greedy[k], 1, row.data(), false);
     r.decode.add(&dec[k * size_t(V)], row.data(), V);
     last = row.data();

@@ -445,20 +445,9 @@ TEST_CASE("deepseek4: -ctk f16, bf16 and q8_0 store the raw and compressed rows 
     // 0.980, mean KL 0.017 / 0.021 against the f32 cache).
     CHECK(max_abs_diff(got, exact) > 0);
     if (t == LatentType::kF16) CHECK(max_abs_diff(got, exact) < 0.05);
-    int same = 0;
-    double kl = 0;
-    for (size_t r = 0; r < f.prompt.size(); ++r) {
-      const float* x = exact.data() + r * size_t(V);
-      const float* y = got.data() + r * size_t(V);
-      same += std::max_element(x, x + V) - x == std::max_element(y, y + V) - y;
-      const double mx = *std::max_element(x, x + V), my = *std::max_element(y, y + V);
-      double sx = 0, sy = 0;
-      for (int64_t v = 0; v < V; ++v) sx += std::exp(x[v] - mx), sy += std::exp(y[v] - my);
-      for (int64_t v = 0; v < V; ++v)
-        kl += std::exp(x[v] - mx) / sx * ((x[v] - mx - std::log(sx)) - (y[v] - my - std::log(sy)));
-    }
-    CHECK(double(same) / double(f.prompt.size()) >= 0.95);
-    CHECK(kl / double(f.prompt.size()) <= 0.05);
+    const test::LogitAgreement a = test::logit_agreement(exact.data(), got.data(), int64_t(f.prompt.size()), V);
+    CHECK(a.top1 >= 0.95);
+    CHECK(a.mean_kl <= 0.05);
     // The bytes per token follow the type: half of f32 for the 16-bit types.
     CHECK(m->cache_bytes_per_token(t) < m->cache_bytes_per_token(LatentType::kF32));
     // Chunked prompts and saved states work in the type too.

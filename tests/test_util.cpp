@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -228,6 +230,40 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorByte
   file.insert(file.end(), header.begin(), header.end());
   file.insert(file.end(), data.begin(), data.end());
   write_file(path, file);
+}
+
+int64_t argmax(const float* x, int64_t n) {
+  int64_t b = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (x[i] > x[b]) b = i;
+  return b;
+}
+
+double kl_divergence(const float* p, const float* q, int64_t n) {
+  double mp = -INFINITY, mq = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mp = std::max(mp, double(p[i])), mq = std::max(mq, double(q[i]));
+  double sp = 0, sq = 0;
+  for (int64_t i = 0; i < n; ++i) sp += std::exp(p[i] - mp), sq += std::exp(q[i] - mq);
+  double kl = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double lp = p[i] - mp - std::log(sp), lq = q[i] - mq - std::log(sq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
+
+LogitAgreement logit_agreement(const float* ref, const float* got, int64_t rows, int64_t V) {
+  LogitAgreement a;
+  if (rows <= 0) return a;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = ref + r * V;
+    const float* y = got + r * V;
+    a.top1 += argmax(x, V) == argmax(y, V);
+    a.mean_kl += kl_divergence(x, y, V);
+  }
+  a.top1 /= double(rows);
+  a.mean_kl /= double(rows);
+  return a;
 }
 
 }  // namespace moe::test

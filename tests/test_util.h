@@ -88,6 +88,16 @@ double ruth_perplexity(const std::string& model);
 // IQ and imatrix tests quantize, as llama-quantize's references did.
 std::string trained_model_f32(const std::string& dir);
 
+// Logit rows compared: the index of a row's largest logit, KL(p || q) of
+// two rows' softmaxes in nats, and over rows [rows][V] the share with the
+// same top token and the mean KL(ref || got): the bug catchers' measures.
+int64_t argmax(const float* x, int64_t n);
+double kl_divergence(const float* p, const float* q, int64_t n);
+struct LogitAgreement {
+  double top1 = 0, mean_kl = 0;
+};
+LogitAgreement logit_agreement(const float* ref, const float* got, int64_t rows, int64_t V);
+
 // FNV-1a 64 of n bytes, continuing from h (the offset basis by default):
 // the hash the quantizer tests compare with ggml's output.
 inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {

@@ -130,13 +130,7 @@ GgmlType float_type(const SafetensorInfo& src, const std::vector<int64_t>& ne, C
   if (n_dims < 2 || src.dtype == SafetensorsDtype::F32) return GgmlType::F32;
   if (fp8) return fits(GgmlType::Q8_0) ? GgmlType::Q8_0 : GgmlType::F32;
   if (src.dtype == SafetensorsDtype::BF16) return GgmlType::BF16;
-  switch (outtype) {
-    case ConvertOutType::F32: return GgmlType::F32;
-    case ConvertOutType::F16: return GgmlType::F16;
-    case ConvertOutType::BF16: return GgmlType::BF16;
-    case ConvertOutType::Q8_0: return fits(GgmlType::Q8_0) ? GgmlType::Q8_0 : GgmlType::F16;
-  }
-  return GgmlType::F32;
+  return outtype_matrix_type(outtype, ne[0]);
 }
 
 // One expert's FP4 rows as ggml MXFP4 blocks: per 32 values the E8M0 byte,

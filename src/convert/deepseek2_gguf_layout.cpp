@@ -235,6 +235,10 @@ GgmlType deepseek2_tensor_type(const std::string& name, size_t n_dims, int64_t n
   if (n_dims <= 1 || ends_with(name, "_norm.weight")) return GgmlType::F32;
   // Tensors llama.cpp's quantizer also keeps in F32: the router, and biases.
   if (ends_with(name, ".ffn_gate_inp.weight") || !ends_with(name, ".weight")) return GgmlType::F32;
+  return outtype_matrix_type(outtype, ne0);
+}
+
+GgmlType outtype_matrix_type(ConvertOutType outtype, int64_t ne0) {
   switch (outtype) {
     case ConvertOutType::F32: return GgmlType::F32;
     case ConvertOutType::F16: return GgmlType::F16;

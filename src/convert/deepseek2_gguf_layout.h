@@ -62,5 +62,8 @@ std::optional<std::string> deepseek2_tensor_name(const std::string& hf_name, int
 // otherwise the outtype, except that Q8_0 falls back to F16 for rows that
 // are not whole 32-element blocks (gguf-py's QuantError fallback).
 GgmlType deepseek2_tensor_type(const std::string& gguf_name, size_t n_dims, int64_t ne0, ConvertOutType outtype);
+// The outtype's storage type for a matrix whose rows are `ne0` long (the
+// rule above, without the name-based F32 cases).
+GgmlType outtype_matrix_type(ConvertOutType outtype, int64_t ne0);
 
 }  // namespace moe
