@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <random>
@@ -141,6 +142,61 @@ TEST_CASE("dsa: each token chooses among its own and earlier positions, the best
   }
 }
 
+// -ctk types hold the index keys too (as llama.cpp's K cache type does): a
+// key is stored as its f32 value rounded to the type, a shift turns the
+// stored key's value, and the choice is the one the decoded keys give,
+// exactly (each key's score alone; chunks of decoded keys change nothing).
+TEST_CASE("dsa: index keys stored in f16, bf16 and q8_0 are written, shifted and chosen by their decoded values") {
+  CpuBackend be("CPU", 2);
+  DsaParams p;
+  p.n_heads = 4, p.head_dim = 64, p.top_k = 8, p.rope_dim = 16;
+  std::vector<float> freqs(8);
+  for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.0f, -float(i) / 8.0f);
+  p.rope_freqs = TensorView::contiguous("f", GgmlType::F32, {8, 1, 1, 1}, reinterpret_cast<const uint8_t*>(freqs.data()));
+  const int64_t n_ctx = 300, n = 4, pos0 = n_ctx - n, D = p.head_dim;
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const Act k_raw = be.alloc(n_ctx, D);
+  for (int64_t i = 0; i < n_ctx * D; ++i) k_raw.data[i] = normal(rng);
+  std::vector<float> norm(static_cast<size_t>(D)), norm_b(static_cast<size_t>(D));
+  for (int64_t i = 0; i < D; ++i) norm[size_t(i)] = 1.0f + 0.1f * normal(rng), norm_b[size_t(i)] = 0.1f * normal(rng);
+  const TensorView nv = TensorView::contiguous("n", GgmlType::F32, {D, 1, 1, 1}, reinterpret_cast<const uint8_t*>(norm.data()));
+  const TensorView nb = TensorView::contiguous("b", GgmlType::F32, {D, 1, 1, 1}, reinterpret_cast<const uint8_t*>(norm_b.data()));
+  const Act q = be.alloc(n, p.n_heads * D), w = be.alloc(n, p.n_heads);
+  for (int64_t i = 0; i < n * q.cols; ++i) q.data[i] = normal(rng);
+  for (int64_t i = 0; i < n * w.cols; ++i) w.data[i] = normal(rng);
+  DsaParams pf = p;
+  const Act exact = be.alloc(n_ctx, D);
+  be.dsa_keys_append(pf, k_raw, nv, nb, exact, 0, n_ctx);
+  for (const LatentType type : {LatentType::kBf16, LatentType::kF16, LatentType::kQ8_0}) {
+    CAPTURE(std::string(latent_type_name(type)));
+    p.key_type = type;
+    const Act keys = be.alloc(n_ctx, LatentCache::storage_cols(type, D));
+    be.dsa_keys_append(p, k_raw, nv, nb, keys, 0, n_ctx);
+    std::vector<float> stored(static_cast<size_t>(keys.cols)), x(static_cast<size_t>(D));
+    for (int64_t s = 0; s < n_ctx; ++s) {
+      latent_row_encode(type, exact.row(s), D, stored.data());
+      REQUIRE(std::memcmp(stored.data(), keys.row(s), stored.size() * sizeof(float)) == 0);
+    }
+    // The choice over stored keys is the choice over their decoded values.
+    const Act decoded = be.alloc(n_ctx, D);
+    for (int64_t s = 0; s < n_ctx; ++s) latent_row_decode(type, keys.row(s), D, decoded.row(s));
+    const Ids got = be.alloc_ids(n, p.top_k), want = be.alloc_ids(n, p.top_k);
+    be.dsa_select(p, q, w, keys, pos0, n, got);
+    be.dsa_select(pf, q, w, decoded, pos0, n, want);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t j = 0; j < p.top_k; ++j) REQUIRE(got.row(t)[j] == want.row(t)[j]);
+    // A shift (rows 10.. to 3..) turns the stored value and stores it again.
+    be.dsa_keys_shift(p, keys, 10, 3, 50);
+    for (int64_t s = 0; s < 50; ++s) {
+      std::copy(decoded.row(10 + s), decoded.row(10 + s) + D, x.begin());
+      dsa_key_shift(pf, x.data(), 10 + s, 3 + s);
+      latent_row_encode(type, x.data(), D, stored.data());
+      REQUIRE(std::memcmp(stored.data(), keys.row(3 + s), stored.size() * sizeof(float)) == 0);
+    }
+  }
+}
+
 // Sparse attention gathers the chosen rows in the cache's own type and
 // attends them with that type's kernels: with every position chosen, in
 // order, it is dense attention over the same rows, bit for bit, for each
@@ -222,4 +278,59 @@ TEST_CASE("dsa: the tiny V3.2 model attends sparsely: dense attention changes th
   MESSAGE("max |sparse - dense|: rows before top_k " << before << ", after " << after);
   CHECK(before == 0.0);
   CHECK(after > 0.1);
+}
+
+// The tiny V3.2 model with its cache in each -ctk type: the index keys take
+// the type's bytes beside the latent rows (half of f32's for f16 and
+// bf16), the logits stay near the f32 cache's, and a saved state of the
+// typed rows loads back to the same continuation.
+TEST_CASE("deepseek32: -ctk f16, bf16 and q8_0 keep the index keys in the cache's type") {
+  const std::string src = test::shared_fixture("models/tiny-dsv32.f32.gguf");
+  if (src.empty()) return test::skip("tiny-dsv32.f32 fixture not found");
+  const auto tokens = nlohmann::json::parse(std::ifstream(src.substr(0, src.size() - 5) + ".json"))["prompt_tokens"]
+                          .get<std::vector<int32_t>>();
+  const auto model = Deepseek2Model::load(src);
+  const auto run = [&](LatentType type, std::vector<float>& l) {
+    SessionOptions o;
+    o.n_ctx = 128, o.n_batch = 64, o.cache_type = type, o.backends.n_threads = 2;
+    auto s = std::make_unique<Deepseek2Session>(*model, o);
+    l.resize(tokens.size() * size_t(s->n_vocab()));
+    s->forward(tokens.data(), int64_t(tokens.size()), l.data(), true);
+    return s;
+  };
+  std::vector<float> exact, got;
+  run(LatentType::kF32, exact);
+  const int64_t V = model->config().vocab_size, rows = int64_t(tokens.size());
+  for (const LatentType type : {LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0}) {
+    CAPTURE(std::string(latent_type_name(type)));
+    auto s = run(type, got);
+    const test::LogitAgreement a = test::logit_agreement(exact.data(), got.data(), rows, V);
+    MESSAGE(std::string(latent_type_name(type)) << ": top-1 " << a.top1 << ", mean KL " << a.mean_kl);
+    // This random model's near-tied index scores make it sensitive: measured
+    // against the f32 cache, f16 top-1 1.0 / mean KL 0.0013, bf16 0.925 /
+    // 0.083, q8_0 0.849 / 0.36 (with the index keys left f32: 1.0 / 1e-6,
+    // 0.943 / 0.093, 0.925 / 0.21; llama.cpp's bf16 cache against its f32
+    // one: 0.943 / 0.072). Bounds to catch a wrong row size or type.
+    const double min_top1 = type == LatentType::kF16 ? 0.99 : type == LatentType::kBf16 ? 0.9 : 0.8;
+    const double max_kl = type == LatentType::kF16 ? 0.01 : type == LatentType::kBf16 ? 0.15 : 0.5;
+    CHECK(a.top1 >= min_top1);
+    CHECK(a.mean_kl <= max_kl);
+    if (type != LatentType::kQ8_0) CHECK(2 * model->kv_cache_bytes(128, type) == model->kv_cache_bytes(128, LatentType::kF32));
+    // Saved at n - 1 and loaded into a fresh session: the last token's logits
+    // are the uninterrupted run's.
+    PromptCacheData d;
+    d.tokens.assign(tokens.begin(), tokens.end() - 1);
+    auto part = run(type, got);  // the full prompt, then back to n - 1
+    part->truncate(rows - 1);
+    part->saved_cache_export(rows - 1, d);
+    SessionOptions o;
+    o.n_ctx = 128, o.n_batch = 64, o.cache_type = type, o.backends.n_threads = 2;
+    Deepseek2Session fresh(*model, o);
+    fresh.saved_cache_import(d, rows - 1);
+    std::vector<float> last(static_cast<size_t>(V)), want(static_cast<size_t>(V));
+    fresh.forward(&tokens.back(), 1, last.data(), false);
+    s->truncate(rows - 1);
+    s->forward(&tokens.back(), 1, want.data(), false);
+    CHECK(std::equal(last.begin(), last.end(), want.begin()));
+  }
 }

@@ -428,28 +428,33 @@ TEST_CASE("deepseek4: a saved state loads into a session of another step size, a
   CHECK(a.n_past() == static_cast<int64_t>(f.prompt.size()));  // untouched
 }
 
-TEST_CASE("deepseek4: -ctk f16, bf16 and q8_0 store the raw and compressed rows in that type") {
+TEST_CASE("deepseek4: -ctk f16, bf16 and q8_0 store the raw and compressed rows and the index keys in that type") {
   const Fixture f = fixture();
   if (f.gguf.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
   const auto m = Deepseek4Model::load(f.gguf);
   const int64_t V = m->config().vocab_size;
   const std::vector<float> exact = prompt_logits(*m, f.prompt, 64);
   for (LatentType t : {LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0}) {
-    CAPTURE(latent_type_name(t));
+    CAPTURE(std::string(latent_type_name(t)));
     Deepseek4Session s(*m, 256, 64, 2, 1, t);
     std::vector<float> got(f.prompt.size() * size_t(V));
     s.forward(f.prompt.data(), int64_t(f.prompt.size()), got.data(), true);
     // Rounding the cached rows moves the logits: a little for f16 (measured
-    // 4.8e-3); bf16 and q8_0 move this random model's most sensitive rows
-    // by up to 13 (as llama.cpp's own f16 cache does; measured top-1 0.995 /
-    // 0.980, mean KL 0.017 / 0.021 against the f32 cache).
+    // top-1 1.0, mean KL 2.4e-5, max |d| 0.61 where a rounded index key
+    // changes a choice); bf16 and q8_0 move this random model's most
+    // sensitive rows by up to 13 (as llama.cpp's own f16 cache does;
+    // measured top-1 0.995 / 0.985, mean KL 0.017 / 0.018 against the f32
+    // cache, and 0.0019 / 0.0020 against llama.cpp's f16 cache).
     CHECK(max_abs_diff(got, exact) > 0);
-    if (t == LatentType::kF16) CHECK(max_abs_diff(got, exact) < 0.05);
     const test::LogitAgreement a = test::logit_agreement(exact.data(), got.data(), int64_t(f.prompt.size()), V);
+    MESSAGE(std::string(latent_type_name(t)) << ": top-1 " << a.top1 << ", mean KL " << a.mean_kl);
+    if (t == LatentType::kF16) CHECK(a.mean_kl < 1e-3);
     CHECK(a.top1 >= 0.95);
     CHECK(a.mean_kl <= 0.05);
-    // The bytes per token follow the type: half of f32 for the 16-bit types.
-    CHECK(m->cache_bytes_per_token(t) < m->cache_bytes_per_token(LatentType::kF32));
+    // Every row that grows with the context is in the type: the 16-bit
+    // types take half of f32's bytes per token.
+    if (t != LatentType::kQ8_0) CHECK(2 * m->cache_bytes_per_token(t) == m->cache_bytes_per_token(LatentType::kF32));
+    else CHECK(m->cache_bytes_per_token(t) < m->cache_bytes_per_token(LatentType::kF16));
     // Chunked prompts and saved states work in the type too.
     Deepseek4Session c(*m, 256, 7, 2, 1, t);
     std::vector<float> chunked(f.prompt.size() * size_t(V));

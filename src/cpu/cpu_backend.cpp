@@ -367,17 +367,21 @@ void CpuBackend::mla_output_lift(const MlaParams& p, const Act& o_lat, const Ten
 
 void CpuBackend::dsa_keys_append(const DsaParams& p, const Act& k_raw, const TensorView& norm, const TensorView& norm_b,
                                  Act keys, int64_t pos0, int64_t n) {
-  for (int64_t t = 0; t < n; ++t)
-    dsa_key(p, k_raw.row(t), norm.f32(), norm_b.f32(), static_cast<float>(pos0 + t), keys.row(pos0 + t));
+  std::vector<float> key(sz(p.head_dim));
+  for (int64_t t = 0; t < n; ++t) {
+    dsa_key(p, k_raw.row(t), norm.f32(), norm_b.f32(), static_cast<float>(pos0 + t), key.data());
+    dsa_key_store(p, key.data(), keys.row(pos0 + t));
+  }
 }
 
 void CpuBackend::dsa_keys_shift(const DsaParams& p, Act keys, int64_t src0, int64_t dst0, int64_t n) {
   MOE_ASSERT(dst0 <= src0 && src0 + n <= keys.rows, "dsa_keys_shift: rows %lld.. to %lld..", static_cast<long long>(src0),
              static_cast<long long>(dst0));
+  std::vector<float> key(sz(p.head_dim));
   for (int64_t t = 0; t < n; ++t) {
-    float* dst = keys.row(dst0 + t);
-    if (dst0 != src0) std::memcpy(dst, keys.row(src0 + t), sz(keys.cols) * sizeof(float));
-    dsa_key_shift(p, dst, src0 + t, dst0 + t);
+    latent_row_decode(p.key_type, keys.row(src0 + t), p.head_dim, key.data());
+    dsa_key_shift(p, key.data(), src0 + t, dst0 + t);
+    dsa_key_store(p, key.data(), keys.row(dst0 + t));
   }
 }
 
@@ -396,7 +400,7 @@ void CpuBackend::dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, 
     std::memcpy(q, q_raw.row(t), sz(H * D) * sizeof(float));
     for (int64_t h = 0; h < H; ++h) dsa_rotate(p, q + h * D, static_cast<float>(pos0 + t));
     const auto part = [&](int64_t s0, int64_t s1, int) {
-      scores_fn(p, q, w.row(t), keys.row(s0), keys.stride, s1 - s0, scores + s0);
+      dsa_scores_stored(scores_fn, p, q, w.row(t), keys.row(s0), keys.stride, s1 - s0, scores + s0);
     };
     if (seen * H * D < kMinParallelMacs) part(0, seen, 0);
     else pool_.parallel_for(seen, part);

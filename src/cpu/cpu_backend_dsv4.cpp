@@ -103,8 +103,8 @@ void CpuBackend::dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act
     const int64_t blk = pos / ratio, start = blk * ratio;
     const bool has_prev = overlap && blk > 0;
     const int64_t cur = start % skv.rows, prev = has_prev ? (start - ratio) % skv.rows : 0;
-    // The index keys stay f32; the attention's rows are stored in the cache type.
-    const bool typed = !indexer && p.cache_type != LatentType::kF32;
+    // Compressed rows and index keys are stored in the cache type.
+    const bool typed = p.cache_type != LatentType::kF32;
     float* row = typed ? scratch(dsv4_row_, sz(dim)) : rows.row(blk);
     dsv4_compress_block(has_prev ? skv.row(prev) : nullptr, has_prev ? ssc.row(prev) : nullptr, skv.row(cur),
                         ssc.row(cur), ratio, dim, overlap, row);
@@ -122,6 +122,7 @@ void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w
   DsaParams dp;
   dp.n_heads = HI;
   dp.head_dim = dI;
+  dp.key_type = p.cache_type;
   const DsaScoresFn fast = dsa_scores_kernel();
   const int64_t most = (pos0 + n) / 4 + 1;
   float* scores_all = scratch(dsv4_scores_, sz(pool_.size() * most));
@@ -133,7 +134,8 @@ void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w
   // Scores of keys [k0, k1) for token t (each key's score alone, so the
   // keys may be split among threads).
   auto score = [&](int64_t t, int64_t k0, int64_t k1, float* scores) {
-    (fast ? fast : dsa_scores)(dp, iq.row(t), w.row(t), c.index_keys.row(k0), c.index_keys.stride, k1 - k0, scores + k0);
+    dsa_scores_stored(fast ? fast : dsa_scores, dp, iq.row(t), w.row(t), c.index_keys.row(k0), c.index_keys.stride,
+                      k1 - k0, scores + k0);
   };
   auto choose = [&](int64_t t, const float* scores, int32_t* order) {
     const int64_t n_visible = (pos0 + t + 1) / 4;  // blocks that end at or before this token

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/error.h"
+#include "cpu/latent_rows.h"
 #include "quant/dot_f32.h"
 
 namespace moe {
@@ -73,6 +75,26 @@ void dsa_scores(const DsaParams& p, const float* q, const float* w, const float*
       score += std::max(dot_f32(q + h * D, k, D), 0.0f) * (w[h] * wscale);
     }
     scores[s] = score;
+  }
+}
+
+void dsa_key_store(const DsaParams& p, const float* key, float* stored) {
+  if (p.key_type == LatentType::kF32) std::copy(key, key + p.head_dim, stored);
+  else latent_row_encode(p.key_type, key, p.head_dim, stored);
+}
+
+void dsa_scores_stored(DsaScoresFn fn, const DsaParams& p, const float* q, const float* w, const float* keys,
+                       int64_t key_stride, int64_t n_kv, float* scores) {
+  if (p.key_type == LatentType::kF32) return fn(p, q, w, keys, key_stride, n_kv, scores);
+  constexpr int64_t kChunkFloats = 8192;  // 32 KB: L1-sized, and a few hundred keys' products per decode
+  const int64_t D = p.head_dim;
+  MOE_ASSERT(D <= kChunkFloats, "dsa_scores_stored: index keys of %lld values", static_cast<long long>(D));
+  float chunk[kChunkFloats];
+  const int64_t per = kChunkFloats / D;
+  for (int64_t s0 = 0; s0 < n_kv; s0 += per) {
+    const int64_t m = std::min(per, n_kv - s0);
+    for (int64_t i = 0; i < m; ++i) latent_row_decode(p.key_type, keys + (s0 + i) * key_stride, D, chunk + i * D);
+    fn(p, q, w, chunk, D, m, scores + s0);
   }
 }
 

@@ -44,6 +44,15 @@ using DsaScoresFn = void (*)(const DsaParams& p, const float* q, const float* w,
                              int64_t n_kv, float* scores);
 DsaScoresFn dsa_scores_kernel();
 
+// Keys as the cache stores them (p.key_type; rows key_stride floats apart):
+// dsa_key_store writes an f32 key into a stored row, dsa_scores_stored
+// scores stored rows with fn, f32 rows in place and the others decoded a
+// chunk of keys at a time into a buffer on the stack (each key's score
+// alone, so chunks and threads do not change it).
+void dsa_key_store(const DsaParams& p, const float* key, float* stored);
+void dsa_scores_stored(DsaScoresFn fn, const DsaParams& p, const float* q, const float* w, const float* keys,
+                       int64_t key_stride, int64_t n_kv, float* scores);
+
 // The positions of the k best scores of n (all n when n <= k), as ggml's
 // top_k picks them; returns how many. order: n ints of scratch.
 int64_t dsa_top_k(const float* scores, int64_t n, int64_t k, int32_t* out, int32_t* order);

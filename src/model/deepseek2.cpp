@@ -78,9 +78,9 @@ std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
 uint64_t Deepseek2Model::fingerprint() const { return model_fingerprint(file_, config_.vocab_size); }
 
 size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {  // one sequence
-  // The latent rows, and DeepSeek-V3.2's index keys (f32) beside them.
+  // The latent rows, and DeepSeek-V3.2's index keys beside them, both in the type.
   const int64_t cols = LatentCache::storage_cols(type, config_.kv_lora_rank + config_.qk_rope_head_dim) +
-                       config_.index_head_dim;
+                       (config_.has_indexer() ? LatentCache::storage_cols(type, config_.index_head_dim) : 0);
   return sz(config_.num_hidden_layers * n_ctx * cols) * sizeof(float);
 }
 
@@ -222,7 +222,8 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
     dsa_.rope_freqs = mla_.rope_freqs;
     dsa_.rope_mscale = mla_.rope_mscale;
     index_layers_ = L + (mtp_ ? 1 : 0);  // the module's block selects from keys of its own
-    index_keys_ = be_->alloc(n_seq * index_layers_ * o.n_ctx, c_.index_head_dim);
+    dsa_.key_type = cache_.type;
+    index_keys_ = be_->alloc(n_seq * index_layers_ * o.n_ctx, LatentCache::storage_cols(cache_.type, c_.index_head_dim));
     index_q_ = be_->alloc(B, c_.index_n_heads * c_.index_head_dim);
     index_k_ = be_->alloc(B, c_.index_head_dim);
     index_w_ = be_->alloc(B, c_.index_n_heads);
@@ -319,7 +320,7 @@ void Deepseek2Session::cache_export(int64_t s, int64_t n, float* rows) const {
     for (int64_t t = 0; t < n; ++t) {
       float* row = rows + (il * n + t) * W;
       be_->copy_to_host(row, c.layer(il).row(t), sz(cols) * sizeof(float));
-      be_->copy_to_host(row + cols, keys.row(t), sz(c_.index_head_dim) * sizeof(float));
+      be_->copy_to_host(row + cols, keys.row(t), sz(keys.cols) * sizeof(float));
     }
   }
 }
@@ -361,7 +362,7 @@ void Deepseek2Session::cache_import(int64_t s, int64_t n, const float* rows, int
     for (int64_t t = 0; t < n; ++t) {
       const float* row = rows + (il * rows_per_layer + t) * W;
       be_->copy_from_host(c.layer(il).row(t), row, sz(cols) * sizeof(float));
-      be_->copy_from_host(keys.row(t), row + cols, sz(c_.index_head_dim) * sizeof(float));
+      be_->copy_from_host(keys.row(t), row + cols, sz(keys.cols) * sizeof(float));
     }
   }
   seq_pos_[sz(s)] = n;

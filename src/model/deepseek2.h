@@ -104,7 +104,7 @@ class Deepseek2Session final : public InferenceSession {
   // import reads the first n rows of each layer of [layer][rows_per_layer][..]
   // and leaves the sequence holding n positions.
   // A row: the latent cache's, then DeepSeek-V3.2's index key (f32).
-  int64_t cache_row_floats() const { return cache_.rows.cols + (c_.has_indexer() ? c_.index_head_dim : 0); }
+  int64_t cache_row_floats() const { return cache_.rows.cols + (c_.has_indexer() ? index_keys_.cols : 0); }
   LatentType cache_type() const { return cache_.type; }
   void cache_export(int64_t s, int64_t n, float* rows) const;
   PromptCacheShape saved_cache_shape() const override;
@@ -186,8 +186,9 @@ class Deepseek2Session final : public InferenceSession {
   MlaParams mla_;
   LatentCache cache_;
   DsaParams dsa_;                  // deepseek32's indexer (n_heads 0: none)
-  // [sequence][layer][n_ctx][index_dim] f32: the indexer's keys; with the
-  // MTP module one layer more per sequence (il = num_hidden_layers), its own.
+  // [sequence][layer][n_ctx][index_dim] in the cache's type: the indexer's
+  // keys; with the MTP module one layer more per sequence (il =
+  // num_hidden_layers), its own.
   Act index_keys_;
   int64_t index_layers_ = 0;
   Act index_keys(int64_t seq, int64_t il) const {

@@ -36,7 +36,8 @@ size_t Deepseek4Model::cache_bytes_per_token(LatentType type) const {
   for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
     const int64_t r = c.compress_ratio(il);
     if (r != 0) floats += row / static_cast<double>(r);
-    if (c.attention_kind(il) == Dsv4Attention::kCsa) floats += static_cast<double>(c.index_head_dim) / 4.0;
+    if (c.attention_kind(il) == Dsv4Attention::kCsa)
+      floats += static_cast<double>(LatentCache::storage_cols(type, c.index_head_dim)) / 4.0;
   }
   return static_cast<size_t>(floats * sizeof(float) + 0.5);
 }
@@ -50,7 +51,8 @@ size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch, LatentType type) const
     floats += sz((c.sliding_window + n_batch) * row);
     if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * Deepseek4Config::compressor_overlap(r) * c.head_dim + row);
     if (c.attention_kind(il) == Dsv4Attention::kCsa)
-      floats += sz(2 * state_ring_rows(4, n_batch) * Deepseek4Config::compressor_overlap(4) * c.index_head_dim + c.index_head_dim);
+      floats += sz(2 * state_ring_rows(4, n_batch) * Deepseek4Config::compressor_overlap(4) * c.index_head_dim +
+                   LatentCache::storage_cols(type, c.index_head_dim));
   }
   return floats * sizeof(float);
 }
@@ -124,7 +126,7 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
       if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
         lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c_.index_head_dim);
         lc.index_score = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c_.index_head_dim);
-        lc.index_keys = be_->alloc(n_ctx / 4 + 1, c_.index_head_dim);
+        lc.index_keys = be_->alloc(n_ctx / 4 + 1, LatentCache::storage_cols(cache_type_, c_.index_head_dim));
       }
       st.layers.push_back(lc);
     }

@@ -9,8 +9,8 @@
 // rerun of a saved prompt stops one token short of it.
 //
 // State bytes (little-endian): "DSV4", u32 version, i64 n, i64 h, then per
-// layer, rows in position order (raw and compressed rows as the cache
-// stores them, in its -ctk type; the rest f32):
+// layer, rows in position order (raw and compressed rows and index keys as
+// the cache stores them, in its -ctk type; the rest f32):
 //   raw          positions [max(0, n - h - window), n)            x head_dim
 //   ratio r > 0: state kv, state score  [max(0, n - h - 2r), n)  x coff * head_dim
 //                compressed rows        blocks [0, n / r)        x head_dim
@@ -29,7 +29,7 @@ namespace moe {
 namespace {
 
 constexpr char kStateMagic[4] = {'D', 'S', 'V', '4'};
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;  // 2: index keys in the cache type
 
 size_t sz(int64_t n) { return static_cast<size_t>(n); }
 

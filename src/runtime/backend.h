@@ -83,6 +83,18 @@ struct MlaParams {
   int64_t latent_dim() const { return kv_lora_rank + qk_rope_head_dim; }  // a cache row
 };
 
+// The element type of the latent cache (-ctk), llama.cpp's names: f32, f16
+// or bf16 (half the memory; bf16 keeps f32's range with 8 bits of
+// mantissa, f16 11 bits in a narrower range), or q8_0 (blocks of 32 bytes
+// with an f16 scale: 8.5 bits per value, 27% of f32's memory).
+enum class LatentType { kF32, kBf16, kF16, kQ8_0 };  // values saved in prompt caches: append only
+const char* latent_type_name(LatentType t);
+// The GGUF type whose rows the cache stores (F32, BF16, F16, Q8_0), so rows
+// are written and read with quantize_row_ref and dequantize_row_ref.
+GgmlType latent_ggml_type(LatentType t);
+// "f32", "f16", "bf16" or "q8_0" (llama.cpp's -ctk spelling); throws naming the flag.
+LatentType parse_latent_type(const std::string& s, const char* flag);
+
 // DeepSeek-V3.2's lightning indexer (DeepSeek Sparse Attention): a query
 // of index_heads heads scores every cached position's index key,
 //   score[s] = sum_h w[h] / sqrt(dim * heads) * ReLU(q[h] . k[s]),
@@ -97,19 +109,11 @@ struct DsaParams {
   TensorView rope_freqs;     // [rope_dim / 2] f32 (the model's, YaRN-corrected)
   float rope_mscale = 1.0f;
   float norm_eps = 1e-6f;    // LayerNorm of the keys
+  // The stored keys' type (-ctk, as llama.cpp keeps its indexer's keys in
+  // the K cache's type): rows of LatentCache::storage_cols(key_type,
+  // head_dim) floats; queries and scores stay f32.
+  LatentType key_type = LatentType::kF32;
 };
-
-// The element type of the latent cache (-ctk), llama.cpp's names: f32, f16
-// or bf16 (half the memory; bf16 keeps f32's range with 8 bits of
-// mantissa, f16 11 bits in a narrower range), or q8_0 (blocks of 32 bytes
-// with an f16 scale: 8.5 bits per value, 27% of f32's memory).
-enum class LatentType { kF32, kBf16, kF16, kQ8_0 };  // values saved in prompt caches: append only
-const char* latent_type_name(LatentType t);
-// The GGUF type whose rows the cache stores (F32, BF16, F16, Q8_0), so rows
-// are written and read with quantize_row_ref and dequantize_row_ref.
-GgmlType latent_ggml_type(LatentType t);
-// "f32", "f16", "bf16" or "q8_0" (llama.cpp's -ctk spelling); throws naming the flag.
-LatentType parse_latent_type(const std::string& s, const char* flag);
 
 // The MLA latent cache: per sequence, layer and cell [RMSNorm(c_kv) |
 // RoPE(k_rope)], dim = kv_lora_rank + qk_rope_head_dim values stored as a
@@ -218,9 +222,10 @@ struct Dsv4AttnParams {
   float rope_base = 10000.0f;           // q, kv and the output's de-rotation
   float compress_rope_base = 10000.0f;  // compressed rows and the indexer
   RopeScalingParams rope_scaling;       // every rotation of the layer
-  // The type of the raw and compressed rows in the cache (-ctk; stored as
-  // LatentCache::storage_cols(type, head_dim) floats a row). The indexer's
-  // keys and the compressors' state stay f32, as llama.cpp keeps them.
+  // The type the cache stores the raw and compressed rows in (-ctk;
+  // LatentCache::storage_cols(type, head_dim) floats a row) and the
+  // indexer's keys (storage_cols(type, index_dim)), as llama.cpp keeps both
+  // in its K cache's type; the compressors' state stays f32.
   LatentType cache_type = LatentType::kF32;
   float eps = 1e-6f;                    // every RMSNorm
   float scale = 1.0f;                   // of q . k
@@ -238,7 +243,7 @@ struct Dsv4LayerCache {
   Act state_kv, state_score;  // [ring][coff * head_dim], coff 2 for CSA, 1 for HCA
   Act comp;                   // [n_ctx / ratio + 1][head_dim] in the cache type
   Act index_kv, index_score;  // CSA: [ring][2 * index_dim]
-  Act index_keys;             // CSA: [n_ctx / 4 + 1][index_dim]
+  Act index_keys;             // CSA: [n_ctx / 4 + 1][index_dim] in the cache type
 };
 
 
