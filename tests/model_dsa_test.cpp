@@ -72,36 +72,44 @@ TEST_CASE("dsa: the top-k holds the k best scores, all positions when there are 
 // group of 64 (V3.2 has 64), not multiples of 16, positions in and past
 // blocks of 4; keys strided as the cache holds them. The bound: float
 // rounding of the sum of |terms| (the orders of summation differ).
-TEST_CASE("dsa: the vectorized indexer scores agree with the reference") {
+TEST_CASE("dsa: the vectorized indexer scores agree with the reference, for keys of every cache type") {
   const DsaScoresFn fast = dsa_scores_kernel();
   if (!fast) return test::skip("no AVX-512 on this CPU: the reference scores are the only ones");
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const int64_t H : {1, 4, 20, 64, 80}) {
-    for (const int64_t D : {64, 128}) {
-      for (const int64_t n_kv : {1, 3, 4, 37}) {
-        CAPTURE(H);
-        CAPTURE(D);
-        CAPTURE(n_kv);
-        DsaParams p;
-        p.n_heads = H, p.head_dim = D;
-        const int64_t stride = D + 8;
-        std::vector<float> q(static_cast<size_t>(H * D)), w(static_cast<size_t>(H)), keys(static_cast<size_t>(n_kv * stride));
-        for (float& x : q) x = normal(rng);
-        for (float& x : w) x = normal(rng);
-        for (float& x : keys) x = normal(rng);
-        std::vector<float> want(static_cast<size_t>(n_kv)), got(want.size(), -1.0f);
-        dsa_scores(p, q.data(), w.data(), keys.data(), stride, n_kv, want.data());
-        fast(p, q.data(), w.data(), keys.data(), stride, n_kv, got.data());
-        const double wscale = 1.0 / std::sqrt(double(D * H));
-        for (int64_t s = 0; s < n_kv; ++s) {
-          double mass = 0.0;  // sum over heads of |w_h| wscale sum_d |q_hd k_sd|
-          for (int64_t h = 0; h < H; ++h) {
-            double dot = 0.0;
-            for (int64_t d = 0; d < D; ++d) dot += std::fabs(double(q[size_t(h * D + d)]) * keys[size_t(s * stride + d)]);
-            mass += std::fabs(double(w[size_t(h)])) * wscale * dot;
+  for (const LatentType type : {LatentType::kF32, LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0}) {
+    for (const int64_t H : {1, 4, 20, 64, 80}) {
+      for (const int64_t D : {40, 64, 128}) {
+        for (const int64_t n_kv : {1, 3, 4, 37}) {
+          CAPTURE(std::string(latent_type_name(type)));
+          CAPTURE(H);
+          CAPTURE(D);
+          CAPTURE(n_kv);
+          DsaParams p;
+          p.n_heads = H, p.head_dim = D, p.key_type = type;
+          const int64_t stride = LatentCache::storage_cols(type, D) + 8;
+          std::vector<float> q(static_cast<size_t>(H * D)), w(static_cast<size_t>(H)), key(static_cast<size_t>(D)),
+              keys(static_cast<size_t>(n_kv * stride)), values(static_cast<size_t>(n_kv * D));
+          for (float& x : q) x = normal(rng);
+          for (float& x : w) x = normal(rng);
+          for (int64_t s = 0; s < n_kv; ++s) {  // stored in the type; values: what they hold
+            for (float& x : key) x = normal(rng);
+            dsa_key_store(p, key.data(), keys.data() + s * stride);
+            latent_row_decode(type, keys.data() + s * stride, D, values.data() + s * D);
           }
-          CHECK(std::fabs(double(got[size_t(s)]) - want[size_t(s)]) <= 1e-6 * mass + 1e-7);
+          std::vector<float> want(static_cast<size_t>(n_kv)), got(want.size(), -1.0f);
+          dsa_scores(p, q.data(), w.data(), keys.data(), stride, n_kv, want.data());
+          fast(p, q.data(), w.data(), keys.data(), stride, n_kv, got.data());
+          const double wscale = 1.0 / std::sqrt(double(D * H));
+          for (int64_t s = 0; s < n_kv; ++s) {
+            double mass = 0.0;  // sum over heads of |w_h| wscale sum_d |q_hd k_sd|
+            for (int64_t h = 0; h < H; ++h) {
+              double dot = 0.0;
+              for (int64_t d = 0; d < D; ++d) dot += std::fabs(double(q[size_t(h * D + d)]) * values[size_t(s * D + d)]);
+              mass += std::fabs(double(w[size_t(h)])) * wscale * dot;
+            }
+            CHECK(std::fabs(double(got[size_t(s)]) - want[size_t(s)]) <= 1e-6 * mass + 1e-7);
+          }
         }
       }
     }

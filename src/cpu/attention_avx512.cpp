@@ -139,42 +139,7 @@ void attend_block_avx512(const MlaAttendBlockArgs& a) { attend_block_with(a, att
 // decoding is 1 operation per 16 values of a row, against 16 heads x 1088
 // multiply-adds per row in the attention itself.
 
-// dim values of an f16 row into x.
-void decode_f16_row(const uint8_t* src, int64_t dim, float* x) {
-  const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-  int64_t i = 0;
-  for (; i + 16 <= dim; i += 16)
-    _mm512_storeu_ps(x + i, _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
-  for (; i < dim; ++i) x[i] = fp16_to_fp32(h[i]);
-}
-
-// dim values of a bf16 row into x (CPUs without AVX512-BF16's kernels).
-void decode_bf16_row(const uint8_t* src, int64_t dim, float* x) {
-  const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-  int64_t i = 0;
-  for (; i + 16 <= dim; i += 16) {
-    const __m512i w = _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i)));
-    _mm512_storeu_ps(x + i, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, w, 16)));
-  }
-  for (; i < dim; ++i) x[i] = bf16_to_fp32(h[i]);
-}
-
-// The blocks of a q8_0 row holding dim values into x (whole blocks: x has
-// room for dim rounded up to 32).
-void decode_q8_0_row(const uint8_t* src, int64_t dim, float* x) {
-  const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(src);
-  for (int64_t j = 0; j < (dim + 31) / 32; ++j, x += 32) {
-    const __m512 d = _mm512_set1_ps(fp16_to_fp32(b[j].d));
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[j].qs));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[j].qs + 16));
-    // (GCC 12 warns about the undefined lanes of the unmasked conversions.)
-    const auto widen = [](__m128i q) {
-      return _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_maskz_cvtepi8_epi32(0xFFFF, q));
-    };
-    _mm512_storeu_ps(x, _mm512_mul_ps(widen(lo), d));
-    _mm512_storeu_ps(x + 16, _mm512_mul_ps(widen(hi), d));
-  }
-}
+#include "cpu/latent_decode_x86.inc"
 
 // Unit: bytes per step of a.kv_stride (2 for f16, 1 for q8_0 rows, whose
 // stride is in bytes).

@@ -400,7 +400,7 @@ void CpuBackend::dsa_select(const DsaParams& p, const Act& q_raw, const Act& w, 
     std::memcpy(q, q_raw.row(t), sz(H * D) * sizeof(float));
     for (int64_t h = 0; h < H; ++h) dsa_rotate(p, q + h * D, static_cast<float>(pos0 + t));
     const auto part = [&](int64_t s0, int64_t s1, int) {
-      dsa_scores_stored(scores_fn, p, q, w.row(t), keys.row(s0), keys.stride, s1 - s0, scores + s0);
+      scores_fn(p, q, w.row(t), keys.row(s0), keys.stride, s1 - s0, scores + s0);
     };
     if (seen * H * D < kMinParallelMacs) part(0, seen, 0);
     else pool_.parallel_for(seen, part);

@@ -134,8 +134,7 @@ void CpuBackend::dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w
   // Scores of keys [k0, k1) for token t (each key's score alone, so the
   // keys may be split among threads).
   auto score = [&](int64_t t, int64_t k0, int64_t k1, float* scores) {
-    dsa_scores_stored(fast ? fast : dsa_scores, dp, iq.row(t), w.row(t), c.index_keys.row(k0), c.index_keys.stride,
-                      k1 - k0, scores + k0);
+    (fast ? fast : dsa_scores)(dp, iq.row(t), w.row(t), c.index_keys.row(k0), c.index_keys.stride, k1 - k0, scores + k0);
   };
   auto choose = [&](int64_t t, const float* scores, int32_t* order) {
     const int64_t n_visible = (pos0 + t + 1) / 4;  // blocks that end at or before this token

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <vector>
 
 #include "core/error.h"
 #include "cpu/latent_rows.h"
@@ -68,8 +69,10 @@ void dsa_scores(const DsaParams& p, const float* q, const float* w, const float*
                 float* scores) {
   const int64_t H = p.n_heads, D = p.head_dim;
   const float wscale = 1.0f / std::sqrt(static_cast<float>(D * H));
+  std::vector<float> decoded(p.key_type == LatentType::kF32 ? 0 : static_cast<size_t>(D));
   for (int64_t s = 0; s < n_kv; ++s) {
     const float* k = keys + s * key_stride;
+    if (!decoded.empty()) latent_row_decode(p.key_type, k, D, decoded.data()), k = decoded.data();
     float score = 0.0f;
     for (int64_t h = 0; h < H; ++h) {
       score += std::max(dot_f32(q + h * D, k, D), 0.0f) * (w[h] * wscale);
@@ -81,21 +84,6 @@ void dsa_scores(const DsaParams& p, const float* q, const float* w, const float*
 void dsa_key_store(const DsaParams& p, const float* key, float* stored) {
   if (p.key_type == LatentType::kF32) std::copy(key, key + p.head_dim, stored);
   else latent_row_encode(p.key_type, key, p.head_dim, stored);
-}
-
-void dsa_scores_stored(DsaScoresFn fn, const DsaParams& p, const float* q, const float* w, const float* keys,
-                       int64_t key_stride, int64_t n_kv, float* scores) {
-  if (p.key_type == LatentType::kF32) return fn(p, q, w, keys, key_stride, n_kv, scores);
-  constexpr int64_t kChunkFloats = 8192;  // 32 KB: L1-sized, and a few hundred keys' products per decode
-  const int64_t D = p.head_dim;
-  MOE_ASSERT(D <= kChunkFloats, "dsa_scores_stored: index keys of %lld values", static_cast<long long>(D));
-  float chunk[kChunkFloats];
-  const int64_t per = kChunkFloats / D;
-  for (int64_t s0 = 0; s0 < n_kv; s0 += per) {
-    const int64_t m = std::min(per, n_kv - s0);
-    for (int64_t i = 0; i < m; ++i) latent_row_decode(p.key_type, keys + (s0 + i) * key_stride, D, chunk + i * D);
-    fn(p, q, w, chunk, D, m, scores + s0);
-  }
 }
 
 int64_t dsa_top_k(const float* scores, int64_t n, int64_t k, int32_t* out, int32_t* order) {

@@ -30,28 +30,24 @@ void dsa_key(const DsaParams& p, const float* k_raw, const float* norm, const fl
 void dsa_key_shift(const DsaParams& p, float* x, int64_t old_pos, int64_t new_pos);
 
 // scores[s] = sum_h w[h] / sqrt(head_dim * heads) * ReLU(q[h] . keys[s]) for
-// s < n_kv; q [heads][head_dim] rotated, keys key_stride floats apart. The
-// dot products are dot_f32's (vectorized).
+// s < n_kv; q [heads][head_dim] rotated, keys stored rows of p.key_type
+// key_stride floats apart (an f32 row, or one decoded by
+// latent_row_decode). The dot products are dot_f32's (vectorized).
 void dsa_scores(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride, int64_t n_kv,
                 float* scores);
 
 // The same scores, vectorized (dsa_indexer_avx512.cpp): a head's products
 // summed in order of the index dimension, fused, and the heads' terms in
 // another order than the reference's, so scores agree with dsa_scores to
-// float rounding (tests/model_dsa_test.cpp states the bound). Null without
+// float rounding (tests/model_dsa_test.cpp states the bound); typed keys are
+// decoded a few at a time, exactly as latent_row_decode does. Null without
 // AVX-512.
 using DsaScoresFn = void (*)(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride,
                              int64_t n_kv, float* scores);
 DsaScoresFn dsa_scores_kernel();
 
-// Keys as the cache stores them (p.key_type; rows key_stride floats apart):
-// dsa_key_store writes an f32 key into a stored row, dsa_scores_stored
-// scores stored rows with fn, f32 rows in place and the others decoded a
-// chunk of keys at a time into a buffer on the stack (each key's score
-// alone, so chunks and threads do not change it).
+// An f32 key written into a stored row of p.key_type.
 void dsa_key_store(const DsaParams& p, const float* key, float* stored);
-void dsa_scores_stored(DsaScoresFn fn, const DsaParams& p, const float* q, const float* w, const float* keys,
-                       int64_t key_stride, int64_t n_kv, float* scores);
 
 // The positions of the k best scores of n (all n when n <= k), as ggml's
 // top_k picks them; returns how many. order: n ints of scratch.

@@ -12,8 +12,11 @@
 // group of 64 heads remains, after ReLU and the head weights.
 #include "cpu/dsa_indexer.h"
 
+#include "core/fp16.h"
+#include "cpu/latent_rows.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
+#include "quant/blocks_legacy.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
@@ -69,20 +72,58 @@ void block(const float* qt, int64_t Hp, const float* w, int64_t h0, const float*
   }
 }
 
-// Positions [0, n) in blocks of kBlock, then one at a time.
+#include "cpu/latent_decode_x86.inc"
+
+// Stored keys of type t (rows `stride` floats apart) decoded into x
+// [n][dim], exactly as latent_row_decode gives them.
+void decode_keys(LatentType t, const float* keys, int64_t stride, int64_t n, int64_t dim, float* x) {
+  for (int64_t i = 0; i < n; ++i, x += dim) {
+    const float* row = keys + i * stride;
+    const auto* src = reinterpret_cast<const uint8_t*>(row);
+    switch (t) {
+      case LatentType::kF16: decode_f16_row(src, dim, x); break;
+      case LatentType::kBf16: decode_bf16_row(src, dim, x); break;
+      case LatentType::kQ8_0:  // writes whole blocks: a row that ends inside one takes the reference
+        if (dim % 32 == 0) decode_q8_0_row(src, dim, x);
+        else latent_row_decode(t, row, dim, x);
+        break;
+      case LatentType::kF32: std::copy(row, row + dim, x); break;
+    }
+  }
+}
+
+// Positions [0, n) in blocks of kBlock, then one at a time; typed keys
+// decoded a block at a time into `tmp` ([kBlock][D], in L1).
 template <int NV>
-void heads(const float* qt, int64_t Hp, const float* w, int64_t h0, const float* keys, int64_t stride, int64_t D,
-           int64_t n, float* scores) {
+void heads(const float* qt, int64_t Hp, const float* w, int64_t h0, LatentType type, const float* keys, int64_t stride,
+           int64_t D, int64_t n, float* scores, float* tmp) {
+  const bool typed = type != LatentType::kF32;
   int64_t s = 0;
-  for (; s + kBlock <= n; s += kBlock) block<kBlock, NV>(qt, Hp, w, h0, keys + s * stride, stride, D, scores + s);
-  for (; s < n; ++s) block<1, NV>(qt, Hp, w, h0, keys + s * stride, stride, D, scores + s);
+  for (; s + kBlock <= n; s += kBlock) {
+    if (!typed) {
+      block<kBlock, NV>(qt, Hp, w, h0, keys + s * stride, stride, D, scores + s);
+      continue;
+    }
+    decode_keys(type, keys + s * stride, stride, kBlock, D, tmp);
+    block<kBlock, NV>(qt, Hp, w, h0, tmp, D, D, scores + s);
+  }
+  for (; s < n; ++s) {
+    if (!typed) {
+      block<1, NV>(qt, Hp, w, h0, keys + s * stride, stride, D, scores + s);
+      continue;
+    }
+    decode_keys(type, keys + s * stride, stride, 1, D, tmp);
+    block<1, NV>(qt, Hp, w, h0, tmp, D, D, scores + s);
+  }
 }
 
 void dsa_scores_avx512(const DsaParams& p, const float* q, const float* w, const float* keys, int64_t key_stride,
                        int64_t n_kv, float* scores) {
   const int64_t H = p.n_heads, D = p.head_dim, Hp = (H + 15) / 16 * 16;
-  if (Hp * D > kMaxQuery || Hp > kMaxHeads) return dsa_scores(p, q, w, keys, key_stride, n_kv, scores);
+  if (Hp * D > kMaxQuery || Hp > kMaxHeads || kBlock * D > kMaxQuery)
+    return dsa_scores(p, q, w, keys, key_stride, n_kv, scores);
   alignas(64) float qt[kMaxQuery];
+  alignas(64) float tmp[kMaxQuery];  // a block of decoded keys
   alignas(64) float ws[kMaxHeads];
   for (int64_t d = 0; d < D; ++d) {
     for (int64_t h = 0; h < H; ++h) qt[d * Hp + h] = q[h * D + d];
@@ -93,10 +134,10 @@ void dsa_scores_avx512(const DsaParams& p, const float* q, const float* w, const
   std::fill(scores, scores + n_kv, 0.0f);
   for (int64_t h0 = 0; h0 < H; h0 += kGroupHeads) {
     switch ((std::min(kGroupHeads, H - h0) + 15) / 16) {  // vectors of 16 heads in this group
-      case 1: heads<1>(qt, Hp, ws, h0, keys, key_stride, D, n_kv, scores); break;
-      case 2: heads<2>(qt, Hp, ws, h0, keys, key_stride, D, n_kv, scores); break;
-      case 3: heads<3>(qt, Hp, ws, h0, keys, key_stride, D, n_kv, scores); break;
-      default: heads<4>(qt, Hp, ws, h0, keys, key_stride, D, n_kv, scores); break;
+      case 1: heads<1>(qt, Hp, ws, h0, p.key_type, keys, key_stride, D, n_kv, scores, tmp); break;
+      case 2: heads<2>(qt, Hp, ws, h0, p.key_type, keys, key_stride, D, n_kv, scores, tmp); break;
+      case 3: heads<3>(qt, Hp, ws, h0, p.key_type, keys, key_stride, D, n_kv, scores, tmp); break;
+      default: heads<4>(qt, Hp, ws, h0, p.key_type, keys, key_stride, D, n_kv, scores, tmp); break;
     }
   }
 }
