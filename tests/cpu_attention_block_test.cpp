@@ -240,3 +240,32 @@ TEST_CASE("attention over f16, bf16 and q8_0 cache rows decoded: exactly the f32
     }
   }
 }
+
+// The vector decoders of typed cache rows give the reference's values, bit
+// for bit, for every type and row length (a q8_0 row that ends inside a
+// block takes the reference; rows with infinities and zeros included).
+TEST_CASE("latent rows: the vector decoders equal latent_row_decode_ref for every type and length") {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  int fast_kinds = 0;
+  for (const LatentType type : {LatentType::kF16, LatentType::kBf16, LatentType::kQ8_0}) {
+    for (const int64_t dim : {1, 15, 16, 17, 32, 40, 64, 96, 128, 512, 576}) {
+      CAPTURE(std::string(latent_type_name(type)));
+      CAPTURE(dim);
+      fast_kinds += latent_row_decode_kernel(type, dim) != nullptr;
+      std::vector<float> x(static_cast<size_t>(dim));
+      for (float& v : x) v = normal(rng);
+      x[0] = 0.0f;
+      if (dim > 2 && type != LatentType::kQ8_0) x[1] = INFINITY, x[2] = -1e-7f;
+      std::vector<float> stored(static_cast<size_t>(LatentCache::storage_cols(type, dim)));
+      latent_row_encode(type, x.data(), dim, stored.data());
+      std::vector<float> want(x.size() + 32, 7.0f), got(x.size() + 32, 7.0f);
+      latent_row_decode_ref(type, stored.data(), dim, want.data());
+      latent_row_decode(type, stored.data(), dim, got.data());
+      REQUIRE(std::memcmp(want.data(), got.data(), x.size() * sizeof(float)) == 0);
+      // Nothing written past the row's dim values.
+      for (size_t i = x.size(); i < got.size(); ++i) REQUIRE(got[i] == 7.0f);
+    }
+  }
+  if (fast_kinds == 0) MESSAGE("no vector decoders on this CPU: the reference decoded both sides");
+}

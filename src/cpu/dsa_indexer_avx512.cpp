@@ -12,11 +12,9 @@
 // group of 64 heads remains, after ReLU and the head weights.
 #include "cpu/dsa_indexer.h"
 
-#include "core/fp16.h"
 #include "cpu/latent_rows.h"
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
-#include "quant/blocks_legacy.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
@@ -72,24 +70,10 @@ void block(const float* qt, int64_t Hp, const float* w, int64_t h0, const float*
   }
 }
 
-#include "cpu/latent_decode_x86.inc"
-
 // Stored keys of type t (rows `stride` floats apart) decoded into x
-// [n][dim], exactly as latent_row_decode gives them.
+// [n][dim] (latent_row_decode: its vector decoders on this CPU).
 void decode_keys(LatentType t, const float* keys, int64_t stride, int64_t n, int64_t dim, float* x) {
-  for (int64_t i = 0; i < n; ++i, x += dim) {
-    const float* row = keys + i * stride;
-    const auto* src = reinterpret_cast<const uint8_t*>(row);
-    switch (t) {
-      case LatentType::kF16: decode_f16_row(src, dim, x); break;
-      case LatentType::kBf16: decode_bf16_row(src, dim, x); break;
-      case LatentType::kQ8_0:  // writes whole blocks: a row that ends inside one takes the reference
-        if (dim % 32 == 0) decode_q8_0_row(src, dim, x);
-        else latent_row_decode(t, row, dim, x);
-        break;
-      case LatentType::kF32: std::copy(row, row + dim, x); break;
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) latent_row_decode(t, keys + i * stride, dim, x + i * dim);
 }
 
 // Positions [0, n) in blocks of kBlock, then one at a time; typed keys

@@ -23,6 +23,11 @@ void latent_row_encode(LatentType t, const float* x, int64_t dim, float* dst) {
 }
 
 void latent_row_decode(LatentType t, const float* src, int64_t dim, float* x) {
+  if (const LatentRowDecodeFn fast = latent_row_decode_kernel(t, dim)) return fast(src, dim, x);
+  latent_row_decode_ref(t, src, dim, x);
+}
+
+void latent_row_decode_ref(LatentType t, const float* src, int64_t dim, float* x) {
   const GgmlType g = latent_ggml_type(t);
   const int64_t block = ggml_type_traits(g).block_size, whole = dim / block * block;
   dequantize_row_ref(g, src, x, whole);
