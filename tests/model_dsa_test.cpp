@@ -116,13 +116,21 @@ TEST_CASE("dsa: the vectorized indexer scores agree with the reference, for keys
   }
 }
 
-TEST_CASE("dsa: each token chooses among its own and earlier positions, the best by the indexer's score") {
-  CpuBackend be("CPU", 2);
+// An indexer of `heads` heads of 64 (16 rotary), top-k 8; freqs holds the
+// rotary frequencies p.rope_freqs points at.
+DsaParams small_indexer(int64_t heads, std::vector<float>& freqs) {
   DsaParams p;
-  p.n_heads = 2, p.head_dim = 64, p.top_k = 8, p.rope_dim = 16;
-  std::vector<float> freqs(8);
+  p.n_heads = heads, p.head_dim = 64, p.top_k = 8, p.rope_dim = 16;
+  freqs.resize(8);
   for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.0f, -float(i) / 8.0f);
   p.rope_freqs = TensorView::contiguous("f", GgmlType::F32, {8, 1, 1, 1}, reinterpret_cast<const uint8_t*>(freqs.data()));
+  return p;
+}
+
+TEST_CASE("dsa: each token chooses among its own and earlier positions, the best by the indexer's score") {
+  CpuBackend be("CPU", 2);
+  std::vector<float> freqs;
+  DsaParams p = small_indexer(2, freqs);
   const int64_t pos0 = 10, n = 6, n_ctx = 32;
   std::mt19937 rng(9);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -156,11 +164,8 @@ TEST_CASE("dsa: each token chooses among its own and earlier positions, the best
 // exactly (each key's score alone; chunks of decoded keys change nothing).
 TEST_CASE("dsa: index keys stored in f16, bf16 and q8_0 are written, shifted and chosen by their decoded values") {
   CpuBackend be("CPU", 2);
-  DsaParams p;
-  p.n_heads = 4, p.head_dim = 64, p.top_k = 8, p.rope_dim = 16;
-  std::vector<float> freqs(8);
-  for (size_t i = 0; i < freqs.size(); ++i) freqs[i] = std::pow(10000.0f, -float(i) / 8.0f);
-  p.rope_freqs = TensorView::contiguous("f", GgmlType::F32, {8, 1, 1, 1}, reinterpret_cast<const uint8_t*>(freqs.data()));
+  std::vector<float> freqs;
+  DsaParams p = small_indexer(4, freqs);
   const int64_t n_ctx = 300, n = 4, pos0 = n_ctx - n, D = p.head_dim;
   std::mt19937 rng(21);
   std::normal_distribution<float> normal(0.0f, 1.0f);
