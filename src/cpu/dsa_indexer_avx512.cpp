@@ -82,22 +82,24 @@ template <int NV>
 void heads(const float* qt, int64_t Hp, const float* w, int64_t h0, LatentType type, const float* keys, int64_t stride,
            int64_t D, int64_t n, float* scores, float* tmp) {
   const bool typed = type != LatentType::kF32;
-  int64_t s = 0;
-  for (; s + kBlock <= n; s += kBlock) {
+  // Keys [s, s + m) as f32 rows: in place, or decoded into tmp.
+  auto rows = [&](int64_t s, int64_t m, int64_t& row_stride) -> const float* {
     if (!typed) {
-      block<kBlock, NV>(qt, Hp, w, h0, keys + s * stride, stride, D, scores + s);
-      continue;
+      row_stride = stride;
+      return keys + s * stride;
     }
-    decode_keys(type, keys + s * stride, stride, kBlock, D, tmp);
-    block<kBlock, NV>(qt, Hp, w, h0, tmp, D, D, scores + s);
+    decode_keys(type, keys + s * stride, stride, m, D, tmp);
+    row_stride = D;
+    return tmp;
+  };
+  int64_t s = 0, st = 0;
+  for (; s + kBlock <= n; s += kBlock) {
+    const float* k = rows(s, kBlock, st);
+    block<kBlock, NV>(qt, Hp, w, h0, k, st, D, scores + s);
   }
   for (; s < n; ++s) {
-    if (!typed) {
-      block<1, NV>(qt, Hp, w, h0, keys + s * stride, stride, D, scores + s);
-      continue;
-    }
-    decode_keys(type, keys + s * stride, stride, 1, D, tmp);
-    block<1, NV>(qt, Hp, w, h0, tmp, D, D, scores + s);
+    const float* k = rows(s, 1, st);
+    block<1, NV>(qt, Hp, w, h0, k, st, D, scores + s);
   }
 }
 

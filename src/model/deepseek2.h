@@ -103,7 +103,7 @@ class Deepseek2Session final : public InferenceSession {
   // memory (saved prompt caches): export writes [layer][n][cache_row_floats()];
   // import reads the first n rows of each layer of [layer][rows_per_layer][..]
   // and leaves the sequence holding n positions.
-  // A row: the latent cache's, then DeepSeek-V3.2's index key (f32).
+  // A row: the latent cache's, then DeepSeek-V3.2's index key (both as stored, in the cache's type).
   int64_t cache_row_floats() const { return cache_.rows.cols + (c_.has_indexer() ? index_keys_.cols : 0); }
   LatentType cache_type() const { return cache_.type; }
   void cache_export(int64_t s, int64_t n, float* rows) const;
