@@ -303,10 +303,13 @@ TEST_CASE("deepseek32: -ctk f16, bf16 and q8_0 keep the index keys in the cache'
   const auto tokens = nlohmann::json::parse(std::ifstream(src.substr(0, src.size() - 5) + ".json"))["prompt_tokens"]
                           .get<std::vector<int32_t>>();
   const auto model = Deepseek2Model::load(src);
-  const auto run = [&](LatentType type, std::vector<float>& l) {
+  const auto options = [](LatentType type) {
     SessionOptions o;
     o.n_ctx = 128, o.n_batch = 64, o.cache_type = type, o.backends.n_threads = 2;
-    auto s = std::make_unique<Deepseek2Session>(*model, o);
+    return o;
+  };
+  const auto run = [&](LatentType type, std::vector<float>& l) {
+    auto s = std::make_unique<Deepseek2Session>(*model, options(type));
     l.resize(tokens.size() * size_t(s->n_vocab()));
     s->forward(tokens.data(), int64_t(tokens.size()), l.data(), true);
     return s;
@@ -336,9 +339,7 @@ TEST_CASE("deepseek32: -ctk f16, bf16 and q8_0 keep the index keys in the cache'
     auto part = run(type, got);  // the full prompt, then back to n - 1
     part->truncate(rows - 1);
     part->saved_cache_export(rows - 1, d);
-    SessionOptions o;
-    o.n_ctx = 128, o.n_batch = 64, o.cache_type = type, o.backends.n_threads = 2;
-    Deepseek2Session fresh(*model, o);
+    Deepseek2Session fresh(*model, options(type));
     fresh.saved_cache_import(d, rows - 1);
     std::vector<float> last(static_cast<size_t>(V)), want(static_cast<size_t>(V));
     fresh.forward(&tokens.back(), 1, last.data(), false);
