@@ -1,14 +1,21 @@
-// Q4_K rows interleaved four at a time (src/cpu/q4k_r4.h): the repack keeps
-// every value, the scalar reference is the Q4_K product up to float order,
-// and the AVX-512 kernel agrees with the reference.
+// Q4_K rows interleaved four at a time (src/quant/q4k_r4.h,
+// src/cpu/matmul_q4k_r4.h): the repack keeps every byte, the scalar
+// reference is the Q4_K product up to float order, the AVX-512 kernel agrees
+// with the reference and gives a token the same result with or without a
+// neighbour, and matmul over an interleaved tensor is matmul over the Q4_K
+// tensor (exactly, through the GEMM).
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include "core/ggml_type.h"
-#include "cpu/q4k_r4.h"
+#include "core/thread_pool.h"
+#include "cpu/gemm_q8.h"
+#include "cpu/matmul.h"
+#include "cpu/matmul_q4k_r4.h"
 #include "quant/dequantize.h"
 #include "quant/quantize.h"
 #include "quant/vec_dot.h"
@@ -89,4 +96,82 @@ TEST_CASE("q4_k_r4: the reference product is Q4_K's, and the kernel the referenc
     }
   }
   if (!fast) MESSAGE("no AVX-512 VNNI on this CPU: the kernel is not built for it");
+}
+
+TEST_CASE("q4_k_r4: unpacking gives back the Q4_K bytes that were interleaved, any bytes") {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const int64_t n = 768;
+  const size_t stride = ggml_row_size(GgmlType::Q4_K, n) + 16;  // rows not back to back
+  std::vector<uint8_t> rows(4 * stride), back(rows.size(), 0);
+  for (uint8_t& b : rows) b = static_cast<uint8_t>(byte(rng));
+  std::vector<BlockQ4_KR4> r4(n / 256);
+  repack_q4_k_r4(rows.data(), stride, n, r4.data());
+  unpack_q4_k_r4(r4.data(), n, back.data(), stride);
+  for (int r = 0; r < 4; ++r)
+    CHECK(std::memcmp(rows.data() + r * stride, back.data() + r * stride, ggml_row_size(GgmlType::Q4_K, n)) == 0);
+}
+
+TEST_CASE("q4_k_r4: a token's result from the kernel is the same alone or beside another token") {
+  const Q4KR4DotFn fast = q4_k_r4_dot_kernel();
+  if (!fast) {
+    MESSAGE("skipped: no AVX-512 VNNI on this CPU");
+    return;
+  }
+  const Rows x = make_rows(1536, 7);
+  const BlockQ8_K* pair[2] = {token(x, 0), token(x, 1)};
+  float both[8], alone[4];
+  fast(x.r4.data(), pair, 2, 6, both);
+  for (int t = 0; t < 2; ++t) {
+    fast(x.r4.data(), pair + t, 1, 6, alone);
+    CHECK(std::memcmp(alone, both + 4 * t, sizeof alone) == 0);
+  }
+}
+
+TEST_CASE("q4_k_r4: matmul over an interleaved tensor is matmul over its Q4_K rows") {
+  std::mt19937 rng(13);
+  const int64_t n_in = 512, n_out = 40;
+  const std::vector<uint8_t> q4k = test::random_weights(GgmlType::Q4_K, n_in * n_out, rng);
+  const TensorView W = TensorView::contiguous("w", GgmlType::Q4_K, {n_in, n_out, 1, 1}, q4k.data());
+  REQUIRE(can_interleave(W));
+  std::vector<uint8_t> r4(interleaved_bytes(W));
+  interleave_tensor(W, r4.data());
+  const TensorView W4 = interleaved_view(W, r4.data());
+  CHECK(W4.nbytes() == r4.size());
+  std::vector<uint8_t> back(q4k.size());
+  deinterleave_tensor(W4, back.data());
+  CHECK(back == q4k);
+
+  ThreadPool pool(2);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const int64_t n_tok : {1, 2, 3, 5, 16, 21}) {
+    std::vector<float> x(static_cast<size_t>(n_tok * n_in));
+    for (float& v : x) v = normal(rng);
+    std::vector<float> want(static_cast<size_t>(n_tok * n_out)), got(want.size());
+    std::vector<uint8_t> scratch(std::max(matmul_scratch_bytes(W, n_tok), matmul_scratch_bytes(W4, n_tok)));
+    matmul(W, x.data(), n_tok, want.data(), scratch.data(), pool);
+    matmul(W4, x.data(), n_tok, got.data(), scratch.data(), pool);
+    const bool gemm = activation_layout(W4, n_tok).gemm;
+    CAPTURE(n_tok);
+    for (size_t i = 0; i < want.size(); ++i) {
+      // The GEMM unpacks the groups and runs as for Q4_K: the same bits. The
+      // per-row kernels sum in another order: float rounding.
+      if (gemm) REQUIRE(std::memcmp(&got[i], &want[i], 4) == 0);
+      else REQUIRE(std::fabs(got[i] - want[i]) <= 2e-5f * (1.0f + std::fabs(want[i])));
+    }
+    // Row ranges that cut a group of four compute the group, write the range.
+    std::vector<float> part(got.size(), -1.0f);
+    const std::vector<uint8_t> act = [&] {
+      std::vector<uint8_t> a(activation_row_bytes(W4) * static_cast<size_t>(n_tok));
+      quantize_activations(W4, x.data(), n_tok, a.data());
+      return a;
+    }();
+    matmul_rows(W4, 5, 18, act.data(), n_tok, part.data(), n_out);
+    for (int64_t t = 0; t < n_tok; ++t)
+      for (int64_t r = 0; r < n_out; ++r) {
+        const float v = part[static_cast<size_t>(t * n_out + r)];
+        if (r < 5 || r >= 18) CHECK(v == -1.0f);
+        else CHECK(std::fabs(v - want[static_cast<size_t>(t * n_out + r)]) <= 2e-5f * (1.0f + std::fabs(v)));
+      }
+  }
 }

@@ -49,6 +49,9 @@ enum class GgmlType : uint32_t {
   NVFP4 = 40,
   Q1_0 = 41,
   Q2_0 = 42,
+  // Ids from 1000 are moe.cpp's in-memory layouts: never read from or
+  // written to a file (a file naming one is refused as an unknown type).
+  Q4_K_R4 = 1000,  // Q4_K rows interleaved four at a time (quant/q4k_r4.h)
 };
 
 inline constexpr int kGgmlTypeIdLimit = 43;  // ids are < this
@@ -62,7 +65,7 @@ struct GgmlTypeTraits {
 };
 
 // Traits for a type id read from a file; nullptr when the id is not a ggml type
-// (removed ids included).
+// (removed ids and the in-memory layouts included).
 const GgmlTypeTraits* ggml_type_traits(uint32_t id);
 const GgmlTypeTraits& ggml_type_traits(GgmlType type);
 

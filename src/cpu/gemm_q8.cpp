@@ -9,6 +9,7 @@
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
 #include "quant/blocks.h"
+#include "quant/q4k_r4.h"
 #include "quant/blocks_iq.h"
 #include "quant/vec_dot.h"
 
@@ -248,7 +249,7 @@ GemmFormat gemm_format(GgmlType t) {
     case GgmlType::Q5_0: return {32, 32, 16, GemmMin::kNone};
     case GgmlType::Q8_0: return {32, 32, 128, GemmMin::kNone};
     case GgmlType::Q4_1: case GgmlType::Q5_1: return {32, 32, 0, GemmMin::kFloat};
-    case GgmlType::Q4_K: case GgmlType::Q5_K: return {32, 256, 0, GemmMin::kInt};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q4_K_R4: return {32, 256, 0, GemmMin::kInt};
     case GgmlType::Q2_K: return {16, 256, 0, GemmMin::kInt};
     case GgmlType::Q3_K: return {16, 256, 4, GemmMin::kNone};
     case GgmlType::Q6_K: return {16, 256, 32, GemmMin::kNone};
@@ -355,7 +356,17 @@ void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, 
   const GemmTileFn kernel = gemm_tile_kernel();
   for (int64_t r = r0; r < r1; r += kGemmRows) {
     const int64_t nr = std::min(kGemmRows, r1 - r);
-    gemm_repack(W, r, nr, tile);
+    if (W.type == GgmlType::Q4_K_R4) {
+      // Interleaved rows: the tile's groups back to Q4_K first (byte moves,
+      // little beside the tile's products over 16 or more tokens).
+      const int64_t g0 = r / kR4Rows * kR4Rows, g1 = (r + nr + kR4Rows - 1) / kR4Rows * kR4Rows;
+      const TensorView groups = TensorView::contiguous(W.name, GgmlType::Q4_K_R4, {W.ne[0], g1 - g0, 1, 1}, W.row(g0));
+      tile.scratch.rows.resize(ggml_row_size(GgmlType::Q4_K, W.ne[0]) * sz(g1 - g0));
+      deinterleave_tensor(groups, tile.scratch.rows.data());
+      gemm_repack(TensorView::contiguous(W.name, GgmlType::Q4_K, groups.ne, tile.scratch.rows.data()), r - g0, nr, tile);
+    } else {
+      gemm_repack(W, r, nr, tile);
+    }
     if (kernel) kernel(tile, nr, act, act_stride, n_tok, y + r, y_stride);
     else gemm_tile_ref(tile, nr, act, act_stride, n_tok, y + r, y_stride);
   }

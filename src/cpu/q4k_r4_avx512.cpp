@@ -1,6 +1,6 @@
-// q4k_r4.h's kernel with AVX-512 VNNI (256-bit registers, AVX512VL). Built
-// with those flags for this file only; chosen at run time.
-#include "cpu/q4k_r4.h"
+// matmul_q4k_r4.h's kernel with AVX-512 VNNI (256-bit registers,
+// AVX512VL). Built with those flags for this file only; chosen at run time.
+#include "cpu/matmul_q4k_r4.h"
 
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"

@@ -32,7 +32,7 @@ GgmlType vec_dot_type(GgmlType t) {
     case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return GgmlType::Q8_0;
     case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q8_1: return GgmlType::Q8_1;
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
-    case GgmlType::Q6_K: case GgmlType::Q8_K: return GgmlType::Q8_K;
+    case GgmlType::Q6_K: case GgmlType::Q8_K: case GgmlType::Q4_K_R4: return GgmlType::Q8_K;
     case GgmlType::IQ2_XXS: case GgmlType::IQ2_XS: case GgmlType::IQ2_S: case GgmlType::IQ3_XXS:
     case GgmlType::IQ3_S: case GgmlType::IQ1_S: case GgmlType::IQ1_M: case GgmlType::IQ4_XS: return GgmlType::Q8_K;
     case GgmlType::IQ4_NL: case GgmlType::MXFP4: return GgmlType::Q8_0;
