@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "model/deepseek2.h"
+#include "runtime/backend_registry.h"
 #include "runtime/expert_stats.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -116,6 +117,31 @@ TEST_CASE("hybrid: the CPU standing in for a device gives bit-identical logits a
       }
       CHECK(same_bits(run(*model, c.o), ref));
     }
+  }
+}
+
+// Routed experts repacked at load for the host's kernels
+// (model/repacked_tensors.h) go to a device in the file's layout: all on the
+// device is the file's run bit for bit; all on the host is the repacked
+// model's own run bit for bit.
+TEST_CASE("hybrid: a repacked model's experts reach the device in the file's layout") {
+  if (!host_reads_repacked_weights()) return test::skip("this CPU has no kernel for repacked experts (AVX-512 VNNI)");
+  for (const std::string& path : {kDefaultModel, test::local_fixture("tiny-dsv3.Q4_K_M.gguf")}) {
+    CAPTURE(path);
+    auto file = Deepseek2Model::load(path);
+    auto repacked = Deepseek2Model::load(path, /*map=*/false, /*repack=*/true);
+    REQUIRE(repacked->repacked().count() > 0);
+    CHECK(repacked->fingerprint() == file->fingerprint());  // saved caches load across layouts
+    const std::vector<float> ref = run(*file, options("cpu"));
+    const std::vector<float> own = run(*repacked, options("cpu"));
+    const int64_t V = file->config().vocab_size;
+    const test::LogitAgreement agree = test::logit_agreement(ref.data(), own.data(), int64_t(ref.size()) / V, V);
+    CHECK(agree.top1 >= 0.95);
+    CHECK(agree.mean_kl <= 1e-3);
+    CHECK(same_bits(run(*repacked, options("cpu-device")), ref));
+    SessionOptions none = options("cpu-device");
+    none.placement.cpu_moe = true;
+    CHECK(same_bits(run(*repacked, none), own));
   }
 }
 

@@ -45,6 +45,7 @@
 #include "cpu/qdot.h"
 #include "model/deepseek2.h"
 #include "model/deepseek4.h"
+#include "runtime/backend_registry.h"
 
 using namespace moe;
 
@@ -323,7 +324,7 @@ int main(int argc, char** argv) {
   std::string path, prompts = "512", gens = "128", threads_arg = std::to_string(default_thread_count()), depths = "0";
   std::vector<std::string> pgs;
   std::string output = "md";
-  int reps = 3, n_batch = 2048, n_ubatch = 512, mmap = -1;
+  int reps = 3, n_batch = 2048, n_ubatch = 512, mmap = -1, repack = 1;
   bool json = false, expert_load = false, verbose = false, progress = false;
   RunFlags run;
   std::string npl;
@@ -355,6 +356,10 @@ int main(int argc, char** argv) {
                  "-mmp 0|1: map the model (1) or read it into memory (0); default: as moe does (read it when twice "
                  "its size fits in the available memory)")
       ->check(CLI::Range(0, 1));
+  app.add_option("--repack", repack,
+                 "0|1: with the model read into memory, repack its Q4_K routed experts for this CPU's kernels (1, "
+                 "the default, as moe does where the CPU has them) or keep the file's layout (0)")
+      ->check(CLI::Range(0, 1));
   app.add_option("--spec-type", spec_type, "none, or draft-mtp: add tgN with drafts from the model's MTP module")
       ->check(CLI::IsMember({"none", "draft-mtp"}));
   app.add_option("--spec-draft-n-max", spec_n, "with --spec-type draft-mtp: drafts per step, comma-separated");
@@ -376,7 +381,8 @@ int main(int argc, char** argv) {
       if (output != "md" && output != "jsonl") throw_error("-npl: batched mode prints md or jsonl");
       const std::vector<int> threads = parse_list("-t", threads_arg, 1);
       const std::vector<int> bs = parse_list("-npl", npl, 1);
-      auto model = Deepseek2Model::load(path, mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead);
+      auto model = Deepseek2Model::load(path, mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead,
+                                        repack && host_reads_repacked_weights());
       std::mt19937 rng(42);
       if (output == "md") {
         std::printf("| %6s | %6s | %4s | %7s | %8s | %9s | %8s | %9s |\n", "PP", "TG", "B", "threads", "T_PP s",
@@ -432,7 +438,10 @@ int main(int argc, char** argv) {
       return bench_deepseek4(path, memory, tests, std::min(n_batch, n_ubatch), reps,
                              parse_latent_type(run.cache_type_k, "-ctk"), output, progress);
     }
-    auto model = Deepseek2Model::load(path, memory);
+    auto model = Deepseek2Model::load(path, memory, repack && host_reads_repacked_weights());
+    if (verbose)
+      std::fprintf(stderr, "moe-bench: %zu routed-expert tensors repacked for the CPU (%.2f GiB)\n",
+                   model->repacked().count(), static_cast<double>(model->repacked().bytes()) / (1 << 30));
     const Deepseek2Config& c = model->config();
     int64_t n_ctx = 1;
     for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);

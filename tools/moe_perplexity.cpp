@@ -53,6 +53,7 @@ struct Options {
   int n_chunks = -1;  // all
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   RunFlags run;
+  WeightFlags weights;
 };
 
 // The whole file, less one trailing newline (as llama.cpp's -f).
@@ -72,7 +73,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int run_perplexity(const Options& o) {
   const std::string text = read_text_file(o.text_file);
-  auto model = Deepseek2Model::load(o.model);
+  auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   // As llama.cpp: an EOS appended to the text would be scored as text.
   MOE_ASSERT(!tok.vocab().add_eos, "%s: the vocabulary adds EOS (tokenizer.ggml.add_eos_token); perplexity "
@@ -189,7 +190,7 @@ int run_kl_divergence(const Options& o) {
     throw_error("you must provide a name of a file containing the log probabilities of the base model "
                 "(--kl-divergence-base FILE)");
   KldBaseReader base(o.kld_base);
-  auto model = Deepseek2Model::load(o.model);
+  auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   if (base.n_vocab() != model->config().vocab_size)
     throw_error("%s: inconsistent vocabulary (%d in the file vs %lld in %s)", o.kld_base.c_str(), base.n_vocab(),
@@ -260,7 +261,10 @@ int main(int argc, char** argv) {
   app.add_flag("--kl-divergence", o.kl_divergence,
                "KL divergence of this model from the base log-probabilities in --kl-divergence-base");
   add_run_flags(app, o.run);
-  if (const int rc = parse_command_line(app, argc, argv, "moe-perplexity", llama_common_flags()); rc >= 0) return rc;
+  add_weight_flags(app, o.weights);
+  FlagTable flags = llama_common_flags();
+  flags.aliases.insert({"-nr", "--no-repack"});
+  if (const int rc = parse_command_line(app, argc, argv, "moe-perplexity", flags); rc >= 0) return rc;
   o.n_ctx_given = app.count("-c") > 0;
   try {
     check_run_flags(o.run, "moe-perplexity");

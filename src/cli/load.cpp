@@ -44,7 +44,7 @@ void check_deepseek4_flags(const CliOptions& o) {
 
 LoadedModel load_deepseek4(const CliOptions& o, std::chrono::steady_clock::time_point t0) {
   check_deepseek4_flags(o);
-  auto model = Deepseek4Model::load(o.model, o.weight_memory);
+  auto model = Deepseek4Model::load(o.model, o.weights.memory);
   if (!o.quiet) prefetch_with_progress(model->file());
   Tokenizer tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -72,7 +72,7 @@ LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   if (GgufFile::open(o.model, true).get_string_opt("general.architecture").value_or("") == "deepseek4")
     return load_deepseek4(o, t0);
-  auto model = Deepseek2Model::load(o.model, o.weight_memory);
+  auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
   if (o.mlock)
     for (const MappedFile* m : model->file().mappings()) {
       const std::string why = m->lock();

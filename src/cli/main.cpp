@@ -123,16 +123,12 @@ int main(int argc, char** argv) {
                  "with --spec-type draft-mtp: tokens drafted per step (1: the module's trained depth; more chain it)")
       ->check(CLI::Range(1, 16));
   app.add_flag("--mlock", o.mlock, "keep the model's pages in RAM (mlock)");
-  app.add_flag_callback("--mmap", [&] { o.weight_memory = WeightMemory::kMap; },
-                        "map the model from the file (default: read it into memory when twice its size fits in the "
-                        "available memory, which generates faster; map it otherwise)");
-  app.add_flag_callback("--no-mmap", [&] { o.weight_memory = WeightMemory::kRead; },
-                        "read the model into memory instead of mapping it");
+  add_weight_flags(app, o.weights);
   app.add_flag("--version", show_version, "print the version and exit");
   add_run_flags(app, o.run);
 
   FlagTable flags = llama_common_flags();
-  flags.aliases.insert({{"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
+  flags.aliases.insert({{"-nr", "--no-repack"}, {"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
                         {"-st", "--single-turn"}, {"-np", "--parallel"}});
   const int parsed = parse_command_line(app, argc, argv, "moe", flags);
   if (parsed >= 0) return parsed;

@@ -33,7 +33,7 @@ struct CliOptions {
   bool ignore_eos = false;
   bool verbose = false;
   bool mlock = false;
-  WeightMemory weight_memory = WeightMemory::kAuto;  // --mmap / --no-mmap; default: core/weight_memory.h
+  WeightFlags weights;  // --mmap / --no-mmap, --repack / --no-repack
   SamplerParams sampling;
   RunFlags run;  // backends, placement, expert statistics
   bool display_prompt = true;

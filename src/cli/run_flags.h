@@ -16,9 +16,33 @@
 
 #include "core/error.h"
 #include "model/deepseek2.h"
+#include "core/weight_memory.h"
+#include "runtime/backend_registry.h"
 #include "runtime/expert_placement.h"
 
 namespace moe {
+
+// Where the weights live on the host and in which layout (moe,
+// moe-perplexity; moe-bench spells them llama-bench's way, -mmp 0|1 and
+// --repack 0|1): --mmap / --no-mmap (default: core/weight_memory.h),
+// --repack / --no-repack (-nr; model/repacked_tensors.h).
+struct WeightFlags {
+  WeightMemory memory = WeightMemory::kAuto;
+  bool repack = true;
+  // Repack at load: asked for, and this CPU has the kernels.
+  bool repack_here() const { return repack && host_reads_repacked_weights(); }
+};
+
+inline void add_weight_flags(CLI::App& app, WeightFlags& f) {
+  app.add_flag_callback("--mmap", [&f] { f.memory = WeightMemory::kMap; },
+                        "map the model from the file (default: read it into memory when twice its size fits in the "
+                        "available memory, which generates faster; map it otherwise)");
+  app.add_flag_callback("--no-mmap", [&f] { f.memory = WeightMemory::kRead; },
+                        "read the model into memory instead of mapping it");
+  app.add_flag("--repack,!--no-repack", f.repack,
+               "-nr: with the model read into memory, repack its Q4_K routed experts for this CPU's kernels "
+               "(default: on where the CPU has them, AVX-512 VNNI; a mapped model keeps the file's layout)");
+}
 
 struct RunFlags {
   std::string device = "cpu";

@@ -61,29 +61,25 @@ MappedFile::MappedFile(const std::string& path, bool map) : path_(path), mapped_
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0 && !map) {
-    // Huge-page aligned, so the kernel may back it with 2 MiB pages.
-    void* p = nullptr;
-    if (::posix_memalign(&p, kHugePage, size_) != 0) {
+    HostBuffer buf(size_);
+    if (buf.data() == nullptr) {
       ::close(fd);
       throw_error("cannot read '%s' into memory: %zu bytes are not available (use the mapping: drop --no-mmap)",
                   path.c_str(), size_);
     }
-#ifdef MADV_HUGEPAGE
-    ::madvise(p, size_, MADV_HUGEPAGE);
-#endif
     size_t done = 0;
     while (done < size_) {
-      const ssize_t r = ::read(fd, static_cast<uint8_t*>(p) + done, size_ - done);
+      const ssize_t r = ::read(fd, buf.data() + done, size_ - done);
       if (r < 0 && errno == EINTR) continue;
       if (r <= 0) {
         const int e = r < 0 ? errno : EIO;
-        std::free(p);
         ::close(fd);
         throw_error("cannot read '%s': %s", path.c_str(), std::strerror(e));
       }
       done += static_cast<size_t>(r);
     }
-    data_ = static_cast<const uint8_t*>(p);
+    owned_ = std::move(buf);
+    data_ = owned_.data();
   } else if (size_ > 0) {
     void* p = map_aligned(fd, size_);
     if (p == MAP_FAILED) {
@@ -112,7 +108,10 @@ void MappedFile::prefetch(const uint8_t* data, size_t size, const std::function<
 MappedFile::~MappedFile() {
   if (!data_) return;
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
-  else std::free(const_cast<uint8_t*>(data_));
+}
+
+void MappedFile::release(const uint8_t* p, size_t n) const {
+  if (!mapped_) owned_.release(p, n);
 }
 
 std::string MappedFile::lock() const {

@@ -7,6 +7,8 @@
 #include <functional>
 #include <string>
 
+#include "core/host_buffer.h"
+
 namespace moe {
 
 class MappedFile {
@@ -25,6 +27,12 @@ class MappedFile {
   const std::string& path() const { return path_; }
   bool mapped() const { return mapped_; }
 
+  bool contains(const uint8_t* p) const { return p >= data_ && p < data_ + size_; }
+  // Bytes of the copy read into memory that nothing reads any more (a tensor
+  // repacked elsewhere at load) go back to the system; a mapping keeps them
+  // (the page cache's pages are shared and reclaimable).
+  void release(const uint8_t* p, size_t n) const;
+
   // Locks the pages in RAM (--mlock). Returns "" or the system's reason.
   std::string lock() const;
 
@@ -39,6 +47,7 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   bool mapped_ = true;
+  HostBuffer owned_;  // the file's bytes when read (map = false)
 };
 
 }  // namespace moe

@@ -11,6 +11,7 @@
 #include <map>
 
 #include "core/mapped_file.h"
+#include "quant/q4k_r4.h"
 
 namespace moe {
 
@@ -49,16 +50,24 @@ size_t sz(int64_t n) { return static_cast<size_t>(n); }
 
 }  // namespace
 
-std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, bool map) {
+std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, bool map, bool repack) {
   std::unique_ptr<Deepseek2Model> m(new Deepseek2Model(GgufFile::open(path, map)));
   m->config_ = Deepseek2Config::from_gguf(m->file_);
   m->weights_ = Deepseek2Weights::bind(m->file_, m->config_);
   m->rope_freqs_ = rope_frequencies(m->config_);
+  m->fingerprint_ = model_fingerprint(m->file_, m->config_.vocab_size);
+  if (repack && !map) {
+    auto repack_experts = [&](TensorView& t, TensorRole role, int64_t) {
+      if (role == TensorRole::kRoutedExperts) m->repacked_.repack(t, m->file_);
+    };
+    m->weights_.for_each_tensor(repack_experts);
+    if (m->weights_.mtp) for_each_mtp_tensor(*m->weights_.mtp, m->config_.num_hidden_layers, repack_experts);
+  }
   return m;
 }
 
-std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, WeightMemory memory) {
-  return load_with_weight_memory(memory, [&](bool map) { return load(path, map); });
+std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, WeightMemory memory, bool repack) {
+  return load_with_weight_memory(memory, [&](bool map) { return load(path, map, repack); });
 }
 
 bool Deepseek2Model::weights_read() const {
@@ -70,12 +79,14 @@ bool Deepseek2Model::weights_read() const {
 std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   std::vector<TensorFootprint> out;
   weights_.for_each_tensor([&](const TensorView& t, TensorRole role, int64_t il) {
-    out.push_back({t.name, il, role, t.nbytes(), role == TensorRole::kRoutedExperts ? t.ne[2] : 0});
+    // The file's bytes (a device copies those), not a host repack's.
+    const size_t bytes = ggml_row_size(file_layout_type(t.type), t.ne[0]) * static_cast<size_t>(t.n_rows());
+    out.push_back({t.name, il, role, bytes, role == TensorRole::kRoutedExperts ? t.ne[2] : 0});
   });
   return out;
 }
 
-uint64_t Deepseek2Model::fingerprint() const { return model_fingerprint(file_, config_.vocab_size); }
+uint64_t Deepseek2Model::fingerprint() const { return fingerprint_; }
 
 size_t Deepseek2Model::kv_cache_bytes(int64_t n_ctx, LatentType type) const {  // one sequence
   // The latent rows, and DeepSeek-V3.2's index keys beside them, both in the type.

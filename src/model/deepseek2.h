@@ -15,6 +15,7 @@
 #include "runtime/expert_placement.h"
 #include "runtime/expert_stats.h"
 #include "runtime/hybrid_moe.h"
+#include "model/repacked_tensors.h"
 #include "runtime/inference_session.h"
 
 namespace moe {
@@ -22,17 +23,20 @@ namespace moe {
 class Deepseek2Model {
  public:
   // Maps the file (reads it into memory with map = false), reads the
-  // hyper-parameters, binds and checks every tensor.
-  static std::unique_ptr<Deepseek2Model> load(const std::string& path, bool map = true);
+  // hyper-parameters, binds and checks every tensor. repack: the routed
+  // experts of a file read into memory are repacked for the CPU's kernels
+  // (model/repacked_tensors.h; the caller asks when the host CPU has them).
+  static std::unique_ptr<Deepseek2Model> load(const std::string& path, bool map = true, bool repack = false);
   // WeightMemory::kAuto reads the weights into memory when twice the file
   // fits in the available memory, else maps them (core/weight_memory.h).
-  static std::unique_ptr<Deepseek2Model> load(const std::string& path, WeightMemory memory);
+  static std::unique_ptr<Deepseek2Model> load(const std::string& path, WeightMemory memory, bool repack = false);
   // The weights were read into memory rather than mapped.
   bool weights_read() const;
 
   const GgufFile& file() const { return file_; }
   const Deepseek2Config& config() const { return config_; }
   const Deepseek2Weights& weights() const { return weights_; }
+  const RepackedTensors& repacked() const { return repacked_; }
   // RoPE frequency of each rotated pair (YaRN-corrected when the file says so).
   const std::vector<float>& rope_freqs() const { return rope_freqs_; }
   // The weights as the placement planner sees them.
@@ -50,6 +54,8 @@ class Deepseek2Model {
   Deepseek2Config config_;
   Deepseek2Weights weights_;
   std::vector<float> rope_freqs_;
+  uint64_t fingerprint_ = 0;  // of the file's bytes, taken before any repack
+  RepackedTensors repacked_;
 };
 
 struct SessionOptions {

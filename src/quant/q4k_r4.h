@@ -57,6 +57,10 @@ bool can_interleave(const TensorView& W);
 size_t interleaved_bytes(const TensorView& W);
 void interleave_tensor(const TensorView& W, uint8_t* dst);
 TensorView interleaved_view(const TensorView& W, const uint8_t* dst);
+// The file type a layout was repacked from (the type itself for a file
+// type): what a device computes on, and what the weights weigh there.
+inline GgmlType file_layout_type(GgmlType t) { return t == GgmlType::Q4_K_R4 ? GgmlType::Q4_K : t; }
+
 // A Q4_K_R4 tensor back to its Q4_K bytes (a copy for a device, which
 // computes on the file's layout), dst holding ggml_row_size(Q4_K) per row.
 void deinterleave_tensor(const TensorView& W, uint8_t* dst);

@@ -1,6 +1,9 @@
 #include "runtime/backend.h"
 
+#include <vector>
+
 #include "core/error.h"
+#include "quant/q4k_r4.h"
 
 namespace moe {
 
@@ -30,24 +33,41 @@ LatentType parse_latent_type(const std::string& s, const char* flag) {
   throw_error("%s %s: the latent cache can be f32, f16, bf16 or q8_0", flag, s.c_str());
 }
 
+namespace {
+
+// A device computes on the file's layout: a tensor repacked for the host's
+// kernels (model/repacked_tensors.h) goes back to it on the way.
+GgmlType device_type(const TensorView& host) { return file_layout_type(host.type); }
+
+void copy_matrix_to(Backend& be, uint8_t* dst, const TensorView& m) {
+  const size_t bytes = ggml_row_size(device_type(m), m.ne[0]) * static_cast<size_t>(m.n_rows());
+  if (device_type(m) == m.type) return be.copy_from_host(dst, m.data, bytes);
+  std::vector<uint8_t> rows(bytes);
+  deinterleave_tensor(m, rows.data());
+  be.copy_from_host(dst, rows.data(), bytes);
+}
+
+}  // namespace
+
 TensorView upload_tensor(Backend& be, const TensorView& host) {
   MOE_ASSERT(host.device.is_host() && host.is_contiguous(), "tensor '%s' is not a contiguous host tensor",
              host.name.c_str());
-  uint8_t* dst = be.alloc_weight_bytes(host.nbytes());
-  be.copy_from_host(dst, host.data, host.nbytes());
-  return TensorView::contiguous(host.name, host.type, host.ne, dst, be.device());
+  const size_t bytes = ggml_row_size(device_type(host), host.ne[0]) * static_cast<size_t>(host.n_rows());
+  uint8_t* dst = be.alloc_weight_bytes(bytes);
+  copy_matrix_to(be, dst, host);
+  return TensorView::contiguous(host.name, device_type(host), host.ne, dst, be.device());
 }
 
 TensorView upload_experts(Backend& be, const TensorView& host, const std::vector<int32_t>& experts) {
   MOE_ASSERT(host.device.is_host() && host.ne[3] == 1, "tensor '%s' is not a host expert tensor", host.name.c_str());
-  const size_t matrix = host.row_bytes() * static_cast<size_t>(host.ne[1]);
+  const size_t matrix = ggml_row_size(device_type(host), host.ne[0]) * static_cast<size_t>(host.ne[1]);
   uint8_t* dst = be.alloc_weight_bytes(matrix * experts.size());
   for (size_t i = 0; i < experts.size(); ++i) {
     MOE_ASSERT(experts[i] >= 0 && experts[i] < host.ne[2], "expert %d is not in '%s'", experts[i], host.name.c_str());
-    be.copy_from_host(dst + i * matrix, host.matrix(experts[i]).data, matrix);
+    copy_matrix_to(be, dst + i * matrix, host.matrix(experts[i]));
   }
-  return TensorView::contiguous(host.name, host.type, {host.ne[0], host.ne[1], static_cast<int64_t>(experts.size()), 1},
-                                dst, be.device());
+  return TensorView::contiguous(host.name, device_type(host),
+                                {host.ne[0], host.ne[1], static_cast<int64_t>(experts.size()), 1}, dst, be.device());
 }
 
 }  // namespace moe

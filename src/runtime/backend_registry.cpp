@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
+#include "cpu/matmul_q4k_r4.h"
 #include "runtime/imatrix_collector.h"
 
 namespace moe {
@@ -25,5 +26,7 @@ BackendSet make_backends(const BackendOptions& o) {
     throw_error("--device cuda: the CUDA backend is not built yet in this version; run with --device cpu");
   throw_error("--device '%s': expected cpu or cuda", o.device.c_str());
 }
+
+bool host_reads_repacked_weights() { return q4_k_r4_dot_kernel() != nullptr; }
 
 }  // namespace moe

@@ -37,4 +37,8 @@ struct BackendSet {
 // Throws naming the option at fault (an unknown --device, no CUDA in this build).
 BackendSet make_backends(const BackendOptions& o);
 
+// Whether this CPU has kernels for the repacked weight layouts
+// (model/repacked_tensors.h): loaders repack when it does, unless told not to.
+bool host_reads_repacked_weights();
+
 }  // namespace moe
