@@ -64,11 +64,16 @@ const GgmlTypeTraits* ggml_type_traits(uint32_t id) {
 }
 
 const GgmlTypeTraits& ggml_type_traits(GgmlType type) {
-  // 148 bytes per 256 values of a row: 592 per group of 4 rows. Not
-  // dequantized row by row (a row is not whole on its own): can_dequantize
-  // false, so no generic path takes it; the CPU matmul knows it.
+  // The interleaved layouts (quant/interleaved.h): a quarter of a group of
+  // 4 rows per row. Not dequantized row by row (a row is not whole on its
+  // own): can_dequantize false, so no generic path takes them; the CPU
+  // matmul knows them.
   static constexpr GgmlTypeTraits kQ4KR4 = {"q4_K_r4", QK_K, 592 / 4, false};
+  static constexpr GgmlTypeTraits kQ80R4 = {"q8_0_r4", 32, 136 / 4, false};
+  static constexpr GgmlTypeTraits kQ50R4 = {"q5_0_r4", 32, 88 / 4, false};
   if (type == GgmlType::Q4_K_R4) return kQ4KR4;
+  if (type == GgmlType::Q8_0_R4) return kQ80R4;
+  if (type == GgmlType::Q5_0_R4) return kQ50R4;
   const GgmlTypeTraits* t = ggml_type_traits(static_cast<uint32_t>(type));
   MOE_ASSERT(t != nullptr, "invalid ggml type id %u", static_cast<unsigned>(type));
   return *t;

@@ -52,6 +52,8 @@ enum class GgmlType : uint32_t {
   // Ids from 1000 are moe.cpp's in-memory layouts: never read from or
   // written to a file (a file naming one is refused as an unknown type).
   Q4_K_R4 = 1000,  // Q4_K rows interleaved four at a time (quant/q4k_r4.h)
+  Q8_0_R4 = 1001,  // Q8_0 and Q5_0 rows interleaved four at a time (quant/q32_r4.h)
+  Q5_0_R4 = 1002,
 };
 
 inline constexpr int kGgmlTypeIdLimit = 43;  // ids are < this

@@ -9,7 +9,7 @@
 #include "cpu/matmul.h"
 #include "cpu/qdot.h"
 #include "quant/blocks.h"
-#include "quant/q4k_r4.h"
+#include "quant/interleaved.h"
 #include "quant/blocks_iq.h"
 #include "quant/vec_dot.h"
 
@@ -244,12 +244,12 @@ void gemm_quantize_row(GgmlType weight_type, const float* x, int64_t n, uint8_t*
 }
 
 GemmFormat gemm_format(GgmlType t) {
-  switch (t) {
+  switch (file_layout_type(t)) {  // interleaved rows: gemm_rows unpacks them first
     case GgmlType::Q4_0: return {32, 32, 8, GemmMin::kNone};
     case GgmlType::Q5_0: return {32, 32, 16, GemmMin::kNone};
     case GgmlType::Q8_0: return {32, 32, 128, GemmMin::kNone};
     case GgmlType::Q4_1: case GgmlType::Q5_1: return {32, 32, 0, GemmMin::kFloat};
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q4_K_R4: return {32, 256, 0, GemmMin::kInt};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {32, 256, 0, GemmMin::kInt};
     case GgmlType::Q2_K: return {16, 256, 0, GemmMin::kInt};
     case GgmlType::Q3_K: return {16, 256, 4, GemmMin::kNone};
     case GgmlType::Q6_K: return {16, 256, 32, GemmMin::kNone};
@@ -356,14 +356,16 @@ void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, 
   const GemmTileFn kernel = gemm_tile_kernel();
   for (int64_t r = r0; r < r1; r += kGemmRows) {
     const int64_t nr = std::min(kGemmRows, r1 - r);
-    if (W.type == GgmlType::Q4_K_R4) {
-      // Interleaved rows: the tile's groups back to Q4_K first (byte moves,
-      // little beside the tile's products over 16 or more tokens).
-      const int64_t g0 = r / kR4Rows * kR4Rows, g1 = (r + nr + kR4Rows - 1) / kR4Rows * kR4Rows;
-      const TensorView groups = TensorView::contiguous(W.name, GgmlType::Q4_K_R4, {W.ne[0], g1 - g0, 1, 1}, W.row(g0));
-      tile.scratch.rows.resize(ggml_row_size(GgmlType::Q4_K, W.ne[0]) * sz(g1 - g0));
+    if (is_interleaved(W.type)) {
+      // Interleaved rows: the tile's groups back to the file's layout first
+      // (byte moves, little beside the tile's products over 16+ tokens).
+      const int64_t g0 = r / kInterleavedRows * kInterleavedRows;
+      const int64_t g1 = (r + nr + kInterleavedRows - 1) / kInterleavedRows * kInterleavedRows;
+      const TensorView groups = TensorView::contiguous(W.name, W.type, {W.ne[0], g1 - g0, 1, 1}, W.row(g0));
+      const GgmlType file = file_layout_type(W.type);
+      tile.scratch.rows.resize(ggml_row_size(file, W.ne[0]) * sz(g1 - g0));
       deinterleave_tensor(groups, tile.scratch.rows.data());
-      gemm_repack(TensorView::contiguous(W.name, GgmlType::Q4_K, groups.ne, tile.scratch.rows.data()), r - g0, nr, tile);
+      gemm_repack(TensorView::contiguous(W.name, file, groups.ne, tile.scratch.rows.data()), r - g0, nr, tile);
     } else {
       gemm_repack(W, r, nr, tile);
     }

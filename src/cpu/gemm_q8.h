@@ -63,7 +63,7 @@ bool gemm_available(GgmlType t);
 // super-block s, is d * sc * (vals - zero) + dm * mn (kInt) or d * (vals -
 // zero) + dm (kFloat, where sc = 1). Rows past the matrix are zero.
 struct GemmTileScratch {  // the rows decoded before interleaving, kept to allocate once
-  std::vector<uint8_t> rows;  // Q4_K_R4 groups unpacked to Q4_K rows
+  std::vector<uint8_t> rows;  // interleaved groups unpacked to the file's rows
   std::vector<uint8_t> u;
   std::vector<int32_t> sc, mn;
   std::vector<float> d, dm;

@@ -7,7 +7,8 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "cpu/gemm_q8.h"
-#include "cpu/matmul_q4k_r4.h"
+#include "cpu/matmul_interleaved.h"
+#include "quant/interleaved.h"
 #include "cpu/qdot.h"
 #include "quant/vec_dot.h"
 
@@ -54,7 +55,7 @@ namespace {
 void matmul_rows_strided(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, size_t act_row,
                          int64_t n_tokens, float* y, int64_t y_stride) {
   const int64_t n_in = W.ne[0];
-  if (W.type == GgmlType::Q4_K_R4) return q4_k_r4_rows(W, r0, r1, act, act_row, n_tokens, y, y_stride);
+  if (is_interleaved(W.type)) return interleaved_rows(W, r0, r1, act, act_row, n_tokens, y, y_stride);
   if (const QdotFn kernel = qdot_kernel(W.type, cpu_isa_active())) {
     const size_t w_row = ggml_row_size(W.type, n_in);
     kernel(QdotArgs{W.data + static_cast<size_t>(r0) * w_row, w_row, r1 - r0, act, act_row, n_tokens, n_in, y + r0,

@@ -11,7 +11,7 @@
 #include <map>
 
 #include "core/mapped_file.h"
-#include "quant/q4k_r4.h"
+#include "quant/interleaved.h"
 
 namespace moe {
 

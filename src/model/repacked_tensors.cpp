@@ -3,7 +3,7 @@
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "gguf/gguf_reader.h"
-#include "quant/q4k_r4.h"
+#include "quant/interleaved.h"
 
 namespace moe {
 

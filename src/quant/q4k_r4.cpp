@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "core/error.h"
 #include "core/fp16.h"
 
 namespace moe {
@@ -122,35 +121,6 @@ void q4_k_r4_dot_ref(const BlockQ4_KR4* x, const BlockQ8_K* y, int64_t nb, float
     }
     out[r] = sum;
   }
-}
-
-bool can_interleave(const TensorView& W) {
-  return W.type == GgmlType::Q4_K && W.device.is_host() && W.is_contiguous() && W.ne[0] % kQK == 0 &&
-         W.ne[1] % kR4Rows == 0;
-}
-
-size_t interleaved_bytes(const TensorView& W) {
-  return ggml_row_size(GgmlType::Q4_K_R4, W.ne[0]) * static_cast<size_t>(W.n_rows());
-}
-
-void interleave_tensor(const TensorView& W, uint8_t* dst) {
-  MOE_ASSERT(can_interleave(W), "tensor '%s' %s cannot be interleaved", W.name.c_str(), W.shape_string().c_str());
-  const size_t row = W.row_bytes(), group = ggml_row_size(GgmlType::Q4_K_R4, W.ne[0]) * kR4Rows;
-  for (int64_t g = 0; g < W.n_rows() / kR4Rows; ++g)
-    repack_q4_k_r4(W.row(g * kR4Rows), row, W.ne[0], reinterpret_cast<BlockQ4_KR4*>(dst + static_cast<size_t>(g) * group));
-}
-
-TensorView interleaved_view(const TensorView& W, const uint8_t* dst) {
-  return TensorView::contiguous(W.name, GgmlType::Q4_K_R4, W.ne, dst, W.device);
-}
-
-void deinterleave_tensor(const TensorView& W, uint8_t* dst) {
-  MOE_ASSERT(W.type == GgmlType::Q4_K_R4 && W.is_contiguous(), "tensor '%s' is not an interleaved Q4_K tensor",
-             W.name.c_str());
-  const size_t row = ggml_row_size(GgmlType::Q4_K, W.ne[0]);
-  for (int64_t g = 0; g < W.n_rows() / kR4Rows; ++g)
-    unpack_q4_k_r4(reinterpret_cast<const BlockQ4_KR4*>(W.row(g * kR4Rows)), W.ne[0],
-                   dst + static_cast<size_t>(g * kR4Rows) * row, row);
 }
 
 }  // namespace moe

@@ -21,7 +21,6 @@
 
 #include <cstdint>
 
-#include "core/tensor.h"
 #include "quant/blocks_k.h"
 
 namespace moe {
@@ -49,20 +48,5 @@ void dequantize_q4_k_r4_row(const BlockQ4_KR4* x, int r, int64_t n, float* y);
 // per sub-block exact, then per block (d_r y.d) * sum_s sc_s isum_s minus
 // (dmin_r y.d) * sum_s m_s bsum_s, blocks added in order.
 void q4_k_r4_dot_ref(const BlockQ4_KR4* x, const BlockQ8_K* y, int64_t nb, float out[4]);
-
-// Whole tensors. A Q4_K tensor can be interleaved when it is contiguous
-// and its rows per matrix are a multiple of 4; `dst` holds
-// interleaved_bytes(W) (the Q4_K_R4 view of the result: interleaved_view).
-bool can_interleave(const TensorView& W);
-size_t interleaved_bytes(const TensorView& W);
-void interleave_tensor(const TensorView& W, uint8_t* dst);
-TensorView interleaved_view(const TensorView& W, const uint8_t* dst);
-// The file type a layout was repacked from (the type itself for a file
-// type): what a device computes on, and what the weights weigh there.
-inline GgmlType file_layout_type(GgmlType t) { return t == GgmlType::Q4_K_R4 ? GgmlType::Q4_K : t; }
-
-// A Q4_K_R4 tensor back to its Q4_K bytes (a copy for a device, which
-// computes on the file's layout), dst holding ggml_row_size(Q4_K) per row.
-void deinterleave_tensor(const TensorView& W, uint8_t* dst);
 
 }  // namespace moe

@@ -29,7 +29,8 @@ GgmlType vec_dot_type(GgmlType t) {
     case GgmlType::F32: return GgmlType::F32;
     case GgmlType::F16: return GgmlType::F16;
     case GgmlType::BF16: return GgmlType::BF16;
-    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: return GgmlType::Q8_0;
+    case GgmlType::Q4_0: case GgmlType::Q5_0: case GgmlType::Q8_0: case GgmlType::Q8_0_R4: case GgmlType::Q5_0_R4:
+      return GgmlType::Q8_0;
     case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q8_1: return GgmlType::Q8_1;
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K:
     case GgmlType::Q6_K: case GgmlType::Q8_K: case GgmlType::Q4_K_R4: return GgmlType::Q8_K;

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "quant/q4k_r4.h"
+#include "quant/interleaved.h"
 
 namespace moe {
 

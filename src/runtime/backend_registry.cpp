@@ -2,7 +2,7 @@
 
 #include "core/error.h"
 #include "cpu/cpu_backend.h"
-#include "cpu/matmul_q4k_r4.h"
+#include "cpu/matmul_interleaved.h"
 #include "runtime/imatrix_collector.h"
 
 namespace moe {
