@@ -92,4 +92,16 @@ for test in sorted(moe, key=lambda t: t[:2] != "pp"):
     cells = [f"{statistics.mean(c[test]):.2f} ± {sd(c[test]):.2f}" if test in c else "-" for _, c in cols]
     ratios = [f"{statistics.mean(m) / statistics.mean(c[test]):.2f}x" if test in c else "-" for _, c in cols]
     print(f"| {test:6} | " + " | ".join(cells) + f" | {statistics.mean(m):.2f} ± {sd(m):.2f} | " + " | ".join(ratios) + " |")
+# Every round's figure, in round order (the machine's drift shows here).
+print()
+for test in sorted(moe, key=lambda t: t[:2] != "pp"):
+    for n, c in cols + [("moe.cpp", moe)]:
+        if test in c: print(f"{test} {n}: " + " ".join(f"{v:.2f}" for v in c[test]))
+# moe.cpp reads the model into memory (and repacks its experts) only when
+# twice the file fits in the available memory: say when a round mapped it.
+mapped = [i for i in range(1, rounds + 1)
+          if any(r.get("use_mmap", False) for r in json.load(open(os.path.join(tmp, f"moe.{i}.json"))))]
+if mapped:
+    print(f"\nnote: moe.cpp ran from the file mapping in round(s) {mapped} (not enough available memory to read "
+          "the model; --no-mmap forces it)")
 PY

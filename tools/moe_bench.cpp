@@ -39,6 +39,7 @@
 #include "cli/command_line.h"
 #include "cli/run_flags.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "core/thread_pool.h"
 #include "cpu/latent_rows.h"
 #include "cpu/matmul.h"
@@ -254,8 +255,16 @@ BatchedResult run_batched(const Deepseek2Model& model, const RunFlags& run, int6
 }
 
 // The results as llama-bench prints them (md, json, jsonl or csv).
+// Where the weights were: mapped (llama-bench's use_mmap) or read, and how
+// many tensors were repacked for the CPU's kernels.
+struct WeightState {
+  bool use_mmap = true;
+  size_t repacked = 0;
+};
+
 void print_tests(const std::vector<Test>& tests, const std::string& path, uint64_t size_bytes, const std::string& backend,
-                 const std::string& backends, const nlohmann::json& placement, const std::string& output) {
+                 const std::string& backends, const nlohmann::json& placement, const std::string& output,
+                 WeightState weights) {
   const double size_gib = static_cast<double>(size_bytes) / (1024.0 * 1024.0 * 1024.0);
   const std::string name = path.substr(path.find_last_of('/') + 1);
   auto record = [&](const Test& t) {
@@ -265,7 +274,8 @@ void print_tests(const std::vector<Test>& tests, const std::string& path, uint64
                           {"stddev_ts", t.stddev()}, {"samples_ts", t.tok_per_s},
                           {"spec_draft_n", t.spec_draft_n}, {"spec_accept", t.spec_accept},
                           {"spec_acceptance", t.acceptance()},
-                          {"backends", backends}, {"placement", placement}};
+                          {"backends", backends}, {"placement", placement}, {"use_mmap", weights.use_mmap},
+                          {"repacked_tensors", weights.repacked}};
   };
   if (output == "json") {
     nlohmann::json out = nlohmann::json::array();
@@ -313,7 +323,8 @@ int bench_deepseek4(const std::string& path, WeightMemory memory, std::vector<Te
     for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, V, logits));
   }
   print_tests(tests, path, model->file().total_size(), std::string("CPU ") + cpu_isa_name(cpu_isa_active()),
-              session ? session->backends_description() : "", nullptr, output);
+              session ? session->backends_description() : "", nullptr, output,
+              WeightState{model->file().mappings().front()->mapped(), 0});
   return 0;
 }
 
@@ -495,7 +506,7 @@ int main(int argc, char** argv) {
     const std::string backend = plan.device_active ? plan.device_name + "+" + plan.host_name
                                                    : std::string("CPU ") + cpu_isa_name(cpu_isa_active());
     print_tests(tests, path, model->file().total_size(), backend, session ? session->backends_description() : "",
-                plan.to_json(), output);
+                plan.to_json(), output, WeightState{!model->weights_read(), model->repacked().count()});
     if (std::fflush(stdout) != 0) throw_error("cannot write to standard output");
     return 0;
   } catch (const std::exception& e) {
