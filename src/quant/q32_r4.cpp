@@ -3,17 +3,11 @@
 #include <cstring>
 
 #include "core/fp16.h"
+#include "quant/byte_moves.h"
 
 namespace moe {
 
 namespace {
-
-inline uint32_t load4(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-inline void store4(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 
 // Four values e0 = 8k + 4h .. e0 + 3 of row r sit at bytes 4 (2r + h) ..
 // of vector k.
@@ -65,7 +59,7 @@ void repack_q5_0_r4(const uint8_t* rows, size_t row_stride, int64_t n, BlockQ5_0
           // Positions e < 16 are qs[e]'s low nibbles, the others qs[e - 16]'s high.
           const int e0 = 8 * k + 4 * h, at = lane_byte(r, h);
           const uint32_t nib = (load4(b.qs + e0 % 16) >> (4 * (e0 / 16))) & 0x0f0f0f0fu;
-          store4(o.qs[k / 2] + at, load4(o.qs[k / 2] + at) | (nib << (4 * (k % 2))));
+          or4(o.qs[k / 2] + at, nib << (4 * (k % 2)));
           o.hmask[k] |= ((qh >> e0) & 0xfu) << at;
         }
     }
@@ -83,7 +77,7 @@ void unpack_q5_0_r4(const BlockQ5_0R4* x, int64_t n, uint8_t* rows, size_t row_s
         for (int h = 0; h < 2; ++h) {
           const int e0 = 8 * k + 4 * h, at = lane_byte(r, h);
           const uint32_t nib = (load4(x[i].qs[k / 2] + at) >> (4 * (k % 2))) & 0x0f0f0f0fu;
-          store4(b.qs + e0 % 16, load4(b.qs + e0 % 16) | (nib << (4 * (e0 / 16))));
+          or4(b.qs + e0 % 16, nib << (4 * (e0 / 16)));
           qh |= ((x[i].hmask[k] >> at) & 0xfu) << e0;
         }
       std::memcpy(b.qh, &qh, 4);

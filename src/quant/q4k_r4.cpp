@@ -3,20 +3,11 @@
 #include <cstring>
 
 #include "core/fp16.h"
+#include "quant/byte_moves.h"
 
 namespace moe {
 
 namespace {
-
-inline uint32_t load4(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-inline void or4(uint8_t* p, uint32_t v) {
-  v |= load4(p);
-  std::memcpy(p, &v, 4);
-}
 
 // Where four values of row r, sub-block s start: in a Q4_K block's qs
 // (sub-blocks 2p and 2p + 1 share bytes 32p.., low and high nibbles) and in
