@@ -7,8 +7,8 @@
 // rows' blocks side by side one 8-byte activation broadcast feeds a vpdpbusd
 // that adds 8 elements of all four rows, scales and mins are unpacked once
 // per four rows, and lanes are summed once per four rows at the end
-// (src/cpu/q4k_r4_avx512.cpp; measured 1.7x the elements per second from L2,
-// 1.2-1.4x from memory on one core).
+// (src/cpu/interleaved_avx512.cpp; measured 1.7x the elements per second
+// from L2, 1.2-1.4x from memory on one core).
 //
 // Layout per 256 values of 4 rows (592 bytes; Q4_K's 4 x 144 = 576): fp16
 // d and dmin per row, the 6-bit scales [sub-block][row] and mins
