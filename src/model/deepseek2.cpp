@@ -80,8 +80,7 @@ std::vector<TensorFootprint> Deepseek2Model::tensor_footprints() const {
   std::vector<TensorFootprint> out;
   weights_.for_each_tensor([&](const TensorView& t, TensorRole role, int64_t il) {
     // The file's bytes (a device copies those), not a host repack's.
-    const size_t bytes = ggml_row_size(file_layout_type(t.type), t.ne[0]) * static_cast<size_t>(t.n_rows());
-    out.push_back({t.name, il, role, bytes, role == TensorRole::kRoutedExperts ? t.ne[2] : 0});
+    out.push_back({t.name, il, role, file_layout_bytes(t), role == TensorRole::kRoutedExperts ? t.ne[2] : 0});
   });
   return out;
 }

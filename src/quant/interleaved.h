@@ -21,6 +21,11 @@ inline constexpr int64_t kInterleavedRows = 4;
 GgmlType interleaved_type(GgmlType t);
 GgmlType file_layout_type(GgmlType t);
 inline bool is_interleaved(GgmlType t) { return file_layout_type(t) != t; }
+// The bytes of W's rows in its file type: what a device holds of it, and
+// what the placement planner counts.
+inline size_t file_layout_bytes(const TensorView& W) {
+  return ggml_row_size(file_layout_type(W.type), W.ne[0]) * static_cast<size_t>(W.n_rows());
+}
 
 // A host tensor whose type has an interleaved layout, contiguous, its rows
 // per matrix a multiple of 4.

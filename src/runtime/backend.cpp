@@ -40,7 +40,7 @@ namespace {
 GgmlType device_type(const TensorView& host) { return file_layout_type(host.type); }
 
 void copy_matrix_to(Backend& be, uint8_t* dst, const TensorView& m) {
-  const size_t bytes = ggml_row_size(device_type(m), m.ne[0]) * static_cast<size_t>(m.n_rows());
+  const size_t bytes = file_layout_bytes(m);
   if (device_type(m) == m.type) return be.copy_from_host(dst, m.data, bytes);
   std::vector<uint8_t> rows(bytes);
   deinterleave_tensor(m, rows.data());
@@ -52,7 +52,7 @@ void copy_matrix_to(Backend& be, uint8_t* dst, const TensorView& m) {
 TensorView upload_tensor(Backend& be, const TensorView& host) {
   MOE_ASSERT(host.device.is_host() && host.is_contiguous(), "tensor '%s' is not a contiguous host tensor",
              host.name.c_str());
-  const size_t bytes = ggml_row_size(device_type(host), host.ne[0]) * static_cast<size_t>(host.n_rows());
+  const size_t bytes = file_layout_bytes(host);
   uint8_t* dst = be.alloc_weight_bytes(bytes);
   copy_matrix_to(be, dst, host);
   return TensorView::contiguous(host.name, device_type(host), host.ne, dst, be.device());
@@ -60,7 +60,7 @@ TensorView upload_tensor(Backend& be, const TensorView& host) {
 
 TensorView upload_experts(Backend& be, const TensorView& host, const std::vector<int32_t>& experts) {
   MOE_ASSERT(host.device.is_host() && host.ne[3] == 1, "tensor '%s' is not a host expert tensor", host.name.c_str());
-  const size_t matrix = ggml_row_size(device_type(host), host.ne[0]) * static_cast<size_t>(host.ne[1]);
+  const size_t matrix = file_layout_bytes(host.matrix(0));
   uint8_t* dst = be.alloc_weight_bytes(matrix * experts.size());
   for (size_t i = 0; i < experts.size(); ++i) {
     MOE_ASSERT(experts[i] >= 0 && experts[i] < host.ne[2], "expert %d is not in '%s'", experts[i], host.name.c_str());
