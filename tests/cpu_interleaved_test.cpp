@@ -275,3 +275,43 @@ TEST_CASE("q8_0_r4 and q5_0_r4: bytes kept, the reference is the file type's pro
   check_q32<BlockQ8_0R4>(GgmlType::Q8_0, GgmlType::Q8_0_R4, repack_q8_0_r4, unpack_q8_0_r4, q8_0_r4_dot_ref);
   check_q32<BlockQ5_0R4>(GgmlType::Q5_0, GgmlType::Q5_0_R4, repack_q5_0_r4, unpack_q5_0_r4, q5_0_r4_dot_ref);
 }
+
+TEST_CASE("interleaved: the GEMM's tile straight from the groups is the tile of the unpacked rows, byte for byte") {
+  const GemmRepackFn direct = gemm_repack_interleaved_kernel();
+  if (direct == nullptr) {
+    MESSAGE("skipped: this CPU has no AVX-512 VNNI (the tiles come from unpacked rows)");
+    return;
+  }
+  std::mt19937 rng(29);
+  for (const auto& [type, n_in] : {std::pair{GgmlType::Q4_K, int64_t{768}}, std::pair{GgmlType::Q8_0, int64_t{1408}},
+                                   std::pair{GgmlType::Q5_0, int64_t{1408}}}) {
+    CAPTURE(std::string(ggml_type_name(type)));
+    const int64_t n_out = 36;
+    // Any bytes: scales and mins of every value, fp16 of any sign.
+    std::vector<uint8_t> file(ggml_row_size(type, n_in) * static_cast<size_t>(n_out));
+    for (uint8_t& b : file) b = static_cast<uint8_t>(rng());
+    if (type == GgmlType::Q4_K) {  // ggml's 6-bit packing has no spare bits; keep fp16 finite
+      for (size_t r = 0; r < file.size(); r += sizeof(BlockQ4_K)) file[r + 1] &= 0x3b, file[r + 3] &= 0x3b;
+    } else {
+      const size_t blk = ggml_type_traits(type).type_size;
+      for (size_t r = 0; r < file.size(); r += blk) file[r + 1] &= 0x3b;
+    }
+    const TensorView W = TensorView::contiguous("w", type, {n_in, n_out, 1, 1}, file.data());
+    std::vector<uint8_t> r4(interleaved_bytes(W));
+    interleave_tensor(W, r4.data());
+    const TensorView W4 = interleaved_view(W, r4.data());
+    for (const int64_t r0 : {int64_t{0}, int64_t{4}, int64_t{20}}) {
+      CAPTURE(r0);
+      GemmTile want, got;
+      gemm_repack_ref(W, r0, kGemmRows, want);
+      got.vals.assign(want.vals.size(), 0xAA);  // what the tile held before must not show
+      direct(W4, r0, kGemmRows, got);
+      CHECK(got.n == want.n);
+      CHECK(got.vals == want.vals);
+      CHECK(got.sc == want.sc);
+      CHECK(got.mn == want.mn);
+      CHECK(std::memcmp(got.d.data(), want.d.data(), want.d.size() * 4) == 0);
+      CHECK(std::memcmp(got.dm.data(), want.dm.data(), want.dm.size() * 4) == 0);
+    }
+  }
+}

@@ -18,6 +18,7 @@ namespace moe {
 GemmTileFn gemm_tile_kernel_avx512vnni();     // gemm_x86.inc, in qdot_avx512.cpp
 GemmRepackFn gemm_repack_avx512vnni();        // gemm_repack_x86.inc, there too
 GemmQuantizeFn gemm_quantize_avx512vnni();    // gemm_quantize_x86.inc, there too
+GemmRepackFn gemm_repack_interleaved_avx512vnni();  // gemm_repack_interleaved_avx512.cpp
 
 namespace {
 
@@ -267,6 +268,10 @@ GemmFormat gemm_format(GgmlType t) {
 
 bool gemm_available(GgmlType t) { return gemm_format(t).block != 0 && cpu_isa_active() == CpuIsa::kAvx512Vnni; }
 
+GemmRepackFn gemm_repack_interleaved_kernel() {
+  return cpu_isa_active() == CpuIsa::kAvx512Vnni ? gemm_repack_interleaved_avx512vnni() : nullptr;
+}
+
 GemmTileFn gemm_tile_kernel() {
   return cpu_isa_active() == CpuIsa::kAvx512Vnni ? gemm_tile_kernel_avx512vnni() : nullptr;
 }
@@ -354,11 +359,14 @@ void gemm_tile_ref(const GemmTile& tile, int64_t n_rows, const uint8_t* act, siz
 void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, size_t act_stride, int64_t n_tok,
                float* y, int64_t y_stride, GemmTile& tile) {
   const GemmTileFn kernel = gemm_tile_kernel();
+  const GemmRepackFn interleaved = gemm_repack_interleaved_kernel();
   for (int64_t r = r0; r < r1; r += kGemmRows) {
     const int64_t nr = std::min(kGemmRows, r1 - r);
-    if (is_interleaved(W.type)) {
-      // Interleaved rows: the tile's groups back to the file's layout first
-      // (byte moves, little beside the tile's products over 16+ tokens).
+    if (is_interleaved(W.type) && nr == kGemmRows && r % kInterleavedRows == 0 && interleaved) {
+      interleaved(W, r, nr, tile);  // straight from the groups (the same bytes as below)
+    } else if (is_interleaved(W.type)) {
+      // The definition: the tile's groups back to the file's layout, then
+      // repacked as the file's rows (tiles that cut a group, no AVX-512).
       const int64_t g0 = r / kInterleavedRows * kInterleavedRows;
       const int64_t g1 = (r + nr + kInterleavedRows - 1) / kInterleavedRows * kInterleavedRows;
       const TensorView groups = TensorView::contiguous(W.name, W.type, {W.ne[0], g1 - g0, 1, 1}, W.row(g0));

@@ -84,6 +84,11 @@ void gemm_repack_ref(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& 
 void gemm_tile_shape(const TensorView& W, GemmTile& tile);
 void gemm_repack(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
 using GemmRepackFn = void (*)(const TensorView& W, int64_t r0, int64_t n_rows, GemmTile& tile);
+// Rows [r0, r0 + 16) of an interleaved W (quant/interleaved.h; r0 a
+// multiple of 4) straight from its groups: the bytes gemm_repack gives for
+// the same rows in the file's layout. Null without AVX-512 VNNI (gemm_rows
+// then unpacks the groups first).
+GemmRepackFn gemm_repack_interleaved_kernel();
 
 // One row decoded for a tile: unsigned values (stored integer + zero), per
 // block the integer scale and min, per super-block the float scale and min
