@@ -28,6 +28,12 @@ namespace moe {
 
 inline constexpr int64_t kGemmRows = 16;        // rows per repacked tile (one int32 lane of a zmm each)
 inline constexpr int64_t kGemmMinTokens = 16;   // fewer tokens: the per-row kernels are faster
+// Rows interleaved four at a time (quant/interleaved.h) make their tiles
+// with one permute per 64 bytes (gemm_repack_interleaved_kernel), so the
+// GEMM overtakes their one- and two-token kernels sooner: measured on one
+// core (V2-Lite's expert shapes, weights in cache) even at 4-5 tokens for
+// Q4_K_R4 and Q5_0_R4, 6 for Q8_0_R4; 1.5x at 8 tokens.
+inline constexpr int64_t kGemmMinTokensInterleaved = 6;
 
 // ---- activations --------------------------------------------------------------
 // Per token, for n elements (a multiple of 32): n int8 values q, then n/32

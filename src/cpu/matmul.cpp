@@ -31,7 +31,8 @@ CpuIsa cpu_isa_active() {
 namespace {
 // Many tokens against a type the repacked GEMM takes: that path (gemm_q8.h).
 bool use_gemm(const TensorView& W, int64_t n_tokens, bool allow_gemm = true) {
-  return allow_gemm && n_tokens >= kGemmMinTokens && gemm_available(W.type) && W.ne[0] % 32 == 0;
+  const int64_t min_tokens = is_interleaved(W.type) ? kGemmMinTokensInterleaved : kGemmMinTokens;
+  return allow_gemm && n_tokens >= min_tokens && gemm_available(W.type) && W.ne[0] % 32 == 0;
 }
 }  // namespace
 
@@ -81,7 +82,8 @@ ActLayout activation_layout(const TensorView& W, int64_t n_tokens, bool allow_ge
 
 size_t activation_row_bytes_max(const TensorView& W) {
   const size_t row = activation_row_bytes(W);
-  return use_gemm(W, kGemmMinTokens) ? std::max(row, gemm_act_row_bytes(W.ne[0])) : row;
+  return use_gemm(W, kGemmMinTokens) || use_gemm(W, kGemmMinTokensInterleaved)
+             ? std::max(row, gemm_act_row_bytes(W.ne[0])) : row;
 }
 
 void quantize_activations(const TensorView& W, ActLayout layout, const float* x, uint8_t* act) {
