@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 
+#include "cpu/gemm_q8.h"
 #include "model/deepseek2.h"
 #include "runtime/backend_registry.h"
 #include "runtime/parallel_generate.h"
@@ -161,4 +163,58 @@ TEST_CASE("multi-sequence: a copied prefix continues as the evaluated one, bit f
   s.seq_truncate(2, 0);
   s.forward_spans(rest.data(), {{2, 5, true}}, junk.data());
   CHECK(junk != a);
+}
+
+// Speculative decoding verifies [next, drafts] in one step of one sequence
+// (InferenceSession::forward_verify): its rows must be what steps of one
+// token would give, so they take the batch-invariant kernels, as a step
+// beside another sequence does. 24 tokens would take the repacked GEMM in a
+// plain forward() (a different float order: checked below, so the test can
+// fail).
+TEST_CASE("multi-sequence: a verify step's rows are those of a step beside another sequence, bit for bit") {
+  for (const bool repack : {false, true}) {
+    if (repack && !host_reads_repacked_weights()) {
+      test::skip("the repacked experts: this CPU has no kernel for them (AVX-512 VNNI)");
+      continue;
+    }
+    CAPTURE(repack);
+    const auto model = Deepseek2Model::load(kDefaultModel, /*map=*/!repack, repack);
+    const int64_t V = model->config().vocab_size, n = 24;
+    std::mt19937 rng(5);
+    const std::vector<int32_t> prefix = random_tokens(rng, 10, V), block = random_tokens(rng, n, V);
+    const std::vector<int32_t> other = random_tokens(rng, 4, V);
+    const auto session = [&] {
+      SessionOptions o;
+      o.n_ctx = 128;
+      o.n_batch = 32;
+      o.n_seq = 2;
+      o.backends.n_threads = 2;
+      return std::make_unique<Deepseek2Session>(*model, o);
+    };
+    std::vector<float> scratch(static_cast<size_t>((n + 1) * V));
+
+    auto verify = session();
+    verify->forward(prefix.data(), 10, scratch.data(), false);
+    std::vector<float> got(static_cast<size_t>(n * V));
+    verify->forward_verify(block.data(), n, got.data());
+
+    auto beside = session();
+    beside->forward_spans(prefix.data(), {{0, 10, true}}, scratch.data());
+    beside->forward_spans(other.data(), {{1, 3, true}}, scratch.data());
+    std::vector<int32_t> step = block;
+    step.push_back(other[3]);
+    std::vector<float> both(static_cast<size_t>((n + 1) * V));
+    beside->forward_spans(step.data(), {{0, n, true, true}, {1, 1, true}}, both.data());
+    const std::vector<float> want(both.begin(), both.begin() + n * V);
+    CHECK(got == want);
+
+    auto plain = session();
+    plain->forward(prefix.data(), 10, scratch.data(), false);
+    std::vector<float> fast(static_cast<size_t>(n * V));
+    plain->forward(block.data(), n, fast.data(), true);
+    double d = 0;
+    for (size_t i = 0; i < fast.size(); ++i) d = std::max(d, static_cast<double>(std::fabs(fast[i] - want[i])));
+    MESSAGE("max |logit plain forward - invariant| = " << d);
+    if (gemm_available(GgmlType::Q4_K)) CHECK(d > 0);
+  }
 }

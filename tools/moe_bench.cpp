@@ -198,7 +198,7 @@ double run_once_spec(Deepseek2Session& session, Test& t, std::mt19937& rng, int6
     }
     step[0] = next;
     const int64_t p = session.n_past();
-    session.forward(step.data(), k + 1, rows.data(), true);
+    session.forward_verify(step.data(), k + 1, rows.data());
     int64_t a = 0;
     while (a < k && (t.spec_accept >= 0 ? u01(rng) < t.spec_accept
                                         : argmax(rows.data() + a * n_vocab, n_vocab) == step[static_cast<size_t>(a + 1)]))

@@ -267,11 +267,20 @@ void Deepseek2Session::check_tokens(const int32_t* tokens, int64_t n) const {
 }
 
 void Deepseek2Session::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+  forward_seq0(tokens, n, logits, all_logits, false);
+}
+
+void Deepseek2Session::forward_verify(const int32_t* tokens, int64_t n, float* logits) {
+  forward_seq0(tokens, n, logits, true, true);
+}
+
+void Deepseek2Session::forward_seq0(const int32_t* tokens, int64_t n, float* logits, bool all_logits, bool invariant) {
   check_tokens(tokens, n);
-  set_batch_invariant(false);
+  set_batch_invariant(invariant);
   forward_in_steps(tokens, n, n_batch_, logits, all_logits, [&](const int32_t* t, const SeqSpan& span, float* out) {
     forward_batch(t, {span}, out, all_logits);
   });
+  set_batch_invariant(false);
 }
 
 void Deepseek2Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
@@ -383,9 +392,9 @@ void Deepseek2Session::forward_spans(const int32_t* tokens, const std::vector<Se
   const int64_t n = check_step_spans(spans);
   if (n == 0) return;
   check_tokens(tokens, n);
-  // Several sequences: every product row as it would be alone (a step of
-  // one span is its own batch already).
-  set_batch_invariant(spans.size() > 1);
+  // Several sequences, or one verifying its drafts: every product row as it
+  // would be alone (a prompt chunk of one span is its own batch already).
+  set_batch_invariant(spans.size() > 1 || (spans[0].all_logits && spans[0].n > 1));
   forward_batch(tokens, spans, logits, false);
 }
 

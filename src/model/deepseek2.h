@@ -83,6 +83,7 @@ class Deepseek2Session final : public InferenceSession {
 
   // Sequence 0; n may exceed n_batch (split into steps).
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) override;
+  void forward_verify(const int32_t* tokens, int64_t n, float* logits) override;
   int64_t n_past() const override { return seq_pos_[0]; }
   int64_t n_ctx() const override { return cache_.n_ctx; }
   int64_t n_vocab() const override { return c_.vocab_size; }
@@ -135,6 +136,7 @@ class Deepseek2Session final : public InferenceSession {
   void set_batch_invariant(bool on);
   // all_logits: every token's logits (one span only).
   void forward_batch(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits, bool all_logits);
+  void forward_seq0(const int32_t* tokens, int64_t n, float* logits, bool all_logits, bool invariant);
   // Where a step's tokens go: n tokens of sequence seq from position pos0.
   struct SpanAt {
     int32_t seq;

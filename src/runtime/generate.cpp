@@ -166,7 +166,7 @@ GenerateResult generate(InferenceSession& session, const Tokenizer& tok, Sampler
     // is the next step's; the cache drops the rejected drafts.
     step[0] = next;
     const int64_t p = session.n_past();
-    session.forward(step.data(), k + 1, rows.data(), true);
+    session.forward_verify(step.data(), k + 1, rows.data());
     r.n_drafted += k;
     ++r.n_verify_steps;
     int64_t j = 0;

@@ -40,6 +40,11 @@ class InferenceSession {
   // the cache. Writes logits for every token ([n][n_vocab]) when all_logits,
   // else for the last one only ([n_vocab]).
   virtual void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) = 0;
+  // forward(tokens, n, logits, true) with every product row computed as it
+  // would be alone (Backend::set_batch_invariant): speculative decoding's
+  // verify step, whose rows must be what one-token steps give, so drafts
+  // never change a greedy answer.
+  virtual void forward_verify(const int32_t* tokens, int64_t n, float* logits) { forward(tokens, n, logits, true); }
   virtual int64_t n_past() const = 0;
   virtual int64_t n_ctx() const = 0;
   virtual int64_t n_vocab() const = 0;
@@ -65,7 +70,8 @@ class InferenceSession {
   // experts run over all of them together (each weight read once). With
   // several spans every product row is computed as it would be alone
   // (Backend::set_batch_invariant), so a sequence's logits do not depend on
-  // its neighbours as long as its prompt chunks run as single spans. Writes
+  // its neighbours as long as its prompt chunks run as single spans; so is a
+  // single span of several tokens with all_logits (a verify step). Writes
   // the logits of each span that wants them, in span order: one row, or n
   // rows for an all_logits span.
   virtual void forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) = 0;
