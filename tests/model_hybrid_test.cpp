@@ -139,9 +139,17 @@ TEST_CASE("hybrid: a repacked model's experts reach the device in the file's lay
     CHECK(agree.top1 >= 0.95);
     CHECK(agree.mean_kl <= 1e-3);
     CHECK(same_bits(run(*repacked, options("cpu-device")), ref));
+    // --cpu-moe: the host computes the experts on its repacked rows (not
+    // the file's bits), the device the rest in the file's layout (so not
+    // the all-host repacked run's bits either: attention and shared
+    // experts are repacked there too); both agree with the file's run.
     SessionOptions none = options("cpu-device");
     none.placement.cpu_moe = true;
-    CHECK(same_bits(run(*repacked, none), own));
+    const std::vector<float> split = run(*repacked, none);
+    CHECK(!same_bits(split, ref));
+    const test::LogitAgreement split_agree = test::logit_agreement(ref.data(), split.data(), int64_t(ref.size()) / V, V);
+    CHECK(split_agree.top1 >= 0.95);
+    CHECK(split_agree.mean_kl <= 1e-3);
   }
 }
 

@@ -62,6 +62,11 @@ std::unique_ptr<Deepseek2Model> Deepseek2Model::load(const std::string& path, bo
     };
     m->weights_.for_each_tensor(repack_experts);
     if (m->weights_.mtp) for_each_mtp_tensor(*m->weights_.mtp, m->config_.num_hidden_layers, repack_experts);
+    // The rest of each layer's products too: a third of generation's bytes
+    // (attention, shared experts), read 1.6x faster per byte interleaved.
+    auto repack_matrix = [&](TensorView& t) { m->repacked_.repack(t, m->file_); };
+    for (LayerWeights& L : m->weights_.layers) for_each_product_matrix(L, repack_matrix);
+    if (m->weights_.mtp) for_each_product_matrix(m->weights_.mtp->block, repack_matrix);
   }
   return m;
 }

@@ -151,6 +151,28 @@ void for_each_layer_tensor(LayerWeights& L, int64_t il, Fn&& fn) {
   if (e.shared) ffn(*e.shared);
 }
 
+// The matrices of a layer besides the routed experts that only the matrix
+// product reads (whole rows, every token): the q projections, W_DKV, W_O,
+// the dense or shared FFN. Not W_UK / W_UV (read per head, and row by row
+// for decompressed attention), nor the router or the V3.2 indexer.
+template <typename Fn>
+void for_each_product_matrix(LayerWeights& L, Fn&& fn) {
+  if (auto* lora = std::get_if<QProjLora>(&L.mla.q_proj)) {
+    fn(lora->wq_a);
+    fn(lora->wq_b);
+  } else {
+    fn(std::get<QProjPlain>(L.mla.q_proj).wq);
+  }
+  fn(L.mla.wkv_a);
+  fn(L.mla.wo);
+  FfnWeights* f = std::get_if<FfnWeights>(&L.ffn);
+  if (f == nullptr && std::get<MoeWeights>(L.ffn).shared) f = &*std::get<MoeWeights>(L.ffn).shared;
+  if (f == nullptr) return;
+  fn(f->gate);
+  fn(f->up);
+  fn(f->down);
+}
+
 template <typename Fn>
 void Deepseek2Weights::for_each_tensor(Fn&& fn) {
   fn(token_embd, TensorRole::kEveryToken, -1);
