@@ -368,7 +368,7 @@ int main(int argc, char** argv) {
                  "its size fits in the available memory)")
       ->check(CLI::Range(0, 1));
   app.add_option("--repack", repack,
-                 "0|1: with the model read into memory, repack its Q4_K routed experts for this CPU's kernels (1, "
+                 "0|1: with the model read into memory, repack its Q4_K/Q5_0/Q8_0 experts and layer products for this CPU's kernels (1, "
                  "the default, as moe does where the CPU has them) or keep the file's layout (0)")
       ->check(CLI::Range(0, 1));
   app.add_option("--spec-type", spec_type, "none, or draft-mtp: add tgN with drafts from the model's MTP module")
@@ -451,7 +451,7 @@ int main(int argc, char** argv) {
     }
     auto model = Deepseek2Model::load(path, memory, repack && host_reads_repacked_weights());
     if (verbose)
-      std::fprintf(stderr, "moe-bench: %zu routed-expert tensors repacked for the CPU (%.2f GiB)\n",
+      std::fprintf(stderr, "moe-bench: %zu tensors repacked for the CPU (%.2f GiB)\n",
                    model->repacked().count(), static_cast<double>(model->repacked().bytes()) / (1 << 30));
     const Deepseek2Config& c = model->config();
     int64_t n_ctx = 1;

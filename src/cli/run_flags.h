@@ -40,7 +40,7 @@ inline void add_weight_flags(CLI::App& app, WeightFlags& f) {
   app.add_flag_callback("--no-mmap", [&f] { f.memory = WeightMemory::kRead; },
                         "read the model into memory instead of mapping it");
   app.add_flag("--repack,!--no-repack", f.repack,
-               "-nr: with the model read into memory, repack its Q4_K routed experts for this CPU's kernels "
+               "-nr: with the model read into memory, repack its Q4_K/Q5_0/Q8_0 experts and layer products for this CPU's kernels "
                "(default: on where the CPU has them, AVX-512 VNNI; a mapped model keeps the file's layout)");
 }
 

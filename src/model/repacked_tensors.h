@@ -1,7 +1,9 @@
 // Weights repacked at load into a layout the CPU's kernels read faster than
-// the file's (ik_llama.cpp's -rtr, llama.cpp's CPU repack buffers): today
-// the routed experts' Q4_K matrices into Q4_K rows interleaved four at a
-// time (quant/q4k_r4.h), for generation's one- and two-token products.
+// the file's (ik_llama.cpp's -rtr, llama.cpp's CPU repack buffers): the
+// routed experts and the other whole-row products of each layer
+// (for_each_product_matrix), Q4_K, Q5_0 and Q8_0, into rows interleaved four
+// at a time (quant/interleaved.h), for generation's one- and two-token
+// products and the GEMM's tiles.
 //
 // Only for a file read into memory (--no-mmap, or the automatic choice
 // when the model fits twice): the repacked copy replaces the file's bytes,
