@@ -362,9 +362,11 @@ void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, 
   const GemmRepackFn interleaved = gemm_repack_interleaved_kernel();
   for (int64_t r = r0; r < r1; r += kGemmRows) {
     const int64_t nr = std::min(kGemmRows, r1 - r);
-    if (is_interleaved(W.type) && nr == kGemmRows && r % kInterleavedRows == 0 && interleaved) {
+    if (!is_interleaved(W.type)) {
+      gemm_repack(W, r, nr, tile);
+    } else if (nr == kGemmRows && r % kInterleavedRows == 0 && interleaved) {
       interleaved(W, r, nr, tile);  // straight from the groups (the same bytes as below)
-    } else if (is_interleaved(W.type)) {
+    } else {
       // The definition: the tile's groups back to the file's layout, then
       // repacked as the file's rows (tiles that cut a group, no AVX-512).
       const int64_t g0 = r / kInterleavedRows * kInterleavedRows;
@@ -374,8 +376,6 @@ void gemm_rows(const TensorView& W, int64_t r0, int64_t r1, const uint8_t* act, 
       tile.scratch.rows.resize(ggml_row_size(file, W.ne[0]) * sz(g1 - g0));
       deinterleave_tensor(groups, tile.scratch.rows.data());
       gemm_repack(TensorView::contiguous(W.name, file, groups.ne, tile.scratch.rows.data()), r - g0, nr, tile);
-    } else {
-      gemm_repack(W, r, nr, tile);
     }
     if (kernel) kernel(tile, nr, act, act_stride, n_tok, y + r, y_stride);
     else gemm_tile_ref(tile, nr, act, act_stride, n_tok, y + r, y_stride);

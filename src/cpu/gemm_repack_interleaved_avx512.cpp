@@ -26,6 +26,7 @@
 
 #include "core/error.h"
 
+#include "quant/byte_moves.h"
 #include "quant/q32_r4.h"
 #include "quant/q4k_r4.h"
 
@@ -42,11 +43,6 @@ namespace {
 static_assert(kGemmRows == 4 * kInterleavedRows, "a tile is four interleaved groups");
 
 inline __m512i load64(const void* p) { return _mm512_loadu_si512(p); }
-inline uint32_t load4(const void* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 inline uint64_t load8(const void* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
@@ -67,6 +63,12 @@ inline __m512 row_scales(const uint8_t* const p[4]) {
   return _mm512_cvtph_ps(_mm256_setr_epi64x(static_cast<long long>(load8(p[0])), static_cast<long long>(load8(p[1])),
                                             static_cast<long long>(load8(p[2])), static_cast<long long>(load8(p[3]))));
 }
+// Two groups' 32-byte vectors side by side.
+inline __m512i pair(const uint8_t* lo, const uint8_t* hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi)), 1);
+}
+
 // -x exactly (gemm_decode_row_ref's dm = -dmin, -0 included).
 inline __m512 negate(__m512 x) { return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN))); }
 
@@ -81,10 +83,8 @@ void tile_q4_k_r4(const TensorView& W, int64_t r0, GemmTile& tile) {
     _mm512_storeu_ps(tile.d.data() + i * kGemmRows, row_scales(d));
     _mm512_storeu_ps(tile.dm.data() + i * kGemmRows, negate(row_scales(dmin)));
     // mins[r][s] of 16 rows as 16 qwords (rows 0..7, 8..15): byte s of each.
-    const __m512i mins_lo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g[0][i].mins))),
-                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g[1][i].mins)), 1);
-    const __m512i mins_hi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g[2][i].mins))),
-                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g[3][i].mins)), 1);
+    const __m512i mins_lo = pair(g[0][i].mins[0], g[1][i].mins[0]);
+    const __m512i mins_hi = pair(g[2][i].mins[0], g[3][i].mins[0]);
     for (int s = 0; s < 8; ++s) {
       const int64_t b = 8 * i + s;
       const __m128i sc = _mm_setr_epi32(static_cast<int>(load4(g[0][i].sc[s])), static_cast<int>(load4(g[1][i].sc[s])),
@@ -107,12 +107,6 @@ void tile_q4_k_r4(const TensorView& W, int64_t r0, GemmTile& tile) {
                        out + 384);
     }
   }
-}
-
-// Two groups' 32-byte vectors side by side.
-inline __m512i pair(const uint8_t* lo, const uint8_t* hi) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo))),
-                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi)), 1);
 }
 
 // Q8_0_R4 and Q5_0_R4: one fp16 scale per block and row (sc = 1, no min:

@@ -82,8 +82,8 @@ ActLayout activation_layout(const TensorView& W, int64_t n_tokens, bool allow_ge
 
 size_t activation_row_bytes_max(const TensorView& W) {
   const size_t row = activation_row_bytes(W);
-  return use_gemm(W, kGemmMinTokens) || use_gemm(W, kGemmMinTokensInterleaved)
-             ? std::max(row, gemm_act_row_bytes(W.ne[0])) : row;
+  // kGemmMinTokens is the larger threshold: true whenever the GEMM is ever taken.
+  return use_gemm(W, kGemmMinTokens) ? std::max(row, gemm_act_row_bytes(W.ne[0])) : row;
 }
 
 void quantize_activations(const TensorView& W, ActLayout layout, const float* x, uint8_t* act) {
