@@ -4,6 +4,7 @@
 #include "cpu/matmul_interleaved.h"
 
 #include "cpu/matmul.h"
+#include "cpu/prefetch.h"
 #include "cpu/qdot.h"
 
 #if defined(__x86_64__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -28,6 +29,7 @@ void dot_r4(const BlockQ4_KR4* x, const BlockQ8_K* const* ys, int64_t nb, float*
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps(), acc_min[t] = _mm_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const BlockQ4_KR4& b = x[i];
+    prefetch_ahead(&b, sizeof(b));
     const __m128 xd = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.d)));
     const __m128 xdmin = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.dmin)));
     __m128i mins[4];
@@ -98,6 +100,7 @@ void dot_q32_r4(const void* xv, const BlockQ8_0* const* ys, const int32_t* const
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const Block& b = x[i];
+    prefetch_ahead(&b, sizeof(b));
     const __m128 d4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.d)));
     const __m256 dd = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d4), pairs);
     __m256i w[4];
