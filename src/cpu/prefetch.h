@@ -1,10 +1,11 @@
 // Software prefetch for products that stream their weights once from
 // memory (one or a few tokens: generation). The hardware prefetchers stop
 // at each 4 KiB page and fall behind a kernel that computes between its
-// loads: measured on the 2-core Xeon (kbench, Q4_K_R4, one token, 400 MiB
-// matrix), the interleaved kernel read 9.4 GB/s at one thread and 19.4 at
-// two against a plain read's 16.8 and 33; asking for the bytes 6 KiB ahead
-// of the row being computed, 15.3 and 30.6.
+// loads: measured on the 2-core Xeon (a one-off micro-benchmark: Q4_K_R4,
+// one token, a 400 MiB matrix), the interleaved kernel read 9.4 GB/s at one
+// thread and 19.4 at two against a plain read's 16.8 and 33; asking for the
+// bytes 6 KiB ahead of the block being computed, 13.8-15.3 and 29.6-30.6
+// (2 KiB ahead: 12.3 / 23.7; 12 KiB: 14.3 / 29.2).
 #pragma once
 
 #include <cstddef>
