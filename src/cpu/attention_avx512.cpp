@@ -46,6 +46,8 @@ size_t mla_attend_block_scratch_floats(int64_t n_tok, int64_t n_heads, int64_t d
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
 
+#include "cpu/lanes_avx512.h"
+
 namespace moe {
 namespace {
 
@@ -60,15 +62,18 @@ void score_tile(const float* const q[4], const float* const k[4], int64_t dim, f
   for (__m512& v : acc) v = _mm512_setzero_ps();
   // acc[bitrev4(r * 4 + c)] holds the pair (r, c), so that the reduction
   // leaves pair (r, c) in lane r * 4 + c.
-  for (int64_t i = 0; i < dim; i += 16) {
+  const auto step = [&]<bool kMasked>(int64_t i) {
     const __mmask16 m = lanes(dim - i);
     __m512 kv[4];
-    for (int c = 0; c < 4; ++c) kv[c] = _mm512_maskz_loadu_ps(m, k[c] + i);
+    for (int c = 0; c < 4; ++c) kv[c] = load16<kMasked>(m, k[c] + i);
     for (int r = 0; r < 4; ++r) {
-      const __m512 x = _mm512_maskz_loadu_ps(m, q[r] + i);
+      const __m512 x = load16<kMasked>(m, q[r] + i);
       for (int c = 0; c < 4; ++c) acc[kTileSlot[r * 4 + c]] = _mm512_fmadd_ps(x, kv[c], acc[kTileSlot[r * 4 + c]]);
     }
-  }
+  };
+  int64_t i = 0;
+  for (; i + 16 <= dim; i += 16) step.template operator()<false>(i);
+  if (i < dim) step.template operator()<true>(i);
   store_score_tile(acc, scale, out);
 }
 
@@ -99,13 +104,13 @@ void attend_chunk_rows(const MlaAttendBlockArgs& a, const float* rows, int64_t s
     const int64_t ns = std::min(cn, n_kv(m0 + mr - 1) - c0);
     const float* P[kRowTile];
     for (int r = 0; r < kRowTile; ++r) P[r] = S + (m0 + std::min<int64_t>(r, mr - 1)) * C;
-    for (int64_t c = 0; c < V; c += 32) {
+    const auto tile = [&]<bool kMasked>(int64_t c) {
       const __mmask16 k0 = lanes(V - c), k1 = lanes(V - c - 16);
       __m512 acc0[kRowTile], acc1[kRowTile];
       for (int r = 0; r < kRowTile; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
       const float* v = rows + a.v_offset + c;
       for (int64_t s = 0; s < ns; ++s, v += stride) {
-        const __m512 v0 = _mm512_maskz_loadu_ps(k0, v), v1 = _mm512_maskz_loadu_ps(k1, v + 16);
+        const __m512 v0 = load16<kMasked>(k0, v), v1 = load16<kMasked>(k1, v + 16);
         for (int r = 0; r < kRowTile; ++r) {
           const __m512 p = _mm512_set1_ps(P[r][s]);
           acc0[r] = _mm512_fmadd_ps(p, v0, acc0[r]);
@@ -117,7 +122,10 @@ void attend_chunk_rows(const MlaAttendBlockArgs& a, const float* rows, int64_t s
         _mm512_mask_storeu_ps(o, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, o), acc0[r]));
         _mm512_mask_storeu_ps(o + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, o + 16), acc1[r]));
       }
-    }
+    };
+    int64_t c = 0;
+    for (; c + 32 <= V; c += 32) tile.template operator()<false>(c);
+    if (c < V) tile.template operator()<true>(c);
   }
 }
 

@@ -15,6 +15,8 @@
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BF16__)
 #include <immintrin.h>
 
+#include "cpu/lanes_avx512.h"
+
 namespace moe {
 namespace {
 
@@ -27,6 +29,12 @@ inline __mmask32 lanes32(int64_t n) {
   return n >= 32 ? ~__mmask32(0) : n <= 0 ? __mmask32(0) : static_cast<__mmask32>((1u << n) - 1);
 }
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
+// 32 bf16 words, masked only past the data (see load16 in lanes_avx512.h).
+template <bool kMasked>
+inline __m512i load32(__mmask32 m, const uint16_t* p) {
+  if constexpr (kMasked) return _mm512_maskz_loadu_epi16(m, p);
+  return _mm512_loadu_si512(p);
+}
 
 // f32 -> nearest bf16 -> f32.
 inline __m512 round_bf16(__m512 p) {
@@ -53,15 +61,18 @@ void score_tile(const uint16_t* const q[4], const uint16_t* const k[4], int64_t 
                 float* const out[4]) {
   __m512 acc[16];
   for (__m512& v : acc) v = _mm512_setzero_ps();
-  for (int64_t i = 0; i < dq; i += 32) {
+  const auto step = [&]<bool kMasked>(int64_t i) {
     const __mmask32 m = lanes32(dim - i);
     __m512bh kv[4];
-    for (int c = 0; c < 4; ++c) kv[c] = as_bh(_mm512_maskz_loadu_epi16(m, k[c] + i));
+    for (int c = 0; c < 4; ++c) kv[c] = as_bh(load32<kMasked>(m, k[c] + i));
     for (int r = 0; r < 4; ++r) {
       const __m512bh x = as_bh(_mm512_loadu_si512(q[r] + i));
       for (int c = 0; c < 4; ++c) acc[kTileSlot[r * 4 + c]] = _mm512_dpbf16_ps(acc[kTileSlot[r * 4 + c]], x, kv[c]);
     }
-  }
+  };
+  int64_t i = 0;
+  for (; i + 32 <= dim; i += 32) step.template operator()<false>(i);
+  if (i < dq) step.template operator()<true>(i);
   store_score_tile(acc, scale, out);
 }
 
@@ -99,14 +110,14 @@ void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, cons
     const int64_t ns = std::min(cn, n_kv(m0 + mr - 1) - c0);
     const uint16_t* P[kRowTile];
     for (int r = 0; r < kRowTile; ++r) P[r] = b.P + (m0 + std::min<int64_t>(r, mr - 1)) * C;
-    for (int64_t c = 0; c < V; c += 32) {
+    const auto tile = [&]<bool kMasked>(int64_t c) {
       const __mmask32 k = lanes32(V - c);
       __m512 lo_acc[kRowTile], hi_acc[kRowTile];
       for (int r = 0; r < kRowTile; ++r) lo_acc[r] = hi_acc[r] = _mm512_setzero_ps();
       for (int64_t s = 0; s < ns; s += 2) {
         const uint16_t* v = kv + (c0 + s) * a.kv_stride + c;
-        const __m512i v0 = _mm512_maskz_loadu_epi16(k, v);
-        const __m512i v1 = s + 1 < cn ? _mm512_maskz_loadu_epi16(k, v + a.kv_stride) : _mm512_setzero_si512();
+        const __m512i v0 = load32<kMasked>(k, v);
+        const __m512i v1 = s + 1 < cn ? load32<kMasked>(k, v + a.kv_stride) : _mm512_setzero_si512();
         const __m512bh lo = as_bh(_mm512_unpacklo_epi16(v0, v1)), hi = as_bh(_mm512_unpackhi_epi16(v0, v1));
         for (int r = 0; r < kRowTile; ++r) {
           int32_t pair;
@@ -124,7 +135,10 @@ void attend_chunk_bf16(const MlaAttendBlockArgs& a, int64_t c0, int64_t c1, cons
         _mm512_mask_storeu_ps(o, k0, _mm512_add_ps(_mm512_maskz_loadu_ps(k0, o), o0));
         _mm512_mask_storeu_ps(o + 16, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, o + 16), o1));
       }
-    }
+    };
+    int64_t c = 0;
+    for (; c + 32 <= V; c += 32) tile.template operator()<false>(c);
+    if (c < V) tile.template operator()<true>(c);
   }
 }
 

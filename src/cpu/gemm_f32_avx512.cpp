@@ -10,18 +10,17 @@
 
 #include <algorithm>
 
+#include "cpu/lanes_avx512.h"
+
 namespace moe {
 namespace {
 
 constexpr int kTileRows = 8;   // rows of A broadcast per step
 constexpr int kTileCols = 32;  // columns of B loaded per step (two vectors)
 
-inline __mmask16 lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1);
-}
-
 // C[i0 .. i0+8)[j0 .. j0+32): 2 loads of B and 8 broadcasts of A per 16
 // fused multiply-adds. Rows past m repeat the last row and are not stored.
+template <bool kMasked>
 void tile(const GemmF32Args& g, int64_t i0, int64_t j0) {
   const __mmask16 k0 = lanes(g.n - j0), k1 = lanes(g.n - j0 - 16);
   const float* a[kTileRows];
@@ -30,7 +29,7 @@ void tile(const GemmF32Args& g, int64_t i0, int64_t j0) {
   for (int r = 0; r < kTileRows; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   const float* b = g.b + j0;
   for (int64_t k = 0; k < g.k; ++k, b += g.ldb) {
-    const __m512 b0 = _mm512_maskz_loadu_ps(k0, b), b1 = _mm512_maskz_loadu_ps(k1, b + 16);
+    const __m512 b0 = load16<kMasked>(k0, b), b1 = load16<kMasked>(k1, b + 16);
     for (int r = 0; r < kTileRows; ++r) {
       const __m512 x = _mm512_set1_ps(a[r][k]);
       acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
@@ -50,7 +49,12 @@ void tile(const GemmF32Args& g, int64_t i0, int64_t j0) {
 void gemm_f32_avx512(const GemmF32Args& g) {
   if (g.m <= 0 || g.n <= 0) return;
   for (int64_t j0 = 0; j0 < g.n; j0 += kTileCols)
-    for (int64_t i0 = 0; i0 < g.m; i0 += kTileRows) tile(g, i0, j0);
+    for (int64_t i0 = 0; i0 < g.m; i0 += kTileRows) {
+      if (j0 + kTileCols <= g.n)
+        tile<false>(g, i0, j0);
+      else
+        tile<true>(g, i0, j0);
+    }
 }
 
 }  // namespace
