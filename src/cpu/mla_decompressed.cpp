@@ -24,7 +24,9 @@ constexpr int64_t kMaxRebuiltBytes = int64_t{64} << 20;
 // What a multiply-add of the rebuild (f32 products of dequantized weights)
 // costs against one of the absorbed form's (attention, and the absorb and
 // lift products on quantized kernels): set so that prompts from position 0
-// under about 170 tokens stay absorbed, where the two measured even.
+// under about 170 tokens stay absorbed, where the two measured even (and
+// still do after both forms' f32 kernels lost their masked loads: even
+// from 128 to 256 tokens, the README's Long contexts).
 constexpr double kRebuildCostRatio = 1.5;
 
 int64_t row_floats(const MlaParams& p) { return p.qk_head_dim() + p.v_head_dim; }  // [k_nope | k_rope | v]
