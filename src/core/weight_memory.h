@@ -17,10 +17,22 @@ namespace moe {
 
 enum class WeightMemory { kAuto, kMap, kRead };
 
-// MemAvailable from /proc/meminfo in bytes; 0 when it cannot be read.
+// The memory this process may still fill, in bytes: MemAvailable from
+// /proc/meminfo, or less where a memory cgroup (a container's limit,
+// systemd's MemoryMax, v2 or v1) leaves less; 0 when MemAvailable cannot be
+// read. Without the cgroup a container with a 16 GiB limit on a 64 GiB
+// host would read a 20 GiB model into memory and be killed.
 uint64_t mem_available_bytes();
-// The same parsed from a meminfo text (tests); 0 without the line.
+// MemAvailable parsed from a meminfo text (tests); 0 without the line.
 uint64_t parse_mem_available(const std::string& meminfo);
+
+// What a memory cgroup leaves: limit - usage + the page cache charged to it
+// (the kernel reclaims that before it kills), from the texts of its files:
+// v2 memory.max ("max" or bytes), memory.current and memory.stat
+// ("file N"); v1 memory.limit_in_bytes, memory.usage_in_bytes and
+// memory.stat ("total_inactive_file N", "total_active_file N"). UINT64_MAX
+// when there is no limit or a text does not parse (then MemAvailable rules).
+uint64_t parse_cgroup_headroom(const std::string& limit, const std::string& usage, const std::string& stat, bool v1);
 
 // Read the weights into memory? kAuto: when twice the file fits in the
 // available memory with 1 GiB to spare: the owned copy, plus the page
