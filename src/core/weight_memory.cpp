@@ -113,7 +113,9 @@ uint64_t mem_available_bytes() {
   if (available == 0) return 0;
   const uint64_t headroom =
       std::min(cgroup_headroom("/sys/fs/cgroup", false), cgroup_headroom("/sys/fs/cgroup/memory", true));
-  return std::min(available, headroom);
+  // 0 means "unknown" to the callers; a cgroup with no headroom left is
+  // known to have none, so it reads as the least that is not 0.
+  return std::max<uint64_t>(1, std::min(available, headroom));
 }
 
 bool read_weights_into_memory(WeightMemory m, uint64_t model_bytes, uint64_t available_bytes) {
