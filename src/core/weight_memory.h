@@ -20,8 +20,9 @@ enum class WeightMemory { kAuto, kMap, kRead };
 // The memory this process may still fill, in bytes: MemAvailable from
 // /proc/meminfo, or less where a memory cgroup (a container's limit,
 // systemd's MemoryMax, v2 or v1) leaves less (at least 1: a cgroup at its
-// limit still counts as known); 0 when MemAvailable cannot be read. Without the cgroup a container with a 16 GiB limit on a 64 GiB
-// host would read a 20 GiB model into memory and be killed.
+// limit still counts as known); 0 when MemAvailable cannot be read.
+// Without the cgroup a container with a 16 GiB limit on a 64 GiB host
+// would read a 20 GiB model into memory and be killed.
 uint64_t mem_available_bytes();
 // MemAvailable parsed from a meminfo text (tests); 0 without the line.
 uint64_t parse_mem_available(const std::string& meminfo);
