@@ -178,7 +178,7 @@ int32_t argmax(const float* v, int64_t n) { return static_cast<int32_t>(std::max
 // random token, each step drafting, verifying [next, drafts] in one pass and
 // keeping the agreeing drafts (or, with t.spec_accept >= 0, each draft with
 // that probability, the cache kept as if they agreed).
-double run_once_spec(Deepseek2Session& session, Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& rows) {
+double run_once_spec(InferenceSession& session, Test& t, std::mt19937& rng, int64_t n_vocab, std::vector<float>& rows) {
   fill_depth(session, t.n_depth, t.random_depth, rng, n_vocab, rows);
   const int32_t first = random_tokens(1, rng, n_vocab)[0];
   std::uniform_real_distribution<double> u01(0.0, 1.0);
@@ -302,23 +302,40 @@ void print_tests(const std::vector<Test>& tests, const std::string& path, uint64
 }
 
 // DeepSeek-V4 files: the same tests on a Deepseek4Session (the CPU).
-int bench_deepseek4(const std::string& path, WeightMemory memory, std::vector<Test>& tests, int n_batch, int reps,
-                    LatentType cache_type, const std::string& output, bool progress) {
+// With -md (the MTP companion), tests with drafts run on a session with
+// the module, the others on one without.
+int bench_deepseek4(const std::string& path, const std::string& mtp_path, WeightMemory memory,
+                    std::vector<Test>& tests, int n_batch, int reps, LatentType cache_type, const std::string& output,
+                    bool progress) {
   auto model = Deepseek4Model::load(path, memory);
+  if (!mtp_path.empty()) model->attach_mtp(mtp_path);
   const int64_t V = model->config().vocab_size;
   int64_t n_ctx = 1;
-  for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
-  std::vector<float> logits(static_cast<size_t>(V));
+  int max_spec = 0;
+  for (const Test& t : tests) {
+    n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
+    max_spec = std::max(max_spec, t.spec_draft_n);
+  }
+  std::vector<float> logits(static_cast<size_t>(V * (max_spec + 1)));
   std::mt19937 rng(42);
-  std::unique_ptr<Deepseek4Session> session;
+  std::unique_ptr<Deepseek4Session> session, spec_session;
   int session_threads = 0;
   for (Test& t : tests) {
     if (!session || session_threads != t.threads) {
       session.reset();
+      spec_session.reset();
       session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads, 1, cache_type);
       session_threads = t.threads;
     }
     if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
+    if (t.spec_draft_n > 0) {
+      if (!spec_session)
+        spec_session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads, 1, cache_type, true);
+      run_once_spec(*spec_session, t, rng, V, logits);  // warm-up
+      t.drafted = t.accepted = 0;
+      for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, V, logits));
+      continue;
+    }
     run_once(*session, t, rng, V, logits);  // warm-up
     for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, V, logits));
   }
@@ -341,8 +358,10 @@ int main(int argc, char** argv) {
   std::string npl;
   int npp = 128, ntg = 128;
   std::string spec_type = "none", spec_n = "1", spec_accept = "-1";
-  std::string depth_fill = "eval";
+  std::string depth_fill = "eval", model_draft;
   app.add_option("-m,--model", path, "GGUF model file")->required();
+  app.add_option("--model-draft", model_draft,
+                 "-md: deepseek4: the model's MTP companion GGUF, for --spec-type draft-mtp");
   app.add_option("--npl", npl, "-npl B[,B]: batched mode, B sequences at once (llama-batched-bench)");
   app.add_option("--npp", npp, "-npp: batched mode, prompt tokens per sequence")->check(CLI::Range(0, 1 << 20));
   app.add_option("--ntg", ntg, "-ntg: batched mode, generated tokens per sequence")->check(CLI::Range(0, 1 << 20));
@@ -382,7 +401,9 @@ int main(int argc, char** argv) {
   app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
   add_run_flags(app, run);
   FlagTable flags = llama_common_flags();
-  flags.aliases.insert({{"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}, {"-npl", "--npl"},
+  flags.unsupported.erase("-md");  // a V4 model's MTP companion
+  flags.unsupported.erase("--model-draft");
+  flags.aliases.insert({{"-md", "--model-draft"}, {"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}, {"-npl", "--npl"},
                         {"-npp", "--npp"}, {"-ntg", "--ntg"}});
   if (const int rc = parse_command_line(app, argc, argv, "moe-bench", flags); rc >= 0) return rc;
   if (json) output = "json";
@@ -443,12 +464,17 @@ int main(int argc, char** argv) {
     for (Test& t : tests) t.random_depth = depth_fill == "random";
     const WeightMemory memory = mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead;
     if (GgufFile::open(path).get_string_opt("general.architecture").value_or("") == "deepseek4") {
-      if (depth_fill == "random" || spec_type != "none" || expert_load || !run.record_stats.empty())
-        throw_error("%s: --depth-fill random, --spec-type, --expert-load and --record-expert-stats are not supported "
+      if (depth_fill == "random" || expert_load || !run.record_stats.empty())
+        throw_error("%s: --depth-fill random, --expert-load and --record-expert-stats are not supported "
                     "for deepseek4 models yet", path.c_str());
-      return bench_deepseek4(path, memory, tests, std::min(n_batch, n_ubatch), reps,
+      if (spec_type != "none" && model_draft.empty())
+        throw_error("%s: --spec-type draft-mtp: deepseek4 keeps its MTP module in a companion GGUF; give it with -md "
+                    "FILE", path.c_str());
+      return bench_deepseek4(path, model_draft, memory, tests, std::min(n_batch, n_ubatch), reps,
                              parse_latent_type(run.cache_type_k, "-ctk"), output, progress);
     }
+    if (!model_draft.empty())
+      throw_error("-md %s: only deepseek4 models take an MTP companion file", model_draft.c_str());
     auto model = Deepseek2Model::load(path, memory, repack && host_reads_repacked_weights());
     if (verbose)
       std::fprintf(stderr, "moe-bench: %zu tensors repacked for the CPU (%.2f GiB)\n",

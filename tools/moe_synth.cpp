@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "random seed (the file is a function of it)");
   app.add_flag("--mtp", o.mtp, "write a multi-token-prediction module after the layers (as DeepSeek-V3 ships one), "
                                "for measuring speculative decoding at real shapes");
+  app.add_option("--mtp-companion", o.mtp_out,
+                 "DeepSeek-V4: write its MTP module to this companion GGUF (ik_llama.cpp's layout; moe -md FILE)");
   app.add_option("--hot-experts", hot, "skew expert popularity: zipf:S (e.g. zipf:1.1)");
   app.add_option("--vocab", o.vocab, "GGUF file whose tokenizer to use (default: models/deepseek-v3-vocab.gguf)");
   app.add_option("--models-dir", o.models_dir, "where the built-in configs and vocabulary are");
@@ -51,11 +53,13 @@ int main(int argc, char** argv) {
       if (end == hot.c_str() + 5 || *end != '\0' || !(o.hot_zipf > 0.0 && o.hot_zipf < 16.0))
         throw_error("--hot-experts '%s': S must be a number in (0, 16)", hot.c_str());
     }
+    if (!o.mtp_out.empty()) o.mtp = true;
     install_interrupt_handler();
     const auto t0 = std::chrono::steady_clock::now();
     const SynthReport r = synthesize_model(o);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "moe-synth: wrote %s: %lld tensors, %.2f B parameters, %.2f GiB, %s, in %.1f s\n", o.out.c_str(),
+    const std::string what = o.mtp_out.empty() ? o.out : o.out + " and its MTP companion " + o.mtp_out;
+    std::fprintf(stderr, "moe-synth: wrote %s: %lld tensors, %.2f B parameters, %.2f GiB, %s, in %.1f s\n", what.c_str(),
                  static_cast<long long>(r.n_tensors), static_cast<double>(r.n_params) / 1e9,
                  static_cast<double>(r.bytes) / (1024.0 * 1024.0 * 1024.0), file_type_name(o.file_type), s);
     return 0;

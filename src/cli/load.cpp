@@ -29,9 +29,9 @@ void prefetch_with_progress(const GgufFile& f) {
   bar.finish();
 }
 
-// DeepSeek-V4 runs on the CPU backend alone, and has no
-// placement, routing statistics or MTP drafting yet: the
-// flags that ask for them are refused before any work.
+// DeepSeek-V4 runs on the CPU backend alone, and has no placement or
+// routing statistics yet: the flags that ask for them are refused before
+// any work. Its MTP module comes from a companion file (-md).
 void check_deepseek4_flags(const CliOptions& o) {
   auto refuse = [&](bool given, const char* flag) {
     if (given) throw_error("%s: %s is not supported for deepseek4 models yet", o.model.c_str(), flag);
@@ -39,12 +39,16 @@ void check_deepseek4_flags(const CliOptions& o) {
   refuse(o.run.device != "cpu" && o.run.device != "none", "--device (deepseek4 runs on the CPU)");
   refuse(!o.run.record_stats.empty(), "--record-expert-stats");
   refuse(!o.run.placement.expert_stats_file.empty(), "--expert-stats");
-  refuse(spec_draft_n(o) > 0, "--spec-type draft-mtp");
+  if (spec_draft_n(o) > 0 && o.model_draft.empty())
+    throw_error("%s: --spec-type draft-mtp: deepseek4 keeps its MTP module in a companion GGUF (ik_llama.cpp's "
+                "layout); give it with -md FILE",
+                o.model.c_str());
 }
 
 LoadedModel load_deepseek4(const CliOptions& o, std::chrono::steady_clock::time_point t0) {
   check_deepseek4_flags(o);
   auto model = Deepseek4Model::load(o.model, o.weights.memory);
+  if (!o.model_draft.empty()) model->attach_mtp(o.model_draft);
   if (!o.quiet) prefetch_with_progress(model->file());
   Tokenizer tok = Tokenizer::from_gguf(model->file());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -72,6 +76,10 @@ LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   if (GgufFile::open(o.model, true).get_string_opt("general.architecture").value_or("") == "deepseek4")
     return load_deepseek4(o, t0);
+  if (!o.model_draft.empty())
+    throw_error("-md %s: only deepseek4 models take an MTP companion file; %s carries its MTP module itself "
+                "(--spec-type draft-mtp)",
+                o.model_draft.c_str(), o.model.c_str());
   auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
   if (o.mlock)
     for (const MappedFile* m : model->file().mappings()) {
@@ -121,7 +129,8 @@ std::string spec_stats_text(int64_t drafted, int64_t accepted) {
 std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
   if (m.v4) {
     const LatentType type = parse_latent_type(o.run.cache_type_k, "-ctk");
-    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel, type);
+    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel, type,
+                                                spec_draft_n(o) > 0);
     if (o.verbose)
       std::fprintf(stderr,
                    "moe: %s | context %lld | batch %d | model %s | cache (%s) %zu bytes per token + %zu per sequence\n",

@@ -122,13 +122,18 @@ int main(int argc, char** argv) {
   app.add_option("--spec-draft-n-max", o.spec_draft_n_max,
                  "with --spec-type draft-mtp: tokens drafted per step (1: the module's trained depth; more chain it)")
       ->check(CLI::Range(1, 16));
+  app.add_option("--model-draft", o.model_draft,
+                 "-md: deepseek4: the model's MTP companion GGUF (ik_llama.cpp's layout; V4 keeps its MTP module in a "
+                 "file of its own), for --spec-type draft-mtp");
   app.add_flag("--mlock", o.mlock, "keep the model's pages in RAM (mlock)");
   add_weight_flags(app, o.weights);
   app.add_flag("--version", show_version, "print the version and exit");
   add_run_flags(app, o.run);
 
   FlagTable flags = llama_common_flags();
-  flags.aliases.insert({{"-nr", "--no-repack"}, {"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
+  flags.unsupported.erase("-md");  // a V4 model's MTP companion
+  flags.unsupported.erase("--model-draft");
+  flags.aliases.insert({{"-md", "--model-draft"}, {"-nr", "--no-repack"}, {"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
                         {"-st", "--single-turn"}, {"-np", "--parallel"}});
   const int parsed = parse_command_line(app, argc, argv, "moe", flags);
   if (parsed >= 0) return parsed;
@@ -138,6 +143,7 @@ int main(int argc, char** argv) {
   }
   o.model_given = m->count() > 0;
   o.n_ctx_given = c->count() > 0;
+  if (!o.model_draft.empty()) o.spec_type = "draft-mtp";  // as llama.cpp: a draft model means drafting
   o.prompt_given = p->count() > 0;
   o.n_batch = std::min(o.n_batch, o.n_ubatch);
 

@@ -63,6 +63,7 @@ struct CliOptions {
   // speculative decoding
   std::string spec_type = "none";  // --spec-type: none or draft-mtp
   int spec_draft_n_max = 1;        // --spec-draft-n-max: drafts per step
+  std::string model_draft;         // -md: a deepseek4 model's MTP companion GGUF
 };
 
 // What the spec flags give a generation (0: no drafting).

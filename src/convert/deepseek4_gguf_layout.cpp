@@ -70,6 +70,7 @@ Deepseek4HfConfig read_deepseek4_config(const std::string& path, int64_t layers)
   c.path = path;
   c.num_hidden_layers = need<int64_t>(j, "num_hidden_layers", path);
   c.num_nextn_predict_layers = opt<int64_t>(j, "num_nextn_predict_layers", 0, path);
+  const int64_t all_layers = c.num_hidden_layers;
   if (layers > 0) {
     if (layers > c.num_hidden_layers)
       throw_error("--layers %lld: the config has only %lld layers", static_cast<long long>(layers),
@@ -114,6 +115,10 @@ Deepseek4HfConfig read_deepseek4_config(const std::string& path, int64_t layers)
   if (static_cast<int64_t>(ratios.size()) < c.num_hidden_layers)
     throw_error("%s: compress_ratios has %zu entries for %lld layers", path.c_str(), ratios.size(),
                 static_cast<long long>(c.num_hidden_layers));
+  if (static_cast<int64_t>(ratios.size()) > all_layers) c.mtp_compress_ratio = ratios[static_cast<size_t>(all_layers)];
+  if (c.mtp_compress_ratio != 0 && c.mtp_compress_ratio != 4 && c.mtp_compress_ratio != 128)
+    throw_error("%s: compress_ratios[%lld] (the MTP layer's) holds %lld (0, 4 or 128)", path.c_str(),
+                static_cast<long long>(all_layers), static_cast<long long>(c.mtp_compress_ratio));
   ratios.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t r : ratios)
     if (r != 0 && r != 4 && r != 128)
@@ -260,6 +265,37 @@ std::vector<LayoutTensor> deepseek4_tensors(const Deepseek4HfConfig& c, int64_t 
   std::vector<LayoutTensor> ordered;
   for (size_t i : llama_tensor_order(names)) ordered.push_back(t[i]);
   return ordered;
+}
+
+namespace {
+
+// The config of the model the companion declares: one layer more, the MTP's.
+Deepseek4HfConfig with_mtp_layer(const Deepseek4HfConfig& c) {
+  Deepseek4HfConfig m = c;
+  m.num_hidden_layers = c.num_hidden_layers + 1;
+  m.compress_ratios.push_back(c.mtp_compress_ratio);
+  return m;
+}
+
+}  // namespace
+
+void deepseek4_mtp_companion_metadata(const Deepseek4HfConfig& c, int64_t V, uint32_t file_type,
+                                      const std::string& name, GgufKvList& kv) {
+  deepseek4_model_metadata(with_mtp_layer(c), V, file_type, name, kv);
+  kv.set("deepseek4.nextn_predict_layers", GgufValue::u32(1));
+}
+
+std::vector<LayoutTensor> deepseek4_mtp_companion_tensors(const Deepseek4HfConfig& c, int64_t V) {
+  const int64_t D = c.hidden_size;
+  const std::string mtp = "blk." + std::to_string(c.num_hidden_layers) + ".";
+  std::vector<LayoutTensor> t;
+  for (LayoutTensor& x : deepseek4_tensors(with_mtp_layer(c), V))
+    if (x.name.rfind("blk.", 0) != 0 || x.name.rfind(mtp, 0) == 0) t.push_back(std::move(x));
+  t.push_back({mtp + "nextn.eh_proj.weight", {2 * D, D}, LayoutRole::kMatrix});
+  t.push_back({mtp + "nextn.enorm.weight", {D}, LayoutRole::kNorm});
+  t.push_back({mtp + "nextn.hnorm.weight", {D}, LayoutRole::kNorm});
+  t.push_back({mtp + "nextn.shared_head_norm.weight", {D}, LayoutRole::kNorm});
+  return t;
 }
 
 }  // namespace moe

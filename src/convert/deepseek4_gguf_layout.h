@@ -29,6 +29,9 @@ struct Deepseek4HfConfig {
   float routed_scaling_factor = 1.0f, swiglu_limit = 0.0f;
   bool norm_topk_prob = true;
   std::vector<int64_t> compress_ratios;  // [num_hidden_layers]: 0, 4 or 128
+  // The MTP layer's: compress_ratios[num_hidden_layers] of the release's
+  // config (which lists one more entry than layers), else 0.
+  int64_t mtp_compress_ratio = 0;
   // rope_scaling (the release: YaRN); type "" when absent.
   std::string rope_type;
   float rope_factor = 0.0f;
@@ -49,5 +52,15 @@ void deepseek4_model_metadata(const Deepseek4HfConfig& c, int64_t n_vocab, uint3
 
 // The tensors of a deepseek4 file, in the order llama.cpp's tools write them.
 std::vector<LayoutTensor> deepseek4_tensors(const Deepseek4HfConfig& c, int64_t n_vocab);
+
+// The MTP module as an "MTP companion" GGUF, ik_llama.cpp's layout for
+// V4's module (its convert_hf_to_gguf.py with mtp_only): the keys of a
+// model of num_hidden_layers + 1 layers with nextn_predict_layers 1, and
+// only the embedding, the head, the module's own hyper-connection head
+// (output_hc_*) and layer N = num_hidden_layers: a full V4 block plus
+// nextn.{eh_proj, enorm, hnorm, shared_head_norm}.
+void deepseek4_mtp_companion_metadata(const Deepseek4HfConfig& c, int64_t n_vocab, uint32_t file_type,
+                                      const std::string& model_name, GgufKvList& kv);
+std::vector<LayoutTensor> deepseek4_mtp_companion_tensors(const Deepseek4HfConfig& c, int64_t n_vocab);
 
 }  // namespace moe

@@ -27,7 +27,10 @@ bool synth_is_deepseek4(const std::string& config) {
 }
 
 SynthReport synthesize_deepseek4(const SynthOptions& o) {
-  if (o.mtp) throw_error("--mtp: moe-synth writes no MTP module for DeepSeek-V4 (llama.cpp's converter keeps it in a file of its own)");
+  if (o.mtp && o.mtp_out.empty())
+    throw_error("--mtp: DeepSeek-V4 keeps its MTP module in a companion GGUF of its own (ik_llama.cpp's layout); "
+                "name it with --mtp-companion FILE");
+  if (!o.mtp_out.empty() && o.mtp_out == o.out) throw_error("--mtp-companion: %s is also the output (-o)", o.out.c_str());
   const std::string path = config_path(o.config, o.models_dir);
   const Deepseek4HfConfig c = read_deepseek4_config(path, o.layers);
 
@@ -47,7 +50,25 @@ SynthReport synthesize_deepseek4(const SynthOptions& o) {
   pm.n_expert = static_cast<uint32_t>(c.n_routed_experts);
   pm.n_head = static_cast<uint32_t>(c.num_attention_heads);
   pm.n_head_kv = 1;
-  return write_synthetic(o, kv, deepseek4_tensors(c, V), pm, c.hidden_size, c.n_routed_experts);
+  SynthReport r = write_synthetic(o, kv, deepseek4_tensors(c, V), pm, c.hidden_size, c.n_routed_experts);
+  if (o.mtp_out.empty()) return r;
+
+  // The companion: the same seed gives its embedding and head the trunk's bytes.
+  GgufKvList mkv;
+  deepseek4_mtp_companion_metadata(c, V, static_cast<uint32_t>(o.file_type),
+                                   "synthetic " + std::filesystem::path(path).stem().string() + " MTP", mkv);
+  for (const GgufKv& e : vocab.metadata())
+    if (e.key.rfind("tokenizer.", 0) == 0) mkv.set(e.key, e.value);
+  mkv.set("general.quantization_version", GgufValue::u32(2));
+  SynthOptions mo = o;
+  mo.out = o.mtp_out;
+  pm.n_layer += 1;
+  const SynthReport m = write_synthetic(mo, mkv, deepseek4_mtp_companion_tensors(c, V), pm, c.hidden_size,
+                                        c.n_routed_experts);
+  r.bytes += m.bytes;
+  r.n_tensors += m.n_tensors;
+  r.n_params += m.n_params;
+  return r;
 }
 
 }  // namespace moe

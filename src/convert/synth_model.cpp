@@ -214,6 +214,8 @@ std::string synth_config_path(const std::string& name_or_path, const std::string
 
 SynthReport synthesize_model(const SynthOptions& o) {
   if (synth_is_deepseek4(o.config)) return synthesize_deepseek4(o);
+  if (!o.mtp_out.empty())
+    throw_error("--mtp-companion: only DeepSeek-V4 keeps its MTP module in a file of its own; use --mtp");
   const std::string config_path = synth_config_path(o.config, o.models_dir);
   HfConfig c = parse_hf_config(read_text(config_path), config_path);
   if (o.layers > 0) {

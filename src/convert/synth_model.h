@@ -27,6 +27,7 @@ struct SynthOptions {
   int64_t layers = 0;      // 0: the config's num_hidden_layers
   uint64_t seed = 1;
   bool mtp = false;        // write an MTP module (layer num_hidden_layers, blk.N.nextn.*)
+  std::string mtp_out;     // DeepSeek-V4: where its MTP module goes, a companion GGUF of its own
   double hot_zipf = 0.0;   // > 0: expert popularity follows Zipf(s) (see synth_model.cpp)
   std::vector<TypeOverride> overrides;  // --tensor-type REGEX=TYPE (IQ types: random blocks)
   int threads = 1;

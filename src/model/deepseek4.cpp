@@ -29,31 +29,72 @@ std::unique_ptr<Deepseek4Model> Deepseek4Model::load(const std::string& path, We
   return load_with_weight_memory(memory, [&](bool map) { return load(path, map); });
 }
 
-size_t Deepseek4Model::cache_bytes_per_token(LatentType type) const {
+void Deepseek4Model::attach_mtp(const std::string& path) {
+  auto f = std::make_unique<GgufFile>(GgufFile::open(path, true));
+  Deepseek4Config mc = Deepseek4Config::from_gguf(*f);
+  if (mc.num_nextn_predict_layers != 1)
+    throw_error("%s is not an MTP companion: deepseek4.nextn_predict_layers is %lld, a companion holds 1 module",
+                path.c_str(), static_cast<long long>(mc.num_nextn_predict_layers));
   const Deepseek4Config& c = config_;
-  const double row = static_cast<double>(LatentCache::storage_cols(type, c.head_dim));  // floats of a stored row
+  auto same = [&](const char* what, int64_t theirs, int64_t ours) {
+    if (theirs != ours)
+      throw_error("%s was made for another model: its %s is %lld, %s's %lld", path.c_str(), what,
+                  static_cast<long long>(theirs), file_.path().c_str(), static_cast<long long>(ours));
+  };
+  same("layer count before the module", mc.num_hidden_layers, c.num_hidden_layers);
+  same("vocabulary", mc.vocab_size, c.vocab_size);
+  same("hidden size", mc.hidden_size, c.hidden_size);
+  same("hyper-connection count", mc.hc, c.hc);
+  same("Sinkhorn iterations", mc.sinkhorn_iters, c.sinkhorn_iters);
+  same("attention head count", mc.num_attention_heads, c.num_attention_heads);
+  same("head size", mc.head_dim, c.head_dim);
+  same("rotary size", mc.rope_dim, c.rope_dim);
+  same("q_lora_rank", mc.q_lora_rank, c.q_lora_rank);
+  same("output groups", mc.o_groups, c.o_groups);
+  same("output_lora_rank", mc.o_lora_rank, c.o_lora_rank);
+  same("sliding window", mc.sliding_window, c.sliding_window);
+  same("indexer head count", mc.index_n_heads, c.index_n_heads);
+  same("indexer key size", mc.index_head_dim, c.index_head_dim);
+  same("expert count", mc.n_routed_experts, c.n_routed_experts);
+  same("experts per token", mc.num_experts_per_tok, c.num_experts_per_tok);
+  same("expert size", mc.moe_intermediate_size, c.moe_intermediate_size);
+  same("shared expert count", mc.n_shared_experts, c.n_shared_experts);
+  auto weights = std::make_unique<Deepseek4MtpWeights>(Deepseek4MtpWeights::bind(*f, mc));
+  mtp_file_ = std::move(f);
+  mtp_config_ = std::move(mc);
+  mtp_weights_ = std::move(weights);
+}
+
+// Every cached layer: the trunk's, then an attached MTP module's.
+template <typename F>
+void for_each_cached_layer(const Deepseek4Config& c, const Deepseek4MtpWeights* mtp, const Deepseek4Config& mc, F&& f) {
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) f(c, il);
+  if (mtp) f(mc, mc.num_hidden_layers);
+}
+
+size_t Deepseek4Model::cache_bytes_per_token(LatentType type) const {
   double floats = 0;
-  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+  for_each_cached_layer(config_, mtp(), mtp_config_, [&](const Deepseek4Config& c, int64_t il) {
+    const double row = static_cast<double>(LatentCache::storage_cols(type, c.head_dim));  // floats of a stored row
     const int64_t r = c.compress_ratio(il);
     if (r != 0) floats += row / static_cast<double>(r);
     if (c.attention_kind(il) == Dsv4Attention::kCsa)
       floats += static_cast<double>(LatentCache::storage_cols(type, c.index_head_dim)) / 4.0;
-  }
+  });
   return static_cast<size_t>(floats * sizeof(float) + 0.5);
 }
 
 size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch, LatentType type) const {
-  const Deepseek4Config& c = config_;
-  const int64_t row = LatentCache::storage_cols(type, c.head_dim);
   size_t floats = 0;
-  for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
+  for_each_cached_layer(config_, mtp(), mtp_config_, [&](const Deepseek4Config& c, int64_t il) {
+    const int64_t row = LatentCache::storage_cols(type, c.head_dim);
     const int64_t r = c.compress_ratio(il);
     floats += sz((c.sliding_window + n_batch) * row);
     if (r != 0) floats += sz(2 * state_ring_rows(r, n_batch) * Deepseek4Config::compressor_overlap(r) * c.head_dim + row);
     if (c.attention_kind(il) == Dsv4Attention::kCsa)
       floats += sz(2 * state_ring_rows(4, n_batch) * Deepseek4Config::compressor_overlap(4) * c.index_head_dim +
                    LatentCache::storage_cols(type, c.index_head_dim));
-  }
+  });
   return floats * sizeof(float);
 }
 
@@ -68,13 +109,16 @@ BackendOptions cpu_only(int n_threads) {
 }  // namespace
 
 Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads,
-                                   int64_t n_seq, LatentType cache_type)
-    : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq, cache_type) {}
+                                   int64_t n_seq, LatentType cache_type, bool mtp)
+    : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq, cache_type, mtp) {}
 
 Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch,
-                                   const BackendOptions& backends, int64_t n_seq, LatentType cache_type)
+                                   const BackendOptions& backends, int64_t n_seq, LatentType cache_type, bool mtp)
     : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(n_ctx), n_batch_(n_batch), cache_type_(cache_type) {
   if (n_ctx <= 0 || n_batch <= 0 || n_seq <= 0) throw_error("deepseek4 session: n_ctx, n_batch and n_seq must be positive");
+  if (mtp && !model.mtp())
+    throw_error("--spec-type draft-mtp: %s has no MTP module attached (deepseek4 keeps it in a companion GGUF: -md FILE)",
+                model.file().path().c_str());
   backends_ = make_backends(backends);
   be_ = &backends_.compute();
   if (!be_->supports_deepseek4())
@@ -113,24 +157,31 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
   seqs_.resize(sz(n_seq));
   for (SeqState& st : seqs_) {
     st.tokens.reserve(sz(n_ctx));
-    for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
-      Dsv4LayerCache lc;
-      const int64_t r = c_.compress_ratio(il);
-      const int64_t row = LatentCache::storage_cols(cache_type_, d);
-      lc.raw = be_->alloc(c_.sliding_window + n_rows_, row);
-      if (r != 0) {
-        lc.state_kv = be_->alloc(state_ring_rows(r, n_rows_), Deepseek4Config::compressor_overlap(r) * d);
-        lc.state_score = be_->alloc(state_ring_rows(r, n_rows_), Deepseek4Config::compressor_overlap(r) * d);
-        lc.comp = be_->alloc(n_ctx / r + 1, row);
-      }
-      if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-        lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c_.index_head_dim);
-        lc.index_score = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c_.index_head_dim);
-        lc.index_keys = be_->alloc(n_ctx / 4 + 1, LatentCache::storage_cols(cache_type_, c_.index_head_dim));
-      }
-      st.layers.push_back(lc);
-    }
+    for (int64_t il = 0; il < c_.num_hidden_layers; ++il) st.layers.push_back(alloc_layer_cache(c_, il));
   }
+  if (mtp) mtp_init();
+}
+
+Dsv4LayerCache Deepseek4Session::alloc_layer_cache(const Deepseek4Config& c, int64_t il) {
+  Dsv4LayerCache lc;
+  const int64_t r = c.compress_ratio(il), d = c.head_dim;
+  const int64_t row = LatentCache::storage_cols(cache_type_, d);
+  lc.raw = be_->alloc(c.sliding_window + n_rows_, row);
+  if (r != 0) {
+    lc.state_kv = be_->alloc(state_ring_rows(r, n_rows_), Deepseek4Config::compressor_overlap(r) * d);
+    lc.state_score = be_->alloc(state_ring_rows(r, n_rows_), Deepseek4Config::compressor_overlap(r) * d);
+    lc.comp = be_->alloc(n_ctx_ / r + 1, row);
+  }
+  if (c.attention_kind(il) == Dsv4Attention::kCsa) {
+    lc.index_kv = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c.index_head_dim);
+    lc.index_score = be_->alloc(state_ring_rows(4, n_rows_), Deepseek4Config::compressor_overlap(4) * c.index_head_dim);
+    lc.index_keys = be_->alloc(n_ctx_ / 4 + 1, LatentCache::storage_cols(cache_type_, c.index_head_dim));
+  }
+  return lc;
+}
+
+Dsv4LayerCache& Deepseek4Session::layer_cache(int64_t s, int64_t il) {
+  return il < c_.num_hidden_layers ? seqs_[sz(s)].layers[sz(il)] : mtp_cache_[sz(s)];
 }
 
 Deepseek4Session::~Deepseek4Session() = default;
@@ -143,6 +194,7 @@ void Deepseek4Session::check_tokens(const int32_t* tokens, int64_t n) const {
 
 void Deepseek4Session::reset() {
   for (SeqState& s : seqs_) s.tokens.clear(), s.high = 0, s.valid_from = 0;
+  if (mtp_) mtp_reset(-1);
 }
 
 void Deepseek4Session::reevaluate(int64_t s, std::vector<int32_t> tokens) {
@@ -160,6 +212,7 @@ void Deepseek4Session::seq_truncate(int64_t s, int64_t n) {
   SeqState& st = seqs_.at(sz(s));
   if (n < 0) throw_error("seq_truncate: negative position %lld", static_cast<long long>(n));
   if (n >= static_cast<int64_t>(st.tokens.size())) return;
+  if (mtp_) mtp_truncate(s, n);
   // The rings hold rows of positions down to high - n_rows_ - window: a
   // truncation within n_rows_ of the furthest write finds its window and
   // its partial blocks' state intact (every later write is at most
@@ -198,6 +251,26 @@ void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
   b.tokens = a.tokens;
   b.high = a.high;
   b.valid_from = a.valid_from;
+  if (mtp_) {  // the module's layer as the trunk's; then both truncated to n
+    const Dsv4LayerCache& x = mtp_cache_[sz(src)];
+    Dsv4LayerCache& y = mtp_cache_[sz(dst)];
+    const int64_t r = mc_->compress_ratio(mc_->num_hidden_layers);
+    be_->copy_rows(x.raw, y.raw, x.raw.rows);
+    if (r != 0) {
+      be_->copy_rows(x.state_kv, y.state_kv, x.state_kv.rows);
+      be_->copy_rows(x.state_score, y.state_score, x.state_score.rows);
+      be_->copy_rows(x.comp, y.comp, n / r);
+    }
+    if (x.index_keys.data) {
+      be_->copy_rows(x.index_kv, y.index_kv, x.index_kv.rows);
+      be_->copy_rows(x.index_score, y.index_score, x.index_score.rows);
+      be_->copy_rows(x.index_keys, y.index_keys, n / 4);
+    }
+    mtp_pos_[sz(dst)] = std::min(mtp_pos_[sz(src)], std::max<int64_t>(0, n - 1));
+    pending_pos_[sz(dst)] = -1;
+    for (SpanAt& sp : last_spans_)
+      if (sp.seq == dst) sp.seq = -1;
+  }
   seq_truncate(dst, n);
 }
 
@@ -221,6 +294,12 @@ void Deepseek4Session::forward(const int32_t* tokens, int64_t n, float* logits, 
   forward_in_steps(tokens, n, n_batch_, logits, all_logits, [&](const int32_t* t, const SeqSpan& span, float* out) {
     forward_step(t, {span}, out, all_logits);
   });
+}
+
+void Deepseek4Session::forward_verify(const int32_t* tokens, int64_t n, float* logits) {
+  be_->set_batch_invariant(true);
+  forward(tokens, n, logits, true);
+  be_->set_batch_invariant(false);
 }
 
 void Deepseek4Session::forward_spans(const int32_t* tokens, const std::vector<SeqSpan>& spans, float* logits) {
@@ -256,6 +335,11 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
     n += sp.n;
   }
   if (n == 0) return;
+  if (mtp_) {  // the module takes the last step's pairs before x_ is overwritten
+    std::vector<std::pair<int32_t, int32_t>> next;
+    for (const SpanAt& a : at) next.push_back({a.seq, tokens[a.r0]});
+    mtp_catch_up(next);
+  }
 
   // X: hc copies of the embedding.
   be_->embed(w_.token_embd, tokens, n, h_);
@@ -263,10 +347,10 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
   for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
     const Dsv4LayerWeights& L = w_.layers[sz(il)];
     hc_pre(L.hc_attn, L.attn_norm, n);
-    attention(il, at, n);
+    attention(L, c_, il, at, n);
     be_->hc_post(hc_params(L.hc_attn), out_, post_, comb_, n, x_);
     hc_pre(L.hc_ffn, L.ffn_norm, n);
-    moe(il, tokens, n);
+    moe(L, c_, il, tokens, n);
     be_->hc_post(hc_params(L.hc_ffn), out_, post_, comb_, n, x_);
   }
   for (const SpanAt& a : at) {
@@ -274,6 +358,7 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
     st.tokens.insert(st.tokens.end(), tokens + a.r0, tokens + a.r0 + a.n);
     st.high = std::max(st.high, a.pos0 + a.n);
   }
+  if (mtp_) mtp_record_step(tokens, at, n);
   if (!logits) return;
 
   // The rows whose logits are wanted, gathered to the front, through the head:
@@ -303,8 +388,8 @@ void Deepseek4Session::hc_pre(const HyperConnWeights& w, const TensorView& norm,
   be_->rms_norm(h_, norm, c_.rms_norm_eps, n, h_);
 }
 
-void Deepseek4Session::moe(int64_t il, const int32_t* tokens, int64_t n) {
-  const Dsv4LayerWeights& L = w_.layers[sz(il)];
+void Deepseek4Session::moe(const Dsv4LayerWeights& L, const Deepseek4Config& c, int64_t il, const int32_t* tokens,
+                           int64_t n) {
   const int64_t K = c_.num_experts_per_tok;
   MoeRouteParams rp;
   rp.n_experts = c_.n_routed_experts;
@@ -321,11 +406,11 @@ void Deepseek4Session::moe(int64_t il, const int32_t* tokens, int64_t n) {
   be_->copy_to_host(ids_host_.data(), route_ids_.data, sz(n * K) * sizeof(int32_t));
   moe_dispatch_sort(ids_host_.data(), n, K, c_.n_routed_experts, dispatch_, dispatch_start_);
   // ggml applies the clamp only above 1e-6 (llama-graph.cpp).
-  const float limit = c_.swiglu_clamp_exp[sz(il)] > 1e-6f ? c_.swiglu_clamp_exp[sz(il)] : 0.0f;
+  const float limit = c.swiglu_clamp_exp[sz(il)] > 1e-6f ? c.swiglu_clamp_exp[sz(il)] : 0.0f;
   be_->grouped_experts(ExpertWeights{L.gate_exps, L.up_exps, L.down_exps, limit}, h_, dispatch_, slot_out_);
   be_->moe_combine(slot_out_, route_w_, K, n, out_);
   if (L.shared) {
-    const float shared_limit = c_.swiglu_clamp_shexp[sz(il)] > 1e-6f ? c_.swiglu_clamp_shexp[sz(il)] : 0.0f;
+    const float shared_limit = c.swiglu_clamp_shexp[sz(il)] > 1e-6f ? c.swiglu_clamp_shexp[sz(il)] : 0.0f;
     be_->matmul(L.shared->gate, h_, n, sh_g_);
     be_->matmul(L.shared->up, h_, n, sh_u_);
     be_->swiglu_clamped(sh_g_, sh_u_, shared_limit, n);

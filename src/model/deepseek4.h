@@ -41,8 +41,14 @@ class Deepseek4Model {
   const GgufFile& file() const { return file_; }
   const Deepseek4Config& config() const { return config_; }
   const Deepseek4Weights& weights() const { return weights_; }
-  // Cache bytes one position of context adds (all layers, one sequence):
-  // the compressed rows and the indexer's keys.
+  // The MTP module from an MTP companion GGUF (moe -md FILE), checked
+  // against this model: the same shape and one layer more.
+  void attach_mtp(const std::string& path);
+  const Deepseek4MtpWeights* mtp() const { return mtp_weights_.get(); }
+  // The companion's config: the module's layer is num_hidden_layers.
+  const Deepseek4Config& mtp_config() const { return mtp_config_; }
+  // Cache bytes one position of context adds (all layers and an attached
+  // MTP module's, one sequence): the compressed rows and the indexer's keys.
   size_t cache_bytes_per_token(LatentType type = LatentType::kF32) const;
   // Cache bytes a sequence holds whatever its context: the rings of raw
   // rows (window + n_batch) and of the compressors' state.
@@ -53,21 +59,28 @@ class Deepseek4Model {
   GgufFile file_;
   Deepseek4Config config_;
   Deepseek4Weights weights_;
+  std::unique_ptr<GgufFile> mtp_file_;
+  Deepseek4Config mtp_config_;
+  std::unique_ptr<Deepseek4MtpWeights> mtp_weights_;
 };
 
 class Deepseek4Session final : public InferenceSession {
  public:
   // Backends as the flags ask (the compute backend must have the V4 ops);
   // the raw and compressed rows cached in cache_type (-ctk).
+  // mtp: draft with the model's attached MTP module (--spec-type draft-mtp).
   Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, const BackendOptions& backends,
-                   int64_t n_seq = 1, LatentType cache_type = LatentType::kF32);
+                   int64_t n_seq = 1, LatentType cache_type = LatentType::kF32, bool mtp = false);
   // The CPU alone with n_threads.
   Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq = 1,
-                   LatentType cache_type = LatentType::kF32);
+                   LatentType cache_type = LatentType::kF32, bool mtp = false);
   LatentType cache_type() const { return cache_type_; }
   ~Deepseek4Session() override;
 
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) override;
+  // Every row computed as it would be alone, so verified drafts give what
+  // one-token steps give.
+  void forward_verify(const int32_t* tokens, int64_t n, float* logits) override;
   int64_t n_past() const override { return seq_pos(0); }
   int64_t n_ctx() const override { return n_ctx_; }
   int64_t n_vocab() const override { return c_.vocab_size; }
@@ -95,6 +108,11 @@ class Deepseek4Session final : public InferenceSession {
   PromptCacheShape saved_cache_shape() const override;
   void saved_cache_export(int64_t n, PromptCacheData& d) override;
   void saved_cache_import(const PromptCacheData& d, int64_t n) override;
+
+  // ---- multi-token prediction (InferenceSession; deepseek4_mtp.cpp) ----
+  bool has_mtp() const override { return mtp_ != nullptr; }
+  void mtp_draft_many(std::vector<DraftAsk>& asks) override;
+  int64_t mtp_pos(int64_t s) const { return mtp_pos_[static_cast<size_t>(s)]; }
 
   const Deepseek4Model& model() const { return model_; }
   std::string backends_description() const { return be_->describe(); }
@@ -127,9 +145,36 @@ class Deepseek4Session final : public InferenceSession {
   // h_ = RMSNorm(HC_pre(x_)) * norm; post_ and comb_ kept for hc_post.
   void hc_pre(const HyperConnWeights& w, const TensorView& norm, int64_t n);
   HyperConnParams hc_params(const HyperConnWeights& w) const;
-  void attention(int64_t il, const std::vector<SpanAt>& at, int64_t n);
-  void moe(int64_t il, const int32_t* tokens, int64_t n);
-  Dsv4AttnParams attn_params(int64_t il) const;
+  // Layer il of config c (the trunk's, or the MTP companion's for its
+  // layer) over the step's rows; its cache is sequence s's layers[il], or
+  // its MTP layer's.
+  void attention(const Dsv4LayerWeights& L, const Deepseek4Config& c, int64_t il, const std::vector<SpanAt>& at,
+                 int64_t n);
+  void moe(const Dsv4LayerWeights& L, const Deepseek4Config& c, int64_t il, const int32_t* tokens, int64_t n);
+  Dsv4AttnParams attn_params(const Deepseek4Config& c, int64_t il) const;
+  Dsv4LayerCache& layer_cache(int64_t s, int64_t il);
+  // The allocation of one layer's cache.
+  Dsv4LayerCache alloc_layer_cache(const Deepseek4Config& c, int64_t il);
+
+  // ---- the MTP module (deepseek4_mtp.cpp): as deepseek2_mtp.cpp, with the
+  // trunk's hc streams as the hidden state (the module's input per stream:
+  // W_eh [enorm(Emb(t_{i+1})); hnorm(X_i,s)]). It follows the trunk lazily:
+  // a step records its final streams, the next step (or a draft) sends
+  // every pair whose next token is known through the module at once.
+  void mtp_init();
+  // The block over n pairs (next tokens, the hidden states already in the
+  // second half of mtp_cat_'s rows); leaves its output streams in x_.
+  void mtp_forward(const int32_t* next_tokens, const std::vector<SpanAt>& at, int64_t n);
+  void mtp_catch_up(const std::vector<std::pair<int32_t, int32_t>>& seq_first_next);
+  void mtp_record_step(const int32_t* tokens, const std::vector<SpanAt>& at, int64_t n);
+  Act mtp_hidden_at(int64_t s, int64_t q) const;   // [1][hc * hidden], or empty
+  int32_t mtp_token_at(int64_t s, int64_t q) const;
+  // Sequence s's pairs from its module position on, as far as hidden
+  // states and next tokens are known, into mtp_cat_ from `row`.
+  int64_t mtp_gather(int32_t s, int32_t next_at_end, std::vector<SpanAt>& at, std::vector<int32_t>& tokens,
+                     int64_t row);
+  void mtp_truncate(int64_t s, int64_t n);
+  void mtp_reset(int64_t s);  // s < 0: every sequence
 
   const Deepseek4Model& model_;
   const Deepseek4Config& c_;
@@ -160,6 +205,21 @@ class Deepseek4Session final : public InferenceSession {
   std::vector<int32_t> ids_host_;
   ExpertDispatch dispatch_;
   std::vector<int64_t> dispatch_start_;
+
+  // The MTP module's state.
+  const Deepseek4MtpWeights* mtp_ = nullptr;
+  const Deepseek4Config* mc_ = nullptr;  // the companion's config
+  std::vector<Dsv4LayerCache> mtp_cache_;  // [sequence] the module's layer
+  std::vector<int64_t> mtp_pos_;           // [sequence] pairs the module has seen
+  std::vector<int64_t> pending_pos_;       // [sequence] the position pending_ holds, or -1
+  Act hid_;        // [n_rows][hc * hidden]: the last step's final streams
+  Act pending_;    // [n_seq][hc * hidden]: a sequence's last position, waiting for its next token
+  Act mtp_cat_;    // [n_rows * hc][2 * hidden]: [enorm(emb) | hnorm(h)] per stream
+  Act mtp_chain_;  // [n_seq][hc * hidden]: the block's output a chained draft continues from
+  std::vector<float> mtp_logits_;    // [n_seq][n_vocab]
+  std::vector<int32_t> mtp_tokens_;  // a batch's next tokens, once per stream
+  std::vector<int32_t> last_tokens_;
+  std::vector<SpanAt> last_spans_;   // the last step's spans (seq -1: positions gone)
 };
 
 }  // namespace moe

@@ -91,4 +91,17 @@ Deepseek4Weights Deepseek4Weights::bind(const GgufFile& f, const Deepseek4Config
   return w;
 }
 
+Deepseek4MtpWeights Deepseek4MtpWeights::bind(const GgufFile& f, const Deepseek4Config& c) {
+  Deepseek4MtpWeights w;
+  TensorBinder b(f, w.owned);
+  const int64_t D = c.hidden_size, il = c.num_hidden_layers;
+  w.block = bind_layer(b, c, il);
+  w.eh_proj = b.tensor(blk(il, "nextn.eh_proj.weight"), {2 * D, D});
+  w.enorm = b.vector_f32(blk(il, "nextn.enorm.weight"), D);
+  w.hnorm = b.vector_f32(blk(il, "nextn.hnorm.weight"), D);
+  w.head_norm = b.vector_f32(blk(il, "nextn.shared_head_norm.weight"), D);
+  w.hc_head = bind_hc(b, c, "output_hc", c.hc, 1);
+  return w;
+}
+
 }  // namespace moe

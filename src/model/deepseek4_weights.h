@@ -78,4 +78,20 @@ struct Deepseek4Weights {
   static Deepseek4Weights bind(const GgufFile& f, const Deepseek4Config& c);
 };
 
+// V4's multi-token-prediction module, from an MTP companion GGUF
+// (ik_llama.cpp's layout: layer N = num_hidden_layers of a model that
+// declares N + 1 layers, with the module's own hyper-connection head as
+// output_hc_*). The embedding and the output head are the trunk's.
+struct Deepseek4MtpWeights {
+  Dsv4LayerWeights block;    // a V4 block of the layer kind compress_ratios[N] says
+  TensorView eh_proj;        // [2 * hidden, hidden]: W_eh over [enorm(e); hnorm(h)]
+  TensorView enorm, hnorm;   // [hidden] f32
+  TensorView head_norm;      // [hidden] f32: nextn.shared_head_norm
+  HyperConnWeights hc_head;  // fn [hc * hidden, hc], base [hc], scale [1]
+  OwnedBuffers owned;
+
+  // c: the companion's own config (num_hidden_layers = N).
+  static Deepseek4MtpWeights bind(const GgufFile& f, const Deepseek4Config& c);
+};
+
 }  // namespace moe
