@@ -246,6 +246,33 @@ TEST_CASE("deepseek4 MTP: a file that is not the model's companion is refused by
   REQUIRE(drafted.exit_code == 0);
   CHECK(drafted.out == plain.out);
   CHECK(drafted.err.find("drafts ") != std::string::npos);
+  // --batch at -np 3: every record's text as without drafts.
+  const std::string batch = test::temp_dir() + "/dsv4-mtp-batch.jsonl";
+  std::ofstream(batch) << "{\"prompt\":\"In the beginning\"}\n{\"prompt\":\"And God said\"}\n"
+                          "{\"prompt\":\"The earth was without form and void and darkness\"}\n";
+  auto texts = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {moe, "-m", f.model, "--batch", batch, "-np", "3", "-n", "24", "--temp", "0", "-t", "2"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    const auto r = test::run_command(a);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::vector<std::string> t;
+    for (const auto& j : test::parse_json_lines(r.out)) t.push_back(j["text"].get<std::string>());
+    return t;
+  };
+  const std::vector<std::string> batch_plain = texts({});
+  CHECK(batch_plain.size() == 3);
+  CHECK(texts({"-md", f.companion, "--spec-draft-n-max", "2"}) == batch_plain);
+  // A saved prompt cache, written then loaded (the module starts over after it).
+  const std::string cache = test::temp_dir() + "/dsv4-mtp.cache";
+  std::filesystem::remove(cache);
+  for (int run = 0; run < 2; ++run) {
+    CAPTURE(run);
+    const auto r = with({"-md", f.companion, "--prompt-cache", cache});
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == plain.out);
+  }
   const auto no_module = with({"--spec-type", "draft-mtp"});
   CHECK(no_module.exit_code != 0);
   CHECK(no_module.err.find("-md FILE") != std::string::npos);
