@@ -92,14 +92,7 @@ GenerateResult greedy_answer(InferenceSession& s, const Tokenizer& tok, const st
                              int64_t n_predict, int64_t n_draft, int64_t chunk) {
   SamplerParams p;
   p.temp = 0.0f;
-  p.seed = 1;
-  Sampler sampler(p, static_cast<int32_t>(s.n_vocab()));
-  GenerateOptions g;
-  g.n_predict = n_predict;
-  g.ignore_eos = true;
-  g.spec_draft_n = n_draft;
-  g.prompt_chunk = chunk;
-  return generate(s, tok, sampler, prompt, g, [](std::string_view) {}, [] { return false; });
+  return test::answer(s, tok, p, prompt, n_predict, n_draft, chunk);
 }
 
 std::vector<int32_t> prompt_of(const Tokenizer& tok, int64_t n) {
@@ -169,42 +162,12 @@ TEST_CASE("deepseek4 MTP: drafts of many sequences in one pass equal each sequen
   model->attach_mtp(f.companion);
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   const std::vector<int32_t> all = prompt_of(tok, 120);
-  const std::vector<std::array<int64_t, 3>> seqs = {{0, 20, 3}, {30, 7, 1}, {50, 45, 2}};  // first, length, drafts
-  const int64_t V = model->config().vocab_size;
-  std::vector<float> logits(static_cast<size_t>(V));
-  Deepseek4Session together(*model, 128, 64, 2, static_cast<int64_t>(seqs.size()), LatentType::kF32, true);
-  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
-  std::vector<DraftAsk> asks;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
-    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
-  }
-  const int rounds = 3;
-  for (int r = 0; r < rounds; ++r) {
-    if (r > 0)
-      for (size_t i = 0; i < seqs.size(); ++i) {
-        const auto [first, len, n_draft] = seqs[i];
-        together.forward_spans(all.data() + first + len + r - 1, {{static_cast<int32_t>(i), 1, false}}, logits.data());
-        asks[i].next = all[static_cast<size_t>(first + len + r)];
-      }
-    together.mtp_draft_many(asks);
-  }
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    CAPTURE(i);
-    Deepseek4Session alone(*model, 128, 64, 2, 1, LatentType::kF32, true);
-    alone.forward(all.data() + first, len, logits.data(), false);
-    std::vector<int32_t> want(4, -1);
-    int64_t n_out = 0;
-    for (int r = 0; r < rounds; ++r) {
-      if (r > 0) alone.forward(all.data() + first + len + r - 1, 1, logits.data(), false);
-      n_out = alone.mtp_draft(0, all[static_cast<size_t>(first + len + r)], n_draft, want.data());
-    }
-    CHECK(n_out == n_draft);
-    CHECK(asks[i].n_out == n_draft);
-    CHECK(got[i] == want);
-  }
+  const Deepseek4Model& m = *model;
+  auto make = [&m](int64_t n_seq) {
+    return std::make_unique<Deepseek4Session>(m, 128, 64, 2, n_seq, LatentType::kF32, true);
+  };
+  // first, length, drafts; the first asked twice drafts once
+  test::check_drafts_together_equal_alone(make, all, {{0, 20, 3}, {30, 7, 1}, {50, 45, 2}, {100, 12, 0}}, 3, true);
 }
 
 TEST_CASE("deepseek4 MTP: a file that is not the model's companion is refused by name") {
@@ -278,7 +241,7 @@ TEST_CASE("deepseek4 MTP: a file that is not the model's companion is refused by
   CHECK(no_module.err.find("-md FILE") != std::string::npos);
   const auto v3 = test::run_command({moe, "-m", kVocab, "-md", f.companion, "-p", "x", "-n", "2"});
   CHECK(v3.exit_code != 0);
-  CHECK(v3.err.find("only deepseek4 models take an MTP companion") != std::string::npos);
+  CHECK(v3.err.find("only a deepseek4 model's MTP companion") != std::string::npos);
   const auto synth = test::run_command({test::bin_dir() + "/moe-synth", "--config", "v4-flash", "--layers", "1", "-o",
                                         test::temp_dir() + "/never.gguf", "--mtp"});
   CHECK(synth.exit_code != 0);

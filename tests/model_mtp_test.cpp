@@ -40,13 +40,16 @@ SessionOptions options(int64_t n_ctx, int64_t n_batch, bool mtp) {
 
 GenerateResult run(InferenceSession& s, const Tokenizer& tok, const SamplerParams& sp, const std::vector<int32_t>& prompt,
                    int64_t n_predict, int64_t n_draft, int64_t chunk = 512) {
-  Sampler sampler(sp, static_cast<int32_t>(s.n_vocab()));
-  GenerateOptions g;
-  g.n_predict = n_predict;
-  g.ignore_eos = true;
-  g.spec_draft_n = n_draft;
-  g.prompt_chunk = chunk;
-  return generate(s, tok, sampler, prompt, g, [](std::string_view) {}, [] { return false; });
+  return test::answer(s, tok, sp, prompt, n_predict, n_draft, chunk);
+}
+
+// Sessions with the module, n_seq sequences of 128 positions.
+test::SessionMaker with_module(const Deepseek2Model& model) {
+  return [&model](int64_t n_seq) {
+    SessionOptions o = options(128, 512, true);
+    o.n_seq = n_seq;
+    return std::make_unique<Deepseek2Session>(model, o);
+  };
 }
 
 SamplerParams greedy() {
@@ -61,56 +64,6 @@ std::string heldout_text() {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// Sequences {first, length, drafts} of `all` in one session draft together
-// (mtp_draft_many) for `rounds` rounds, each round after one more trunk
-// token; each one's drafts equal those it gets in a session of its own.
-// ask_twice: the first sequence asked twice in the first round drafts once.
-void check_drafts_together_equal_alone(const Deepseek2Model& model, const std::vector<int32_t>& all,
-                                       const std::vector<std::array<int64_t, 3>>& seqs, int rounds, bool ask_twice) {
-  SessionOptions o = options(128, 512, true);
-  o.n_seq = static_cast<int64_t>(seqs.size());
-  Deepseek2Session together(model, o);
-  std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
-  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
-  std::vector<DraftAsk> asks;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
-    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
-  }
-  std::vector<int32_t> dup(4, -1);
-  for (int r = 0; r < rounds; ++r) {
-    if (r > 0) {
-      asks.resize(seqs.size());
-      for (size_t i = 0; i < seqs.size(); ++i) {
-        const auto [first, len, n_draft] = seqs[i];
-        together.forward_spans(all.data() + first + len + r - 1, {{static_cast<int32_t>(i), 1, false}}, logits.data());
-        asks[i].next = all[static_cast<size_t>(first + len + r)];
-      }
-    } else if (ask_twice) {
-      asks.push_back(asks[0]);
-      asks.back().drafts = dup.data();
-    }
-    together.mtp_draft_many(asks);
-    if (r == 0 && ask_twice) CHECK(asks.back().n_out == 0);
-  }
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const auto [first, len, n_draft] = seqs[i];
-    CAPTURE(i);
-    Deepseek2Session alone(model, options(128, 512, true));
-    alone.forward(all.data() + first, len, logits.data(), false);
-    std::vector<int32_t> want(4, -1);
-    int64_t n_out = 0;
-    for (int r = 0; r < rounds; ++r) {
-      if (r > 0) alone.forward(all.data() + first + len + r - 1, 1, logits.data(), false);
-      n_out = alone.mtp_draft(0, all[static_cast<size_t>(first + len + r)], n_draft, want.data());
-    }
-    CHECK(n_out == n_draft);
-    CHECK(asks[i].n_out == n_draft);
-    CHECK(got[i] == want);
-  }
 }
 
 }  // namespace
@@ -380,7 +333,8 @@ TEST_CASE("MTP drafts of many sequences in one pass equal each sequence's drafts
   const Tokenizer tok = Tokenizer::from_gguf(model->file());
   const std::vector<int32_t> all = tok.encode(heldout_text(), true, true);
   // first, length, drafts
-  check_drafts_together_equal_alone(*model, all, {{0, 20, 3}, {50, 7, 1}, {120, 33, 4}, {200, 12, 0}}, 1, true);
+  test::check_drafts_together_equal_alone(with_module(*model), all, {{0, 20, 3}, {50, 7, 1}, {120, 33, 4}, {200, 12, 0}},
+                                          1, true);
 }
 
 // DeepSeek-V3.2: the module's block has a lightning indexer of its own, so it
@@ -439,5 +393,5 @@ TEST_CASE("MTP drafts on DeepSeek-V3.2: greedy answers unchanged, drafts of many
   }
 
   // Two rounds: the second catches the module up over rows the first wrote.
-  check_drafts_together_equal_alone(*model, all, {{0, 40, 2}, {50, 7, 1}, {100, 30, 3}}, 2, false);
+  test::check_drafts_together_equal_alone(with_module(*model), all, {{0, 40, 2}, {50, 7, 1}, {100, 30, 3}}, 2, false);
 }

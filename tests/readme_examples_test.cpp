@@ -67,6 +67,19 @@ TEST_CASE("README: every example command runs as written") {
   const auto f32 = moe::test::run_command({moe::test::bin_dir() + "/moe-quantize", model, dir + "/model.f32.gguf", "F32",
                                            "--allow-requantize"});
   REQUIRE_MESSAGE(f32.exit_code == 0, f32.err);
+  // v4.gguf and its MTP companion v4-mtp.gguf: a tiny DeepSeek-V4.
+  write_text(dir + "/v4-config.json",
+             R"({"architectures": ["DeepseekV4ForCausalLM"], "hidden_size": 128, "num_hidden_layers": 2,
+                 "num_attention_heads": 2, "head_dim": 64, "qk_rope_head_dim": 32, "q_lora_rank": 64, "o_groups": 2,
+                 "o_lora_rank": 32, "sliding_window": 16, "compress_ratios": [4, 128], "index_n_heads": 2,
+                 "index_head_dim": 64, "index_topk": 4, "hc_mult": 4, "hc_sinkhorn_iters": 3,
+                 "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 64,
+                 "n_shared_experts": 1, "num_hash_layers": 0, "swiglu_limit": 10.0,
+                 "max_position_embeddings": 4096})");
+  const auto v4 = moe::test::run_command({moe::test::bin_dir() + "/moe-synth", "--config", dir + "/v4-config.json",
+                                          "--vocab", model, "-o", dir + "/v4.gguf", "--mtp-companion",
+                                          dir + "/v4-mtp.gguf", "--type", "F32"});
+  REQUIRE_MESSAGE(v4.exit_code == 0, v4.err);
 
   for (std::string cmd : commands) {
     CAPTURE(cmd);

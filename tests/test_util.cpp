@@ -266,4 +266,62 @@ LogitAgreement logit_agreement(const float* ref, const float* got, int64_t rows,
   return a;
 }
 
+GenerateResult answer(InferenceSession& s, const Tokenizer& tok, const SamplerParams& sp,
+                      const std::vector<int32_t>& prompt, int64_t n_predict, int64_t n_draft, int64_t chunk) {
+  Sampler sampler(sp, static_cast<int32_t>(s.n_vocab()));
+  GenerateOptions g;
+  g.n_predict = n_predict;
+  g.ignore_eos = true;
+  g.spec_draft_n = n_draft;
+  g.prompt_chunk = chunk;
+  return generate(s, tok, sampler, prompt, g, [](std::string_view) {}, [] { return false; });
+}
+
+void check_drafts_together_equal_alone(const SessionMaker& make, const std::vector<int32_t>& all,
+                                       const std::vector<std::array<int64_t, 3>>& seqs, int rounds, bool ask_twice) {
+  const std::unique_ptr<InferenceSession> session = make(static_cast<int64_t>(seqs.size()));
+  InferenceSession& together = *session;
+  std::vector<float> logits(static_cast<size_t>(together.n_vocab()));
+  std::vector<std::vector<int32_t>> got(seqs.size(), std::vector<int32_t>(4, -1));
+  std::vector<DraftAsk> asks;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    together.forward_spans(all.data() + first, {{static_cast<int32_t>(i), len, false}}, logits.data());
+    asks.push_back({static_cast<int64_t>(i), all[static_cast<size_t>(first + len)], n_draft, got[i].data(), 0});
+  }
+  std::vector<int32_t> dup(4, -1);
+  for (int r = 0; r < rounds; ++r) {
+    if (r > 0) {
+      asks.resize(seqs.size());
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const auto [first, len, n_draft] = seqs[i];
+        together.forward_spans(all.data() + first + len + r - 1, {{static_cast<int32_t>(i), 1, false}}, logits.data());
+        asks[i].next = all[static_cast<size_t>(first + len + r)];
+      }
+    } else if (ask_twice) {
+      asks.push_back(asks[0]);
+      asks.back().drafts = dup.data();
+    }
+    together.mtp_draft_many(asks);
+    if (r == 0 && ask_twice) CHECK(asks.back().n_out == 0);
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto [first, len, n_draft] = seqs[i];
+    CAPTURE(i);
+    const std::unique_ptr<InferenceSession> one = make(1);
+    InferenceSession& alone = *one;
+    alone.forward(all.data() + first, len, logits.data(), false);
+    std::vector<int32_t> want(4, -1);
+    int64_t n_out = 0;
+    for (int r = 0; r < rounds; ++r) {
+      if (r > 0) alone.forward(all.data() + first + len + r - 1, 1, logits.data(), false);
+      n_out = alone.mtp_draft(0, all[static_cast<size_t>(first + len + r)], n_draft, want.data());
+    }
+    CHECK(n_out == n_draft);
+    CHECK(asks[i].n_out == n_draft);
+    CHECK(got[i] == want);
+  }
+}
+
+
 }  // namespace moe::test

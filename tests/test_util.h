@@ -1,7 +1,10 @@
 // Helpers shared by the tests: fixture paths, skipping, small file I/O.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -9,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/ggml_type.h"
+#include "runtime/generate.h"
+#include "runtime/inference_session.h"
 
 namespace moe::test {
 
@@ -97,6 +102,20 @@ struct LogitAgreement {
   double top1 = 0, mean_kl = 0;
 };
 LogitAgreement logit_agreement(const float* ref, const float* got, int64_t rows, int64_t V);
+
+// generate() from `prompt` with end-of-generation ignored: n_predict
+// tokens, n_draft MTP drafts per step, the prompt in chunks of `chunk`.
+GenerateResult answer(InferenceSession& s, const Tokenizer& tok, const SamplerParams& sp,
+                      const std::vector<int32_t>& prompt, int64_t n_predict, int64_t n_draft, int64_t chunk = 512);
+
+// A session with a model's MTP module and n_seq sequences.
+using SessionMaker = std::function<std::unique_ptr<InferenceSession>(int64_t n_seq)>;
+// Sequences {first, length, drafts} of `all` in one session draft together
+// (mtp_draft_many) for `rounds` rounds, each round after one more trunk
+// token; each one's drafts equal those it gets in a session of its own.
+// ask_twice: the first sequence asked twice in the first round drafts once.
+void check_drafts_together_equal_alone(const SessionMaker& make, const std::vector<int32_t>& all,
+                                       const std::vector<std::array<int64_t, 3>>& seqs, int rounds, bool ask_twice);
 
 // FNV-1a 64 of n bytes, continuing from h (the offset basis by default):
 // the hash the quantizer tests compare with ggml's output.

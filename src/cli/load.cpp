@@ -77,8 +77,8 @@ LoadedModel load_model(const CliOptions& o) {
   if (GgufFile::open(o.model, true).get_string_opt("general.architecture").value_or("") == "deepseek4")
     return load_deepseek4(o, t0);
   if (!o.model_draft.empty())
-    throw_error("-md %s: only deepseek4 models take an MTP companion file; %s carries its MTP module itself "
-                "(--spec-type draft-mtp)",
+    throw_error("-md %s: separate draft models are not supported, only a deepseek4 model's MTP companion file; %s "
+                "drafts with its own MTP module (--spec-type draft-mtp)",
                 o.model_draft.c_str(), o.model.c_str());
   auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
   if (o.mlock)

@@ -11,6 +11,7 @@
 #include "gguf/gguf_reader.h"
 #include "model/deepseek2_config.h"
 #include "model/deepseek2_weights.h"
+#include "model/mtp_follower.h"
 #include "runtime/backend_registry.h"
 #include "runtime/expert_placement.h"
 #include "runtime/expert_stats.h"
@@ -74,7 +75,7 @@ struct SessionOptions {
 // device's copies of them, the latent cache and every activation buffer, all
 // made up front; forward() allocates nothing. The InferenceSession interface
 // is sequence 0; forward_spans() steps many sequences at once.
-class Deepseek2Session final : public InferenceSession {
+class Deepseek2Session final : public InferenceSession, private MtpModule {
  public:
   Deepseek2Session(const Deepseek2Model& model, const SessionOptions& o);
   // The CPU alone with n_threads.
@@ -104,7 +105,7 @@ class Deepseek2Session final : public InferenceSession {
   bool has_mtp() const override { return mtp_ != nullptr; }
   void mtp_draft_many(std::vector<DraftAsk>& asks) override;
   // Positions of sequence s the MTP module's cache holds (tests).
-  int64_t mtp_pos(int64_t s) const { return mtp_pos_[static_cast<size_t>(s)]; }
+  int64_t mtp_pos(int64_t s) const { return mtp_follow_->pos(s); }
 
   // The latent cache of sequence s, positions [0, n), to and from host
   // memory (saved prompt caches): export writes [layer][n][cache_row_floats()];
@@ -153,33 +154,27 @@ class Deepseek2Session final : public InferenceSession {
   bool dsa_keys_and_need_choice(int64_t il, const IndexerWeights& ix, const std::vector<SpanAt>& at, int64_t n);
   void mla_attention_sparse(int64_t il, const MlaWeights& m, const LatentCache& cache, int64_t cl,
                             const std::vector<SpanAt>& at, int64_t n);
-  // ---- the MTP module (deepseek2_mtp.cpp) ----
+  // ---- the MTP module (deepseek2_mtp.cpp; the bookkeeping is mtp_follower.h's) ----
   void mtp_init(const SessionOptions& o);
-  // Evaluates the module on pairs (hidden state, next token): pairs[j] at
-  // MTP position pos[j] of its sequence; hidden rows gathered beforehand
-  // into the second half of mtp_cat_. Leaves the block's output in x_.
-  void mtp_forward(const int32_t* next_tokens, const std::vector<SpanAt>& at, int64_t n);
-  // Before a trunk step overwrites the hidden states of the last one: every
-  // pair of sequence s whose next token is known (the last step's tokens,
-  // then first_next when >= 0) goes through the module.
-  void mtp_catch_up(const std::vector<std::pair<int32_t, int32_t>>& seq_first_next);
+  // Before a trunk step: the module takes the last step's pairs.
+  void mtp_catch_up(const std::vector<std::pair<int32_t, int32_t>>& seq_first_next) {
+    mtp_follow_->catch_up(seq_first_next);
+  }
   // After a trunk step: the final hidden states of its rows, and where they are.
   void mtp_record_step(const int32_t* tokens, const std::vector<SpanAt>& at, int64_t n);
-  // The trunk's hidden state of sequence s at position q (a row of hid_ or
-  // pending_), or a null buffer where it is gone.
-  Act mtp_hidden_at(int64_t s, int64_t q) const;
-  // The token of sequence s at position q from the last step, or -1.
-  int32_t mtp_token_at(int64_t s, int64_t q) const;
-  // The pairs of sequence s from its MTP position on whose hidden state and
-  // next token are known (next_at_end: the token after the last cached
-  // position, or -1), appended to `at`, `tokens` and the rows of mtp_cat_
-  // from row `row`; returns the pairs added.
-  int64_t mtp_gather(int32_t s, int32_t next_at_end, std::vector<SpanAt>& at, std::vector<int32_t>& tokens, int64_t row);
   // Sequence operations on the module's state (the trunk's are done).
-  void mtp_truncate(int64_t s, int64_t n);
+  void mtp_truncate(int64_t s, int64_t n) { mtp_follow_->truncate(s, n); }
   void mtp_seq_copy(int64_t src, int64_t dst, int64_t n);
   void mtp_seq_drop(int64_t s, int64_t p0, int64_t p1);
-  void mtp_reset(int64_t s);  // s < 0: every sequence
+  void mtp_reset(int64_t s) { mtp_follow_->reset(s); }  // s < 0: every sequence
+  // MtpModule: pairs staged into the second half of mtp_cat_, the block
+  // over them (its output in x_), the shared head.
+  int64_t mtp_seq_pos(int64_t s) const override { return seq_pos_[static_cast<size_t>(s)]; }
+  void mtp_stage_hidden(const Act& h, int64_t row) override;
+  void mtp_block(const int32_t* next_tokens, const std::vector<MtpSpan>& at, int64_t n) override;
+  void mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) override;
+  Act mtp_chain_row(int64_t i) const override { return mtp_chain_.rows_from(i, 1); }
+  void mtp_set_batch_invariant(bool on) override { set_batch_invariant(on); }
   void ffn(const FfnWeights& f, const Act& x, int64_t n, Act out);
   void moe_ffn(int64_t il, const MoeWeights& e, int64_t n);
 
@@ -209,12 +204,9 @@ class Deepseek2Session final : public InferenceSession {
   // states (RMSNorm'd, as the module takes them), tokens and spans.
   std::unique_ptr<MtpWeights> mtp_;
   LatentCache mtp_cache_;
-  std::vector<int64_t> mtp_pos_;       // [sequence] pairs the module has seen
-  Act hid_;                            // [n_rows][hidden]
+  std::unique_ptr<MtpFollower> mtp_follow_;
+  Act hid_;                            // [n_rows][hidden]: the last step's final hidden states (RMSNorm'd)
   Act pending_;                        // [sequence][hidden]: a last hidden state kept across steps
-  std::vector<int64_t> pending_pos_;   // [sequence] its position, -1: none
-  std::vector<int32_t> last_tokens_;   // the last step's tokens
-  std::vector<SpanAt> last_spans_;     // and spans (rows in order)
   Act mtp_cat_;                        // [n_rows][2 * hidden]: [enorm(emb) | hnorm(h)]
   Act mtp_chain_;                      // [n_seq][hidden]: the block's output a chained draft continues from
   std::vector<float> mtp_logits_;      // [n_seq][n_vocab]

@@ -194,7 +194,7 @@ void Deepseek4Session::check_tokens(const int32_t* tokens, int64_t n) const {
 
 void Deepseek4Session::reset() {
   for (SeqState& s : seqs_) s.tokens.clear(), s.high = 0, s.valid_from = 0;
-  if (mtp_) mtp_reset(-1);
+  if (mtp_) mtp_follow_->reset(-1);
 }
 
 void Deepseek4Session::reevaluate(int64_t s, std::vector<int32_t> tokens) {
@@ -212,7 +212,7 @@ void Deepseek4Session::seq_truncate(int64_t s, int64_t n) {
   SeqState& st = seqs_.at(sz(s));
   if (n < 0) throw_error("seq_truncate: negative position %lld", static_cast<long long>(n));
   if (n >= static_cast<int64_t>(st.tokens.size())) return;
-  if (mtp_) mtp_truncate(s, n);
+  if (mtp_) mtp_follow_->truncate(s, n);
   // The rings hold rows of positions down to high - n_rows_ - window: a
   // truncation within n_rows_ of the furthest write finds its window and
   // its partial blocks' state intact (every later write is at most
@@ -224,6 +224,20 @@ void Deepseek4Session::seq_truncate(int64_t s, int64_t n) {
   reevaluate(s, std::vector<int32_t>(st.tokens.begin(), st.tokens.begin() + static_cast<ptrdiff_t>(n)));
 }
 
+void Deepseek4Session::copy_layer_cache(const Dsv4LayerCache& x, Dsv4LayerCache& y, int64_t ratio, int64_t n) {
+  be_->copy_rows(x.raw, y.raw, x.raw.rows);
+  if (ratio != 0) {
+    be_->copy_rows(x.state_kv, y.state_kv, x.state_kv.rows);
+    be_->copy_rows(x.state_score, y.state_score, x.state_score.rows);
+    be_->copy_rows(x.comp, y.comp, n / ratio);
+  }
+  if (ratio == 4) {  // CSA: the indexer's state and keys
+    be_->copy_rows(x.index_kv, y.index_kv, x.index_kv.rows);
+    be_->copy_rows(x.index_score, y.index_score, x.index_score.rows);
+    be_->copy_rows(x.index_keys, y.index_keys, n / 4);
+  }
+}
+
 void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
   if (src == dst) return seq_truncate(src, n);
   const SeqState& a = seqs_.at(sz(src));
@@ -232,44 +246,14 @@ void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
     throw_error("seq_copy: sequence %lld holds %zu positions, not %lld", static_cast<long long>(src), a.tokens.size(),
                 static_cast<long long>(n));
   // The rings whole, the blocks up to n; then dst is src truncated to n.
-  for (int64_t il = 0; il < c_.num_hidden_layers; ++il) {
-    const Dsv4LayerCache& x = a.layers[sz(il)];
-    Dsv4LayerCache& y = b.layers[sz(il)];
-    const int64_t r = c_.compress_ratio(il);
-    be_->copy_rows(x.raw, y.raw, x.raw.rows);
-    if (r != 0) {
-      be_->copy_rows(x.state_kv, y.state_kv, x.state_kv.rows);
-      be_->copy_rows(x.state_score, y.state_score, x.state_score.rows);
-      be_->copy_rows(x.comp, y.comp, n / r);
-    }
-    if (c_.attention_kind(il) == Dsv4Attention::kCsa) {
-      be_->copy_rows(x.index_kv, y.index_kv, x.index_kv.rows);
-      be_->copy_rows(x.index_score, y.index_score, x.index_score.rows);
-      be_->copy_rows(x.index_keys, y.index_keys, n / 4);
-    }
-  }
+  for (int64_t il = 0; il < c_.num_hidden_layers; ++il)
+    copy_layer_cache(a.layers[sz(il)], b.layers[sz(il)], c_.compress_ratio(il), n);
   b.tokens = a.tokens;
   b.high = a.high;
   b.valid_from = a.valid_from;
   if (mtp_) {  // the module's layer as the trunk's; then both truncated to n
-    const Dsv4LayerCache& x = mtp_cache_[sz(src)];
-    Dsv4LayerCache& y = mtp_cache_[sz(dst)];
-    const int64_t r = mc_->compress_ratio(mc_->num_hidden_layers);
-    be_->copy_rows(x.raw, y.raw, x.raw.rows);
-    if (r != 0) {
-      be_->copy_rows(x.state_kv, y.state_kv, x.state_kv.rows);
-      be_->copy_rows(x.state_score, y.state_score, x.state_score.rows);
-      be_->copy_rows(x.comp, y.comp, n / r);
-    }
-    if (x.index_keys.data) {
-      be_->copy_rows(x.index_kv, y.index_kv, x.index_kv.rows);
-      be_->copy_rows(x.index_score, y.index_score, x.index_score.rows);
-      be_->copy_rows(x.index_keys, y.index_keys, n / 4);
-    }
-    mtp_pos_[sz(dst)] = std::min(mtp_pos_[sz(src)], std::max<int64_t>(0, n - 1));
-    pending_pos_[sz(dst)] = -1;
-    for (SpanAt& sp : last_spans_)
-      if (sp.seq == dst) sp.seq = -1;
+    copy_layer_cache(mtp_cache_[sz(src)], mtp_cache_[sz(dst)], mc_->compress_ratio(mc_->num_hidden_layers), n);
+    mtp_follow_->copy(src, dst, n, std::min(mtp_follow_->pos(src), std::max<int64_t>(0, n - 1)));
   }
   seq_truncate(dst, n);
 }
@@ -338,7 +322,7 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
   if (mtp_) {  // the module takes the last step's pairs before x_ is overwritten
     std::vector<std::pair<int32_t, int32_t>> next;
     for (const SpanAt& a : at) next.push_back({a.seq, tokens[a.r0]});
-    mtp_catch_up(next);
+    mtp_follow_->catch_up(next);
   }
 
   // X: hc copies of the embedding.
@@ -358,7 +342,10 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
     st.tokens.insert(st.tokens.end(), tokens + a.r0, tokens + a.r0 + a.n);
     st.high = std::max(st.high, a.pos0 + a.n);
   }
-  if (mtp_) mtp_record_step(tokens, at, n);
+  if (mtp_) {  // X after the last layer, before the head gathers rows in x_
+    be_->copy_rows(x_, hid_, n);
+    mtp_follow_->record(tokens, at, n);
+  }
   if (!logits) return;
 
   // The rows whose logits are wanted, gathered to the front, through the head:

@@ -27,6 +27,7 @@
 #include "gguf/gguf_reader.h"
 #include "model/deepseek4_config.h"
 #include "model/deepseek4_weights.h"
+#include "model/mtp_follower.h"
 #include "runtime/backend.h"
 #include "runtime/backend_registry.h"
 #include "runtime/inference_session.h"
@@ -64,7 +65,7 @@ class Deepseek4Model {
   std::unique_ptr<Deepseek4MtpWeights> mtp_weights_;
 };
 
-class Deepseek4Session final : public InferenceSession {
+class Deepseek4Session final : public InferenceSession, private MtpModule {
  public:
   // Backends as the flags ask (the compute backend must have the V4 ops);
   // the raw and compressed rows cached in cache_type (-ctk).
@@ -112,7 +113,7 @@ class Deepseek4Session final : public InferenceSession {
   // ---- multi-token prediction (InferenceSession; deepseek4_mtp.cpp) ----
   bool has_mtp() const override { return mtp_ != nullptr; }
   void mtp_draft_many(std::vector<DraftAsk>& asks) override;
-  int64_t mtp_pos(int64_t s) const { return mtp_pos_[static_cast<size_t>(s)]; }
+  int64_t mtp_pos(int64_t s) const { return mtp_follow_->pos(s); }
 
   const Deepseek4Model& model() const { return model_; }
   std::string backends_description() const { return be_->describe(); }
@@ -133,11 +134,9 @@ class Deepseek4Session final : public InferenceSession {
   // Positions h (<= kSavedHistory) before n for which the rings still hold
   // everything a continuation from n - h needs.
   int64_t ring_history(const SeqState& st, int64_t n) const;
-  // A run of a step's rows: n tokens of sequence seq from position pos0, from row r0.
-  struct SpanAt {
-    int32_t seq;
-    int64_t pos0, n, r0;
-  };
+  // A run of a step's rows: n tokens of sequence seq from position pos0,
+  // from row r0 (the MTP module's batches are the same).
+  using SpanAt = MtpSpan;
   void check_tokens(const int32_t* tokens, int64_t n) const;
   // Sequence s holds its tokens [0, n) again, evaluated from scratch.
   void reevaluate(int64_t s, std::vector<int32_t> tokens);
@@ -155,26 +154,20 @@ class Deepseek4Session final : public InferenceSession {
   Dsv4LayerCache& layer_cache(int64_t s, int64_t il);
   // The allocation of one layer's cache.
   Dsv4LayerCache alloc_layer_cache(const Deepseek4Config& c, int64_t il);
+  // y = x's rings whole and its blocks up to position n (a layer of compress ratio `ratio`).
+  void copy_layer_cache(const Dsv4LayerCache& x, Dsv4LayerCache& y, int64_t ratio, int64_t n);
 
-  // ---- the MTP module (deepseek4_mtp.cpp): as deepseek2_mtp.cpp, with the
-  // trunk's hc streams as the hidden state (the module's input per stream:
-  // W_eh [enorm(Emb(t_{i+1})); hnorm(X_i,s)]). It follows the trunk lazily:
-  // a step records its final streams, the next step (or a draft) sends
-  // every pair whose next token is known through the module at once.
+  // ---- the MTP module (deepseek4_mtp.cpp; the bookkeeping is mtp_follower.h's) ----
   void mtp_init();
-  // The block over n pairs (next tokens, the hidden states already in the
-  // second half of mtp_cat_'s rows); leaves its output streams in x_.
-  void mtp_forward(const int32_t* next_tokens, const std::vector<SpanAt>& at, int64_t n);
-  void mtp_catch_up(const std::vector<std::pair<int32_t, int32_t>>& seq_first_next);
-  void mtp_record_step(const int32_t* tokens, const std::vector<SpanAt>& at, int64_t n);
-  Act mtp_hidden_at(int64_t s, int64_t q) const;   // [1][hc * hidden], or empty
-  int32_t mtp_token_at(int64_t s, int64_t q) const;
-  // Sequence s's pairs from its module position on, as far as hidden
-  // states and next tokens are known, into mtp_cat_ from `row`.
-  int64_t mtp_gather(int32_t s, int32_t next_at_end, std::vector<SpanAt>& at, std::vector<int32_t>& tokens,
-                     int64_t row);
-  void mtp_truncate(int64_t s, int64_t n);
-  void mtp_reset(int64_t s);  // s < 0: every sequence
+  // MtpModule: a pair's hidden state is the trunk's hc streams; staged into
+  // the second half of mtp_cat_'s rows (one per stream), the block over
+  // them (its output streams in x_), the module's own HC head and norm.
+  int64_t mtp_seq_pos(int64_t s) const override { return seq_pos(s); }
+  void mtp_stage_hidden(const Act& h, int64_t row) override;
+  void mtp_block(const int32_t* next_tokens, const std::vector<MtpSpan>& at, int64_t n) override;
+  void mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) override;
+  Act mtp_chain_row(int64_t i) const override { return mtp_chain_.rows_from(i, 1); }
+  void mtp_set_batch_invariant(bool on) override { be_->set_batch_invariant(on); }
 
   const Deepseek4Model& model_;
   const Deepseek4Config& c_;
@@ -210,16 +203,13 @@ class Deepseek4Session final : public InferenceSession {
   const Deepseek4MtpWeights* mtp_ = nullptr;
   const Deepseek4Config* mc_ = nullptr;  // the companion's config
   std::vector<Dsv4LayerCache> mtp_cache_;  // [sequence] the module's layer
-  std::vector<int64_t> mtp_pos_;           // [sequence] pairs the module has seen
-  std::vector<int64_t> pending_pos_;       // [sequence] the position pending_ holds, or -1
+  std::unique_ptr<MtpFollower> mtp_follow_;
   Act hid_;        // [n_rows][hc * hidden]: the last step's final streams
   Act pending_;    // [n_seq][hc * hidden]: a sequence's last position, waiting for its next token
   Act mtp_cat_;    // [n_rows * hc][2 * hidden]: [enorm(emb) | hnorm(h)] per stream
   Act mtp_chain_;  // [n_seq][hc * hidden]: the block's output a chained draft continues from
   std::vector<float> mtp_logits_;    // [n_seq][n_vocab]
   std::vector<int32_t> mtp_tokens_;  // a batch's next tokens, once per stream
-  std::vector<int32_t> last_tokens_;
-  std::vector<SpanAt> last_spans_;   // the last step's spans (seq -1: positions gone)
 };
 
 }  // namespace moe

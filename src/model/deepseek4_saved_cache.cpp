@@ -163,7 +163,7 @@ void Deepseek4Session::saved_cache_import(const PromptCacheData& d, int64_t n_us
   st.tokens = d.tokens;
   st.high = n;
   st.valid_from = n - h_use;
-  if (mtp_) mtp_reset(0);  // saved caches hold no MTP rows: the module starts over from here
+  if (mtp_) mtp_follow_->reset(0);  // saved caches hold no MTP rows: the module starts over from here
   seq_truncate(0, n_use);
 }
 
