@@ -15,9 +15,11 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <random>
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "core/fp16.h"
 #include "gguf/gguf_reader.h"
 #include "model/deepseek4.h"
@@ -136,13 +138,53 @@ struct BuiltCheckpoint {
   std::string dir;
   std::map<std::string, std::vector<float>> fp8_values;  // GGUF name -> what the FP8 source decodes to
   std::map<std::string, std::string> bf16;               // GGUF names stored BF16
+  std::vector<float> mtp_e, mtp_h;                       // with_mtp: the module's e_proj (as FP8 decodes) and h_proj
 };
 
+// The release's MTP module, mtp.0.*, made from the fixture's layer 3 (its
+// attention without the compressors: the module's layer is window-only)
+// and random projections: e_proj FP8, h_proj and the norms F32.
+void add_mtp_module(std::vector<test::SafetensorBytes>& st, const GgufFile& f32, const GgufFile& mx, BuiltCheckpoint& b) {
+  std::map<std::string, std::string> to_release;
+  for (const auto& [rel, gg] : kLayerMap) to_release["blk.3." + gg] = "mtp.0." + rel;
+  for (const char* h : {"fn", "base", "scale"})
+    to_release[std::string("output_hc_") + h + ".weight"] = std::string("mtp.0.hc_head_") + h;
+  const int64_t E = f32.get_u32("deepseek4.expert_count"), D = f32.get_u32("deepseek4.embedding_length");
+  for (const GgufTensorInfo& t : f32.tensors()) {
+    const std::string& gg = t.name;
+    if (!to_release.count(gg) || gg.find("compressor") != std::string::npos || gg.find("indexer") != std::string::npos)
+      continue;
+    const std::vector<int64_t> hf(t.shape.rbegin(), t.shape.rend());
+    st.push_back({to_release[gg], "F32", hf, bytes_of(gguf_f32(t))});
+  }
+  for (const char* w : {"gate", "down", "up"}) {
+    const GgufTensorInfo* m = mx.find_tensor(std::string("blk.3.ffn_") + w + "_exps.weight");
+    REQUIRE(m);
+    const int64_t cols = m->shape[0], rows = m->shape[1];
+    const size_t per = ggml_row_size(GgmlType::MXFP4, cols) * size_t(rows);
+    const std::string wn = w[0] == 'g' ? "w1" : w[0] == 'd' ? "w2" : "w3";
+    for (int64_t e = 0; e < E; ++e)
+      add_fp4_expert(st, "mtp.0.ffn.experts." + std::to_string(e) + "." + wn + ".weight", m->data + e * per, rows, cols);
+  }
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> e(size_t(D * D)), h(size_t(D * D));
+  for (float& x : e) x = nd(rng);
+  for (float& x : h) x = nd(rng);
+  add_fp8(st, "mtp.0.e_proj.weight", e, D, D, b.mtp_e);
+  st.push_back({"mtp.0.h_proj.weight", "F32", {D, D}, bytes_of(h)});
+  b.mtp_h = h;
+  for (const char* n : {"enorm", "hnorm", "norm"})
+    st.push_back({std::string("mtp.0.") + n + ".weight", "F32", {D}, bytes_of(std::vector<float>(size_t(D), 1.0f))});
+}
+
 // The checkpoint: F32 from tiny-dsv4.f32, routed experts FP4 from
-// tiny-dsv4.MXFP4_MOE, three matrices FP8, one BF16.
-BuiltCheckpoint build_checkpoint(const GgufFile& f32, const GgufFile& mx, const std::string& hf_tokenizer_dir) {
+// tiny-dsv4.MXFP4_MOE, three matrices FP8, one BF16; with_mtp: a whole MTP
+// module, else one stray MTP tensor (skipped).
+BuiltCheckpoint build_checkpoint(const GgufFile& f32, const GgufFile& mx, const std::string& hf_tokenizer_dir,
+                                 bool with_mtp = false) {
   BuiltCheckpoint b;
-  b.dir = test::temp_dir() + "/hf-tiny-dsv4";
+  b.dir = test::temp_dir() + (with_mtp ? "/hf-tiny-dsv4-mtp" : "/hf-tiny-dsv4");
   fs::create_directories(b.dir);
   std::vector<test::SafetensorBytes> st;
   std::map<std::string, std::string> to_release;  // GGUF -> release name
@@ -187,7 +229,8 @@ BuiltCheckpoint build_checkpoint(const GgufFile& f32, const GgufFile& mx, const 
     }
   }
   // What the converter must skip: the MTP module, a hash layer's unused bias.
-  st.push_back({"mtp.0.enorm.weight", "F32", {256}, bytes_of(std::vector<float>(256, 1.0f))});
+  if (with_mtp) add_mtp_module(st, f32, mx, b);
+  else st.push_back({"mtp.0.enorm.weight", "F32", {256}, bytes_of(std::vector<float>(256, 1.0f))});
   st.push_back({"layers.0.ffn.gate.bias", "F32", {E}, bytes_of(std::vector<float>(size_t(E), 0.0f))});
   // Two shards with an index, as the release.
   const size_t half = st.size() / 2;
@@ -354,4 +397,69 @@ TEST_CASE("moe-convert: a DeepSeek-V4 checkpoint with a tensor missing, unknown 
   CHECK(width.exit_code != 0);
   CHECK(width.err.find("has shape") != std::string::npos);
   CHECK(!fs::exists(test::temp_dir() + "/bad-dsv4.gguf"));
+}
+
+// --mtp-companion: the module in ik_llama.cpp's companion layout, loadable
+// beside the converted model (moe -md), its bytes as the sources give them.
+TEST_CASE("moe-convert --mtp-companion: DeepSeek-V4's MTP module as a companion GGUF that drafts beside the model") {
+  const std::optional<Fixtures> fx = fixtures();
+  if (!fx) return test::skip("tiny-dsv4 / hf-tiny-dsv3 fixtures not found");
+  const GgufFile &f32 = fx->f32, &mx = fx->mx;
+  const BuiltCheckpoint ck = build_checkpoint(f32, mx, fx->tok_dir, true);
+  const std::string out = test::temp_dir() + "/converted-dsv4-mtp.gguf", comp = test::temp_dir() + "/converted-dsv4-mtp-c.gguf";
+  const auto r = test::run_command({test::bin_dir() + "/moe-convert", ck.dir, "-o", out, "--mtp-companion", comp, "-t", "2"});
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  const GgufFile c = GgufFile::open(comp);
+  const int64_t L = f32.get_u32("deepseek4.block_count"), D = f32.get_u32("deepseek4.embedding_length");
+  CHECK(c.get_u32("deepseek4.block_count") == L + 1);
+  CHECK(c.get_u32("deepseek4.nextn_predict_layers") == 1);
+  CHECK(c.get_u32("general.file_type") == 38);
+  const std::string N = "blk." + std::to_string(L) + ".";
+  CHECK(!c.find_tensor("blk.0.attn_norm.weight"));
+  CHECK(!c.find_tensor(N + "attn_compressor_kv.weight"));  // a window-only layer
+  auto same_bytes = [](const GgufTensorInfo* a, const GgufTensorInfo* b) {
+    REQUIRE(a);
+    REQUIRE(b);
+    return a->nbytes == b->nbytes && std::memcmp(a->data, b->data, a->nbytes) == 0;
+  };
+  CHECK(same_bytes(c.find_tensor(N + "attn_q_a.weight"), f32.find_tensor("blk.3.attn_q_a.weight")));
+  CHECK(same_bytes(c.find_tensor(N + "exp_probs_b.bias"), f32.find_tensor("blk.3.exp_probs_b.bias")));
+  CHECK(same_bytes(c.find_tensor(N + "ffn_down_exps.weight"), mx.find_tensor("blk.3.ffn_down_exps.weight")));
+  CHECK(same_bytes(c.find_tensor("output_hc_fn.weight"), f32.find_tensor("output_hc_fn.weight")));
+  // W_eh = [W_e | W_h]: row r is e_proj's row r, then h_proj's (Q8_0 from the FP8 e_proj).
+  const GgufTensorInfo* eh = c.find_tensor(N + "nextn.eh_proj.weight");
+  REQUIRE(eh);
+  CHECK(eh->shape == std::vector<int64_t>{2 * D, D});
+  CHECK(eh->type == GgmlType::Q8_0);
+  const std::vector<float> got = gguf_f32(*eh);
+  double worst = 0;
+  for (int64_t row = 0; row < D; ++row)
+    for (int64_t i = 0; i < D; ++i) {
+      worst = std::max(worst, double(std::fabs(got[size_t(row * 2 * D + i)] - ck.mtp_e[size_t(row * D + i)])));
+      worst = std::max(worst, double(std::fabs(got[size_t(row * 2 * D + D + i)] - ck.mtp_h[size_t(row * D + i)])));
+    }
+  CHECK(worst < 2e-3);  // Q8_0 rounding of values of about 0.05, no more
+
+  // It loads beside the converted model and drafts; a model's own file is not a companion.
+  auto model = Deepseek4Model::load(out);
+  model->attach_mtp(comp);
+  Deepseek4Session s(*model, 64, 16, 2, 1, LatentType::kF32, true);
+  const std::vector<int32_t> prompt = {0, 5, 9, 14, 3, 7};
+  std::vector<float> logits(size_t(s.n_vocab()));
+  s.forward(prompt.data(), int64_t(prompt.size()), logits.data(), false);
+  int32_t draft = -1;
+  CHECK(s.mtp_draft(0, 11, 1, &draft) == 1);
+  CHECK(draft >= 0);
+  CHECK_THROWS_WITH_AS(model->attach_mtp(out), doctest::Contains("is not an MTP companion"), Error);
+
+  // A checkpoint without the module: refused before anything is written.
+  const BuiltCheckpoint plain = build_checkpoint(f32, mx, fx->tok_dir);
+  const std::string none = test::temp_dir() + "/converted-dsv4-none.gguf";
+  const auto bad = test::run_command({test::bin_dir() + "/moe-convert", plain.dir, "-o", test::temp_dir() + "/x.gguf",
+                                      "--mtp-companion", none});
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("has no MTP module") != std::string::npos);
+  CHECK(!fs::exists(none));
+  CHECK(!fs::exists(test::temp_dir() + "/x.gguf"));
 }

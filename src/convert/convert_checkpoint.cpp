@@ -267,6 +267,9 @@ std::string checkpoint_model_name(const std::string& dir) {
 
 ConvertSummary convert_hf_checkpoint(const std::string& hf_dir, const std::string& out_path, const ConvertOptions& o) {
   if (is_deepseek4_config(hf_dir + "/config.json")) return convert_deepseek4_checkpoint(hf_dir, out_path, o);
+  if (!o.mtp_companion.empty())
+    throw_error("--mtp-companion: only DeepSeek-V4 keeps its MTP module in a file of its own; %s's stays in the model "
+                "file (--no-mtp drops it)", hf_dir.c_str());
   const HfConfig config = load_hf_config(hf_dir);
   const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
   const std::vector<PlannedTensor> plan = plan_deepseek2_tensors(ckpt, config, o);

@@ -26,6 +26,9 @@ struct ConvertOptions {
   // DeepSeek-V4: the chat template written when the checkpoint has none
   // (its release has none; llama.cpp's converter adds this one). "" = none.
   std::string deepseek4_template_file;
+  // DeepSeek-V4: also write its MTP module (mtp.0.*) to this file, an MTP
+  // companion GGUF in ik_llama.cpp's layout (moe -md). "" = skip the module.
+  std::string mtp_companion;
 };
 
 // How one output tensor is made from the checkpoint.

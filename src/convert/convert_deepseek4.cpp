@@ -9,14 +9,19 @@
 //     first, with an E8M0 `.scale` per 32 values) repacked bit for bit into
 //     ggml's MXFP4 blocks (the file type MXFP4_MOE);
 //   - hash layers' tid2eid tables as I32 (their unused gate.bias dropped);
-//   - the MTP module (mtp.*) and the vision parts skipped, as llama.cpp does
-//     for the main file.
+//   - the MTP module (mtp.*) skipped, as llama.cpp does for the main file,
+//     or written to a companion GGUF of its own (--mtp-companion, the layout
+//     of ik_llama.cpp's converter with mtp_only: layer N = num_hidden_layers
+//     from mtp.0.*, its e_proj and h_proj side by side as nextn.eh_proj,
+//     its hc_head_* as output_hc_*, and the embedding and head);
+//   - the vision parts skipped.
 // Anything else the release would not hold (F16 tensors, experts in a float
 // type) goes to --outtype. Memory holds one source tensor at a time.
 #include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "convert/convert_checkpoint.h"
@@ -80,6 +85,26 @@ const std::map<std::string, std::string>& root_sources() {
   return m;
 }
 
+// The MTP companion: its own names within "blk.N." -> within "mtp.0."
+// (nextn.eh_proj is made from two sources, below), and its roots.
+const std::map<std::string, std::string>& mtp_sources() {
+  static const std::map<std::string, std::string> m = {
+      {"nextn.enorm.weight", "enorm.weight"},
+      {"nextn.hnorm.weight", "hnorm.weight"},
+      {"nextn.shared_head_norm.weight", "norm.weight"},
+  };
+  return m;
+}
+
+const std::map<std::string, std::string>& mtp_root_sources() {
+  static const std::map<std::string, std::string> m = {
+      {"token_embd.weight", "embed.weight"},           {"output_norm.weight", "norm.weight"},
+      {"output.weight", "head.weight"},                {"output_hc_fn.weight", "mtp.0.hc_head_fn"},
+      {"output_hc_base.weight", "mtp.0.hc_head_base"}, {"output_hc_scale.weight", "mtp.0.hc_head_scale"},
+  };
+  return m;
+}
+
 // Routed experts: GGUF name within "blk.N." -> w1/w2/w3.
 const std::map<std::string, std::string>& expert_sources() {
   static const std::map<std::string, std::string> m = {
@@ -91,7 +116,8 @@ enum class V4Recipe {
   kFloat,        // one tensor (FP8 with its scale, or F32/BF16/F16) -> quantized rows
   kTable,        // integer token -> experts table -> I32
   kFp4Experts,   // n_expert FP4 tensors with E8M0 scales -> MXFP4 (lossless)
-  kFloatExperts  // n_expert float tensors -> quantized rows
+  kFloatExperts,  // n_expert float tensors -> quantized rows
+  kSideBySide     // two float matrices [out][in] -> rows [out][in_a | in_b] (the MTP's eh_proj)
 };
 
 struct V4Tensor {
@@ -154,10 +180,17 @@ void repack_fp4_to_mxfp4(const uint8_t* packed, const uint8_t* scales, int64_t r
     }
 }
 
+// The tensors of the model file, or (companion) of its MTP companion.
 class Deepseek4Plan {
  public:
-  Deepseek4Plan(const SafetensorsCheckpoint& ckpt, const Deepseek4HfConfig& c, int64_t n_vocab, ConvertOutType outtype)
-      : ckpt_(ckpt), c_(c) {
+  Deepseek4Plan(const SafetensorsCheckpoint& ckpt, const Deepseek4HfConfig& c, int64_t n_vocab, ConvertOutType outtype,
+                bool companion)
+      : ckpt_(ckpt), c_(c), companion_(companion) {
+    if (companion) {
+      for (const LayoutTensor& lt : deepseek4_mtp_companion_tensors(c, n_vocab)) plan(lt, outtype);
+      check_module_leftovers();
+      return;
+    }
     for (const LayoutTensor& lt : deepseek4_tensors(c, n_vocab)) plan(lt, outtype);
     // Optional: hash layers' bias for image tokens (llama.cpp loads it when present).
     for (int64_t il = 0; il < c.num_hidden_layers; ++il) {
@@ -195,14 +228,20 @@ class Deepseek4Plan {
     std::string prefix, what = lt.name;
     if (lt.name.rfind("blk.", 0) == 0) {
       const size_t dot = lt.name.find('.', 4);
-      prefix = "layers." + lt.name.substr(4, dot - 4) + ".";
+      prefix = companion_ ? "mtp.0." : "layers." + lt.name.substr(4, dot - 4) + ".";
       what = lt.name.substr(dot + 1);
     }
     if (auto e = expert_sources().find(what); e != expert_sources().end()) {
       plan_experts(v, prefix, e->second, outtype);
       return;
     }
-    const auto& table = prefix.empty() ? root_sources() : layer_sources();
+    if (companion_ && what == "nextn.eh_proj.weight") {
+      plan_side_by_side(v, {prefix + "e_proj.weight", prefix + "h_proj.weight"}, outtype);
+      return;
+    }
+    const bool module_own = companion_ && mtp_sources().count(what);
+    const auto& table = prefix.empty() ? (companion_ ? mtp_root_sources() : root_sources())
+                                       : module_own ? mtp_sources() : layer_sources();
     const auto it = table.find(what);
     MOE_ASSERT(it != table.end(), "no source for %s", lt.name.c_str());
     const std::string name = prefix + it->second;
@@ -223,6 +262,20 @@ class Deepseek4Plan {
       v.t.type = float_type(src, lt.shape, outtype);
       v.recipe = V4Recipe::kFloat;
     }
+    out_.push_back(std::move(v));
+  }
+
+  // W_eh = [W_e | W_h]: the module's two projections [hidden][hidden] side by side.
+  void plan_side_by_side(V4Tensor& v, const std::vector<std::string>& names, ConvertOutType outtype) {
+    const int64_t half = v.t.ne[0] / 2, rows = v.t.ne[1];
+    for (const std::string& name : names) {
+      const SafetensorInfo& src = need(name, v.t.name);
+      check_shape(src, {rows, half}, v.t.name);
+      if (const SafetensorInfo* s = ckpt_.find(scale_name(name))) used_.insert(s->name);
+      v.t.sources.push_back(name);
+    }
+    v.t.type = float_type(ckpt_.tensor(names[0]), v.t.ne, outtype);
+    v.recipe = V4Recipe::kSideBySide;
     out_.push_back(std::move(v));
   }
 
@@ -285,8 +338,20 @@ class Deepseek4Plan {
     }
   }
 
+  // The companion: every mtp.* tensor is part of the module's layout (the
+  // trunk's tensors are the model file's).
+  void check_module_leftovers() {
+    for (const std::string& name : ckpt_.names())
+      if (!used_.count(name) && name.rfind("mtp.", 0) == 0 && !ends_with(name, ".bias_vl"))
+        throw_error("%s: tensor '%s' is not part of the MTP module's layout (one module, mtp.0, with a layer of "
+                    "compress ratio %lld from %s)",
+                    ckpt_.tensor(name).file.c_str(), name.c_str(), static_cast<long long>(c_.mtp_compress_ratio),
+                    c_.path.c_str());
+  }
+
   const SafetensorsCheckpoint& ckpt_;
   const Deepseek4HfConfig& c_;
+  const bool companion_;
   std::vector<V4Tensor> out_;
   std::set<std::string> used_;
   bool mxfp4_ = false;
@@ -321,37 +386,11 @@ std::vector<uint8_t> load_table(const SafetensorInfo& t, int64_t n_experts) {
   return out;
 }
 
-}  // namespace
-
-ConvertSummary convert_deepseek4_checkpoint(const std::string& hf_dir, const std::string& out_path,
-                                            const ConvertOptions& o) {
-  const Deepseek4HfConfig config = read_deepseek4_config(hf_dir + "/config.json");
-  const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
-  const SafetensorInfo* embed = ckpt.find("embed.weight");
-  if (!embed || embed->shape.size() != 2)
-    throw_error("checkpoint %s: tensor 'embed.weight' is missing or not 2-D", ckpt.dir().c_str());
-  const int64_t n_vocab = config.vocab_size.value_or(embed->shape[0]);
-  const Deepseek4Plan plan(ckpt, config, n_vocab, o.outtype);
-
-  GgufKvList kv;
-  const uint32_t file_type = plan.mxfp4() ? 38 /* MOSTLY_MXFP4_MOE */ : convert_file_type(o.outtype);
-  deepseek4_model_metadata(config, n_vocab, file_type, o.model_name.empty() ? checkpoint_model_name(hf_dir) : o.model_name,
-                           kv);
-  HfConfig tok;  // what the tokenizer keys read from config.json
-  tok.path = config.path;
-  tok.vocab_size = n_vocab;
-  tok.bos_token_id = config.bos_token_id;
-  tok.eos_token_id = config.eos_token_id;
-  tok.pad_token_id = config.pad_token_id;
-  hf_tokenizer_metadata(hf_dir, tok, kv);
-  if (!kv.find("tokenizer.chat_template") && !o.deepseek4_template_file.empty()) {
-    std::ifstream f(o.deepseek4_template_file, std::ios::binary);
-    if (!f) throw_error("cannot read the DeepSeek-V4 chat template '%s'", o.deepseek4_template_file.c_str());
-    kv.set("tokenizer.chat_template", GgufValue::string(std::string(std::istreambuf_iterator<char>(f), {})));
-  }
-  kv.set("general.quantization_version", GgufValue::u32(2));
-
-  GgufSetWriter w(out_path, o.split);
+// Writes the plan's tensors with kv's keys to out_path (a set when split).
+ConvertSummary write_plan(const Deepseek4Plan& plan, const GgufKvList& kv, const std::string& out_path,
+                          const SplitOptions& split, const SafetensorsCheckpoint& ckpt, const Deepseek4HfConfig& config,
+                          const std::string& hf_dir, const ConvertOptions& o) {
+  GgufSetWriter w(out_path, split);
   for (const auto& [key, value] : kv.items()) w.set(key, value);
   uint64_t total = 0;
   for (const V4Tensor& v : plan.tensors()) total += w.tensor_nbytes(w.add_tensor(v.t.name, v.t.type, v.t.ne));
@@ -391,15 +430,78 @@ ConvertSummary convert_deepseek4_checkpoint(const std::string& hf_dir, const std
           rows.write(p, x.data(), static_cast<int64_t>(x.size()) / p.ne[0]);
         }
         break;
+      case V4Recipe::kSideBySide: {
+        const std::vector<float> a = load_f32(ckpt, p.sources[0]), b = load_f32(ckpt, p.sources[1]);
+        const size_t half = static_cast<size_t>(p.ne[0] / 2);
+        std::vector<float> x(a.size() + b.size());
+        for (size_t r = 0; r < static_cast<size_t>(p.ne[1]); ++r) {
+          std::copy_n(a.begin() + static_cast<ptrdiff_t>(r * half), half, x.begin() + static_cast<ptrdiff_t>(2 * r * half));
+          std::copy_n(b.begin() + static_cast<ptrdiff_t>(r * half), half,
+                      x.begin() + static_cast<ptrdiff_t>((2 * r + 1) * half));
+        }
+        rows.write(p, x.data(), p.ne[1]);
+        break;
+      }
     }
   }
   throw_if_interrupted();
   w.finish();
   bar.finish();
-  if (plan.skipped_mtp() > 0 && o.progress)
-    std::fprintf(stderr, "moe-convert: skipped %lld MTP tensors (mtp.*): llama.cpp keeps DeepSeek-V4's MTP module in a "
-                 "file of its own\n", static_cast<long long>(plan.skipped_mtp()));
   return {plan.tensors().size(), total, w.paths()};
+}
+
+}  // namespace
+
+ConvertSummary convert_deepseek4_checkpoint(const std::string& hf_dir, const std::string& out_path,
+                                            const ConvertOptions& o) {
+  const Deepseek4HfConfig config = read_deepseek4_config(hf_dir + "/config.json");
+  const SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::open(hf_dir);
+  const SafetensorInfo* embed = ckpt.find("embed.weight");
+  if (!embed || embed->shape.size() != 2)
+    throw_error("checkpoint %s: tensor 'embed.weight' is missing or not 2-D", ckpt.dir().c_str());
+  const int64_t n_vocab = config.vocab_size.value_or(embed->shape[0]);
+  const Deepseek4Plan plan(ckpt, config, n_vocab, o.outtype, false);
+  std::optional<Deepseek4Plan> module;
+  if (!o.mtp_companion.empty()) {  // checked before any writing
+    if (!ckpt.find("mtp.0.e_proj.weight"))
+      throw_error("--mtp-companion: checkpoint %s has no MTP module (no tensor 'mtp.0.e_proj.weight'; "
+                  "num_nextn_predict_layers %lld in %s)",
+                  ckpt.dir().c_str(), static_cast<long long>(config.num_nextn_predict_layers), config.path.c_str());
+    module.emplace(ckpt, config, n_vocab, o.outtype, true);
+  }
+
+  GgufKvList kv;
+  const uint32_t file_type = plan.mxfp4() ? 38 /* MOSTLY_MXFP4_MOE */ : convert_file_type(o.outtype);
+  const std::string name = o.model_name.empty() ? checkpoint_model_name(hf_dir) : o.model_name;
+  deepseek4_model_metadata(config, n_vocab, file_type, name, kv);
+  GgufKvList tokenizer;
+  HfConfig tok;  // what the tokenizer keys read from config.json
+  tok.path = config.path;
+  tok.vocab_size = n_vocab;
+  tok.bos_token_id = config.bos_token_id;
+  tok.eos_token_id = config.eos_token_id;
+  tok.pad_token_id = config.pad_token_id;
+  hf_tokenizer_metadata(hf_dir, tok, tokenizer);
+  if (!tokenizer.find("tokenizer.chat_template") && !o.deepseek4_template_file.empty()) {
+    std::ifstream f(o.deepseek4_template_file, std::ios::binary);
+    if (!f) throw_error("cannot read the DeepSeek-V4 chat template '%s'", o.deepseek4_template_file.c_str());
+    tokenizer.set("tokenizer.chat_template", GgufValue::string(std::string(std::istreambuf_iterator<char>(f), {})));
+  }
+  for (const auto& [key, value] : tokenizer.items()) kv.set(key, value);
+  kv.set("general.quantization_version", GgufValue::u32(2));
+  const ConvertSummary summary = write_plan(plan, kv, out_path, o.split, ckpt, config, hf_dir, o);
+  if (plan.skipped_mtp() > 0 && !module && o.progress)
+    std::fprintf(stderr, "moe-convert: skipped %lld MTP tensors (mtp.*): DeepSeek-V4 keeps its MTP module in a file "
+                 "of its own (--mtp-companion FILE writes it)\n", static_cast<long long>(plan.skipped_mtp()));
+  if (!module) return summary;
+
+  GgufKvList mkv;
+  deepseek4_mtp_companion_metadata(config, n_vocab, module->mxfp4() ? 38 : convert_file_type(o.outtype),
+                                   name + " MTP", mkv);
+  for (const auto& [key, value] : tokenizer.items()) mkv.set(key, value);
+  mkv.set("general.quantization_version", GgufValue::u32(2));
+  write_plan(*module, mkv, o.mtp_companion, SplitOptions{}, ckpt, config, hf_dir, o);
+  return summary;
 }
 
 }  // namespace moe

@@ -290,9 +290,9 @@ void Deepseek4Session::forward_spans(const int32_t* tokens, const std::vector<Se
   const int64_t total = check_step_spans(spans);
   if (total == 0) return;
   check_tokens(tokens, total);
-  // With several sequences each row's products are computed as alone, so
-  // an answer does not depend on its neighbours.
-  be_->set_batch_invariant(spans.size() > 1);
+  // Several sequences, or one verifying its drafts: every product row as it
+  // would be alone, so an answer depends on neither its neighbours nor its drafts.
+  be_->set_batch_invariant(spans.size() > 1 || (spans[0].all_logits && spans[0].n > 1));
   forward_step(tokens, spans, logits, false);
   be_->set_batch_invariant(false);
 }
