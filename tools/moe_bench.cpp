@@ -131,11 +131,6 @@ std::vector<int32_t> random_tokens(int64_t n, std::mt19937& rng, int64_t n_vocab
   return v;
 }
 
-// The first n_depth positions of the cache before a test: an evaluated
-// random prompt, or (random_rows, --depth-fill random) random cache rows
-// imported as a saved prompt cache is. Attention and the V3.2 indexer cost
-// the same over either, and the rows take no time to fill, so generation at
-// 32k of context is measurable on a machine where the prompt would take hours.
 // A depth evaluated once and kept (as llama-bench keeps the state of its
 // depth run): later repetitions, and other tests at that depth, load it
 // instead of evaluating it again (a saved cache, InferenceSession::
@@ -145,6 +140,12 @@ struct DepthState {
   PromptCacheData data;
 };
 
+// The first n_depth positions of the cache before a test: an evaluated
+// random prompt (kept in `keep` when given), or (random_rows, --depth-fill
+// random) random cache rows imported as a saved prompt cache is. Attention
+// and the V3.2 indexer cost the same over either, and the rows take no time
+// to fill, so generation at 32k of context is measurable on a machine where
+// the prompt would take hours.
 void fill_depth(InferenceSession& s, int64_t n_depth, bool random_rows, std::mt19937& rng, int64_t n_vocab,
                 std::vector<float>& logits, DepthState* keep = nullptr) {
   s.reset();
@@ -426,9 +427,8 @@ int main(int argc, char** argv) {
   app.add_flag("--expert-load", expert_load, "print per-layer routed-expert load (max / mean choices) to stderr");
   add_run_flags(app, run);
   FlagTable flags = llama_common_flags();
-  flags.unsupported.erase("-md");  // a V4 model's MTP companion
-  flags.unsupported.erase("--model-draft");
-  flags.aliases.insert({{"-md", "--model-draft"}, {"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}, {"-npl", "--npl"},
+  take_model_draft_flag(flags);  // a V4 model's MTP companion
+  flags.aliases.insert({{"-pg", "--n-gen-prompt"}, {"-d", "--n-depth"}, {"-mmp", "--mmap"}, {"-npl", "--npl"},
                         {"-npp", "--npp"}, {"-ntg", "--ntg"}});
   if (const int rc = parse_command_line(app, argc, argv, "moe-bench", flags); rc >= 0) return rc;
   if (json) output = "json";

@@ -10,7 +10,6 @@
 #include "cli/command_line.h"
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <thread>
 
 #include "convert/convert_checkpoint.h"
@@ -43,8 +42,7 @@ int main(int argc, char** argv) {
     moe::refuse_output_in_checkpoint(out, dir);
     moe::require_writable_output(out);
     if (!mtp_companion.empty()) {
-      if (std::filesystem::absolute(mtp_companion).lexically_normal() == std::filesystem::absolute(out).lexically_normal())
-        moe::throw_error("--mtp-companion %s is also the output (-o)", mtp_companion.c_str());
+      moe::refuse_same_outputs(out, mtp_companion, "--mtp-companion");
       moe::refuse_output_in_checkpoint(mtp_companion, dir);
       moe::require_writable_output(mtp_companion);
     }

@@ -24,6 +24,14 @@ struct FlagTable {
   std::set<std::string> takes_text;                // options whose value may look like a flag (-p, --stop)
 };
 
+// -md / --model-draft as a flag of the program's own (moe, moe-bench: a
+// deepseek4 model's MTP companion file) instead of a refused one.
+inline void take_model_draft_flag(FlagTable& t) {
+  t.unsupported.erase("-md");
+  t.unsupported.erase("--model-draft");
+  t.aliases.insert({"-md", "--model-draft"});
+}
+
 // What every program that runs a model shares.
 inline FlagTable llama_common_flags() {
   FlagTable t;

@@ -131,9 +131,8 @@ int main(int argc, char** argv) {
   add_run_flags(app, o.run);
 
   FlagTable flags = llama_common_flags();
-  flags.unsupported.erase("-md");  // a V4 model's MTP companion
-  flags.unsupported.erase("--model-draft");
-  flags.aliases.insert({{"-md", "--model-draft"}, {"-nr", "--no-repack"}, {"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
+  take_model_draft_flag(flags);  // a V4 model's MTP companion
+  flags.aliases.insert({{"-nr", "--no-repack"}, {"-sys", "--system"}, {"-cnv", "--conversation"}, {"-no-cnv", "--no-conversation"},
                         {"-st", "--single-turn"}, {"-np", "--parallel"}});
   const int parsed = parse_command_line(app, argc, argv, "moe", flags);
   if (parsed >= 0) return parsed;

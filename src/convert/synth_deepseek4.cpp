@@ -6,6 +6,7 @@
 #include "convert/deepseek4_gguf_layout.h"
 #include "convert/synth_writer.h"
 #include "core/error.h"
+#include "core/output_guard.h"
 #include "gguf/gguf_reader.h"
 
 namespace moe {
@@ -30,7 +31,7 @@ SynthReport synthesize_deepseek4(const SynthOptions& o) {
   if (o.mtp && o.mtp_out.empty())
     throw_error("--mtp: DeepSeek-V4 keeps its MTP module in a companion GGUF of its own (ik_llama.cpp's layout); "
                 "name it with --mtp-companion FILE");
-  if (!o.mtp_out.empty() && o.mtp_out == o.out) throw_error("--mtp-companion: %s is also the output (-o)", o.out.c_str());
+  if (!o.mtp_out.empty()) refuse_same_outputs(o.out, o.mtp_out, "--mtp-companion");
   const std::string path = config_path(o.config, o.models_dir);
   const Deepseek4HfConfig c = read_deepseek4_config(path, o.layers);
 

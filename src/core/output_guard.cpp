@@ -29,6 +29,13 @@ void refuse_output_over_input(const std::string& output, const std::string& inpu
                 "name", output.c_str(), input.c_str());
 }
 
+void refuse_same_outputs(const std::string& output, const std::string& second, const char* flag) {
+  std::error_code ec;
+  const fs::path a = fs::absolute(output, ec).lexically_normal(), b = fs::absolute(second, ec).lexically_normal();
+  if (a == b || same_file(output, second))
+    throw_error("%s %s is also the output (-o %s)", flag, second.c_str(), output.c_str());
+}
+
 void refuse_output_in_checkpoint(const std::string& output, const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {

@@ -11,6 +11,10 @@ namespace moe {
 // and inode, so a different spelling or a hard link is caught too).
 void refuse_output_over_input(const std::string& output, const std::string& input);
 
+// Throws when a tool's second output `second` (named by `flag`) is its
+// output `output`: the same path (spelled either way) or the same file.
+void refuse_same_outputs(const std::string& output, const std::string& second, const char* flag);
+
 // Throws when `output` is an existing file of the checkpoint directory
 // `dir` (config.json, a safetensors shard, a tokenizer file...): anything but
 // a .gguf there is the checkpoint's own.

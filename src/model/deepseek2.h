@@ -104,8 +104,6 @@ class Deepseek2Session final : public InferenceSession, private MtpModule {
   // ---- multi-token prediction (InferenceSession; deepseek2_mtp.cpp) --------------
   bool has_mtp() const override { return mtp_ != nullptr; }
   void mtp_draft_many(std::vector<DraftAsk>& asks) override;
-  // Positions of sequence s the MTP module's cache holds (tests).
-  int64_t mtp_pos(int64_t s) const { return mtp_follow_->pos(s); }
 
   // The latent cache of sequence s, positions [0, n), to and from host
   // memory (saved prompt caches): export writes [layer][n][cache_row_floats()];
@@ -172,7 +170,7 @@ class Deepseek2Session final : public InferenceSession, private MtpModule {
   int64_t mtp_seq_pos(int64_t s) const override { return seq_pos_[static_cast<size_t>(s)]; }
   void mtp_stage_hidden(const Act& h, int64_t row) override;
   void mtp_block(const int32_t* next_tokens, const std::vector<MtpSpan>& at, int64_t n) override;
-  void mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) override;
+  const float* mtp_head(const std::vector<int64_t>& x_rows) override;
   Act mtp_chain_row(int64_t i) const override { return mtp_chain_.rows_from(i, 1); }
   void mtp_set_batch_invariant(bool on) override { set_batch_invariant(on); }
   void ffn(const FfnWeights& f, const Act& x, int64_t n, Act out);

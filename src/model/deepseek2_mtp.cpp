@@ -72,16 +72,12 @@ void Deepseek2Session::mtp_block(const int32_t* next_tokens, const std::vector<M
   block(m.block, c_.num_hidden_layers, mtp_cache_, 0, at, n);
 }
 
-void Deepseek2Session::mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) {
-  const int64_t r = static_cast<int64_t>(x_rows.size()), V = c_.vocab_size;
+const float* Deepseek2Session::mtp_head(const std::vector<int64_t>& x_rows) {
+  const int64_t r = static_cast<int64_t>(x_rows.size());
   for (int64_t i = 0; i < r; ++i) be_->copy_rows(x_.rows_from(x_rows[sz(i)], 1), mtp_chain_.rows_from(i, 1), 1);
   be_->rms_norm(mtp_chain_, mtp_->head_norm, c_.rms_norm_eps, r, h_);
   be_->output_head(mtp_->head, h_, r, mtp_logits_.data());
-  out.resize(sz(r));
-  for (int64_t i = 0; i < r; ++i) {
-    const float* l = mtp_logits_.data() + i * V;
-    out[sz(i)] = static_cast<int32_t>(std::max_element(l, l + V) - l);
-  }
+  return mtp_logits_.data();
 }
 
 void Deepseek2Session::mtp_draft_many(std::vector<DraftAsk>& asks) {
@@ -94,10 +90,9 @@ void Deepseek2Session::mtp_draft_many(std::vector<DraftAsk>& asks) {
 
 void Deepseek2Session::mtp_seq_copy(int64_t src, int64_t dst, int64_t n) {
   if (src == dst) return mtp_truncate(dst, n);
-  const int64_t rows = std::min(mtp_follow_->pos(src), std::max<int64_t>(0, n - 1));
+  const int64_t rows = mtp_follow_->copy(src, dst, n);
   be_->copy_rows(mtp_cache_.sequence(src).layer(0), mtp_cache_.sequence(dst).layer(0), rows);
   if (c_.has_indexer()) be_->copy_rows(index_keys(src, c_.num_hidden_layers), index_keys(dst, c_.num_hidden_layers), rows);
-  mtp_follow_->copy(src, dst, n, rows);
 }
 
 void Deepseek2Session::mtp_seq_drop(int64_t s, int64_t p0, int64_t p1) {

@@ -253,7 +253,7 @@ void Deepseek4Session::seq_copy(int64_t src, int64_t dst, int64_t n) {
   b.valid_from = a.valid_from;
   if (mtp_) {  // the module's layer as the trunk's; then both truncated to n
     copy_layer_cache(mtp_cache_[sz(src)], mtp_cache_[sz(dst)], mc_->compress_ratio(mc_->num_hidden_layers), n);
-    mtp_follow_->copy(src, dst, n, std::min(mtp_follow_->pos(src), std::max<int64_t>(0, n - 1)));
+    mtp_follow_->copy(src, dst, n);  // (the rings and blocks are copied whole above)
   }
   seq_truncate(dst, n);
 }

@@ -113,7 +113,6 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   // ---- multi-token prediction (InferenceSession; deepseek4_mtp.cpp) ----
   bool has_mtp() const override { return mtp_ != nullptr; }
   void mtp_draft_many(std::vector<DraftAsk>& asks) override;
-  int64_t mtp_pos(int64_t s) const { return mtp_follow_->pos(s); }
 
   const Deepseek4Model& model() const { return model_; }
   std::string backends_description() const { return be_->describe(); }
@@ -165,7 +164,7 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   int64_t mtp_seq_pos(int64_t s) const override { return seq_pos(s); }
   void mtp_stage_hidden(const Act& h, int64_t row) override;
   void mtp_block(const int32_t* next_tokens, const std::vector<MtpSpan>& at, int64_t n) override;
-  void mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) override;
+  const float* mtp_head(const std::vector<int64_t>& x_rows) override;
   Act mtp_chain_row(int64_t i) const override { return mtp_chain_.rows_from(i, 1); }
   void mtp_set_batch_invariant(bool on) override { be_->set_batch_invariant(on); }
 

@@ -70,10 +70,10 @@ void Deepseek4Session::mtp_block(const int32_t* next_tokens, const std::vector<M
   be.hc_post(hc_params(L.hc_ffn), out_, post_, comb_, n, x_);
 }
 
-void Deepseek4Session::mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) {
+const float* Deepseek4Session::mtp_head(const std::vector<int64_t>& x_rows) {
   Backend& be = *be_;
   const Deepseek4MtpWeights& m = *mtp_;
-  const int64_t r = static_cast<int64_t>(x_rows.size()), V = c_.vocab_size;
+  const int64_t r = static_cast<int64_t>(x_rows.size());
   for (int64_t i = 0; i < r; ++i) be.copy_rows(x_.rows_from(x_rows[sz(i)], 1), mtp_chain_.rows_from(i, 1), 1);
   const Act head_mix = mix_.reshaped(c_.hc);
   be.rms_norm(mtp_chain_, TensorView{}, c_.rms_norm_eps, r, xn_);
@@ -81,11 +81,7 @@ void Deepseek4Session::mtp_head(const std::vector<int64_t>& x_rows, std::vector<
   be.hc_head(hc_params(m.hc_head), mtp_chain_, head_mix, r, h_);
   be.rms_norm(h_, m.head_norm, c_.rms_norm_eps, r, h_);
   be.output_head(w_.output, h_, r, mtp_logits_.data());
-  out.resize(sz(r));
-  for (int64_t i = 0; i < r; ++i) {
-    const float* l = mtp_logits_.data() + i * V;
-    out[sz(i)] = static_cast<int32_t>(std::max_element(l, l + V) - l);
-  }
+  return mtp_logits_.data();
 }
 
 void Deepseek4Session::mtp_draft_many(std::vector<DraftAsk>& asks) {

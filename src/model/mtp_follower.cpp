@@ -124,11 +124,13 @@ void MtpFollower::draft_many(std::vector<DraftAsk>& asks) {
   if (who.empty()) return;
   // Each sequence's drafts as it would draft alone, whatever runs beside it.
   m_.mtp_set_batch_invariant(who.size() > 1);
-  std::vector<int32_t> out;
   // drafts[k] of each ask: the head's argmax over its row of the block's output.
   const auto draft_k = [&](const std::vector<DraftAsk*>& asking, const std::vector<int64_t>& x_rows, int64_t k) {
-    m_.mtp_head(x_rows, out);
-    for (size_t i = 0; i < asking.size(); ++i) asking[i]->drafts[k] = out[i];
+    const float* logits = m_.mtp_head(x_rows);
+    for (size_t i = 0; i < asking.size(); ++i) {
+      const float* l = logits + static_cast<int64_t>(i) * n_vocab_;
+      asking[i]->drafts[k] = static_cast<int32_t>(std::max_element(l, l + n_vocab_) - l);
+    }
   };
   m_.mtp_block(tokens.data(), at, row);
   for (size_t i = 0; i < who.size(); ++i) pos_[sz(who[i]->seq)] = pos[i];
@@ -164,7 +166,8 @@ void MtpFollower::truncate(int64_t s, int64_t n) {
   if (pending_pos_[sz(s)] >= n) pending_pos_[sz(s)] = -1;
 }
 
-void MtpFollower::copy(int64_t src, int64_t dst, int64_t n, int64_t rows) {
+int64_t MtpFollower::copy(int64_t src, int64_t dst, int64_t n) {
+  const int64_t rows = std::min(pos_[sz(src)], std::max<int64_t>(0, n - 1));  // row n - 1 pairs with a token past n
   pos_[sz(dst)] = rows;
   pending_pos_[sz(dst)] = -1;
   for (MtpSpan& sp : last_spans_)  // dst's own rows of the last step are not its positions any more
@@ -174,6 +177,7 @@ void MtpFollower::copy(int64_t src, int64_t dst, int64_t n, int64_t rows) {
     be_.copy_rows(h, pending_.rows_from(dst, 1), 1);
     pending_pos_[sz(dst)] = n - 1;
   }
+  return rows;
 }
 
 int64_t MtpFollower::drop(int64_t s, int64_t p0, int64_t p1) {

@@ -43,9 +43,9 @@ class MtpModule {
   // The block over n staged pairs whose next tokens are given; its output
   // rows stay for mtp_head().
   virtual void mtp_block(const int32_t* next_tokens, const std::vector<MtpSpan>& at, int64_t n) = 0;
-  // The head's greedy token over the block's output rows x_rows[i], into
-  // out[i]; those rows are kept as chain rows i (what a chained draft continues from).
-  virtual void mtp_head(const std::vector<int64_t>& x_rows, std::vector<int32_t>& out) = 0;
+  // The head's logits over the block's output rows x_rows[i], [i][n_vocab];
+  // those rows are kept as chain rows i (what a chained draft continues from).
+  virtual const float* mtp_head(const std::vector<int64_t>& x_rows) = 0;
   virtual Act mtp_chain_row(int64_t i) const = 0;
   // Every product row as it would be alone (drafts of many sequences at once).
   virtual void mtp_set_batch_invariant(bool on) = 0;
@@ -67,15 +67,15 @@ class MtpFollower {
   // InferenceSession::mtp_draft_many.
   void draft_many(std::vector<DraftAsk>& asks);
 
-  int64_t pos(int64_t s) const { return pos_[static_cast<size_t>(s)]; }  // pairs seen
   // The trunk's hidden state of sequence s at position q (a row of hid or
   // pending), or a null buffer where it is gone.
   Act hidden_at(int64_t s, int64_t q) const;
 
   // Sequence operations (the trunk's are done; the module's cache is the session's).
   void truncate(int64_t s, int64_t n);
-  // dst becomes src's first n positions, with the module's first `rows` rows copied.
-  void copy(int64_t src, int64_t dst, int64_t n, int64_t rows);
+  // dst becomes src's first n positions. Returns the module rows of src the
+  // session must copy to dst (rows [0, returned)).
+  int64_t copy(int64_t src, int64_t dst, int64_t n);
   // Positions [p0, p1) of s are gone and the later ones moved down. Returns
   // the module rows [p1, end) the session must move down to p0 (end <= p1: none).
   int64_t drop(int64_t s, int64_t p0, int64_t p1);
