@@ -45,7 +45,8 @@ import json, os, re, subprocess, sys
 llama, fixtures, text, work, out_path, moe = sys.argv[1:7]
 N_CTX = 128
 COMMON = ["-c", str(N_CTX), "-ctk", "f32", "-ctv", "f32", "-fa", "off", "-t", "2"]
-MODELS = ["tiny-dsv3.f32.gguf", "tiny-dsv3.Q4_K_M.gguf", "tiny-dsv2lite.f32.gguf", "tiny-dsv2lite.Q4_K_M.gguf"]
+MODELS = ["tiny-dsv3.f32.gguf", "tiny-dsv3.Q4_K_M.gguf", "tiny-dsv2lite.f32.gguf", "tiny-dsv2lite.Q4_K_M.gguf",
+          "tiny-dsv4.f32.gguf", "tiny-dsv4.Q8_0.gguf", "tiny-dsv4.MXFP4_MOE.gguf"]
 
 def run(cmd):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

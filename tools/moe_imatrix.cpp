@@ -97,7 +97,7 @@ int run(const Options& o) {
   SessionOptions so = o.run.session(o.n_ctx, std::min(o.n_batch, o.n_ctx), o.threads);
   so.backends.collect_imatrix = &sums;
   so.backends.imatrix_process_output = o.process_output;
-  ChunkEvaluator ev(*model, tok, o.n_ctx, so);
+  ChunkEvaluator ev(std::make_unique<Deepseek2Session>(*model, so), tok, o.n_ctx, so.n_batch);
   const int64_t V = ev.vocab();
   NllSums nll;
   for (int c = 0; c < n_chunk; ++c) {

@@ -20,9 +20,8 @@
 #include <sstream>
 
 #include "cli/run_flags.h"
+#include "cli/tool_model.h"
 #include "core/error.h"
-#include "model/deepseek2.h"
-#include "model/deepseek4.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace moe;
@@ -83,22 +82,12 @@ int main(int argc, char** argv) {
   if (const int rc = parse_command_line(app, argc, argv, "moe-logits", llama_common_flags()); rc >= 0) return rc;
   try {
     check_run_flags(run, "moe-logits");
-    // Either model; the session is the one interface both run behind.
-    const bool v4 = GgufFile::open(model_path).get_string_opt("general.architecture").value_or("") == "deepseek4";
-    std::unique_ptr<Deepseek2Model> model;
-    std::unique_ptr<Deepseek4Model> model4;
-    if (v4) {
-      if (run.device != "cpu" && run.device != "none")
-        throw_error("%s: --device: deepseek4 models run on the CPU", model_path.c_str());
-      if (!run.record_stats.empty()) throw_error("%s: --record-expert-stats is not supported for deepseek4 models yet", model_path.c_str());
-      model4 = Deepseek4Model::load(model_path);
-    } else {
-      model = Deepseek2Model::load(model_path);
-    }
-    const GgufFile& file = v4 ? model4->file() : model->file();
+    // Either model, mapped in the file's layout; the session is the one
+    // interface both run behind.
+    const ToolModel model = ToolModel::load(model_path, WeightFlags{WeightMemory::kMap, false}, run);
     std::vector<int32_t> tokens;
     if (!text.empty()) {
-      const Tokenizer tok = Tokenizer::from_gguf(file);
+      const Tokenizer tok = Tokenizer::from_gguf(model.file());
       tokens = tok.encode(text, /*add_bos=*/true, /*parse_special=*/true);
     } else if (!tokens_arg.empty()) {
       tokens = parse_tokens(tokens_arg);
@@ -106,13 +95,7 @@ int main(int argc, char** argv) {
       throw_error("give the prompt with --tokens or --text");
     }
     const int64_t n = static_cast<int64_t>(tokens.size());
-    std::unique_ptr<InferenceSession> session_ptr;
-    if (v4) {
-      session_ptr = std::make_unique<Deepseek4Session>(*model4, n + gen, n, threads, 1,
-                                                       parse_latent_type(run.cache_type_k, "-ctk"));
-    } else {
-      session_ptr = std::make_unique<Deepseek2Session>(*model, run.session(n + gen, n, threads));
-    }
+    const std::unique_ptr<InferenceSession> session_ptr = model.session(run.session(n + gen, n, threads));
     InferenceSession& session = *session_ptr;
     const int64_t V = session.n_vocab();
     std::vector<float> prefill(static_cast<size_t>(n * V));
@@ -130,7 +113,7 @@ int main(int argc, char** argv) {
       last = row;
     }
     if (gen > 0) write_f32(out + ".decode.f32", decode);
-    if (!v4) write_expert_stats(run, static_cast<Deepseek2Session&>(session), "moe-logits");
+    write_expert_stats(run, session, "moe-logits");
     nlohmann::json j;
     j["model"] = model_path;
     j["n_vocab"] = V;

@@ -32,9 +32,9 @@
 
 #include "cli/chunk_evaluator.h"
 #include "cli/run_flags.h"
+#include "cli/tool_model.h"
 #include "core/error.h"
 #include "core/interrupt.h"
-#include "model/deepseek2.h"
 #include "runtime/kld_base_file.h"
 #include "runtime/perplexity.h"
 #include "tokenizer/tokenizer.h"
@@ -73,8 +73,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int run_perplexity(const Options& o) {
   const std::string text = read_text_file(o.text_file);
-  auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
-  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  const ToolModel model = ToolModel::load(o.model, o.weights, o.run);
+  const Tokenizer tok = Tokenizer::from_gguf(model.file());
   // As llama.cpp: an EOS appended to the text would be scored as text.
   MOE_ASSERT(!tok.vocab().add_eos, "%s: the vocabulary adds EOS (tokenizer.ggml.add_eos_token); perplexity "
              "expects it not to", o.model.c_str());
@@ -88,10 +88,11 @@ int run_perplexity(const Options& o) {
   }
   const int n_chunk_max = static_cast<int>(tokens.size() / static_cast<size_t>(n_ctx));
   const int n_chunk = o.n_chunks < 0 ? n_chunk_max : std::min(o.n_chunks, n_chunk_max);
+  const int n_batch = std::min(o.n_batch, n_ctx);
   std::fprintf(stderr, "perplexity: calculating perplexity over %d chunks, n_ctx=%d, batch_size=%d\n", n_chunk, n_ctx,
-               std::min(o.n_batch, n_ctx));
+               n_batch);
 
-  ChunkEvaluator ev(*model, tok, n_ctx, o.run.session(n_ctx, std::min(o.n_batch, n_ctx), o.threads));
+  ChunkEvaluator ev(model.session(o.run.session(n_ctx, n_batch, o.threads)), tok, n_ctx, n_batch);
   print_placement(ev.session(), "perplexity");
   const int64_t V = ev.vocab();
   const int first = ev.first();
@@ -190,21 +191,22 @@ int run_kl_divergence(const Options& o) {
     throw_error("you must provide a name of a file containing the log probabilities of the base model "
                 "(--kl-divergence-base FILE)");
   KldBaseReader base(o.kld_base);
-  auto model = Deepseek2Model::load(o.model, o.weights.memory, o.weights.repack_here());
-  const Tokenizer tok = Tokenizer::from_gguf(model->file());
-  if (base.n_vocab() != model->config().vocab_size)
+  const ToolModel model = ToolModel::load(o.model, o.weights, o.run);
+  const Tokenizer tok = Tokenizer::from_gguf(model.file());
+  if (base.n_vocab() != model.n_vocab())
     throw_error("%s: inconsistent vocabulary (%d in the file vs %lld in %s)", o.kld_base.c_str(), base.n_vocab(),
-                static_cast<long long>(model->config().vocab_size), o.model.c_str());
+                static_cast<long long>(model.n_vocab()), o.model.c_str());
   // The chunking is the base file's: its n_ctx decides (as in llama.cpp).
   const int n_ctx = base.n_ctx();
   if (o.n_ctx_given && o.n_ctx != n_ctx)
     std::fprintf(stderr, "kl_divergence: note: -c %d ignored, %s was computed with n_ctx=%d\n", o.n_ctx,
                  o.kld_base.c_str(), n_ctx);
   const int n_chunk = o.n_chunks < 0 ? base.n_chunk() : std::min(o.n_chunks, base.n_chunk());
+  const int n_batch = std::min(o.n_batch, n_ctx);
   std::fprintf(stderr, "kl_divergence: computing over %d chunks, n_ctx=%d, batch_size=%d\n", n_chunk, n_ctx,
-               std::min(o.n_batch, n_ctx));
+               n_batch);
 
-  ChunkEvaluator ev(*model, tok, n_ctx, o.run.session(n_ctx, std::min(o.n_batch, n_ctx), o.threads));
+  ChunkEvaluator ev(model.session(o.run.session(n_ctx, n_batch, o.threads)), tok, n_ctx, n_batch);
   print_placement(ev.session(), "perplexity");
   const int64_t V = ev.vocab();
   const int first = ev.first();

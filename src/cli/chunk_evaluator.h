@@ -7,13 +7,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
-
-#include "model/deepseek2.h"
+#include "runtime/inference_session.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
 
@@ -33,11 +33,12 @@ inline std::string read_text_file(const std::string& path) {
 // Runs chunks through a session and keeps the logits of the scored half.
 class ChunkEvaluator {
  public:
-  // o.n_batch: tokens per forward step (at most n_ctx).
-  ChunkEvaluator(const Deepseek2Model& model, const Tokenizer& tok, int n_ctx, const SessionOptions& o)
-      : session_(model, o),
-        n_ctx_(n_ctx), first_(n_ctx / 2), n_batch_(static_cast<int>(std::min<int64_t>(o.n_batch, n_ctx))),
-        vocab_(model.config().vocab_size),
+  // A session of either model with a context of at least n_ctx; n_batch:
+  // tokens per forward step (at most n_ctx).
+  ChunkEvaluator(std::unique_ptr<InferenceSession> session, const Tokenizer& tok, int n_ctx, int64_t n_batch)
+      : session_(std::move(session)),
+        n_ctx_(n_ctx), first_(n_ctx / 2), n_batch_(static_cast<int>(std::min<int64_t>(n_batch, n_ctx))),
+        vocab_(session_->n_vocab()),
         bos_(tok.vocab().add_bos ? tok.bos() : -1),
         chunk_(static_cast<size_t>(n_ctx)),
         last_(static_cast<size_t>(vocab_)),
@@ -52,26 +53,26 @@ class ChunkEvaluator {
   void eval(const int32_t* tokens) {
     std::copy(tokens, tokens + n_ctx_, chunk_.begin());
     if (bos_ >= 0) chunk_[0] = bos_;
-    session_.reset();
+    session_->reset();
     // Batches of n_batch, cut at `first` too so the unscored half asks for
     // the last row only.
     for (int pos = 0; pos < n_ctx_;) {
       int end = std::min(pos + n_batch_, n_ctx_);
       if (pos < first_ && end > first_) end = first_;
       if (end <= first_) {
-        session_.forward(&chunk_[static_cast<size_t>(pos)], end - pos, last_.data(), /*all_logits=*/false);
+        session_->forward(&chunk_[static_cast<size_t>(pos)], end - pos, last_.data(), /*all_logits=*/false);
       } else {
         float* out = &logits_[static_cast<size_t>((pos - first_) * vocab_)];
-        session_.forward(&chunk_[static_cast<size_t>(pos)], end - pos, out, /*all_logits=*/true);
+        session_->forward(&chunk_[static_cast<size_t>(pos)], end - pos, out, /*all_logits=*/true);
       }
       pos = end;
     }
   }
   const float* row(int j) const { return &logits_[static_cast<size_t>((j - first_) * vocab_)]; }
-  const Deepseek2Session& session() const { return session_; }
+  InferenceSession& session() { return *session_; }
 
  private:
-  Deepseek2Session session_;
+  std::unique_ptr<InferenceSession> session_;
   int n_ctx_, first_, n_batch_;
   int64_t vocab_;
   int32_t bos_;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/options.h"
+#include "cli/tool_model.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/progress.h"
@@ -29,16 +30,10 @@ void prefetch_with_progress(const GgufFile& f) {
   bar.finish();
 }
 
-// DeepSeek-V4 runs on the CPU backend alone, and has no placement or
-// routing statistics yet: the flags that ask for them are refused before
-// any work. Its MTP module comes from a companion file (-md).
+// DeepSeek-V4's run flags (tool_model.h), and its MTP module comes from a
+// companion file (-md).
 void check_deepseek4_flags(const CliOptions& o) {
-  auto refuse = [&](bool given, const char* flag) {
-    if (given) throw_error("%s: %s is not supported for deepseek4 models yet", o.model.c_str(), flag);
-  };
-  refuse(o.run.device != "cpu" && o.run.device != "none", "--device (deepseek4 runs on the CPU)");
-  refuse(!o.run.record_stats.empty(), "--record-expert-stats");
-  refuse(!o.run.placement.expert_stats_file.empty(), "--expert-stats");
+  refuse_deepseek4_run_flags(o.run, o.model);
   if (spec_draft_n(o) > 0 && o.model_draft.empty())
     throw_error("%s: --spec-type draft-mtp: deepseek4 keeps its MTP module in a companion GGUF (ik_llama.cpp's "
                 "layout); give it with -md FILE",
