@@ -67,15 +67,9 @@ struct Files {
 Files tiny_v4_with_mtp(int64_t mtp_ratio, float mtp_sign) {
   const std::string dir = test::temp_dir() + "/dsv4-mtp-" + std::to_string(mtp_ratio);
   std::filesystem::create_directories(dir);
-  const nlohmann::json config = {
-      {"architectures", {"DeepseekV4ForCausalLM"}}, {"hidden_size", 256}, {"num_hidden_layers", 4},
-      {"num_attention_heads", 4}, {"head_dim", 64}, {"qk_rope_head_dim", 32}, {"q_lora_rank", 128}, {"o_groups", 2},
-      {"o_lora_rank", 32}, {"sliding_window", 32}, {"compress_ratios", {0, 4, 128, 4, mtp_ratio}},
-      {"compress_rope_theta", 160000.0}, {"index_n_heads", 4}, {"index_head_dim", 64}, {"index_topk", 8},
-      {"hc_mult", 4}, {"hc_sinkhorn_iters", 3}, {"hc_eps", 1e-6}, {"n_routed_experts", 4}, {"num_experts_per_tok", 2},
-      {"moe_intermediate_size", 64}, {"n_shared_experts", 1}, {"num_hash_layers", 1}, {"routed_scaling_factor", 1.5},
-      {"norm_topk_prob", true}, {"swiglu_limit", 10.0}, {"rms_norm_eps", 1e-6}, {"max_position_embeddings", 4096},
-      {"num_nextn_predict_layers", 1}};
+  nlohmann::json config = test::tiny_dsv4_config();
+  config["compress_ratios"].push_back(mtp_ratio);
+  config["num_nextn_predict_layers"] = 1;
   std::ofstream(dir + "/config.json") << config.dump();
   const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", dir + "/config.json", "--vocab", kVocab,
                                     "-o", dir + "/raw.gguf", "--mtp-companion", dir + "/raw-mtp.gguf", "--type", "F32"});

@@ -138,6 +138,17 @@ CommandResult run_command(const std::vector<std::string>& argv) {
 
 CommandResult run_shell(const std::string& script) { return run_command({"/bin/sh", "-c", script}); }
 
+nlohmann::json tiny_dsv4_config() {
+  return {{"architectures", {"DeepseekV4ForCausalLM"}}, {"hidden_size", 256}, {"num_hidden_layers", 4},
+          {"num_attention_heads", 4}, {"head_dim", 64}, {"qk_rope_head_dim", 32}, {"q_lora_rank", 128},
+          {"o_groups", 2}, {"o_lora_rank", 32}, {"sliding_window", 32}, {"compress_ratios", {0, 4, 128, 4}},
+          {"compress_rope_theta", 160000.0}, {"index_n_heads", 4}, {"index_head_dim", 64}, {"index_topk", 8},
+          {"hc_mult", 4}, {"hc_sinkhorn_iters", 3}, {"hc_eps", 1e-6}, {"n_routed_experts", 4},
+          {"num_experts_per_tok", 2}, {"moe_intermediate_size", 64}, {"n_shared_experts", 1}, {"num_hash_layers", 1},
+          {"routed_scaling_factor", 1.5}, {"norm_topk_prob", true}, {"swiglu_limit", 10.0}, {"rms_norm_eps", 1e-6},
+          {"max_position_embeddings", 4096}};
+}
+
 std::vector<nlohmann::json> parse_json_lines(const std::string& out) {
   std::vector<nlohmann::json> records;
   size_t start = 0;

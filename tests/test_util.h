@@ -75,6 +75,10 @@ CommandResult run_shell(const std::string& script);
 // s in single quotes for a shell script.
 // One JSON value per non-empty line (JSONL output, batch records).
 std::vector<nlohmann::json> parse_json_lines(const std::string& out);
+
+// A DeepseekV4ForCausalLM config.json of tiny-dsv4's shape (4 layers: window,
+// CSA, HCA, CSA; a hash layer; 4 experts, 1 shared), for moe-synth.
+nlohmann::json tiny_dsv4_config();
 std::string shell_quote(const std::string& s);
 
 // n elements of type t as random bytes (every bit pattern of packed scales,

@@ -240,14 +240,7 @@ TEST_CASE("moe-synth: a DeepseekV4ForCausalLM config gives tiny-dsv4's tensors a
   const std::string fixture = test::shared_fixture("models/tiny-dsv4.f32.gguf");
   if (fixture.empty()) return test::skip("tiny-dsv4.f32 fixture not found");
   const std::string dir = test::temp_dir();
-  const nlohmann::json config = {
-      {"architectures", {"DeepseekV4ForCausalLM"}}, {"hidden_size", 256}, {"num_hidden_layers", 4},
-      {"num_attention_heads", 4}, {"head_dim", 64}, {"qk_rope_head_dim", 32}, {"q_lora_rank", 128}, {"o_groups", 2},
-      {"o_lora_rank", 32}, {"sliding_window", 32}, {"compress_ratios", {0, 4, 128, 4}},
-      {"compress_rope_theta", 160000.0}, {"index_n_heads", 4}, {"index_head_dim", 64}, {"index_topk", 8},
-      {"hc_mult", 4}, {"hc_sinkhorn_iters", 3}, {"hc_eps", 1e-6}, {"n_routed_experts", 4}, {"num_experts_per_tok", 2},
-      {"moe_intermediate_size", 64}, {"n_shared_experts", 1}, {"num_hash_layers", 1}, {"routed_scaling_factor", 1.5},
-      {"norm_topk_prob", true}, {"swiglu_limit", 10.0}, {"rms_norm_eps", 1e-6}, {"max_position_embeddings", 4096}};
+  const nlohmann::json config = test::tiny_dsv4_config();
   test::write_file(dir + "/config.json", config.dump().data(), config.dump().size());
   const std::string out = dir + "/v4.gguf";
   const auto r = synth({"--config", dir + "/config.json", "--vocab", fixture, "-o", out, "--type", "F32"});

@@ -26,11 +26,11 @@
 #include "cli/chunk_evaluator.h"
 #include "cli/command_line.h"
 #include "cli/run_flags.h"
+#include "cli/tool_model.h"
 #include "convert/imatrix_file.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "core/output_guard.h"
-#include "model/deepseek2.h"
 #include "runtime/perplexity.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
@@ -77,8 +77,9 @@ int run(const Options& o) {
   const int32_t chunks_before = sums.chunk_count;
   sums.datasets.push_back(o.text_file);
 
-  auto model = Deepseek2Model::load(o.model);
-  const Tokenizer tok = Tokenizer::from_gguf(model->file());
+  // Either family, mapped in the file's layout (the names the sums are kept under).
+  const ToolModel model = ToolModel::load(o.model, WeightFlags{WeightMemory::kMap, false}, o.run);
+  const Tokenizer tok = Tokenizer::from_gguf(model.file());
   std::vector<int32_t> tokens = tok.encode(read_text_file(o.text_file), /*add_special=*/true, /*parse_special=*/false);
   if (o.from_chunk > 0) {
     const size_t skip = static_cast<size_t>(o.from_chunk) * static_cast<size_t>(o.n_ctx);
@@ -97,7 +98,7 @@ int run(const Options& o) {
   SessionOptions so = o.run.session(o.n_ctx, std::min(o.n_batch, o.n_ctx), o.threads);
   so.backends.collect_imatrix = &sums;
   so.backends.imatrix_process_output = o.process_output;
-  ChunkEvaluator ev(std::make_unique<Deepseek2Session>(*model, so), tok, o.n_ctx, so.n_batch);
+  ChunkEvaluator ev(model.session(so), tok, o.n_ctx, so.n_batch);
   const int64_t V = ev.vocab();
   NllSums nll;
   for (int c = 0; c < n_chunk; ++c) {

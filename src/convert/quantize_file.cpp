@@ -87,23 +87,37 @@ void copy_metadata(const GgufFile& in, GgufSetWriter& w, const QuantizeFileOptio
   }
 }
 
-// The importance of tensor t's input columns, one row of n_per_row per
-// expert, or null. A very-low-bit type without one is refused, as
-// llama-quantize does ("the result will be garbage").
-const float* tensor_imatrix(const QuantizeFileOptions& opts, const GgufTensorInfo& t, bool required) {
-  const float* w = nullptr;
+// The importance of tensor t's input columns: n_slices rows of n_per_row,
+// slice i for the i-th equal block of t's rows. One per expert of a 3-D
+// tensor; or, for a 2-D one whose rows are the outputs of several products
+// side by side, one per product (DeepSeek-V4's attn_output_a: llama-imatrix
+// keeps one slice per group, the groups' rows one block each, which
+// llama-quantize 3.22.1 refuses); or one for all. A very-low-bit type
+// without one is refused, as llama-quantize does ("the result will be
+// garbage").
+struct TensorImportance {
+  const float* values = nullptr;
+  int64_t n_slices = 1;
+};
+
+TensorImportance tensor_imatrix(const QuantizeFileOptions& opts, const GgufTensorInfo& t, bool required) {
+  TensorImportance w;
   if (opts.imatrix) {
     const auto it = opts.imatrix->weights.find(t.name);
     if (it != opts.imatrix->weights.end()) {
-      const size_t expected = static_cast<size_t>(t.ne(0) * t.ne(2));
-      if (it->second.size() == expected) w = it->second.data();
+      const int64_t ne0 = std::max<int64_t>(1, t.ne(0)), values = static_cast<int64_t>(it->second.size());
+      const int64_t k = values / ne0;
+      const bool experts = values == ne0 * t.ne(2);
+      const bool row_blocks = t.ne(2) == 1 && values % ne0 == 0 && k > 1 && t.ne(1) % k == 0;
+      if (experts || row_blocks) w = {it->second.data(), experts ? t.ne(2) : k};
       else if (t.name != "token_embd.weight" && t.name != "per_layer_token_embd.weight")
-        throw_error("importance matrix %s: %zu values for tensor '%s', which has %zu input columns (ne0 x ne2); "
+        throw_error("importance matrix %s: %zu values for tensor '%s', which has %lld input columns (ne0 x ne2); "
                     "was it made for another model?",
-                    opts.imatrix_path.c_str(), it->second.size(), t.name.c_str(), expected);
+                    opts.imatrix_path.c_str(), it->second.size(), t.name.c_str(),
+                    static_cast<long long>(t.ne(0) * t.ne(2)));
     }
   }
-  MOE_ASSERT(w || !required,
+  MOE_ASSERT(w.values || !required,
              "tensor '%s': %s needs an importance matrix, and %s (a very-low-bit type quantized blind is garbage)",
              t.name.c_str(), opts.imatrix ? "this type" : "this quantization",
              opts.imatrix ? "the importance matrix has no entry for it" : "none was given (pass --imatrix FILE)");
@@ -140,14 +154,15 @@ class TensorConverter {
     }
   }
 
-  // imatrix: n_per_row weights per expert (rows of expert e use slice e), or null.
-  uint64_t convert(const GgufTensorInfo& t, GgmlType to, const float* imatrix) {
+  // imatrix: its slices of n_per_row weights, each for an equal block of
+  // rows (an expert's, a group's; tensor_imatrix), or no values.
+  uint64_t convert(const GgufTensorInfo& t, GgmlType to, const TensorImportance& imatrix) {
     if (t.n_elements == 0) return 0;  // an empty tensor has no rows (and shape[0] may be 0)
     const int64_t n_per_row = t.shape.at(0);
     const int64_t n_rows = t.n_rows();
     const size_t row_in = ggml_row_size(t.type, n_per_row);
     const size_t row_out = ggml_row_size(to, n_per_row);
-    const int64_t rows_per_expert = std::max<int64_t>(1, t.ne(1));
+    const int64_t rows_per_slice = std::max<int64_t>(1, n_rows / imatrix.n_slices);
     const int64_t rows_per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, n_per_row));
     const int64_t chunk_rows = std::min(rows_per_chunk, n_rows);
     out_.resize(static_cast<size_t>(chunk_rows) * row_out);
@@ -167,12 +182,12 @@ class TensorConverter {
           dequantize_row_ref(t.type, src + static_cast<size_t>(b) * row_in, dst, n);
           x = dst;
         }
-        // A slice of rows never crosses an expert: each has its own weights.
+        // A run of rows never crosses a slice: each has its own weights.
         for (int64_t r = b; r < e;) {
-          const int64_t expert = (r0 + r) / rows_per_expert;
-          const int64_t end = std::min(e, (expert + 1) * rows_per_expert - r0);
+          const int64_t slice = (r0 + r) / rows_per_slice;
+          const int64_t end = std::min(e, (slice + 1) * rows_per_slice - r0);
           quantize_rows(to, x + (r - b) * n_per_row, out_.data() + static_cast<size_t>(r) * row_out, end - r,
-                        n_per_row, imatrix ? imatrix + expert * n_per_row : nullptr);
+                        n_per_row, imatrix.values ? imatrix.values + slice * n_per_row : nullptr);
           r = end;
         }
       });

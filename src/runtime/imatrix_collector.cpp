@@ -95,6 +95,16 @@ void ImatrixCollector::mla_output_lift(const MlaParams& p, const Act& o_lat, con
   inner_->mla_output_lift(p, o_lat, wv_b, n, v);
 }
 
+void ImatrixCollector::dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa) {
+  if (n >= kMinDenseTokens && is_layer_weight(wo_a.name)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const float* in = host_rows(o, n, host_);
+    const int64_t gd = o.cols / groups;  // group g multiplies o[t][g gd ..]
+    for (int64_t g = 0; g < groups; ++g) add_dense(wo_a.name, groups, g, gd, in + g * gd, o.stride, n, g == groups - 1);
+  }
+  inner_->dsv4_grouped_output(wo_a, groups, o, n, oa);
+}
+
 void ImatrixCollector::grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) {
   inner_->grouped_experts(w, h, d, out);
   if (d.empty() || !is_layer_weight(w.gate.name)) return;
@@ -132,7 +142,8 @@ void ImatrixCollector::grouped_experts(const ExpertWeights& w, const Act& h, con
     inner_->scatter_rows_from_host(rows_.data(), identity.data(), g.count, in_);
     inner_->matmul(w.gate.matrix(e), in_, g.count, gate_);
     inner_->matmul(w.up.matrix(e), in_, g.count, up_);
-    inner_->swiglu(gate_, up_, g.count);
+    if (w.swiglu_limit > 0) inner_->swiglu_clamped(gate_, up_, w.swiglu_limit, g.count);
+    else inner_->swiglu(gate_, up_, g.count);
     const float* act = host_rows(gate_, g.count, act_);
     for (int64_t k = 0; k < g.count; ++k) add_squares(down.sums.data() + e * F, act + k * gate_.stride, F);
     down.counts[e] += g.count;

@@ -8,8 +8,10 @@
 //     attn_v_b: each head's attention output in the latent space) keep one
 //     slice of sums per head and one count per token;
 //   - routed experts keep one slice and one count per expert, from the tokens
-//     routed to it: gate and up see the hidden state, down the SwiGLU output,
-//     which this backend recomputes per expert to see it.
+//     routed to it: gate and up see the hidden state, down the SwiGLU output
+//     (clamped where the model clamps it, DeepSeek-V4), which this backend
+//     recomputes per expert to see it;
+//   - DeepSeek-V4's grouped output projection keeps one slice per group.
 // Only tensors named "blk.*" are counted, and output.weight when asked.
 //
 // The sums live in host memory (ImatrixSums, convert/imatrix_file.h), owned
@@ -98,6 +100,40 @@ class ImatrixCollector final : public Backend {
     inner_->moe_combine(slot_out, weights, top_k, n, out);
   }
 
+  // DeepSeek-V4's ops pass through (their products with weights run on
+  // matmul, or on dsv4_grouped_output, observed below).
+  bool supports_deepseek4() const override { return inner_->supports_deepseek4(); }
+  void hc_init(const Act& e, int64_t hc, int64_t n, Act x) override { inner_->hc_init(e, hc, n, x); }
+  void hc_pre(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h, Act post, Act comb) override {
+    inner_->hc_pre(p, x, mixes, n, h, post, comb);
+  }
+  void hc_post(const HyperConnParams& p, const Act& out, const Act& post, const Act& comb, int64_t n, Act x) override {
+    inner_->hc_post(p, out, post, comb, n, x);
+  }
+  void hc_head(const HyperConnParams& p, const Act& x, const Act& mixes, int64_t n, Act h) override {
+    inner_->hc_head(p, x, mixes, n, h);
+  }
+  void dsv4_qkv(const Dsv4AttnParams& p, Act q, const Act& kv, Dsv4LayerCache& c, int64_t pos0, int64_t n) override {
+    inner_->dsv4_qkv(p, q, kv, c, pos0, n);
+  }
+  void dsv4_compress(const Dsv4AttnParams& p, const Act& kv, const Act& score, const TensorView& ape,
+                     const TensorView& norm, bool indexer, Dsv4LayerCache& c, int64_t pos0, int64_t n) override {
+    inner_->dsv4_compress(p, kv, score, ape, norm, indexer, c, pos0, n);
+  }
+  void dsv4_index_select(const Dsv4AttnParams& p, Act iq, const Act& w, const Dsv4LayerCache& c, int64_t pos0,
+                         int64_t n, Ids selected) override {
+    inner_->dsv4_index_select(p, iq, w, c, pos0, n, selected);
+  }
+  void dsv4_attention(const Dsv4AttnParams& p, const Act& q, const Dsv4LayerCache& c, const TensorView& sinks,
+                      const Ids& selected, int64_t pos0, int64_t n, Act o) override {
+    inner_->dsv4_attention(p, q, c, sinks, selected, pos0, n, o);
+  }
+  void moe_route_hashed(const MoeRouteParams& p, const TensorView& tid2eid, const Act& logits, const int32_t* tokens,
+                        int64_t n, Ids ids, Act weights) override {
+    inner_->moe_route_hashed(p, tid2eid, logits, tokens, n, ids, weights);
+  }
+  void swiglu_clamped(Act g, const Act& u, float limit, int64_t n) override { inner_->swiglu_clamped(g, u, limit, n); }
+
   // The observed ops.
   void matmul(const TensorView& W, const Act& x, int64_t n, Act y) override;
   void output_head(const TensorView& W, const Act& x, int64_t n, float* logits) override;
@@ -105,6 +141,9 @@ class ImatrixCollector final : public Backend {
                         Act q_abs) override;
   void mla_output_lift(const MlaParams& p, const Act& o_lat, const TensorView& wv_b, int64_t n, Act v) override;
   void grouped_experts(const ExpertWeights& w, const Act& h, const ExpertDispatch& d, Act out) override;
+  // V4's grouped output projection: one slice per group (its part of o), one
+  // count per token, as llama-imatrix records W_oa's batched product.
+  void dsv4_grouped_output(const TensorView& wo_a, int64_t groups, const Act& o, int64_t n, Act oa) override;
 
  private:
   // The first n rows of x, copied to the host into buf (rows x.stride apart).
