@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/expert_stats.h"
 #include "runtime/kld_base_file.h"
 #include "runtime/perplexity.h"
 #include "test_util.h"
@@ -334,8 +335,8 @@ TEST_CASE("moe-perplexity errors") {
 // DeepSeek-V4 files (the reference test above compares their PPL with
 // llama-perplexity's): a base file written from tiny-dsv4.f32 reads back as
 // the same distributions, the quantized file's divergence from it is small
-// but not zero, and what a V4 run cannot honour is refused by flag.
-TEST_CASE("moe-perplexity on deepseek4 files: KL against a V4 base, refused flags") {
+// but not zero, and --record-expert-stats counts every token's choices.
+TEST_CASE("moe-perplexity on deepseek4 files: KL against a V4 base, routing statistics") {
   const std::string f32 = moe::test::shared_fixture("models/tiny-dsv4.f32.gguf");
   const std::string q8 = moe::test::shared_fixture("models/tiny-dsv4.Q8_0.gguf");
   if (f32.empty() || q8.empty()) return moe::test::skip("tiny-dsv4 fixtures absent");
@@ -366,8 +367,17 @@ TEST_CASE("moe-perplexity on deepseek4 files: KL against a V4 base, refused flag
   REQUIRE(std::regex_search(res.out, m, std::regex(R"(Same top p: +(\S+) ± +(\S+) %)")));
   CHECK(std::stod(m[1]) > 80.0);
 
-  res = run_command({tool(), "-m", f32, "-f", text_file(), "-c", "128", "--record-expert-stats",
-                     moe::test::temp_dir() + "/stats.json"});
-  CHECK(res.exit_code != 0);
-  CHECK(res.err.find("--record-expert-stats is not supported for deepseek4") != std::string::npos);
+  // Routing statistics: every token of every chunk went through each layer's top-k.
+  const std::string stats_file = moe::test::temp_dir() + "/v4-stats.json";
+  res = run_command({tool(), "-m", f32, "-f", text_file(), "-c", "128", "--chunks", "2", "-t", "2",
+                     "--record-expert-stats", stats_file});
+  REQUIRE_MESSAGE(res.exit_code == 0, res.err);
+  const moe::ExpertStats stats = moe::ExpertStats::read(stats_file);
+  CHECK(stats.tokens == 256);
+  REQUIRE(stats.n_layers == 4);
+  for (int64_t il = 0; il < stats.n_layers; ++il) {
+    uint64_t sum = 0;
+    for (int64_t e = 0; e < stats.n_experts; ++e) sum += stats.at(il, e);
+    CHECK(sum == stats.tokens * static_cast<uint64_t>(stats.top_k));
+  }
 }

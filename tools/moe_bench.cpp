@@ -38,6 +38,7 @@
 
 #include "cli/command_line.h"
 #include "cli/run_flags.h"
+#include "cli/tool_model.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/thread_pool.h"
@@ -326,11 +327,17 @@ void print_tests(const std::vector<Test>& tests, const std::string& path, uint64
   if (std::fflush(stdout) != 0) throw_error("cannot write to standard output");
 }
 
-// DeepSeek-V4 files: the same tests on a Deepseek4Session (the CPU).
-// With -md (the MTP companion), tests with drafts run on a session with
-// the module, the others on one without.
+// llama-bench's backend column: "CPU AVX512-VNNI", or "CPU-device+CPU" when split.
+std::string backend_column(const ExpertPlacement& plan) {
+  return plan.device_active ? plan.device_name + "+" + plan.host_name
+                            : std::string("CPU ") + cpu_isa_name(cpu_isa_active());
+}
+
+// DeepSeek-V4 files: the same tests on a Deepseek4Session, on the backends
+// and placement the run flags ask for. With -md (the MTP companion), tests
+// with drafts run on a session with the module, the others on one without.
 int bench_deepseek4(const std::string& path, const std::string& mtp_path, WeightMemory memory,
-                    std::vector<Test>& tests, int n_batch, int reps, LatentType cache_type, const std::string& output,
+                    std::vector<Test>& tests, int n_batch, int reps, const RunFlags& run, const std::string& output,
                     bool progress) {
   auto model = Deepseek4Model::load(path, memory);
   if (!mtp_path.empty()) model->attach_mtp(mtp_path);
@@ -350,13 +357,17 @@ int bench_deepseek4(const std::string& path, const std::string& mtp_path, Weight
     if (!session || session_threads != t.threads) {
       session.reset();
       spec_session.reset();
-      session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads, 1, cache_type);
+      const SessionOptions so = run.session(n_ctx, n_batch, t.threads);
+      session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, so.backends, 1, so.cache_type, false,
+                                                   so.placement);
+      if (!session_threads) print_placement(*session, "moe-bench");
       session_threads = t.threads;
     }
     if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
     if (t.spec_draft_n > 0) {
       if (!spec_session)
-        spec_session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, t.threads, 1, cache_type, true);
+        spec_session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, run.session(n_ctx, n_batch, t.threads).backends,
+                                                          1, session->cache_type(), true);
       run_once_spec(*spec_session, t, rng, V, logits);  // warm-up
       t.drafted = t.accepted = 0;
       for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, V, logits));
@@ -365,9 +376,11 @@ int bench_deepseek4(const std::string& path, const std::string& mtp_path, Weight
     run_once(*session, at_depth_0(t), rng, V, logits);  // warm-up (as llama-bench: without the depth)
     for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, V, logits, &depth));
   }
-  print_tests(tests, path, model->file().total_size(), std::string("CPU ") + cpu_isa_name(cpu_isa_active()),
-              session ? session->backends_description() : "", nullptr, output,
+  const ExpertPlacement& plan = session ? session->placement() : ExpertPlacement{};
+  print_tests(tests, path, model->file().total_size(), backend_column(plan),
+              session ? session->backends_description() : "", plan.to_json(), output,
               WeightState{model->file().mappings().front()->mapped(), 0});
+  if (session) write_expert_stats(run, *session, "moe-bench");
   return 0;
 }
 
@@ -489,14 +502,14 @@ int main(int argc, char** argv) {
     for (Test& t : tests) t.random_depth = depth_fill == "random";
     const WeightMemory memory = mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead;
     if (GgufFile::open(path).get_string_opt("general.architecture").value_or("") == "deepseek4") {
-      if (depth_fill == "random" || expert_load || !run.record_stats.empty())
-        throw_error("%s: --depth-fill random, --expert-load and --record-expert-stats are not supported "
-                    "for deepseek4 models yet", path.c_str());
+      if (depth_fill == "random" || expert_load)
+        throw_error("%s: --depth-fill random and --expert-load are not supported for deepseek4 models yet",
+                    path.c_str());
       if (spec_type != "none" && model_draft.empty())
         throw_error("%s: --spec-type draft-mtp: deepseek4 keeps its MTP module in a companion GGUF; give it with -md "
                     "FILE", path.c_str());
-      return bench_deepseek4(path, model_draft, memory, tests, std::min(n_batch, n_ubatch), reps,
-                             parse_latent_type(run.cache_type_k, "-ctk"), output, progress);
+      return bench_deepseek4(path, model_draft, memory, tests, std::min(n_batch, n_ubatch), reps, run, output,
+                             progress);
     }
     if (!model_draft.empty())
       throw_error("-md %s: only deepseek4 models take an MTP companion file", model_draft.c_str());
@@ -554,11 +567,8 @@ int main(int argc, char** argv) {
                      static_cast<unsigned long long>(total));
       }
     }
-    // llama-bench's backend column: "CPU AVX512-VNNI", or "CPU-device+CPU" when split.
     const ExpertPlacement& plan = session ? session->placement() : ExpertPlacement{};
-    const std::string backend = plan.device_active ? plan.device_name + "+" + plan.host_name
-                                                   : std::string("CPU ") + cpu_isa_name(cpu_isa_active());
-    print_tests(tests, path, model->file().total_size(), backend, session ? session->backends_description() : "",
+    print_tests(tests, path, model->file().total_size(), backend_column(plan), session ? session->backends_description() : "",
                 plan.to_json(), output, WeightState{!model->weights_read(), model->repacked().count()});
     if (std::fflush(stdout) != 0) throw_error("cannot write to standard output");
     return 0;

@@ -78,7 +78,7 @@ int run(const Options& o) {
   sums.datasets.push_back(o.text_file);
 
   // Either family, mapped in the file's layout (the names the sums are kept under).
-  const ToolModel model = ToolModel::load(o.model, WeightFlags{WeightMemory::kMap, false}, o.run);
+  const ToolModel model = ToolModel::load(o.model, WeightFlags{WeightMemory::kMap, false});
   const Tokenizer tok = Tokenizer::from_gguf(model.file());
   std::vector<int32_t> tokens = tok.encode(read_text_file(o.text_file), /*add_special=*/true, /*parse_special=*/false);
   if (o.from_chunk > 0) {

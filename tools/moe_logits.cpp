@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
     check_run_flags(run, "moe-logits");
     // Either model, mapped in the file's layout; the session is the one
     // interface both run behind.
-    const ToolModel model = ToolModel::load(model_path, WeightFlags{WeightMemory::kMap, false}, run);
+    const ToolModel model = ToolModel::load(model_path, WeightFlags{WeightMemory::kMap, false});
     std::vector<int32_t> tokens;
     if (!text.empty()) {
       const Tokenizer tok = Tokenizer::from_gguf(model.file());

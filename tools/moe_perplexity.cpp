@@ -73,7 +73,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int run_perplexity(const Options& o) {
   const std::string text = read_text_file(o.text_file);
-  const ToolModel model = ToolModel::load(o.model, o.weights, o.run);
+  const ToolModel model = ToolModel::load(o.model, o.weights);
   const Tokenizer tok = Tokenizer::from_gguf(model.file());
   // As llama.cpp: an EOS appended to the text would be scored as text.
   MOE_ASSERT(!tok.vocab().add_eos, "%s: the vocabulary adds EOS (tokenizer.ggml.add_eos_token); perplexity "
@@ -191,7 +191,7 @@ int run_kl_divergence(const Options& o) {
     throw_error("you must provide a name of a file containing the log probabilities of the base model "
                 "(--kl-divergence-base FILE)");
   KldBaseReader base(o.kld_base);
-  const ToolModel model = ToolModel::load(o.model, o.weights, o.run);
+  const ToolModel model = ToolModel::load(o.model, o.weights);
   const Tokenizer tok = Tokenizer::from_gguf(model.file());
   if (base.n_vocab() != model.n_vocab())
     throw_error("%s: inconsistent vocabulary (%d in the file vs %lld in %s)", o.kld_base.c_str(), base.n_vocab(),

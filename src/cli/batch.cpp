@@ -189,7 +189,7 @@ int run_batch(const CliOptions& o) {
   if (!o.batch_unordered)
     for (; printed < records.size(); ++printed)
       if (records[printed]) print_record(*records[printed]);
-  if (Deepseek2Session* d2 = deepseek2_session(session)) write_expert_stats(o.run, *d2, "moe");
+  write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
     std::fprintf(stderr, "moe: batch: %d answered, %d failed | load %.2f s | %.2f s generating, %lld tokens%s%s\n", n_done,
                  n_failed, m.load_s, total_s, static_cast<long long>(total_gen),

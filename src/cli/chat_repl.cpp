@@ -79,7 +79,7 @@ class Chat {
   }
 
   void write_stats() const {
-    if (Deepseek2Session* d2 = deepseek2_session(*session_)) write_expert_stats(o_.run, *d2, "moe");
+    write_expert_stats(o_.run, *session_, "moe");
   }
 
   void reset() {

@@ -30,10 +30,8 @@ void prefetch_with_progress(const GgufFile& f) {
   bar.finish();
 }
 
-// DeepSeek-V4's run flags (tool_model.h), and its MTP module comes from a
-// companion file (-md).
+// DeepSeek-V4's MTP module comes from a companion file (-md).
 void check_deepseek4_flags(const CliOptions& o) {
-  refuse_deepseek4_run_flags(o.run, o.model);
   if (spec_draft_n(o) > 0 && o.model_draft.empty())
     throw_error("%s: --spec-type draft-mtp: deepseek4 keeps its MTP module in a companion GGUF (ik_llama.cpp's "
                 "layout); give it with -md FILE",
@@ -123,9 +121,11 @@ std::string spec_stats_text(int64_t drafted, int64_t accepted) {
 
 std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
   if (m.v4) {
-    const LatentType type = parse_latent_type(o.run.cache_type_k, "-ctk");
-    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, o.n_threads, o.n_parallel, type,
-                                                spec_draft_n(o) > 0);
+    const SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
+    const LatentType type = so.cache_type;
+    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, so.backends, o.n_parallel, type,
+                                                spec_draft_n(o) > 0, so.placement);
+    if (!o.quiet) print_placement(*s, "moe");
     if (o.verbose)
       std::fprintf(stderr,
                    "moe: %s | context %lld | batch %d | model %s | cache (%s) %zu bytes per token + %zu per sequence\n",

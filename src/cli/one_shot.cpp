@@ -43,7 +43,6 @@ int run_one_shot(const CliOptions& o) {
 
   const std::unique_ptr<InferenceSession> session_ptr = make_session(o, m);
   InferenceSession& session = *session_ptr;
-  Deepseek2Session* d2 = deepseek2_session(session);
   Sampler sampler(o.sampling, static_cast<int32_t>(m.n_vocab()));
   GenerateOptions g;
   g.n_predict = o.n_predict;
@@ -76,13 +75,13 @@ int run_one_shot(const CliOptions& o) {
     nlohmann::json j = generate_result_json(r, sampler.seed());
     j["timings"]["load_s"] = m.load_s;
     j["prompt_tokens_cached"] = reused;
-    if (d2) j["placement"] = d2->placement().to_json();
+    with_model_session(session, [&](const auto& s) { j["placement"] = s.placement().to_json(); });
     write_stdout(json_line(j));
   } else {
     write_stdout("\n");
   }
 
-  if (d2) write_expert_stats(o.run, *d2, "moe");
+  write_expert_stats(o.run, session, "moe");
   if (!o.quiet)
     std::fprintf(stderr,
                  "\nmoe: load %.2f s | prompt %lld tokens%s, %.2f s, %.1f tok/s | generation %lld tokens, %.2f s, "

@@ -8,6 +8,7 @@
 
 #include "chat/chat_template.h"
 #include "cli/run_flags.h"
+#include "cli/tool_model.h"
 #include "core/thread_pool.h"
 #include "core/weight_memory.h"
 #include "model/deepseek2.h"
@@ -90,10 +91,6 @@ LoadedModel load_model(const CliOptions& o);
 // A session on the backends and placement the flags ask for; prints the
 // placement (unless -q).
 std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m);
-// The deepseek2 session behind s, or null: a deepseek4 session has no
-// device placement, routing statistics or saved caches yet (load_model
-// refuses the flags that need them).
-inline Deepseek2Session* deepseek2_session(InferenceSession& s) { return dynamic_cast<Deepseek2Session*>(&s); }
 // The chat template: --chat-template NAME, else detected from the model's
 // tokenizer.chat_template. Throws naming the choices when neither works.
 ChatTemplate chat_template_for(const CliOptions& o, const LoadedModel& m);

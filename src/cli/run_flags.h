@@ -115,22 +115,4 @@ inline void add_run_flags(CLI::App& app, RunFlags& f) {
   app.add_option("--device-threads", f.device_threads, "threads of --device cpu-device")->group("");
 }
 
-// The placement plan on stderr, a line each, prefixed "program: ".
-inline void print_placement(const Deepseek2Session& s, const char* program) {
-  const std::string text = s.placement().describe();
-  size_t begin = 0;
-  while (begin < text.size()) {
-    const size_t end = text.find('\n', begin);
-    std::fprintf(stderr, "%s: %s\n", program, text.substr(begin, end - begin).c_str());
-    begin = end == std::string::npos ? text.size() : end + 1;
-  }
-}
-
-// After a run: the routing statistics, when asked for.
-inline void write_expert_stats(const RunFlags& f, const Deepseek2Session& s, const char* program) {
-  if (f.record_stats.empty()) return;
-  s.expert_stats().write(f.record_stats);
-  std::fprintf(stderr, "%s: expert statistics written to %s\n", program, f.record_stats.c_str());
-}
-
 }  // namespace moe

@@ -1,8 +1,8 @@
 // The model a tool was given, whichever of the two families its file holds
-// (deepseek2/deepseek32, or deepseek4), and sessions over it behind the one
-// InferenceSession interface. For the tools that run a whole text or prompt
-// (moe-perplexity, moe-logits); header-only, as run_flags.h, because the
-// tools link the library but not the CLI.
+// (deepseek2/deepseek32, or deepseek4), sessions over it behind the one
+// InferenceSession interface, and what every program prints of a session
+// (its placement, its routing statistics). Header-only, as run_flags.h,
+// because the tools link the library but not the CLI.
 #pragma once
 
 #include <memory>
@@ -17,29 +17,16 @@
 
 namespace moe {
 
-// DeepSeek-V4 runs on the CPU backend alone and keeps no routing statistics
-// yet: the run flags that ask for either are refused before any work,
-// naming the flag (moe, moe-perplexity, moe-logits).
-inline void refuse_deepseek4_run_flags(const RunFlags& run, const std::string& model_path) {
-  auto refuse = [&](bool given, const char* flag) {
-    if (given) throw_error("%s: %s is not supported for deepseek4 models yet", model_path.c_str(), flag);
-  };
-  refuse(run.device != "cpu" && run.device != "none", "--device (deepseek4 runs on the CPU)");
-  refuse(!run.record_stats.empty(), "--record-expert-stats");
-  refuse(!run.placement.expert_stats_file.empty(), "--expert-stats");
-}
-
 inline bool is_deepseek4_file(const std::string& path) {
   return GgufFile::open(path).get_string_opt("general.architecture").value_or("") == "deepseek4";
 }
 
 class ToolModel {
  public:
-  // Loads either family; a deepseek4 file first has its flags checked.
-  static ToolModel load(const std::string& path, const WeightFlags& weights, const RunFlags& run) {
+  // Loads either family.
+  static ToolModel load(const std::string& path, const WeightFlags& weights) {
     ToolModel m;
     if (is_deepseek4_file(path)) {
-      refuse_deepseek4_run_flags(run, path);
       m.v4_ = Deepseek4Model::load(path, weights.memory);
     } else {
       m.v2_ = Deepseek2Model::load(path, weights.memory, weights.repack_here());
@@ -50,10 +37,12 @@ class ToolModel {
   const GgufFile& file() const { return v4_ ? v4_->file() : v2_->file(); }
   int64_t n_vocab() const { return v4_ ? v4_->config().vocab_size : v2_->config().vocab_size; }
 
-  // One sequence with the context, batch, threads and cache type of `so`
-  // (and, for deepseek2, its backends and placement).
+  // One sequence with the context, batch, cache type, backends and
+  // placement of `so`.
   std::unique_ptr<InferenceSession> session(const SessionOptions& so) const {
-    if (v4_) return std::make_unique<Deepseek4Session>(*v4_, so.n_ctx, so.n_batch, so.backends, 1, so.cache_type);
+    if (v4_)
+      return std::make_unique<Deepseek4Session>(*v4_, so.n_ctx, so.n_batch, so.backends, 1, so.cache_type, false,
+                                                so.placement);
     return std::make_unique<Deepseek2Session>(*v2_, so);
   }
 
@@ -62,13 +51,33 @@ class ToolModel {
   std::unique_ptr<Deepseek4Model> v4_;
 };
 
-// The placement plan and, after a run, the routing statistics of a
-// deepseek2 session (a deepseek4 session has neither; its flags were refused).
-inline void print_placement(InferenceSession& s, const char* program) {
-  if (const auto* d2 = dynamic_cast<const Deepseek2Session*>(&s)) print_placement(*d2, program);
+// fn(the session as its model's own type), for what both have
+// (placement(), expert_stats()); false for any other session.
+template <typename Fn>
+bool with_model_session(const InferenceSession& s, Fn&& fn) {
+  if (const auto* d2 = dynamic_cast<const Deepseek2Session*>(&s)) return fn(*d2), true;
+  if (const auto* d4 = dynamic_cast<const Deepseek4Session*>(&s)) return fn(*d4), true;
+  return false;
 }
-inline void write_expert_stats(const RunFlags& f, InferenceSession& s, const char* program) {
-  if (const auto* d2 = dynamic_cast<const Deepseek2Session*>(&s)) write_expert_stats(f, *d2, program);
+
+// The placement plan on stderr, a line each, prefixed "program: ".
+inline void print_placement(const InferenceSession& s, const char* program) {
+  with_model_session(s, [&](const auto& m) {
+    const std::string text = m.placement().describe();
+    size_t begin = 0;
+    while (begin < text.size()) {
+      const size_t end = text.find('\n', begin);
+      std::fprintf(stderr, "%s: %s\n", program, text.substr(begin, end - begin).c_str());
+      begin = end == std::string::npos ? text.size() : end + 1;
+    }
+  });
+}
+
+// After a run: the routing statistics, when asked for.
+inline void write_expert_stats(const RunFlags& f, const InferenceSession& s, const char* program) {
+  if (f.record_stats.empty()) return;
+  if (with_model_session(s, [&](const auto& m) { m.expert_stats().write(f.record_stats); }))
+    std::fprintf(stderr, "%s: expert statistics written to %s\n", program, f.record_stats.c_str());
 }
 
 }  // namespace moe

@@ -1,6 +1,7 @@
 #include "model/deepseek4.h"
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 
 #include "core/error.h"
@@ -98,6 +99,14 @@ size_t Deepseek4Model::cache_bytes_fixed(int64_t n_batch, LatentType type) const
   return floats * sizeof(float);
 }
 
+std::vector<TensorFootprint> Deepseek4Model::tensor_footprints() const {
+  std::vector<TensorFootprint> out;
+  weights_.for_each_tensor([&](const TensorView& t, TensorRole role, int64_t il) {
+    out.push_back({t.name, il, role, t.nbytes(), role == TensorRole::kRoutedExperts ? t.ne[2] : 0});
+  });
+  return out;
+}
+
 namespace {
 
 BackendOptions cpu_only(int n_threads) {
@@ -113,17 +122,16 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
     : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq, cache_type, mtp) {}
 
 Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch,
-                                   const BackendOptions& backends, int64_t n_seq, LatentType cache_type, bool mtp)
+                                   const BackendOptions& backends, int64_t n_seq, LatentType cache_type, bool mtp,
+                                   const PlacementOptions& placement)
     : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(n_ctx), n_batch_(n_batch), cache_type_(cache_type) {
   if (n_ctx <= 0 || n_batch <= 0 || n_seq <= 0) throw_error("deepseek4 session: n_ctx, n_batch and n_seq must be positive");
   if (mtp && !model.mtp())
     throw_error("--spec-type draft-mtp: %s has no MTP module attached (deepseek4 keeps it in a companion GGUF: -md FILE)",
                 model.file().path().c_str());
   backends_ = make_backends(backends);
-  be_ = &backends_.compute();
-  if (!be_->supports_deepseek4())
-    throw_error("%s: backend %s cannot run deepseek4 models yet", model.file().path().c_str(), be_->name().c_str());
   n_rows_ = std::max(n_batch, n_seq);
+  place_weights(placement, n_seq, mtp);
   const int64_t D = c_.hidden_size, hc = c_.hc, H = c_.num_attention_heads, d = c_.head_dim, n = n_rows_;
   const int64_t K = c_.num_experts_per_tok, S = c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts);
   x_ = be_->alloc(n, hc * D);
@@ -152,7 +160,8 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
   slot_out_ = be_->alloc(n * K, D);
   sh_g_ = be_->alloc(n, S);
   sh_u_ = be_->alloc(n, S);
-  ids_host_.resize(sz(n * K));
+  moe_ = std::make_unique<HybridMoe>(*be_, backends_.device ? backends_.host.get() : nullptr,
+                                     static_cast<int64_t>(experts_.size()), c_.n_routed_experts, K, D, n);
 
   seqs_.resize(sz(n_seq));
   for (SeqState& st : seqs_) {
@@ -160,6 +169,78 @@ Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, i
     for (int64_t il = 0; il < c_.num_hidden_layers; ++il) st.layers.push_back(alloc_layer_cache(c_, il));
   }
   if (mtp) mtp_init();
+}
+
+// Where the weights live: with a device, the placement's routed experts
+// and everything every token uses are copied to it (the model's views
+// replaced by the copies); the other experts stay where the model has them
+// and the host computes them. Without one, the host reads the model's views.
+void Deepseek4Session::place_weights(const PlacementOptions& options, int64_t n_seq, bool mtp) {
+  const int64_t L = c_.num_hidden_layers, E = c_.n_routed_experts;
+  PlacementInputs in;
+  in.host_name = backends_.host->name();
+  in.host_memory = "the file mapping";
+  if (backends_.device) in.device_name = backends_.device->name();
+  in.budget = backends_.device_budget;
+  in.kv_bytes = (model_.cache_bytes_per_token(cache_type_) * sz(n_ctx_) + model_.cache_bytes_fixed(n_batch_, cache_type_)) *
+                sz(n_seq);
+  in.options = options;
+  ExpertStats stats;
+  if (!options.expert_stats_file.empty()) {
+    stats = ExpertStats::read(options.expert_stats_file);
+    in.stats = &stats;
+  }
+  placement_ = plan_expert_placement(model_.tensor_footprints(), L, in);
+  if (!placement_.device_active) backends_.device.reset();  // the host computes everything
+  be_ = &backends_.compute();
+  if (!be_->supports_deepseek4())
+    throw_error("%s: backend %s cannot run deepseek4 models yet", model_.file().path().c_str(), be_->name().c_str());
+  const bool device = backends_.device != nullptr;
+  if (device && mtp)
+    throw_error("--spec-type draft-mtp: drafting with a deepseek4 MTP module on a device is not supported yet");
+  if (device) {
+    std::map<const uint8_t*, TensorView> copies;  // a tensor used twice is copied once
+    w_.for_each_tensor([&](TensorView& t, TensorRole role, int64_t) {
+      if (role != TensorRole::kEveryToken) return;
+      auto it = copies.find(t.data);
+      if (it == copies.end()) it = copies.emplace(t.data, upload_tensor(*be_, t)).first;
+      t = it->second;
+    });
+  }
+  // Layer L: the MTP module's block, its experts all where the model has them.
+  const int64_t n_moe_layers = L + (mtp ? 1 : 0);
+  experts_.resize(sz(n_moe_layers));
+  for (int64_t il = 0; il < n_moe_layers; ++il) {
+    const bool trunk = il < L;
+    const Dsv4LayerWeights& host = trunk ? model_.weights().layers[sz(il)] : model_.mtp()->block;
+    const Deepseek4Config& c = trunk ? c_ : model_.mtp_config();
+    // ggml applies the clamp only above 1e-6 (llama-graph.cpp).
+    const float limit = c.swiglu_clamp_exp[sz(il)] > 1e-6f ? c.swiglu_clamp_exp[sz(il)] : 0.0f;
+    LayerExperts& X = experts_[sz(il)];
+    X.host = {host.gate_exps, host.up_exps, host.down_exps, limit};
+    X.device_slot = trunk ? placement_.device_slot[sz(il)] : std::vector<int32_t>(sz(E), -1);
+    const std::vector<int32_t> on_device = trunk ? placement_.device_experts(il) : std::vector<int32_t>();
+    if (device && !on_device.empty())
+      X.device = {upload_experts(*be_, host.gate_exps, on_device), upload_experts(*be_, host.up_exps, on_device),
+                  upload_experts(*be_, host.down_exps, on_device), limit};
+  }
+}
+
+std::string Deepseek4Session::backends_description() const {
+  if (!backends_.device) return backends_.host->describe();
+  return backends_.device->describe() + " + " + backends_.host->describe();
+}
+
+ExpertStats Deepseek4Session::expert_stats() const {
+  ExpertStats s;
+  s.model = model_.file().get_string_opt("general.name").value_or(model_.file().path());
+  s.n_layers = c_.num_hidden_layers;
+  s.n_experts = c_.n_routed_experts;
+  s.top_k = c_.num_experts_per_tok;
+  s.tokens = static_cast<uint64_t>(n_evaluated_);
+  // The trunk's layers (the MTP module's come after them).
+  s.counts.assign(moe_->counts().begin(), moe_->counts().begin() + s.n_layers * s.n_experts);
+  return s;
 }
 
 Dsv4LayerCache Deepseek4Session::alloc_layer_cache(const Deepseek4Config& c, int64_t il) {
@@ -325,6 +406,7 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
     mtp_follow_->catch_up(next);
   }
 
+  n_evaluated_ += n;
   // X: hc copies of the embedding.
   be_->embed(w_.token_embd, tokens, n, h_);
   be_->hc_init(h_, hc, n, x_);
@@ -389,18 +471,18 @@ void Deepseek4Session::moe(const Dsv4LayerWeights& L, const Deepseek4Config& c, 
   // The first hash_layers route by token (a table); the others by score + bias.
   if (!L.tid2eid.empty()) be_->moe_route_hashed(rp, L.tid2eid, logit_e_, tokens, n, route_ids_, route_w_);
   else be_->moe_route(rp, logit_e_, n, route_ids_, route_w_);
-  // The (token, slot) pairs sorted by expert, each expert's weights read once.
-  be_->copy_to_host(ids_host_.data(), route_ids_.data, sz(n * K) * sizeof(int32_t));
-  moe_dispatch_sort(ids_host_.data(), n, K, c_.n_routed_experts, dispatch_, dispatch_start_);
-  // ggml applies the clamp only above 1e-6 (llama-graph.cpp).
-  const float limit = c.swiglu_clamp_exp[sz(il)] > 1e-6f ? c.swiglu_clamp_exp[sz(il)] : 0.0f;
-  be_->grouped_experts(ExpertWeights{L.gate_exps, L.up_exps, L.down_exps, limit}, h_, dispatch_, slot_out_);
-  be_->moe_combine(slot_out_, route_w_, K, n, out_);
+  // The routed experts (the device's and the host's at once, HybridMoe),
+  // the shared expert meanwhile.
+  moe_->begin(il, experts_[sz(il)], h_, route_ids_, n, slot_out_);
   if (L.shared) {
     const float shared_limit = c.swiglu_clamp_shexp[sz(il)] > 1e-6f ? c.swiglu_clamp_shexp[sz(il)] : 0.0f;
     be_->matmul(L.shared->gate, h_, n, sh_g_);
     be_->matmul(L.shared->up, h_, n, sh_u_);
     be_->swiglu_clamped(sh_g_, sh_u_, shared_limit, n);
+  }
+  moe_->finish(slot_out_);
+  be_->moe_combine(slot_out_, route_w_, K, n, out_);
+  if (L.shared) {
     be_->matmul(L.shared->down, sh_g_, n, slot_out_.reshaped(c_.hidden_size));
     be_->add(out_, slot_out_, n);
   }

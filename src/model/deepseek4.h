@@ -30,6 +30,9 @@
 #include "model/mtp_follower.h"
 #include "runtime/backend.h"
 #include "runtime/backend_registry.h"
+#include "runtime/expert_placement.h"
+#include "runtime/expert_stats.h"
+#include "runtime/hybrid_moe.h"
 #include "runtime/inference_session.h"
 
 namespace moe {
@@ -42,6 +45,8 @@ class Deepseek4Model {
   const GgufFile& file() const { return file_; }
   const Deepseek4Config& config() const { return config_; }
   const Deepseek4Weights& weights() const { return weights_; }
+  // Every tensor's bytes and role, for the expert placement.
+  std::vector<TensorFootprint> tensor_footprints() const;
   // The MTP module from an MTP companion GGUF (moe -md FILE), checked
   // against this model: the same shape and one layer more.
   void attach_mtp(const std::string& path);
@@ -70,8 +75,12 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   // Backends as the flags ask (the compute backend must have the V4 ops);
   // the raw and compressed rows cached in cache_type (-ctk).
   // mtp: draft with the model's attached MTP module (--spec-type draft-mtp).
+  // With a device, `placement` decides which routed experts it holds
+  // (runtime/expert_placement.h); the rest stay in host memory and the host
+  // CPU computes them (runtime/hybrid_moe.h), as for DeepSeek-V2/V3.
   Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, const BackendOptions& backends,
-                   int64_t n_seq = 1, LatentType cache_type = LatentType::kF32, bool mtp = false);
+                   int64_t n_seq = 1, LatentType cache_type = LatentType::kF32, bool mtp = false,
+                   const PlacementOptions& placement = {});
   // The CPU alone with n_threads.
   Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq = 1,
                    LatentType cache_type = LatentType::kF32, bool mtp = false);
@@ -115,7 +124,12 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   void mtp_draft_many(std::vector<DraftAsk>& asks) override;
 
   const Deepseek4Model& model() const { return model_; }
-  std::string backends_description() const { return be_->describe(); }
+  std::string backends_description() const;
+  const ExpertPlacement& placement() const { return placement_; }
+  // Bytes of weights the device holds (its copies), 0 without one.
+  size_t device_weight_bytes() const { return backends_.device ? backends_.device->weight_bytes() : 0; }
+  // How often each routed expert was chosen since the session started.
+  ExpertStats expert_stats() const;
 
  private:
   // The rings keep n_rows_ positions more than a step needs, so going back
@@ -152,6 +166,7 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   Dsv4AttnParams attn_params(const Deepseek4Config& c, int64_t il) const;
   Dsv4LayerCache& layer_cache(int64_t s, int64_t il);
   // The allocation of one layer's cache.
+  void place_weights(const PlacementOptions& options, int64_t n_seq, bool mtp);
   Dsv4LayerCache alloc_layer_cache(const Deepseek4Config& c, int64_t il);
   // y = x's rings whole and its blocks up to position n (a layer of compress ratio `ratio`).
   void copy_layer_cache(const Dsv4LayerCache& x, Dsv4LayerCache& y, int64_t ratio, int64_t n);
@@ -170,9 +185,13 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
 
   const Deepseek4Model& model_;
   const Deepseek4Config& c_;
-  const Deepseek4Weights& w_;
   BackendSet backends_;
   Backend* be_;
+  ExpertPlacement placement_;
+  Deepseek4Weights w_;  // the model's views, or the compute backend's copies of them
+  std::vector<LayerExperts> experts_;  // per layer (and the MTP module's block after them)
+  std::unique_ptr<HybridMoe> moe_;
+  int64_t n_evaluated_ = 0;  // tokens through the trunk (expert statistics)
   int64_t n_ctx_, n_batch_, n_rows_;
   LatentType cache_type_;
   std::vector<SeqState> seqs_;
@@ -194,9 +213,6 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   Act route_w_;    // [top_k]
   Act slot_out_;   // [n_rows * top_k][hidden]
   Act sh_g_, sh_u_;  // the shared experts' [n_shared * moe_ffn]
-  std::vector<int32_t> ids_host_;
-  ExpertDispatch dispatch_;
-  std::vector<int64_t> dispatch_start_;
 
   // The MTP module's state.
   const Deepseek4MtpWeights* mtp_ = nullptr;

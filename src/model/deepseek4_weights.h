@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "model/deepseek4_config.h"
 #include "model/tensor_binder.h"
+#include "runtime/expert_placement.h"
 
 namespace moe {
 
@@ -76,6 +77,16 @@ struct Deepseek4Weights {
   OwnedBuffers owned;
 
   static Deepseek4Weights bind(const GgufFile& f, const Deepseek4Config& c);
+
+  // fn(TensorView&, TensorRole, layer) for every tensor the file gave (layer
+  // -1 outside the layers): the placement's footprints, a device's copies.
+  template <typename Fn>
+  void for_each_tensor(Fn&& fn);
+  template <typename Fn>
+  void for_each_tensor(Fn&& fn) const {
+    const_cast<Deepseek4Weights*>(this)->for_each_tensor(
+        [&](TensorView& t, TensorRole role, int64_t il) { fn(static_cast<const TensorView&>(t), role, il); });
+  }
 };
 
 // V4's multi-token-prediction module, from an MTP companion GGUF
@@ -93,5 +104,36 @@ struct Deepseek4MtpWeights {
   // c: the companion's own config (num_hidden_layers = N).
   static Deepseek4MtpWeights bind(const GgufFile& f, const Deepseek4Config& c);
 };
+
+// Every tensor of one V4 block (the routed experts' as kRoutedExperts),
+// empty ones (a hash layer's bias, a scored layer's table) skipped.
+template <typename Fn>
+void for_each_dsv4_layer_tensor(Dsv4LayerWeights& L, int64_t il, Fn&& fn) {
+  const auto each = [&](std::initializer_list<TensorView*> ts, TensorRole role) {
+    for (TensorView* t : ts)
+      if (!t->empty()) fn(*t, role, il);
+  };
+  for (HyperConnWeights* h : {&L.hc_attn, &L.hc_ffn}) each({&h->fn, &h->base, &h->scale}, TensorRole::kEveryToken);
+  each({&L.attn_norm, &L.sinks, &L.wq_a, &L.q_a_norm, &L.wq_b, &L.wkv, &L.kv_norm, &L.wo_a, &L.wo_b, &L.ffn_norm,
+        &L.router, &L.score_bias, &L.tid2eid},
+       TensorRole::kEveryToken);
+  const auto compressor = [&](CompressorWeights& c) {
+    each({&c.wkv, &c.wgate, &c.ape, &c.norm}, TensorRole::kEveryToken);
+  };
+  if (L.compressor) compressor(*L.compressor);
+  if (L.indexer) {
+    each({&L.indexer->wq_b, &L.indexer->proj}, TensorRole::kEveryToken);
+    compressor(L.indexer->keys);
+  }
+  if (L.shared) each({&L.shared->gate, &L.shared->up, &L.shared->down}, TensorRole::kEveryToken);
+  each({&L.gate_exps, &L.up_exps, &L.down_exps}, TensorRole::kRoutedExperts);
+}
+
+template <typename Fn>
+void Deepseek4Weights::for_each_tensor(Fn&& fn) {
+  for (TensorView* t : {&token_embd, &hc_head.fn, &hc_head.base, &hc_head.scale, &output_norm, &output})
+    if (!t->empty()) fn(*t, TensorRole::kEveryToken, int64_t{-1});
+  for (size_t l = 0; l < layers.size(); ++l) for_each_dsv4_layer_tensor(layers[l], static_cast<int64_t>(l), fn);
+}
 
 }  // namespace moe

@@ -1,0 +1,182 @@
+// DeepSeek-V4 on the hybrid path without a GPU: the CPU standing in for a
+// device (its own threads, its own copies of everything every token uses
+// and of the routed experts placed on it) and the host computing the other
+// experts from the mapping, split by ExpertPlacement as for DeepSeek-V2/V3.
+// The logits must be bit-identical to the CPU-only run at every split, and
+// the routing statistics must count every token's choices.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "model/deepseek4.h"
+#include "runtime/expert_stats.h"
+#include "test_util.h"
+
+using namespace moe;
+
+namespace {
+
+// The tiny V4 shape (window, CSA, HCA, CSA layers; a hash layer), random
+// weights in f32 and with MXFP4 experts, and the fixtures where present.
+std::vector<std::string> models() {
+  const std::string dir = test::temp_dir() + "/dsv4-hybrid";
+  std::filesystem::create_directories(dir);
+  const std::string config = dir + "/config.json";
+  std::ofstream(config) << test::tiny_dsv4_config().dump();
+  std::vector<std::string> out;
+  for (const char* type : {"F32", "MXFP4_MOE"}) {
+    const std::string path = dir + "/v4." + type + ".gguf";
+    if (!std::filesystem::exists(path)) {
+      const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", config, "--vocab",
+                                        std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", "--type", type,
+                                        "--seed", "3", "-o", path});
+      REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+    }
+    out.push_back(path);
+  }
+  for (const char* f : {"tiny-dsv4.f32", "tiny-dsv4.Q8_0"}) {
+    const std::string p = test::shared_fixture(std::string("models/") + f + ".gguf");
+    if (!p.empty()) out.push_back(p);
+  }
+  return out;
+}
+
+struct Options {
+  BackendOptions backends;
+  PlacementOptions placement;
+};
+
+Options options(const std::string& device) {
+  Options o;
+  o.backends.device = device;
+  o.backends.n_threads = 2;
+  o.backends.device_threads = 2;
+  return o;
+}
+
+// A prompt of 150 tokens in steps of 64 (past the window and one HCA
+// block), then 5 tokens one at a time: every position's logits.
+std::vector<float> run(const Deepseek4Model& model, const Options& o) {
+  Deepseek4Session s(model, 160, 64, o.backends, 1, LatentType::kF32, false, o.placement);
+  const int64_t V = model.config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 150; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 11) % V));
+  std::vector<float> logits(size_t(155 * V));
+  s.forward(prompt.data(), 150, logits.data(), true);
+  for (int i = 0; i < 5; ++i) {
+    const int32_t t = static_cast<int32_t>((i * 101 + 7) % V);
+    s.forward(&t, 1, &logits[size_t((150 + i) * V)], false);
+  }
+  return logits;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("deepseek4 hybrid: the CPU standing in for a device gives bit-identical logits at every split") {
+  for (const std::string& path : models()) {
+    CAPTURE(path);
+    auto model = Deepseek4Model::load(path);
+    const std::vector<float> ref = run(*model, options("cpu"));
+    const int64_t L = model->config().num_hidden_layers;
+
+    Options all = options("cpu-device"), none = options("cpu-device"), half = options("cpu-device");
+    none.placement.cpu_moe = true;
+    half.placement.n_cpu_moe = L / 2;
+    Options budget = options("cpu-device");
+    {
+      Deepseek4Session probe(*model, 160, 64, all.backends, 1, LatentType::kF32, false, all.placement);
+      const ExpertPlacement& p = probe.placement();
+      REQUIRE(p.device_active);
+      CHECK(p.host.n_experts == 0);
+      CHECK(p.device.n_experts == L * model->config().n_routed_experts);
+      CHECK(p.device.kv > 0);
+      CHECK(probe.backends_description().find("CPU-device") != std::string::npos);
+      // Room for the fixed part and about a third of the experts.
+      budget.backends.device_mem = int64_t(p.device.every_token + p.device.kv + p.device.experts / 3);
+    }
+    struct Case {
+      const char* name;
+      Options o;
+    };
+    for (const Case& c : {Case{"all on the device", all}, Case{"none (--cpu-moe)", none},
+                          Case{"half (--n-cpu-moe)", half}, Case{"a third (--gpu-mem)", budget}}) {
+      CAPTURE(c.name);
+      Deepseek4Session probe(*model, 160, 64, c.o.backends, 1, LatentType::kF32, false, c.o.placement);
+      const ExpertPlacement& p = probe.placement();
+      CHECK(p.device_active);
+      if (std::string(c.name).find("none") != std::string::npos) CHECK(p.device.n_experts == 0);
+      if (std::string(c.name).find("half") != std::string::npos || std::string(c.name).find("third") != std::string::npos) {
+        CHECK(p.device.n_experts > 0);
+        CHECK(p.host.n_experts > 0);
+      }
+      // The device holds what the plan gives it: every tensor each token
+      // uses, and its experts.
+      CHECK(probe.device_weight_bytes() == p.device.every_token + p.device.experts);
+      CHECK(same_bits(run(*model, c.o), ref));
+    }
+  }
+}
+
+TEST_CASE("deepseek4 hybrid: routing statistics, and a statistics file decides what a budget keeps") {
+  const std::string path = models().front();
+  auto model = Deepseek4Model::load(path);
+  const Deepseek4Config& c = model->config();
+  Deepseek4Session s(*model, 160, 64, 2);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 150; ++i) prompt.push_back(static_cast<int32_t>((i * 53 + 5) % c.vocab_size));
+  std::vector<float> logits(size_t(c.vocab_size));
+  s.forward(prompt.data(), 150, logits.data(), false);
+  const ExpertStats stats = s.expert_stats();
+  CHECK(stats.tokens == 150);
+  REQUIRE(stats.n_layers == c.num_hidden_layers);
+  for (int64_t il = 0; il < stats.n_layers; ++il) {  // hash layers too: each token's top-k, counted
+    uint64_t sum = 0;
+    for (int64_t e = 0; e < stats.n_experts; ++e) sum += stats.at(il, e);
+    CHECK(sum == stats.tokens * uint64_t(c.num_experts_per_tok));
+  }
+  const std::string file = test::temp_dir() + "/dsv4-stats.json";
+  stats.write(file);
+  Options ranked = options("cpu-device");
+  ranked.placement.expert_stats_file = file;
+  {
+    Deepseek4Session probe(*model, 160, 64, ranked.backends, 1, LatentType::kF32, false, ranked.placement);
+    ranked.backends.device_mem = int64_t(probe.placement().device.every_token + probe.placement().device.kv +
+                                         probe.placement().device.experts / 2);
+  }
+  Deepseek4Session sr(*model, 160, 64, ranked.backends, 1, LatentType::kF32, false, ranked.placement);
+  const ExpertPlacement& pr = sr.placement();
+  CHECK(pr.from_stats);
+  CHECK(pr.host.n_experts > 0);
+  // The most chosen expert is one the device keeps.
+  uint64_t best = 0;
+  int64_t best_layer = -1, best_expert = -1;
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il)
+    for (int64_t e = 0; e < c.n_routed_experts; ++e)
+      if (stats.at(il, e) > best) best = stats.at(il, e), best_layer = il, best_expert = e;
+  CHECK(pr.on_device(best_layer, best_expert));
+  CHECK(same_bits(run(*model, ranked), run(*model, options("cpu"))));
+}
+
+TEST_CASE("deepseek4 hybrid: drafting with the MTP module on a device is refused at start") {
+  const std::string dir = test::temp_dir() + "/dsv4-hybrid-mtp";
+  std::filesystem::create_directories(dir);
+  nlohmann::json config = test::tiny_dsv4_config();
+  config["compress_ratios"].push_back(0);
+  config["num_nextn_predict_layers"] = 1;
+  std::ofstream(dir + "/config.json") << config.dump();
+  const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", dir + "/config.json", "--vocab",
+                                    std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", "--type", "F32", "-o",
+                                    dir + "/v4.gguf", "--mtp-companion", dir + "/v4-mtp.gguf"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  auto model = Deepseek4Model::load(dir + "/v4.gguf");
+  model->attach_mtp(dir + "/v4-mtp.gguf");
+  CHECK_NOTHROW(Deepseek4Session(*model, 64, 16, options("cpu").backends, 1, LatentType::kF32, true));
+  CHECK_THROWS_WITH_AS(Deepseek4Session(*model, 64, 16, options("cpu-device").backends, 1, LatentType::kF32, true),
+                       doctest::Contains("on a device"), Error);
+}
