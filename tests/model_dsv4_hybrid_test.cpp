@@ -43,13 +43,10 @@ std::vector<std::string> models() {
   return out;
 }
 
-struct Options {
-  BackendOptions backends;
-  PlacementOptions placement;
-};
-
-Options options(const std::string& device) {
-  Options o;
+SessionOptions options(const std::string& device) {
+  SessionOptions o;
+  o.n_ctx = 160;
+  o.n_batch = 64;
   o.backends.device = device;
   o.backends.n_threads = 2;
   o.backends.device_threads = 2;
@@ -58,8 +55,8 @@ Options options(const std::string& device) {
 
 // A prompt of 150 tokens in steps of 64 (past the window and one HCA
 // block), then 5 tokens one at a time: every position's logits.
-std::vector<float> run(const Deepseek4Model& model, const Options& o) {
-  Deepseek4Session s(model, 160, 64, o.backends, 1, LatentType::kF32, false, o.placement);
+std::vector<float> run(const Deepseek4Model& model, const SessionOptions& o) {
+  Deepseek4Session s(model, o);
   const int64_t V = model.config().vocab_size;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 150; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 11) % V));
@@ -72,10 +69,6 @@ std::vector<float> run(const Deepseek4Model& model, const Options& o) {
   return logits;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("deepseek4 hybrid: the CPU standing in for a device gives bit-identical logits at every split") {
@@ -85,40 +78,26 @@ TEST_CASE("deepseek4 hybrid: the CPU standing in for a device gives bit-identica
     const std::vector<float> ref = run(*model, options("cpu"));
     const int64_t L = model->config().num_hidden_layers;
 
-    Options all = options("cpu-device"), none = options("cpu-device"), half = options("cpu-device");
-    none.placement.cpu_moe = true;
-    half.placement.n_cpu_moe = L / 2;
-    Options budget = options("cpu-device");
+    const SessionOptions all = options("cpu-device");
+    ExpertPlacement all_plan;
     {
-      Deepseek4Session probe(*model, 160, 64, all.backends, 1, LatentType::kF32, false, all.placement);
-      const ExpertPlacement& p = probe.placement();
-      REQUIRE(p.device_active);
-      CHECK(p.host.n_experts == 0);
-      CHECK(p.device.n_experts == L * model->config().n_routed_experts);
-      CHECK(p.device.kv > 0);
+      Deepseek4Session probe(*model, all);
+      all_plan = probe.placement();
+      REQUIRE(all_plan.device_active);
+      CHECK(all_plan.host.n_experts == 0);
+      CHECK(all_plan.device.n_experts == L * model->config().n_routed_experts);
+      CHECK(all_plan.device.kv > 0);
       CHECK(probe.backends_description().find("CPU-device") != std::string::npos);
-      // Room for the fixed part and about a third of the experts.
-      budget.backends.device_mem = int64_t(p.device.every_token + p.device.kv + p.device.experts / 3);
     }
-    struct Case {
-      const char* name;
-      Options o;
-    };
-    for (const Case& c : {Case{"all on the device", all}, Case{"none (--cpu-moe)", none},
-                          Case{"half (--n-cpu-moe)", half}, Case{"a third (--gpu-mem)", budget}}) {
-      CAPTURE(c.name);
-      Deepseek4Session probe(*model, 160, 64, c.o.backends, 1, LatentType::kF32, false, c.o.placement);
+    for (const test::HybridSplit& split : test::hybrid_splits(all, all_plan, L / 2)) {
+      CAPTURE(split.name);
+      Deepseek4Session probe(*model, split.o);
       const ExpertPlacement& p = probe.placement();
-      CHECK(p.device_active);
-      if (std::string(c.name).find("none") != std::string::npos) CHECK(p.device.n_experts == 0);
-      if (std::string(c.name).find("half") != std::string::npos || std::string(c.name).find("third") != std::string::npos) {
-        CHECK(p.device.n_experts > 0);
-        CHECK(p.host.n_experts > 0);
-      }
+      test::check_hybrid_split(split, p);
       // The device holds what the plan gives it: every tensor each token
       // uses, and its experts.
       CHECK(probe.device_weight_bytes() == p.device.every_token + p.device.experts);
-      CHECK(same_bits(run(*model, c.o), ref));
+      CHECK(test::same_bits(run(*model, split.o), ref));
     }
   }
 }
@@ -142,14 +121,14 @@ TEST_CASE("deepseek4 hybrid: routing statistics, and a statistics file decides w
   }
   const std::string file = test::temp_dir() + "/dsv4-stats.json";
   stats.write(file);
-  Options ranked = options("cpu-device");
+  SessionOptions ranked = options("cpu-device");
   ranked.placement.expert_stats_file = file;
   {
-    Deepseek4Session probe(*model, 160, 64, ranked.backends, 1, LatentType::kF32, false, ranked.placement);
+    Deepseek4Session probe(*model, ranked);
     ranked.backends.device_mem = int64_t(probe.placement().device.every_token + probe.placement().device.kv +
                                          probe.placement().device.experts / 2);
   }
-  Deepseek4Session sr(*model, 160, 64, ranked.backends, 1, LatentType::kF32, false, ranked.placement);
+  Deepseek4Session sr(*model, ranked);
   const ExpertPlacement& pr = sr.placement();
   CHECK(pr.from_stats);
   CHECK(pr.host.n_experts > 0);
@@ -160,7 +139,7 @@ TEST_CASE("deepseek4 hybrid: routing statistics, and a statistics file decides w
     for (int64_t e = 0; e < c.n_routed_experts; ++e)
       if (stats.at(il, e) > best) best = stats.at(il, e), best_layer = il, best_expert = e;
   CHECK(pr.on_device(best_layer, best_expert));
-  CHECK(same_bits(run(*model, ranked), run(*model, options("cpu"))));
+  CHECK(test::same_bits(run(*model, ranked), run(*model, options("cpu"))));
 }
 
 TEST_CASE("deepseek4 hybrid: drafting with the MTP module on a device is refused at start") {
@@ -176,7 +155,8 @@ TEST_CASE("deepseek4 hybrid: drafting with the MTP module on a device is refused
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   auto model = Deepseek4Model::load(dir + "/v4.gguf");
   model->attach_mtp(dir + "/v4-mtp.gguf");
-  CHECK_NOTHROW(Deepseek4Session(*model, 64, 16, options("cpu").backends, 1, LatentType::kF32, true));
-  CHECK_THROWS_WITH_AS(Deepseek4Session(*model, 64, 16, options("cpu-device").backends, 1, LatentType::kF32, true),
-                       doctest::Contains("on a device"), Error);
+  SessionOptions cpu = options("cpu"), device = options("cpu-device");
+  cpu.mtp = device.mtp = true;
+  CHECK_NOTHROW(Deepseek4Session(*model, cpu));
+  CHECK_THROWS_WITH_AS(Deepseek4Session(*model, device), doctest::Contains("on a device"), Error);
 }

@@ -59,10 +59,6 @@ SessionOptions options(const std::string& device) {
   return o;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 // Routing counts of the default model over the held-out book of Ruth.
 ExpertStats kjv_stats(const Deepseek2Model& model) {
   const Tokenizer tok = Tokenizer::from_gguf(model.file());
@@ -86,36 +82,20 @@ TEST_CASE("hybrid: the CPU standing in for a device gives bit-identical logits a
     const std::vector<float> ref = run(*model, options("cpu"));
     const int64_t n_moe_layers = model->config().num_hidden_layers - model->config().first_k_dense_replace;
 
-    SessionOptions all = options("cpu-device");
-    SessionOptions none = options("cpu-device");
-    none.placement.cpu_moe = true;
-    SessionOptions half = options("cpu-device");
-    half.placement.n_cpu_moe = model->config().first_k_dense_replace + n_moe_layers / 2;
-    // A budget with room for the fixed part and about a third of the experts.
-    SessionOptions budget = options("cpu-device");
+    const SessionOptions all = options("cpu-device");
+    ExpertPlacement all_plan;
     {
       Deepseek2Session probe(*model, all);
-      const ExpertPlacement& p = probe.placement();
-      REQUIRE(p.device_active);
-      CHECK(p.host.n_experts == 0);
-      budget.backends.device_mem = int64_t(p.device.every_token + p.device.kv + p.device.experts / 3);
+      all_plan = probe.placement();
+      REQUIRE(all_plan.device_active);
+      CHECK(all_plan.host.n_experts == 0);
     }
-    struct Case {
-      const char* name;
-      SessionOptions o;
-    };
-    for (const Case& c : {Case{"all on the device", all}, Case{"none (--cpu-moe)", none},
-                          Case{"half (--n-cpu-moe)", half}, Case{"a third (--gpu-mem)", budget}}) {
-      CAPTURE(c.name);
-      Deepseek2Session probe(*model, c.o);
-      const ExpertPlacement& p = probe.placement();
-      CHECK(p.device_active);
-      if (std::string(c.name).find("none") != std::string::npos) CHECK(p.device.n_experts == 0);
-      if (std::string(c.name).find("half") != std::string::npos || std::string(c.name).find("third") != std::string::npos) {
-        CHECK(p.device.n_experts > 0);
-        CHECK(p.host.n_experts > 0);
-      }
-      CHECK(same_bits(run(*model, c.o), ref));
+    for (const test::HybridSplit& split :
+         test::hybrid_splits(all, all_plan, model->config().first_k_dense_replace + n_moe_layers / 2)) {
+      CAPTURE(split.name);
+      Deepseek2Session probe(*model, split.o);
+      test::check_hybrid_split(split, probe.placement());
+      CHECK(test::same_bits(run(*model, split.o), ref));
     }
   }
 }
@@ -138,7 +118,7 @@ TEST_CASE("hybrid: a repacked model's experts reach the device in the file's lay
     const test::LogitAgreement agree = test::logit_agreement(ref.data(), own.data(), int64_t(ref.size()) / V, V);
     CHECK(agree.top1 >= 0.95);
     CHECK(agree.mean_kl <= 1e-3);
-    CHECK(same_bits(run(*repacked, options("cpu-device")), ref));
+    CHECK(test::same_bits(run(*repacked, options("cpu-device")), ref));
     // --cpu-moe: the host computes the experts on its repacked rows (not
     // the file's bits), the device the rest in the file's layout (so not
     // the all-host repacked run's bits either: attention and shared
@@ -146,7 +126,7 @@ TEST_CASE("hybrid: a repacked model's experts reach the device in the file's lay
     SessionOptions none = options("cpu-device");
     none.placement.cpu_moe = true;
     const std::vector<float> split = run(*repacked, none);
-    CHECK(!same_bits(split, ref));
+    CHECK(!test::same_bits(split, ref));
     const test::LogitAgreement split_agree = test::logit_agreement(ref.data(), split.data(), int64_t(ref.size()) / V, V);
     CHECK(split_agree.top1 >= 0.95);
     CHECK(split_agree.mean_kl <= 1e-3);
@@ -196,7 +176,7 @@ TEST_CASE("hybrid: statistics recorded on KJV text change which experts a budget
     }
   CHECK(pr.on_device(best_layer, best_expert));
   CHECK(kept_ranked > kept_uniform);
-  CHECK(same_bits(run(*model, ranked), run(*model, options("cpu"))));
+  CHECK(test::same_bits(run(*model, ranked), run(*model, options("cpu"))));
 }
 
 TEST_CASE("hybrid: a device too small for the fixed weights falls back to the host, saying so") {
@@ -207,7 +187,7 @@ TEST_CASE("hybrid: a device too small for the fixed weights falls back to the ho
   CHECK_FALSE(s.placement().device_active);
   CHECK(s.placement().describe().find("cannot hold") != std::string::npos);
   CHECK(s.backends_description().find("CPU-device") == std::string::npos);
-  CHECK(same_bits(run(*model, o), run(*model, options("cpu"))));
+  CHECK(test::same_bits(run(*model, o), run(*model, options("cpu"))));
 }
 
 TEST_CASE("backends: an unknown or unavailable --device is a clear error") {

@@ -138,6 +138,29 @@ CommandResult run_command(const std::vector<std::string>& argv) {
 
 CommandResult run_shell(const std::string& script) { return run_command({"/bin/sh", "-c", script}); }
 
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::vector<HybridSplit> hybrid_splits(const SessionOptions& device, const ExpertPlacement& all, int64_t host_layers) {
+  std::vector<HybridSplit> out = {{"all on the device", device}, {"none (--cpu-moe)", device},
+                                  {"half (--n-cpu-moe)", device}, {"a third (--gpu-mem)", device}};
+  out[1].o.placement.cpu_moe = true;
+  out[2].o.placement.n_cpu_moe = host_layers;
+  out[3].o.backends.device_mem = int64_t(all.device.every_token + all.device.kv + all.device.experts / 3);
+  return out;
+}
+
+void check_hybrid_split(const HybridSplit& split, const ExpertPlacement& p) {
+  CAPTURE(split.name);
+  CHECK(p.device_active);
+  if (split.name.find("none") != std::string::npos) CHECK(p.device.n_experts == 0);
+  if (split.name.find("half") != std::string::npos || split.name.find("third") != std::string::npos) {
+    CHECK(p.device.n_experts > 0);
+    CHECK(p.host.n_experts > 0);
+  }
+}
+
 nlohmann::json tiny_dsv4_config() {
   return {{"architectures", {"DeepseekV4ForCausalLM"}}, {"hidden_size", 256}, {"num_hidden_layers", 4},
           {"num_attention_heads", 4}, {"head_dim", 64}, {"qk_rope_head_dim", 32}, {"q_lora_rank", 128},

@@ -14,6 +14,7 @@
 #include "core/ggml_type.h"
 #include "runtime/generate.h"
 #include "runtime/inference_session.h"
+#include "runtime/session_options.h"
 
 namespace moe::test {
 
@@ -75,6 +76,23 @@ CommandResult run_shell(const std::string& script);
 // s in single quotes for a shell script.
 // One JSON value per non-empty line (JSONL output, batch records).
 std::vector<nlohmann::json> parse_json_lines(const std::string& out);
+
+// Whether two runs' logits are the same bits.
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b);
+
+// The splits the hybrid tests run on the CPU standing in for a device, from
+// `device` (options on the stand-in) and the plan it gives with every expert
+// there: all of them there, none (--cpu-moe), the first host_layers' on the
+// host (--n-cpu-moe), and a budget for the fixed part and about a third of
+// the experts (--gpu-mem).
+struct HybridSplit {
+  std::string name;
+  SessionOptions o;
+};
+std::vector<HybridSplit> hybrid_splits(const SessionOptions& device, const ExpertPlacement& all, int64_t host_layers);
+// Checks that a split's plan is what its name says (the device in use; none:
+// no expert on it; half and a third: experts on both sides).
+void check_hybrid_split(const HybridSplit& split, const ExpertPlacement& plan);
 
 // A DeepseekV4ForCausalLM config.json of tiny-dsv4's shape (4 layers: window,
 // CSA, HCA, CSA; a hash layer; 4 experts, 1 shared), for moe-synth.

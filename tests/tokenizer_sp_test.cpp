@@ -18,7 +18,7 @@
 #include "tokenizer/vocab.h"
 
 using namespace moe;
-using Ids = std::vector<int32_t>;
+using TokenIds = std::vector<int32_t>;
 
 namespace {
 
@@ -106,8 +106,8 @@ TEST_CASE("tokenizer: SentencePiece vocabulary encodes and decodes as libsentenc
     CAPTURE(text);
     std::vector<int> expected_int;
     REQUIRE(m.sp.Encode(text, &expected_int).ok());
-    const Ids expected(expected_int.begin(), expected_int.end());
-    const Ids ids = tok.encode(text, false, false);
+    const TokenIds expected(expected_int.begin(), expected_int.end());
+    const TokenIds ids = tok.encode(text, false, false);
     CHECK(ids == expected);
     std::string expected_text;
     REQUIRE(m.sp.Decode(expected_int, &expected_text).ok());
@@ -129,10 +129,10 @@ TEST_CASE("tokenizer: SentencePiece vocabulary encodes and decodes as libsentenc
 
   // BOS as the model asks (llama vocabularies default to it), and special
   // tokens in text when parsed.
-  const Ids with_bos = tok.encode("hello", true, false);
+  const TokenIds with_bos = tok.encode("hello", true, false);
   REQUIRE(!with_bos.empty());
   CHECK(with_bos.front() == m.sp.bos_id());
-  const Ids parsed = tok.encode("</s>hello", false, true);
+  const TokenIds parsed = tok.encode("</s>hello", false, true);
   REQUIRE(!parsed.empty());
   CHECK(parsed.front() == m.sp.eos_id());
   CHECK(tok.encode("</s>", false, false).size() > 1);
@@ -141,7 +141,7 @@ TEST_CASE("tokenizer: SentencePiece vocabulary encodes and decodes as libsentenc
   CHECK(tok.decode(parsed, /*special=*/false) == " hello");
 
   // Invalid UTF-8 must not crash (libsentencepiece turns it into U+FFFD).
-  const Ids bad = tok.encode("a\xFF\xC3", false, false);
+  const TokenIds bad = tok.encode("a\xFF\xC3", false, false);
   CHECK(!bad.empty());
 }
 

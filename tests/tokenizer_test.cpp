@@ -23,7 +23,7 @@
 
 using namespace moe;
 namespace fs = std::filesystem;
-using Ids = std::vector<int32_t>;
+using TokenIds = std::vector<int32_t>;
 
 namespace {
 
@@ -99,7 +99,7 @@ std::string load_error(const TinyVocab& v) {
 }
 
 // Pushes ids one at a time; every piece must be valid UTF-8.
-std::string stream_decode(const Tokenizer& tok, const Ids& ids, int* held_back = nullptr) {
+std::string stream_decode(const Tokenizer& tok, const TokenIds& ids, int* held_back = nullptr) {
   StreamDecoder dec(tok);
   std::string out;
   for (int32_t id : ids) {
@@ -130,11 +130,11 @@ TEST_CASE("tokenizer: DeepSeek-V3 vocabulary reproduces llama.cpp and Hugging Fa
   for (const auto& c : cases) {
     const std::string text = c["text"];
     CAPTURE(text);
-    const Ids ids = c["ids"].get<Ids>();
+    const TokenIds ids = c["ids"].get<TokenIds>();
     CHECK(tok->encode(text, false, false) == ids);                               // llama.cpp, special as text
-    CHECK(tok->encode(text, false, true) == c["ids_parse_special"].get<Ids>());  // Hugging Face
+    CHECK(tok->encode(text, false, true) == c["ids_parse_special"].get<TokenIds>());  // Hugging Face
     CHECK(tok->decode(ids) == c["decoded"].get<std::string>());
-    Ids with_bos = ids;
+    TokenIds with_bos = ids;
     with_bos.insert(with_bos.begin(), 0);
     CHECK(tok->encode(text, true, false) == with_bos);
   }
@@ -143,9 +143,9 @@ TEST_CASE("tokenizer: DeepSeek-V3 vocabulary reproduces llama.cpp and Hugging Fa
 TEST_CASE("tokenizer: Unicode 15 characters as llama.cpp tokenizes them") {
   const Tokenizer* tok = deepseek_v3();
   if (!tok) return test::skip("shared fixture tokenizer/deepseek-v3-vocab.gguf absent");
-  // Ids from llama.cpp (node-llama-cpp 3.22.1, the build that made the fixtures).
+  // TokenIds from llama.cpp (node-llama-cpp 3.22.1, the build that made the fixtures).
   const std::string text = "shaking \U0001FAE8b, goose \U0001FABF! CJK-H \U00031350x 2FFC\u2FFCy";
-  const Ids expected = {3037, 1690, 7351, 107, 104, 68,   14,  79823, 7351, 106, 126, 3,   54442, 45,
+  const TokenIds expected = {3037, 1690, 7351, 107, 104, 68,   14,  79823, 7351, 106, 126, 3,   54442, 45,
                         7955, 86387, 112, 238, 241, 90, 223, 20,    6459, 37,  161, 126, 123,   91};
   CHECK(tok->encode(text, false, false) == expected);
   CHECK(tok->decode(expected) == text);
@@ -162,7 +162,7 @@ TEST_CASE("tokenizer: prompts of the tiny reference models") {
     CAPTURE(gguf.string());
     const nlohmann::json j = read_json(e.path().string());
     const Tokenizer tok = Tokenizer::from_gguf(GgufFile::open(gguf.string()));
-    const Ids expected = j["prompt_tokens"].get<Ids>();
+    const TokenIds expected = j["prompt_tokens"].get<TokenIds>();
     CHECK(j["add_bos"].get<bool>());
     // The prompts hold no special-token text, so both settings must agree.
     CHECK(tok.encode(j["prompt"].get<std::string>(), true, true) == expected);
@@ -177,13 +177,13 @@ TEST_CASE("tokenizer: control tokens are matched only when parsed, user-defined 
   const Tokenizer* tok = deepseek_v3();
   if (!tok) return test::skip("shared fixture tokenizer/deepseek-v3-vocab.gguf absent");
   const std::string bos = "<｜begin▁of▁sentence｜>", eos = "<｜end▁of▁sentence｜>";
-  const Ids parsed = tok->encode(bos + "hi" + eos, false, true);
+  const TokenIds parsed = tok->encode(bos + "hi" + eos, false, true);
   REQUIRE(parsed.size() >= 3);
   CHECK(parsed.front() == 0);
   CHECK(parsed.back() == 1);
   CHECK(tok->decode(parsed) == bos + "hi" + eos);
   CHECK(tok->decode(parsed, /*special=*/false) == "hi");
-  const Ids plain = tok->encode(bos, false, false);
+  const TokenIds plain = tok->encode(bos, false, false);
   CHECK(plain.size() > 1);
   CHECK(tok->decode(plain) == bos);
 
@@ -194,7 +194,7 @@ TEST_CASE("tokenizer: control tokens are matched only when parsed, user-defined 
   REQUIRE(user_id >= 0);
   CHECK(tok->vocab().type(user_id) == TokenType::user_defined);
   CHECK(tok->encode(user + "hi", false, false) == tok->encode(user + "hi", false, true));
-  CHECK(tok->encode(user, false, false) == Ids{user_id});
+  CHECK(tok->encode(user, false, false) == TokenIds{user_id});
   CHECK(tok->decode({user_id}, /*special=*/false) == user);
 }
 
@@ -204,7 +204,7 @@ TEST_CASE("tokenizer: StreamDecoder yields only whole UTF-8 characters") {
   if (!tok || strings.empty()) return test::skip("shared fixtures tokenizer/ absent");
   int held_back = 0;
   for (const auto& c : read_json(strings)) {
-    const Ids ids = c["ids"].get<Ids>();
+    const TokenIds ids = c["ids"].get<TokenIds>();
     CAPTURE(c["text"].get<std::string>());
     CHECK(stream_decode(*tok, ids, &held_back) == tok->decode(ids));
   }
@@ -213,7 +213,7 @@ TEST_CASE("tokenizer: StreamDecoder yields only whole UTF-8 characters") {
   // A CJK character and an emoji given as single-byte tokens: nothing comes
   // out until the last byte.
   for (const std::string ch : {"深", "😀"}) {
-    Ids bytes;
+    TokenIds bytes;
     for (char b : ch) bytes.push_back(tok->vocab().find(byte_level_char(static_cast<uint8_t>(b))));
     StreamDecoder dec(*tok);
     for (size_t i = 0; i + 1 < bytes.size(); ++i) CHECK(dec.push(bytes[i]).empty());
@@ -239,7 +239,7 @@ TEST_CASE("tokenizer: invalid UTF-8 is encoded byte for byte and never crashes")
   for (const std::string& s : inputs) {
     CAPTURE(s);
     for (bool special : {false, true}) {
-      const Ids ids = tok->encode(s, false, special);
+      const TokenIds ids = tok->encode(s, false, special);
       CHECK(tok->decode(ids) == s);
       CHECK(utf8_is_valid(stream_decode(*tok, ids)));
     }
@@ -290,14 +290,14 @@ TEST_CASE("tokenizer: pre-tokenizer splits") {
 TEST_CASE("tokenizer: a small synthetic vocabulary") {
   TinyVocab v;
   const Tokenizer tok = v.load();
-  CHECK(tok.encode("abc", false, false) == Ids{v.id("abc")});
-  CHECK(tok.encode(" ab", false, false) == Ids{v.id("Ġab")});
-  CHECK(tok.encode("abab", false, false) == Ids{v.id("ab"), v.id("ab")});
-  CHECK(tok.encode("abc", true, false) == Ids{v.id("<|bos|>"), v.id("abc")});
+  CHECK(tok.encode("abc", false, false) == TokenIds{v.id("abc")});
+  CHECK(tok.encode(" ab", false, false) == TokenIds{v.id("Ġab")});
+  CHECK(tok.encode("abab", false, false) == TokenIds{v.id("ab"), v.id("ab")});
+  CHECK(tok.encode("abc", true, false) == TokenIds{v.id("<|bos|>"), v.id("abc")});
   // Control tokens only when parsed; user-defined ones always.
-  CHECK(tok.encode("<|eos|>", false, true) == Ids{v.id("<|eos|>")});
+  CHECK(tok.encode("<|eos|>", false, true) == TokenIds{v.id("<|eos|>")});
   CHECK(tok.encode("<|eos|>", false, false).size() > 1);
-  CHECK(tok.encode("<tool>ab", false, false) == Ids{v.id("<tool>"), v.id("ab")});
+  CHECK(tok.encode("<tool>ab", false, false) == TokenIds{v.id("<tool>"), v.id("ab")});
   CHECK(tok.is_eog(v.id("<|eos|>")));
   CHECK(tok.decode({v.id("Ġab"), v.id("<|eos|>")}) == " ab<|eos|>");
   CHECK_THROWS_AS(tok.decode({static_cast<int32_t>(v.tokens.size())}), Error);
@@ -405,8 +405,8 @@ TEST_CASE("tokenizer: the kimi-k2 and glm4 pre-tokenizers give llama.cpp's ids")
     for (const auto& c : cases) {
       const std::string text = c["text"];
       CAPTURE(text);
-      const Ids ids = c["ids"].get<Ids>();
-      const Ids got = tok.encode(text, false, false);
+      const TokenIds ids = c["ids"].get<TokenIds>();
+      const TokenIds got = tok.encode(text, false, false);
       CHECK(got == ids);
       exact += got == ids;
     }

@@ -357,17 +357,17 @@ int bench_deepseek4(const std::string& path, const std::string& mtp_path, Weight
     if (!session || session_threads != t.threads) {
       session.reset();
       spec_session.reset();
-      const SessionOptions so = run.session(n_ctx, n_batch, t.threads);
-      session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, so.backends, 1, so.cache_type, false,
-                                                   so.placement);
+      session = std::make_unique<Deepseek4Session>(*model, run.session(n_ctx, n_batch, t.threads));
       if (!session_threads) print_placement(*session, "moe-bench");
       session_threads = t.threads;
     }
     if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
     if (t.spec_draft_n > 0) {
-      if (!spec_session)
-        spec_session = std::make_unique<Deepseek4Session>(*model, n_ctx, n_batch, run.session(n_ctx, n_batch, t.threads).backends,
-                                                          1, session->cache_type(), true);
+      if (!spec_session) {
+        SessionOptions so = run.session(n_ctx, n_batch, t.threads);
+        so.mtp = true;
+        spec_session = std::make_unique<Deepseek4Session>(*model, so);
+      }
       run_once_spec(*spec_session, t, rng, V, logits);  // warm-up
       t.drafted = t.accepted = 0;
       for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, V, logits));

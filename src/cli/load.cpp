@@ -120,23 +120,20 @@ std::string spec_stats_text(int64_t drafted, int64_t accepted) {
 }
 
 std::unique_ptr<InferenceSession> make_session(const CliOptions& o, const LoadedModel& m) {
+  SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
+  so.n_seq = o.n_parallel;  // caches checked against memory in load_model
+  so.mtp = spec_draft_n(o) > 0;
   if (m.v4) {
-    const SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
-    const LatentType type = so.cache_type;
-    auto s = std::make_unique<Deepseek4Session>(*m.v4, m.n_ctx, o.n_batch, so.backends, o.n_parallel, type,
-                                                spec_draft_n(o) > 0, so.placement);
+    auto s = std::make_unique<Deepseek4Session>(*m.v4, so);
     if (!o.quiet) print_placement(*s, "moe");
     if (o.verbose)
       std::fprintf(stderr,
                    "moe: %s | context %lld | batch %d | model %s | cache (%s) %zu bytes per token + %zu per sequence\n",
                    s->backends_description().c_str(), static_cast<long long>(m.n_ctx), o.n_batch,
-                   m.v4->config().describe().c_str(), latent_type_name(type), m.v4->cache_bytes_per_token(type),
-                   m.v4->cache_bytes_fixed(o.n_batch, type));
+                   m.v4->config().describe().c_str(), latent_type_name(so.cache_type),
+                   m.v4->cache_bytes_per_token(so.cache_type), m.v4->cache_bytes_fixed(o.n_batch, so.cache_type));
     return s;
   }
-  SessionOptions so = o.run.session(m.n_ctx, o.n_batch, o.n_threads);
-  so.n_seq = o.n_parallel;  // caches checked against memory in load_model
-  so.mtp = spec_draft_n(o) > 0;
   auto s = std::make_unique<Deepseek2Session>(*m.model, so);
   if (!o.quiet) print_placement(*s, "moe");
   if (o.verbose)

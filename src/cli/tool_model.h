@@ -40,9 +40,7 @@ class ToolModel {
   // One sequence with the context, batch, cache type, backends and
   // placement of `so`.
   std::unique_ptr<InferenceSession> session(const SessionOptions& so) const {
-    if (v4_)
-      return std::make_unique<Deepseek4Session>(*v4_, so.n_ctx, so.n_batch, so.backends, 1, so.cache_type, false,
-                                                so.placement);
+    if (v4_) return std::make_unique<Deepseek4Session>(*v4_, so);
     return std::make_unique<Deepseek2Session>(*v2_, so);
   }
 

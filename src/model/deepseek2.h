@@ -18,6 +18,7 @@
 #include "runtime/hybrid_moe.h"
 #include "model/repacked_tensors.h"
 #include "runtime/inference_session.h"
+#include "runtime/session_options.h"
 
 namespace moe {
 
@@ -57,18 +58,6 @@ class Deepseek2Model {
   std::vector<float> rope_freqs_;
   uint64_t fingerprint_ = 0;  // of the file's bytes, taken before any repack
   RepackedTensors repacked_;
-};
-
-struct SessionOptions {
-  int64_t n_ctx = 4096;    // cache positions of each sequence
-  int64_t n_batch = 512;   // most tokens per forward step
-  int64_t n_seq = 1;       // sequences the cache holds (-np)
-  LatentType cache_type = LatentType::kF32;  // -ctk
-  // The file's MTP module drafts tokens (--spec-type draft-mtp): it gets a
-  // latent cache of its own and follows every evaluated position.
-  bool mtp = false;
-  BackendOptions backends;
-  PlacementOptions placement;
 };
 
 // Sequences on the backends of a run: the placement of the weights, the

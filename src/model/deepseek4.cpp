@@ -109,9 +109,15 @@ std::vector<TensorFootprint> Deepseek4Model::tensor_footprints() const {
 
 namespace {
 
-BackendOptions cpu_only(int n_threads) {
-  BackendOptions o;
-  o.n_threads = n_threads;
+SessionOptions cpu_only(int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq, LatentType cache_type,
+                        bool mtp) {
+  SessionOptions o;
+  o.n_ctx = n_ctx;
+  o.n_batch = n_batch;
+  o.n_seq = n_seq;
+  o.cache_type = cache_type;
+  o.mtp = mtp;
+  o.backends.n_threads = n_threads;
   return o;
 }
 
@@ -119,19 +125,20 @@ BackendOptions cpu_only(int n_threads) {
 
 Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads,
                                    int64_t n_seq, LatentType cache_type, bool mtp)
-    : Deepseek4Session(model, n_ctx, n_batch, cpu_only(n_threads), n_seq, cache_type, mtp) {}
+    : Deepseek4Session(model, cpu_only(n_ctx, n_batch, n_threads, n_seq, cache_type, mtp)) {}
 
-Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch,
-                                   const BackendOptions& backends, int64_t n_seq, LatentType cache_type, bool mtp,
-                                   const PlacementOptions& placement)
-    : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(n_ctx), n_batch_(n_batch), cache_type_(cache_type) {
+Deepseek4Session::Deepseek4Session(const Deepseek4Model& model, const SessionOptions& o)
+    : model_(model), c_(model.config()), w_(model.weights()), n_ctx_(o.n_ctx), n_batch_(o.n_batch),
+      cache_type_(o.cache_type) {
+  const int64_t n_ctx = o.n_ctx, n_batch = o.n_batch, n_seq = o.n_seq;
+  const bool mtp = o.mtp;
   if (n_ctx <= 0 || n_batch <= 0 || n_seq <= 0) throw_error("deepseek4 session: n_ctx, n_batch and n_seq must be positive");
   if (mtp && !model.mtp())
     throw_error("--spec-type draft-mtp: %s has no MTP module attached (deepseek4 keeps it in a companion GGUF: -md FILE)",
                 model.file().path().c_str());
-  backends_ = make_backends(backends);
+  backends_ = make_backends(o.backends);
   n_rows_ = std::max(n_batch, n_seq);
-  place_weights(placement, n_seq, mtp);
+  place_weights(o.placement, n_seq, mtp);
   const int64_t D = c_.hidden_size, hc = c_.hc, H = c_.num_attention_heads, d = c_.head_dim, n = n_rows_;
   const int64_t K = c_.num_experts_per_tok, S = c_.moe_intermediate_size * std::max<int64_t>(1, c_.n_shared_experts);
   x_ = be_->alloc(n, hc * D);

@@ -34,6 +34,7 @@
 #include "runtime/expert_stats.h"
 #include "runtime/hybrid_moe.h"
 #include "runtime/inference_session.h"
+#include "runtime/session_options.h"
 
 namespace moe {
 
@@ -73,14 +74,12 @@ class Deepseek4Model {
 class Deepseek4Session final : public InferenceSession, private MtpModule {
  public:
   // Backends as the flags ask (the compute backend must have the V4 ops);
-  // the raw and compressed rows cached in cache_type (-ctk).
-  // mtp: draft with the model's attached MTP module (--spec-type draft-mtp).
-  // With a device, `placement` decides which routed experts it holds
+  // the raw and compressed rows cached in o.cache_type (-ctk); o.mtp: draft
+  // with the model's attached MTP module (--spec-type draft-mtp). With a
+  // device, o.placement decides which routed experts it holds
   // (runtime/expert_placement.h); the rest stay in host memory and the host
   // CPU computes them (runtime/hybrid_moe.h), as for DeepSeek-V2/V3.
-  Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, const BackendOptions& backends,
-                   int64_t n_seq = 1, LatentType cache_type = LatentType::kF32, bool mtp = false,
-                   const PlacementOptions& placement = {});
+  Deepseek4Session(const Deepseek4Model& model, const SessionOptions& o);
   // The CPU alone with n_threads.
   Deepseek4Session(const Deepseek4Model& model, int64_t n_ctx, int64_t n_batch, int n_threads, int64_t n_seq = 1,
                    LatentType cache_type = LatentType::kF32, bool mtp = false);
