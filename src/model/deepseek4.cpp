@@ -1,10 +1,11 @@
 #include "model/deepseek4.h"
 
 #include <algorithm>
-#include <map>
 #include <cstring>
+#include <map>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "runtime/moe_dispatch.h"
 
 namespace moe {
@@ -186,7 +187,7 @@ void Deepseek4Session::place_weights(const PlacementOptions& options, int64_t n_
   const int64_t L = c_.num_hidden_layers, E = c_.n_routed_experts;
   PlacementInputs in;
   in.host_name = backends_.host->name();
-  in.host_memory = "the file mapping";
+  in.host_memory = model_.file().mappings().front()->mapped() ? "the file mapping" : "memory read from the file";
   if (backends_.device) in.device_name = backends_.device->name();
   in.budget = backends_.device_budget;
   in.kv_bytes = (model_.cache_bytes_per_token(cache_type_) * sz(n_ctx_) + model_.cache_bytes_fixed(n_batch_, cache_type_)) *
