@@ -501,7 +501,7 @@ int main(int argc, char** argv) {
       }
     for (Test& t : tests) t.random_depth = depth_fill == "random";
     const WeightMemory memory = mmap < 0 ? WeightMemory::kAuto : mmap ? WeightMemory::kMap : WeightMemory::kRead;
-    if (GgufFile::open(path).get_string_opt("general.architecture").value_or("") == "deepseek4") {
+    if (is_deepseek4_file(path)) {
       if (depth_fill == "random" || expert_load)
         throw_error("%s: --depth-fill random and --expert-load are not supported for deepseek4 models yet",
                     path.c_str());

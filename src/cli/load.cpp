@@ -67,7 +67,7 @@ LoadedModel load_deepseek4(const CliOptions& o, std::chrono::steady_clock::time_
 
 LoadedModel load_model(const CliOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (GgufFile::open(o.model, true).get_string_opt("general.architecture").value_or("") == "deepseek4")
+  if (is_deepseek4_file(o.model))
     return load_deepseek4(o, t0);
   if (!o.model_draft.empty())
     throw_error("-md %s: separate draft models are not supported, only a deepseek4 model's MTP companion file; %s "

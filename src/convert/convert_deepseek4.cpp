@@ -86,7 +86,7 @@ const std::map<std::string, std::string>& root_sources() {
 }
 
 // The MTP companion: its own names within "blk.N." -> within "mtp.0."
-// (nextn.eh_proj is made from two sources, below), and its roots.
+// (nextn.eh_proj is made from two sources, below).
 const std::map<std::string, std::string>& mtp_sources() {
   static const std::map<std::string, std::string> m = {
       {"nextn.enorm.weight", "enorm.weight"},
@@ -96,12 +96,15 @@ const std::map<std::string, std::string>& mtp_sources() {
   return m;
 }
 
+// The companion's roots are the model's, but for its own hyper-connection
+// head (mtp.0.hc_head_*).
 const std::map<std::string, std::string>& mtp_root_sources() {
-  static const std::map<std::string, std::string> m = {
-      {"token_embd.weight", "embed.weight"},           {"output_norm.weight", "norm.weight"},
-      {"output.weight", "head.weight"},                {"output_hc_fn.weight", "mtp.0.hc_head_fn"},
-      {"output_hc_base.weight", "mtp.0.hc_head_base"}, {"output_hc_scale.weight", "mtp.0.hc_head_scale"},
-  };
+  static const std::map<std::string, std::string> m = [] {
+    std::map<std::string, std::string> roots = root_sources();
+    for (auto& [gguf, source] : roots)
+      if (source.rfind("hc_head_", 0) == 0) source = "mtp.0." + source;
+    return roots;
+  }();
   return m;
 }
 

@@ -247,21 +247,9 @@ Deepseek2Session::Deepseek2Session(const Deepseek2Model& model, const SessionOpt
   mtp_init(o);
 }
 
-std::string Deepseek2Session::backends_description() const {
-  if (!backends_.device) return backends_.host->describe();
-  return backends_.device->describe() + " + " + backends_.host->describe();
-}
-
 ExpertStats Deepseek2Session::expert_stats() const {
-  ExpertStats s;
-  s.model = model_.file().get_string_opt("general.name").value_or(model_.file().path());
-  s.n_layers = c_.num_hidden_layers;
-  s.n_experts = std::max<int64_t>(1, c_.n_routed_experts);
-  s.top_k = c_.num_experts_per_tok;
-  s.tokens = n_evaluated_;
-  // The trunk's layers (the MTP module's come after them).
-  s.counts.assign(moe_->counts().begin(), moe_->counts().begin() + s.n_layers * s.n_experts);
-  return s;
+  return moe_->stats(model_.file().get_string_opt("general.name").value_or(model_.file().path()), c_.num_hidden_layers,
+                     c_.num_experts_per_tok, n_evaluated_);
 }
 
 void Deepseek2Session::check_tokens(const int32_t* tokens, int64_t n) const {

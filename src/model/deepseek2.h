@@ -110,7 +110,7 @@ class Deepseek2Session final : public InferenceSession, private MtpModule {
   const Deepseek2Model& model() const { return model_; }
   const ExpertPlacement& placement() const { return placement_; }
   // "CPU (AVX512-VNNI, 2 threads)" or "CPU-device (...) + CPU (...)".
-  std::string backends_description() const;
+  std::string backends_description() const { return backends_.describe(); }
   // How often each routed expert was chosen since the session began:
   // [layer][expert] (dense layers stay zero).
   const std::vector<uint64_t>& expert_counts() const { return moe_->counts(); }

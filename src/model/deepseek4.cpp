@@ -234,21 +234,9 @@ void Deepseek4Session::place_weights(const PlacementOptions& options, int64_t n_
   }
 }
 
-std::string Deepseek4Session::backends_description() const {
-  if (!backends_.device) return backends_.host->describe();
-  return backends_.device->describe() + " + " + backends_.host->describe();
-}
-
 ExpertStats Deepseek4Session::expert_stats() const {
-  ExpertStats s;
-  s.model = model_.file().get_string_opt("general.name").value_or(model_.file().path());
-  s.n_layers = c_.num_hidden_layers;
-  s.n_experts = c_.n_routed_experts;
-  s.top_k = c_.num_experts_per_tok;
-  s.tokens = static_cast<uint64_t>(n_evaluated_);
-  // The trunk's layers (the MTP module's come after them).
-  s.counts.assign(moe_->counts().begin(), moe_->counts().begin() + s.n_layers * s.n_experts);
-  return s;
+  return moe_->stats(model_.file().get_string_opt("general.name").value_or(model_.file().path()), c_.num_hidden_layers,
+                     c_.num_experts_per_tok, n_evaluated_);
 }
 
 Dsv4LayerCache Deepseek4Session::alloc_layer_cache(const Deepseek4Config& c, int64_t il) {
@@ -414,7 +402,7 @@ void Deepseek4Session::forward_step(const int32_t* tokens, const std::vector<Seq
     mtp_follow_->catch_up(next);
   }
 
-  n_evaluated_ += n;
+  n_evaluated_ += static_cast<uint64_t>(n);
   // X: hc copies of the embedding.
   be_->embed(w_.token_embd, tokens, n, h_);
   be_->hc_init(h_, hc, n, x_);

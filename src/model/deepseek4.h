@@ -123,7 +123,7 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   void mtp_draft_many(std::vector<DraftAsk>& asks) override;
 
   const Deepseek4Model& model() const { return model_; }
-  std::string backends_description() const;
+  std::string backends_description() const { return backends_.describe(); }
   const ExpertPlacement& placement() const { return placement_; }
   // Bytes of weights the device holds (its copies), 0 without one.
   size_t device_weight_bytes() const { return backends_.device ? backends_.device->weight_bytes() : 0; }
@@ -190,7 +190,7 @@ class Deepseek4Session final : public InferenceSession, private MtpModule {
   Deepseek4Weights w_;  // the model's views, or the compute backend's copies of them
   std::vector<LayerExperts> experts_;  // per layer (and the MTP module's block after them)
   std::unique_ptr<HybridMoe> moe_;
-  int64_t n_evaluated_ = 0;  // tokens through the trunk (expert statistics)
+  uint64_t n_evaluated_ = 0;  // tokens through the trunk (expert statistics)
   int64_t n_ctx_, n_batch_, n_rows_;
   LatentType cache_type_;
   std::vector<SeqState> seqs_;

@@ -32,6 +32,8 @@ struct BackendSet {
   std::unique_ptr<Backend> device;  // null: the host computes everything
   int64_t device_budget = -1;       // bytes of weights and cache the device may hold; -1: no limit
   Backend& compute() const { return device ? *device : *host; }
+  // "CPU (...)", or the device's description and the host's.
+  std::string describe() const { return device ? device->describe() + " + " + host->describe() : host->describe(); }
 };
 
 // Throws naming the option at fault (an unknown --device, no CUDA in this build).

@@ -16,6 +16,17 @@ HybridMoe::HybridMoe(Backend& compute, Backend* host, int64_t n_layers, int64_t 
   }
 }
 
+ExpertStats HybridMoe::stats(const std::string& model, int64_t n_layers, int64_t top_k, uint64_t tokens) const {
+  ExpertStats s;
+  s.model = model;
+  s.n_layers = n_layers;
+  s.n_experts = n_experts_;
+  s.top_k = top_k;
+  s.tokens = tokens;
+  s.counts.assign(counts_.begin(), counts_.begin() + n_layers * n_experts_);
+  return s;
+}
+
 void HybridMoe::begin(int64_t il, const LayerExperts& L, const Act& h, const Ids& ids, int64_t n, Act slot_out) {
   if (host_pending_) {  // a step that failed between begin() and finish(): its error was reported then
     host_pending_ = false;

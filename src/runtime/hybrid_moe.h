@@ -16,6 +16,7 @@
 
 #include "core/async_worker.h"
 #include "runtime/backend.h"
+#include "runtime/expert_stats.h"
 #include "runtime/moe_dispatch.h"
 
 namespace moe {
@@ -42,6 +43,10 @@ class HybridMoe {
 
   // How often each expert was chosen: [layer][expert].
   const std::vector<uint64_t>& counts() const { return counts_; }
+  // Those counts as a statistics file holds them: the first n_layers (a
+  // model's trunk; an MTP module's block comes after it), over `tokens`,
+  // with the model's top_k (0 for a model with no routed experts).
+  ExpertStats stats(const std::string& model, int64_t n_layers, int64_t top_k, uint64_t tokens) const;
 
  private:
   Backend& compute_;
