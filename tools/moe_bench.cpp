@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -333,49 +334,65 @@ std::string backend_column(const ExpertPlacement& plan) {
                             : std::string("CPU ") + cpu_isa_name(cpu_isa_active());
 }
 
-// DeepSeek-V4 files: the same tests on a Deepseek4Session, on the backends
-// and placement the run flags ask for. With -md (the MTP companion), tests
-// with drafts run on a session with the module, the others on one without.
-int bench_deepseek4(const std::string& path, const std::string& mtp_path, WeightMemory memory,
-                    std::vector<Test>& tests, int n_batch, int reps, const RunFlags& run, const std::string& output,
-                    bool progress) {
-  auto model = Deepseek4Model::load(path, memory);
-  if (!mtp_path.empty()) model->attach_mtp(mtp_path);
-  const int64_t V = model->config().vocab_size;
+// Every test on sessions of `model` made from the run flags, one per
+// thread count (on_session(session, threads, first) when one starts; the
+// last is returned, for its placement and statistics). Tests with drafts
+// run on a session with the MTP module (which follows every position), the
+// others on one without.
+template <typename Session, typename Model>
+std::unique_ptr<Session> run_tests(const Model& model, int64_t n_vocab, std::vector<Test>& tests, const RunFlags& run,
+                                   int n_batch, int reps, bool progress,
+                                   const std::function<void(const Session&, int, bool)>& on_session) {
   int64_t n_ctx = 1;
   int max_spec = 0;
   for (const Test& t : tests) {
     n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
     max_spec = std::max(max_spec, t.spec_draft_n);
   }
-  std::vector<float> logits(static_cast<size_t>(V * (max_spec + 1)));
+  std::vector<float> logits(static_cast<size_t>(n_vocab * (max_spec + 1)));
   std::mt19937 rng(42);
-  std::unique_ptr<Deepseek4Session> session, spec_session;
+  std::unique_ptr<Session> session, spec_session;
   int session_threads = 0;
   DepthState depth;
   for (Test& t : tests) {
     if (!session || session_threads != t.threads) {
       session.reset();
       spec_session.reset();
-      session = std::make_unique<Deepseek4Session>(*model, run.session(n_ctx, n_batch, t.threads));
-      if (!session_threads) print_placement(*session, "moe-bench");
+      session = std::make_unique<Session>(model, run.session(n_ctx, n_batch, t.threads));
+      on_session(*session, t.threads, session_threads == 0);
       session_threads = t.threads;
+    }
+    if (t.spec_draft_n > 0 && !spec_session) {
+      SessionOptions so = run.session(n_ctx, n_batch, t.threads);
+      so.mtp = true;
+      spec_session = std::make_unique<Session>(model, so);
     }
     if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
     if (t.spec_draft_n > 0) {
-      if (!spec_session) {
-        SessionOptions so = run.session(n_ctx, n_batch, t.threads);
-        so.mtp = true;
-        spec_session = std::make_unique<Deepseek4Session>(*model, so);
-      }
-      run_once_spec(*spec_session, t, rng, V, logits);  // warm-up
+      run_once_spec(*spec_session, t, rng, n_vocab, logits);  // warm-up
       t.drafted = t.accepted = 0;
-      for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, V, logits));
+      for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, n_vocab, logits));
       continue;
     }
-    run_once(*session, at_depth_0(t), rng, V, logits);  // warm-up (as llama-bench: without the depth)
-    for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once(*session, t, rng, V, logits, &depth));
+    run_once(*session, at_depth_0(t), rng, n_vocab, logits);  // warm-up (as llama-bench: without the depth)
+    for (int r = 0; r < reps; ++r)
+      t.tok_per_s.push_back(run_once(*session, t, rng, n_vocab, logits, t.random_depth ? nullptr : &depth));
   }
+  return session;
+}
+
+// DeepSeek-V4 files: the same tests on Deepseek4Sessions. With -md (the MTP
+// companion), tests with drafts run on a session with the module.
+int bench_deepseek4(const std::string& path, const std::string& mtp_path, WeightMemory memory,
+                    std::vector<Test>& tests, int n_batch, int reps, const RunFlags& run, const std::string& output,
+                    bool progress) {
+  auto model = Deepseek4Model::load(path, memory);
+  if (!mtp_path.empty()) model->attach_mtp(mtp_path);
+  const std::unique_ptr<Deepseek4Session> session = run_tests<Deepseek4Session>(
+      *model, model->config().vocab_size, tests, run, n_batch, reps, progress,
+      [](const Deepseek4Session& s, int, bool first) {
+        if (first) print_placement(s, "moe-bench");
+      });
   const ExpertPlacement& plan = session ? session->placement() : ExpertPlacement{};
   print_tests(tests, path, model->file().total_size(), backend_column(plan),
               session ? session->backends_description() : "", plan.to_json(), output,
@@ -518,43 +535,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "moe-bench: %zu tensors repacked for the CPU (%.2f GiB)\n",
                    model->repacked().count(), static_cast<double>(model->repacked().bytes()) / (1 << 30));
     const Deepseek2Config& c = model->config();
-    int64_t n_ctx = 1;
-    for (const Test& t : tests) n_ctx = std::max(n_ctx, t.n_depth + t.n_prompt + t.n_gen + 1);
-    int max_spec = 0;
-    for (const Test& t : tests) max_spec = std::max(max_spec, t.spec_draft_n);
-    std::vector<float> logits(static_cast<size_t>(c.vocab_size * (max_spec + 1)));
-    std::mt19937 rng(42);
-    // Tests with drafts run on a session with the MTP module (which follows
-    // every position), the others on one without.
-    std::unique_ptr<Deepseek2Session> session, spec_session;
-    int session_threads = 0;
-    DepthState depth;
-    std::vector<uint64_t> counts;
-    for (Test& t : tests) {
-      if (!session || session_threads != t.threads) {
-        session.reset();
-        spec_session.reset();
-        session = std::make_unique<Deepseek2Session>(*model, run.session(n_ctx, std::min(n_batch, n_ubatch), t.threads));
-        session_threads = t.threads;
-        if (verbose || session_threads == parse_list("-t", threads_arg, 1).front()) print_placement(*session, "moe-bench");
-        if (verbose) std::fprintf(stderr, "moe-bench: %s\n", session->backends_description().c_str());
-      }
-      if (t.spec_draft_n > 0 && !spec_session) {
-        SessionOptions so = run.session(n_ctx, std::min(n_batch, n_ubatch), t.threads);
-        so.mtp = true;
-        spec_session = std::make_unique<Deepseek2Session>(*model, so);
-      }
-      if (progress) std::fprintf(stderr, "moe-bench: %s, %d threads\n", t.name().c_str(), t.threads);
-      if (t.spec_draft_n > 0) {
-        run_once_spec(*spec_session, t, rng, c.vocab_size, logits);  // warm-up
-        t.drafted = t.accepted = 0;
-        for (int r = 0; r < reps; ++r) t.tok_per_s.push_back(run_once_spec(*spec_session, t, rng, c.vocab_size, logits));
-        continue;
-      }
-      run_once(*session, at_depth_0(t), rng, c.vocab_size, logits);  // warm-up (as llama-bench: without the depth)
-      for (int r = 0; r < reps; ++r)
-        t.tok_per_s.push_back(run_once(*session, t, rng, c.vocab_size, logits, t.random_depth ? nullptr : &depth));
-    }
+    const int first_threads = parse_list("-t", threads_arg, 1).front();
+    const std::unique_ptr<Deepseek2Session> session = run_tests<Deepseek2Session>(
+        *model, c.vocab_size, tests, run, std::min(n_batch, n_ubatch), reps, progress,
+        [&](const Deepseek2Session& s, int threads, bool) {
+          if (verbose || threads == first_threads) print_placement(s, "moe-bench");
+          if (verbose) std::fprintf(stderr, "moe-bench: %s\n", s.backends_description().c_str());
+        });
     if (session) write_expert_stats(run, *session, "moe-bench");
     if (expert_load && c.n_routed_experts > 0 && session) {
       const auto& cnt = session->expert_counts();
