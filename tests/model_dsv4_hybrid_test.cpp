@@ -22,18 +22,11 @@ namespace {
 // weights in f32 and with MXFP4 experts, and the fixtures where present.
 std::vector<std::string> models() {
   const std::string dir = test::temp_dir() + "/dsv4-hybrid";
-  std::filesystem::create_directories(dir);
-  const std::string config = dir + "/config.json";
-  std::ofstream(config) << test::tiny_dsv4_config().dump();
   std::vector<std::string> out;
   for (const char* type : {"F32", "MXFP4_MOE"}) {
     const std::string path = dir + "/v4." + type + ".gguf";
-    if (!std::filesystem::exists(path)) {
-      const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", config, "--vocab",
-                                        std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", "--type", type,
-                                        "--seed", "3", "-o", path});
-      REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-    }
+    if (!std::filesystem::exists(path))
+      test::synth_from_config(test::tiny_dsv4_config(), dir, {"--type", type, "--seed", "3", "-o", path});
     out.push_back(path);
   }
   for (const char* f : {"tiny-dsv4.f32", "tiny-dsv4.Q8_0"}) {
@@ -56,17 +49,7 @@ SessionOptions options(const std::string& device) {
 // A prompt of 150 tokens in steps of 64 (past the window and one HCA
 // block), then 5 tokens one at a time: every position's logits.
 std::vector<float> run(const Deepseek4Model& model, const SessionOptions& o) {
-  Deepseek4Session s(model, o);
-  const int64_t V = model.config().vocab_size;
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < 150; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 11) % V));
-  std::vector<float> logits(size_t(155 * V));
-  s.forward(prompt.data(), 150, logits.data(), true);
-  for (int i = 0; i < 5; ++i) {
-    const int32_t t = static_cast<int32_t>((i * 101 + 7) % V);
-    s.forward(&t, 1, &logits[size_t((150 + i) * V)], false);
-  }
-  return logits;
+  return test::prompt_then_decode_logits<Deepseek4Session>(model, o, 150);
 }
 
 }  // namespace
@@ -144,15 +127,10 @@ TEST_CASE("deepseek4 hybrid: routing statistics, and a statistics file decides w
 
 TEST_CASE("deepseek4 hybrid: drafting with the MTP module on a device is refused at start") {
   const std::string dir = test::temp_dir() + "/dsv4-hybrid-mtp";
-  std::filesystem::create_directories(dir);
   nlohmann::json config = test::tiny_dsv4_config();
   config["compress_ratios"].push_back(0);
   config["num_nextn_predict_layers"] = 1;
-  std::ofstream(dir + "/config.json") << config.dump();
-  const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", dir + "/config.json", "--vocab",
-                                    std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", "--type", "F32", "-o",
-                                    dir + "/v4.gguf", "--mtp-companion", dir + "/v4-mtp.gguf"});
-  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  test::synth_from_config(config, dir, {"--type", "F32", "-o", dir + "/v4.gguf", "--mtp-companion", dir + "/v4-mtp.gguf"});
   auto model = Deepseek4Model::load(dir + "/v4.gguf");
   model->attach_mtp(dir + "/v4-mtp.gguf");
   SessionOptions cpu = options("cpu"), device = options("cpu-device");

@@ -66,15 +66,11 @@ struct Files {
 // with the heads narrowed (above).
 Files tiny_v4_with_mtp(int64_t mtp_ratio, float mtp_sign) {
   const std::string dir = test::temp_dir() + "/dsv4-mtp-" + std::to_string(mtp_ratio);
-  std::filesystem::create_directories(dir);
   nlohmann::json config = test::tiny_dsv4_config();
   config["compress_ratios"].push_back(mtp_ratio);
   config["num_nextn_predict_layers"] = 1;
-  std::ofstream(dir + "/config.json") << config.dump();
-  const auto r = test::run_command({test::bin_dir() + "/moe-synth", "--config", dir + "/config.json", "--vocab", kVocab,
-                                    "-o", dir + "/raw.gguf", "--mtp-companion", dir + "/raw-mtp.gguf", "--type", "F32"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
+  test::synth_from_config(config, dir,
+                          {"-o", dir + "/raw.gguf", "--mtp-companion", dir + "/raw-mtp.gguf", "--type", "F32"});
   Files f;
   f.model = with_one_channel(dir + "/raw.gguf", dir + "/v4.gguf", "output_norm.weight", 7, 1.0f);
   f.companion = with_one_channel(dir + "/raw-mtp.gguf", dir + "/v4-mtp.gguf", "blk.4.nextn.shared_head_norm.weight", 7,

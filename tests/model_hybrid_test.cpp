@@ -36,17 +36,7 @@ std::vector<std::string> models() {
 // A prompt of 19 tokens (two steps of 16 and 3), then 5 tokens one at a time:
 // the logits of every position, in one vector.
 std::vector<float> run(const Deepseek2Model& model, const SessionOptions& o) {
-  Deepseek2Session s(model, o);
-  const int64_t V = model.config().vocab_size;
-  std::vector<int32_t> prompt;
-  for (int i = 0; i < 19; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 11) % V));
-  std::vector<float> logits(size_t(24 * V));
-  s.forward(prompt.data(), 19, logits.data(), true);
-  for (int i = 0; i < 5; ++i) {
-    const int32_t t = static_cast<int32_t>((i * 101 + 7) % V);
-    s.forward(&t, 1, &logits[size_t((19 + i) * V)], false);
-  }
-  return logits;
+  return test::prompt_then_decode_logits<Deepseek2Session>(model, o, 19);
 }
 
 SessionOptions options(const std::string& device) {

@@ -172,6 +172,17 @@ nlohmann::json tiny_dsv4_config() {
           {"max_position_embeddings", 4096}};
 }
 
+void synth_from_config(const nlohmann::json& config, const std::string& dir, const std::vector<std::string>& args) {
+  std::filesystem::create_directories(dir);
+  const std::string dumped = config.dump();
+  write_file(dir + "/config.json", dumped.data(), dumped.size());
+  std::vector<std::string> argv = {bin_dir() + "/moe-synth", "--config", dir + "/config.json", "--vocab",
+                                   std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const CommandResult r = run_command(argv);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+}
+
 std::vector<nlohmann::json> parse_json_lines(const std::string& out) {
   std::vector<nlohmann::json> records;
   size_t start = 0;

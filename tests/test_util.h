@@ -90,6 +90,23 @@ struct HybridSplit {
   SessionOptions o;
 };
 std::vector<HybridSplit> hybrid_splits(const SessionOptions& device, const ExpertPlacement& all, int64_t host_layers);
+// The logits of every position of a session of `model` made with `o`: a
+// prompt of n_prompt tokens in one call (the session's steps of o.n_batch),
+// then 5 tokens one at a time. The hybrid tests compare these across splits.
+template <typename Session, typename Model>
+std::vector<float> prompt_then_decode_logits(const Model& model, const SessionOptions& o, int n_prompt) {
+  Session s(model, o);
+  const int64_t V = model.config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < n_prompt; ++i) prompt.push_back(static_cast<int32_t>((i * 37 + 11) % V));
+  std::vector<float> logits(static_cast<size_t>((n_prompt + 5) * V));
+  s.forward(prompt.data(), n_prompt, logits.data(), true);
+  for (int i = 0; i < 5; ++i) {
+    const int32_t t = static_cast<int32_t>((i * 101 + 7) % V);
+    s.forward(&t, 1, &logits[static_cast<size_t>((n_prompt + i) * V)], false);
+  }
+  return logits;
+}
 // Checks that a split's plan is what its name says (the device in use; none:
 // no expert on it; half and a third: experts on both sides).
 void check_hybrid_split(const HybridSplit& split, const ExpertPlacement& plan);
@@ -97,6 +114,9 @@ void check_hybrid_split(const HybridSplit& split, const ExpertPlacement& plan);
 // A DeepseekV4ForCausalLM config.json of tiny-dsv4's shape (4 layers: window,
 // CSA, HCA, CSA; a hash layer; 4 experts, 1 shared), for moe-synth.
 nlohmann::json tiny_dsv4_config();
+// Writes `config` to dir/config.json (dir made) and runs moe-synth on it with
+// the trained model's tokenizer and `args` (-o, --type, ...); REQUIREs it succeeds.
+void synth_from_config(const nlohmann::json& config, const std::string& dir, const std::vector<std::string>& args);
 std::string shell_quote(const std::string& s);
 
 // n elements of type t as random bytes (every bit pattern of packed scales,

@@ -359,12 +359,8 @@ TEST_CASE("moe-imatrix on deepseek4: the routed experts' down projection sees th
   nlohmann::json config = moe::test::tiny_dsv4_config();
   const double limit = 0.05;
   config["swiglu_limit"] = limit;
-  moe::test::write_file(dir + "/config.json", config.dump().data(), config.dump().size());
-  auto r = moe::test::run_command({bin("moe-synth"), "--config", dir + "/config.json", "--vocab",
-                                   std::string(MOE_MODELS_DIR) + "/tiny-kjv-dsv3.Q4_K_M.gguf", "--type", "F32", "-o",
-                                   dir + "/v4.gguf"});
-  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  r = moe::test::run_command({bin("moe-imatrix"), "-m", dir + "/v4.gguf", "-f", moe::test::local_fixture("kjv-ruth.txt"),
+  moe::test::synth_from_config(config, dir, {"--type", "F32", "-o", dir + "/v4.gguf"});
+  auto r = moe::test::run_command({bin("moe-imatrix"), "-m", dir + "/v4.gguf", "-f", moe::test::local_fixture("kjv-ruth.txt"),
                               "-c", "128", "--chunks", "2", "-t", "2", "--no-ppl", "-o", dir + "/im.gguf"});
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   const moe::ImportanceMatrix im = moe::load_importance_matrix(dir + "/im.gguf");
